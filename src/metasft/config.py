@@ -1,0 +1,413 @@
+"""Experiment configuration: a dataclass schema, YAML files, dotted command-line overrides.
+
+Defaults live in the dataclasses only. A YAML file (optionally `include:`-ing others, paths relative
+to it) and then `key.sub=value` overrides are merged on top; an unknown key, a wrong type or a missing
+required key is a `ConfigError` naming the key, the file and what was expected. The key names are the
+design's (`model.partial_pretrain`, `meta.inner_lr`, ...); verl's names for the same settings are
+accepted as aliases (see ALIASES).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped, missing or inconsistent; the message names it."""
+
+
+# ----------------------------------------------------------------------------------------- schema
+@dataclass
+class ModelArgs:
+    # Hugging Face id, local directory, "smollm2-135m-instruct" (embedded GGUF) or "tiny-llama" (tests)
+    partial_pretrain: str = "smollm2-135m-instruct"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    use_fsdp: bool = False          # under torchrun: FSDP2 if true, else DDP
+    dtype: str = "float32"          # base weights: float32 | bfloat16 (adapters always float32)
+    gradient_checkpointing: bool = False
+    cache_dir: str | None = None    # where the embedded model's safetensors cache goes
+
+
+@dataclass
+class MetaTask:
+    """One meta-training task as the trainer sees it: files relative to the data directory."""
+    name: str
+    support_files: list[str] = field(default_factory=list)
+    query_files: list[str] = field(default_factory=list)
+    support_max_samples: int | None = None
+    query_max_samples: int | None = None
+
+
+@dataclass
+class MetaArgs:
+    use_fomaml: bool = True
+    algorithm: str = "fomaml"       # fomaml | reptile
+    inner_lr: float = 5e-5
+    num_inner_steps: int = 5
+    inner_batch_size: int = 4
+    inner_optimizer: str = "sgd"    # sgd | adam (state fresh for each task)
+    outer_lr: float = 2e-5
+    meta_batch_size: int = 3
+    query_batch_size: int = 4
+    tasks: list[MetaTask] = field(default_factory=list)  # empty: every data.tasks entry
+
+
+@dataclass
+class TaskSource:
+    """How a meta-training task is built from a source (for `metasft data build`)."""
+    name: str
+    source: str
+    subject: str | None = None
+    subjects: list[str] = field(default_factory=list)
+    split: str = "train"
+    levels: list[int] = field(default_factory=list)   # empty: all levels
+    size: int | None = None                           # generated sources: problems per domain
+    support_max_samples: int | None = None            # counts win over data.support_ratio
+    query_max_samples: int | None = None
+
+
+@dataclass
+class EvalTask:
+    """A held-out few-shot evaluation task (the design's FEW_SHOT_EVAL_TASKS)."""
+    name: str
+    source: str
+    subject: str | None = None
+    subjects: list[str] = field(default_factory=list)
+    level: int | None = None
+    split: str = "test"             # where test items come from
+    shots_split: str = "train"      # where the pool of shots comes from
+    size: int | None = None
+    n_shots: list[int] = field(default_factory=lambda: [0, 5, 10, 25, 50])
+    test_size: int = 200
+    unseen: bool = False            # protocol B (cross-task zero-shot)
+    cross_domain: bool = False      # success criterion 5 (science / MMLU-STEM-like)
+    max_new_tokens: int = 256
+
+
+@dataclass
+class CotArgs:
+    base_url: str | None = None     # any OpenAI-compatible endpoint; None: keep the source's solution
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    cache_dir: str | None = None
+
+
+@dataclass
+class DataArgs:
+    tasks: list[TaskSource] = field(default_factory=list)
+    eval_tasks: list[EvalTask] = field(default_factory=list)
+    support_ratio: float = 0.2
+    query_ratio: float = 0.3        # the rest is the task's held-out test split
+    val_ratio: float = 0.1          # share of the held-out part kept for checkpoint selection
+    val_max_samples: int = 64
+    template: str = "en"            # en | zh (the design's Chinese prompt)
+    use_chat_template: bool = True
+    cot: CotArgs = field(default_factory=CotArgs)
+    dir: str | None = None          # an already built data directory; None: build into the run
+    # training-time settings (the design's keys)
+    max_length: int = 2048
+    truncation: str = "right"       # right | left | error
+    train_files: list[str] = field(default_factory=list)  # SFT arms; empty: every task's _all file
+    train_batch_size: int = 32
+    total_samples: int | None = None  # SFT budget; None: matched to the paired FOMAML run
+    budget: str = "matched"         # matched (same examples processed) | unique (same distinct, epochs)
+    budget_scale: float = 1.0       # Exp 5: 2x data
+    sft_task: str | None = None     # arm sft_task: the eval task to train on
+
+
+@dataclass
+class OptimArgs:
+    optimizer_type: str = "AdamW"
+    weight_decay: float = 0.01
+    clip_grad: float = 1.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainerArgs:
+    total_steps: int = 5000
+    total_epochs: int = 3
+    lr: float = 2e-5                # SFT arms
+    micro_batch_size: int = 8       # SFT arms: gradient accumulation splits train_batch_size
+    save_freq: int = 500
+    test_freq: int = 100
+    val_batch_size: int = 8
+    log_freq: int = 1
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
+    device: str = "auto"            # auto | cpu | cuda
+    bf16: bool = False              # autocast on GPU
+    paired_run: str | None = None   # SFT arms: the FOMAML run whose budget to match
+
+
+@dataclass
+class EvalArgs:
+    models: list[str] = field(default_factory=list)  # run dirs, hub ids or "base"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    adaptation_steps: int = 100
+    adaptation_lr: float = 1e-4
+    adaptation_batch_size: int = 4
+    record_steps: list[int] = field(default_factory=lambda: [0, 10, 25, 50, 100])
+    batch_size: int = 16            # generation
+    max_new_tokens: int = 256
+    target_acc: float = 0.7
+    grade_timeout_s: float = 5.0
+    similarity_batches: int = 4
+
+
+@dataclass
+class Config:
+    name: str = "metasft"
+    arm: str = "fomaml"             # fomaml | reptile | sft_mixed | sft_task | base
+    seed: int = 0
+    data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    meta: MetaArgs = field(default_factory=MetaArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    trainer: TrainerArgs = field(default_factory=TrainerArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
+
+
+ARMS = ("fomaml", "reptile", "sft_mixed", "sft_task", "base")
+
+# verl's names -> (the design's name, value converter)
+ALIASES: dict[str, tuple[str, Any]] = {
+    "model.strategy": ("model.use_fsdp", lambda v: str(v).lower().startswith("fsdp")),
+    "trainer.total_training_steps": ("trainer.total_steps", None),
+    "optim.optimizer": ("optim.optimizer_type", None),
+}
+# inside list entries: the design's scheme-B shorthand
+ENTRY_ALIASES = {"support": "support_max_samples", "query": "query_max_samples"}
+
+
+# ----------------------------------------------------------------------------------------- loading
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML at `path` (with its includes), then `key=value` overrides."""
+    raw: dict = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        raw = _read_yaml(Path(path), seen=())
+    raw = _apply_aliases(raw, origin)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        key = key.strip()
+        if key in ALIASES:
+            key, convert = ALIASES[key]
+            value = yaml.safe_load(text)
+            value = convert(value) if convert else value
+        else:
+            value = yaml.safe_load(text)
+        _set_dotted(raw, key, value, f"command-line override {item!r}")
+    cfg = _build(Config, raw, "", origin)
+    validate(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path, seen: tuple) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: include cycle through {[str(p) for p in seen]}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    includes = data.pop("include", [])
+    includes = [includes] if isinstance(includes, str) else includes
+    merged: dict = {}
+    for inc in includes:
+        merged = _deep_merge(merged, _read_yaml(path.parent / inc, seen + (path.resolve(),)))
+    return _deep_merge(merged, _apply_aliases(data, str(path)))
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _apply_aliases(raw: dict, origin: str) -> dict:
+    raw = _deep_merge({}, raw)
+    for alias, (target, convert) in ALIASES.items():
+        section, key = alias.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            value = raw[section].pop(key)
+            tsection, tkey = target.split(".")
+            if tkey in raw[tsection]:
+                raise ConfigError(f"{origin}: both {alias} and its alias target {target} are set")
+            raw[tsection][tkey] = convert(value) if convert else value
+    return raw
+
+
+def _set_dotted(raw: dict, key: str, value: Any, origin: str) -> None:
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_index(part, node, key, origin)]
+            continue
+        node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"{origin}: {'.'.join(parts[:i + 1])} is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(last, node, key, origin)] = value
+    else:
+        node[last] = value
+
+
+def _index(part: str, node: list, key: str, origin: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{origin}: {key}: {part!r} is not an index into a list of {len(node)}")
+    return int(part)
+
+
+def _build(cls, raw: Any, prefix: str, origin: str):
+    """Instantiate dataclass `cls` from `raw`, type-checking every key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: {prefix or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{origin}: unknown key(s) {[where + k for k in unknown]}; "
+                          f"valid keys here: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], key, origin)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{origin}: required key {key!r} is missing")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
+    def fail(expected: str):
+        raise ConfigError(f"{origin}: {key} must be {expected}, got {value!r}")
+
+    origin_tp = typing.get_origin(tp)
+    if origin_tp in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, origin)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, dict) and tp in (TaskSource, MetaTask):
+            value = {ENTRY_ALIASES.get(k, k): v for k, v in value.items()}
+        return _build(tp, value, key, origin)
+    if origin_tp is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_tp is not dict:
+            value = [value]  # a single item where a list is expected
+        if not isinstance(value, list):
+            fail("a list")
+        return [_coerce(v, item_tp, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        fail("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower().startswith("level "):
+            return _coerce(value.split()[-1], int, key, origin)  # the design's 'Level 5'
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        fail("an integer")
+    if tp is float:
+        # YAML 1.1 reads 5e-5 (no dot) as a string: accept numeric strings.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            fail("a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        fail("a string")
+    if tp is Any or tp is dict:
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+# ----------------------------------------------------------------------------------------- checks
+def validate(cfg: Config) -> None:
+    """Cross-field checks, run before any heavy work."""
+    def need(cond: bool, msg: str):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
+    need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
+    need(cfg.meta.inner_optimizer in ("sgd", "adam"), f"meta.inner_optimizer must be sgd or adam, got {cfg.meta.inner_optimizer!r}")
+    need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"), f"optim.optimizer_type must be AdamW, got {cfg.optim.optimizer_type!r}")
+    need(cfg.data.truncation in ("right", "left", "error"), f"data.truncation must be right, left or error, got {cfg.data.truncation!r}")
+    need(cfg.data.template in ("en", "zh"), f"data.template must be en or zh, got {cfg.data.template!r}")
+    need(cfg.data.budget in ("matched", "unique"), f"data.budget must be matched or unique, got {cfg.data.budget!r}")
+    need(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {cfg.model.dtype!r}")
+    need(cfg.trainer.device in ("auto", "cpu", "cuda"), f"trainer.device must be auto, cpu or cuda, got {cfg.trainer.device!r}")
+    for key in ("support_ratio", "query_ratio", "val_ratio"):
+        value = getattr(cfg.data, key)
+        need(0 <= value <= 1, f"data.{key} must be in [0, 1], got {value}")
+    need(cfg.data.support_ratio + cfg.data.query_ratio <= 1,
+         f"data.support_ratio + data.query_ratio must be <= 1, got {cfg.data.support_ratio + cfg.data.query_ratio}")
+    for key in ("inner_batch_size", "query_batch_size", "meta_batch_size"):
+        need(getattr(cfg.meta, key) >= 1, f"meta.{key} must be >= 1")
+    need(cfg.meta.num_inner_steps >= 0, "meta.num_inner_steps must be >= 0")
+    need(cfg.data.train_batch_size % cfg.trainer.micro_batch_size == 0 or cfg.data.train_batch_size < cfg.trainer.micro_batch_size,
+         f"data.train_batch_size ({cfg.data.train_batch_size}) must be a multiple of trainer.micro_batch_size ({cfg.trainer.micro_batch_size})")
+    names = [t.name for t in cfg.data.tasks] + [t.name for t in cfg.data.eval_tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    need(not dup, f"data.tasks / data.eval_tasks: task names must be unique, repeated: {dup}")
+    for t in cfg.data.tasks:
+        need(all(1 <= lv <= 5 for lv in t.levels), f"data.tasks[{t.name}].levels must be within 1-5, got {t.levels}")
+    for t in cfg.data.eval_tasks:
+        need(t.level is None or 1 <= t.level <= 5, f"data.eval_tasks[{t.name}].level must be 1-5, got {t.level}")
+        need(all(n >= 0 for n in t.n_shots), f"data.eval_tasks[{t.name}].n_shots must be >= 0")
+    unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
+    need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
+
+
+def meta_tasks(cfg: Config) -> list[MetaTask]:
+    """meta.tasks, or one entry per data.tasks in the built layout when none are listed."""
+    if cfg.meta.tasks:
+        return cfg.meta.tasks
+    return [MetaTask(name=t.name,
+                     support_files=[f"data/meta_train/{t.name}_support.parquet"],
+                     query_files=[f"data/meta_train/{t.name}_query.parquet"])
+            for t in cfg.data.tasks]
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from metasft.rundir import atomic_write_text
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+
+
+def expand(path: str | None) -> Path | None:
+    return Path(os.path.expanduser(path)) if path else None

@@ -1,0 +1,141 @@
+"""`metasft data build`: sources -> tasks -> splits -> the design's file layout plus a manifest.
+
+Layout under the output directory:
+    data/meta_train/<task>_{support,query,val,test}.parquet
+    data/processed/<task>_all.parquet        support ∪ query: the pool both FOMAML and SFT draw from
+    data/eval/<task>_{test,shots}.parquet    held-out few-shot tasks: test items and the pool of shots
+    manifest.json                            counts per task, split and level; seed; sha256 per file
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from metasft.config import Config, ConfigError, EvalTask, TaskSource
+from metasft.data import tasks as T
+from metasft.data.records import DataError, Record, normalized_text
+from metasft.data.sources import load_source
+from metasft.data.store import write_examples
+from metasft.rundir import atomic_dir, file_sha256, provenance, write_json
+
+log = logging.getLogger(__name__)
+
+
+class _Loader:
+    """Loads each (source, split) once per build."""
+
+    def __init__(self, data_root: str | None, seed: int):
+        self.data_root, self.seed, self._cache = data_root, seed, {}
+
+    def __call__(self, source: str, split: str, size: int | None) -> list[Record]:
+        key = (source.lower(), split, size)
+        if key not in self._cache:
+            self._cache[key] = load_source(source, split, self.data_root, seed=self.seed, size=size)
+        return self._cache[key]
+
+
+def _subjects(spec: TaskSource | EvalTask) -> list[str]:
+    return [spec.subject] if spec.subject else list(spec.subjects)
+
+
+def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, dict[str, list[Record]]]:
+    """Every data.tasks entry split into support / query / val / test."""
+    d = cfg.data
+    out = {}
+    for i, spec in enumerate(d.tasks):
+        records = T.select(load(spec.source, spec.split, spec.size), task=spec.name, source=spec.source,
+                           subjects=_subjects(spec), levels=spec.levels)
+        records = dedup.keep_new(records, "meta_train_duplicate")
+        sizes = T.split_sizes(len(records), task=spec.name, support_ratio=d.support_ratio,
+                              query_ratio=d.query_ratio, val_ratio=d.val_ratio, val_max=d.val_max_samples,
+                              support_max=spec.support_max_samples, query_max=spec.query_max_samples)
+        out[spec.name] = T.stratified_split(records, sizes, seed=cfg.seed + i)
+    return out
+
+
+def build_eval_task(spec: EvalTask, cfg: Config, load: _Loader, dedup: T.Dedup, index: int) -> dict[str, list[Record]]:
+    """Test items and a disjoint pool of shots, none of them reachable from meta-training data."""
+    levels = [spec.level] if spec.level else []
+    subjects = _subjects(spec)
+    candidates = T.select(load(spec.source, spec.split, spec.size), task=spec.name, source=spec.source,
+                          subjects=subjects, levels=levels)
+    candidates = dedup.keep_new(candidates, f"eval_{spec.name}_test_seen_in_training", remember=False)
+    if not candidates:
+        raise DataError(f"eval task {spec.name!r}: no test items left after removing training problems")
+    if spec.test_size > len(candidates):
+        log.warning("eval task %r: test_size %d > %d available items; using all", spec.name,
+                    spec.test_size, len(candidates))
+    test = T.sample(candidates, min(spec.test_size, len(candidates)), seed=cfg.seed + 1000 + index)
+    test = dedup.keep_new(test, "unused")  # remembered so shots and later tasks avoid them
+    pool = T.select(load(spec.source, spec.shots_split, spec.size), task=spec.name, source=spec.source,
+                    subjects=subjects, levels=levels)
+    pool = dedup.keep_new(pool, f"eval_{spec.name}_shot_seen_elsewhere")
+    need = max(spec.n_shots, default=0)
+    if need > len(pool):
+        raise DataError(f"eval task {spec.name!r}: n_shots {need} is larger than the pool of {len(pool)} "
+                        f"shots from {spec.source}/{spec.shots_split} (after removing test and training items)")
+    return {"test": test, "shots": pool}
+
+
+def build_data(cfg: Config, out: Path) -> dict:
+    """Build every task of `cfg.data` into `out` (replaced atomically); return the manifest."""
+    if not cfg.data.tasks:
+        raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
+    load = _Loader(cfg.data_root, cfg.seed)
+    dedup = T.Dedup()
+    meta = build_meta_tasks(cfg, load, dedup)
+    evals = {spec.name: build_eval_task(spec, cfg, load, dedup, i)
+             for i, spec in enumerate(cfg.data.eval_tasks)}
+    if cfg.data.cot.base_url:
+        from metasft.data.cot import augment_with_cot
+        meta = {name: {s: augment_with_cot(rs, cfg.data.cot, cfg.data.template) for s, rs in parts.items()}
+                for name, parts in meta.items()}
+    else:
+        log.info("data.cot.base_url not set: sources without worked solutions keep their own solution text")
+
+    files: dict[str, list[Record]] = {}
+    for name, parts in meta.items():
+        for split, records in parts.items():
+            files[f"data/meta_train/{name}_{split}.parquet"] = records
+        files[f"data/processed/{name}_all.parquet"] = sorted(parts["support"] + parts["query"], key=lambda r: r.id)
+    for name, parts in evals.items():
+        for split, records in parts.items():
+            files[f"data/eval/{name}_{split}.parquet"] = records
+
+    manifest = {
+        "seed": cfg.seed,
+        "template": cfg.data.template,
+        "data_root": cfg.data_root,
+        "tasks": {name: {"source": spec.source,
+                         "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)} for s, rs in meta[name].items()}}
+                  for name, spec in ((t.name, t) for t in cfg.data.tasks)},
+        "eval_tasks": {spec.name: {"source": spec.source, "n_shots": spec.n_shots, "unseen": spec.unseen,
+                                   "cross_domain": spec.cross_domain, "max_new_tokens": spec.max_new_tokens,
+                                   "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)}
+                                              for s, rs in evals[spec.name].items()}}
+                       for spec in cfg.data.eval_tasks},
+        "dedup_removed": {k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
+        "overlap_check": "no normalized problem text appears in two files",
+        "code": {k: v for k, v in provenance().items() if k != "command"},
+    }
+    _check_disjoint(files)
+    with atomic_dir(Path(out)) as tmp:
+        for rel, records in files.items():
+            write_examples(tmp / rel, records, cfg.data.template)
+        manifest["files"] = {rel: {"sha256": file_sha256(tmp / rel), "n": len(files[rel])}
+                             for rel in sorted(files)}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _check_disjoint(files: dict[str, list[Record]]) -> None:
+    """Assert that no problem appears in two files (processed/*_all duplicate support ∪ query)."""
+    owner: dict[str, str] = {}
+    for rel, records in files.items():
+        if rel.startswith("data/processed/"):
+            continue
+        for r in records:
+            key = normalized_text(r.problem)
+            if key in owner and owner[key] != rel:
+                raise AssertionError(f"problem {r.id!r} appears in {owner[key]} and {rel}")
+            owner[key] = rel

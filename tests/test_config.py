@@ -1,0 +1,128 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS
+from metasft.config import ConfigError, load_config, meta_tasks, save_config
+
+SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def write(tmp_path: Path, text: str, name="c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(CONFIGS)) for p in SHIPPED])
+def test_every_shipped_config_loads_and_names_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# metasft "), f"{path} must start with the command that runs it"
+    load_config(path)
+
+
+def test_design_keys_load_as_written(tmp_path):
+    path = write(tmp_path, """
+name: "fomaml_sft_math_science"
+model:
+  partial_pretrain: "meta-llama/Llama-3.2-1B"
+  lora_rank: 16
+  lora_alpha: 32
+  target_modules: ["q_proj", "v_proj"]
+  use_fsdp: true
+meta:
+  use_fomaml: true
+  inner_lr: 5e-5
+  num_inner_steps: 5
+  inner_batch_size: 4
+  outer_lr: 2e-5
+  meta_batch_size: 3
+  query_batch_size: 4
+  tasks:
+    - name: "algebra"
+      support_files: ["data/meta_train/algebra_support.parquet"]
+      query_files: ["data/meta_train/algebra_query.parquet"]
+      support_max_samples: 300
+      query_max_samples: 450
+data:
+  max_length: 2048
+  truncation: "right"
+optim:
+  optimizer_type: "AdamW"
+  weight_decay: 0.01
+  clip_grad: 1.0
+trainer:
+  total_steps: 5000
+  save_freq: 500
+  test_freq: 100
+""")
+    cfg = load_config(path)
+    assert cfg.meta.inner_lr == 5e-5 and isinstance(cfg.meta.inner_lr, float)  # YAML reads 5e-5 as a string
+    assert cfg.meta.tasks[0].support_max_samples == 300
+    assert cfg.model.use_fsdp is True and cfg.trainer.total_steps == 5000
+
+
+def test_verl_aliases(tmp_path):
+    path = write(tmp_path, "model: {strategy: fsdp2}\ntrainer: {total_training_steps: 7}\noptim: {optimizer: adamw}\n")
+    cfg = load_config(path)
+    assert cfg.model.use_fsdp is True and cfg.trainer.total_steps == 7 and cfg.optim.optimizer_type == "adamw"
+    cfg = load_config(path, ["model.strategy=ddp", "trainer.total_training_steps=9"])
+    assert cfg.model.use_fsdp is False and cfg.trainer.total_steps == 9
+
+
+def test_alias_and_target_together_is_an_error(tmp_path):
+    path = write(tmp_path, "trainer: {total_training_steps: 7, total_steps: 8}\n")
+    with pytest.raises(ConfigError, match="total_training_steps"):
+        load_config(path)
+
+
+def test_overrides_types_and_list_indices(tmp_path):
+    path = write(tmp_path, "data:\n  tasks:\n    - {name: a, source: embedded}\n")
+    cfg = load_config(path, ["meta.inner_lr=1e-4", "eval.seeds=[0,1]", "data.tasks.0.size=12", "data_root=/x"])
+    assert cfg.meta.inner_lr == 1e-4 and cfg.eval.seeds == [0, 1]
+    assert cfg.data.tasks[0].size == 12 and cfg.data_root == "/x"
+
+
+@pytest.mark.parametrize("text, overrides, match", [
+    ("meta: {inner_lrr: 1}\n", [], r"meta\.inner_lrr"),
+    ("meta: {num_inner_steps: five}\n", [], r"meta\.num_inner_steps must be an integer"),
+    ("model: {use_fsdp: 3}\n", [], r"model\.use_fsdp must be true or false"),
+    ("data:\n  tasks:\n    - {source: math}\n", [], r"required key 'data\.tasks\[0\]\.name'"),
+    ("", ["meta.inner_lr=fast"], r"meta\.inner_lr must be a number"),
+    ("", ["nosuch=1"], r"unknown key"),
+    ("", ["data.truncation=middle"], r"data\.truncation"),
+    ("- a\n- b\n", [], "mapping"),
+])
+def test_errors_name_the_key_and_file(tmp_path, text, overrides, match):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(path, overrides)
+    if not overrides:
+        assert str(path) in str(err.value)
+
+
+def test_include_merges_and_file_wins(tmp_path):
+    write(tmp_path, "seed: 3\nmeta: {inner_lr: 0.1, outer_lr: 0.2}\n", "base.yaml")
+    path = write(tmp_path, "include: base.yaml\nmeta: {inner_lr: 0.5}\n")
+    cfg = load_config(path)
+    assert (cfg.seed, cfg.meta.inner_lr, cfg.meta.outer_lr) == (3, 0.5, 0.2)
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_meta_tasks_default_to_data_tasks_layout(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  tasks:\n    - {name: algebra, source: embedded, support: 3, query: 4}\n"))
+    (task,) = meta_tasks(cfg)
+    assert task.support_files == ["data/meta_train/algebra_support.parquet"]
+    assert cfg.data.tasks[0].support_max_samples == 3  # the design's scheme-B shorthand
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["meta.inner_lr=0.001", "data.template=zh"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["meta"]["inner_lr"] == 0.001
