@@ -1,0 +1,137 @@
+"""Small helpers shared by the source loaders: reading files with located errors, the hub, names.
+
+Every reader names the file and line of a bad row (`DataError`), so a broken download is found at
+load time and not as a crash in the middle of training.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from metasft.data.records import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def check_split(source: str, split: str, splits: tuple[str, ...]) -> None:
+    """Raise DataError if `split` is not one of the source's `splits`."""
+    if split not in splits:
+        raise DataError(f"{source}: unknown split {split!r}; expected one of {list(splits)}")
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Return `path` if it is a file, else raise DataError saying what was expected there."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected {what}")
+    return path
+
+
+def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file."""
+    with require_file(path, what).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def read_json(path: Path, what: str):
+    """The parsed content of a JSON file."""
+    with require_file(path, what).open(encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_csv(path: Path, what: str, *, ncols: int | None = None,
+             header: bool = False) -> Iterator[tuple[int, list[str] | dict[str, str]]]:
+    """Yield (first line number, row) per CSV record; a row is a dict when the file has a header.
+
+    `ncols` (header-less files): every row must have exactly that many fields.
+    """
+    with require_file(path, what).open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        columns = None
+        start = 1
+        try:
+            for fields in reader:
+                lineno, start = start, reader.line_num + 1  # quoted fields may span lines
+                if header and columns is None:
+                    columns = fields
+                    continue
+                if columns is not None:
+                    if len(fields) != len(columns):
+                        raise DataError(f"{path}:{lineno}: expected {len(columns)} fields {columns}, got {len(fields)}")
+                    yield lineno, dict(zip(columns, fields))
+                    continue
+                if ncols is not None and len(fields) != ncols:
+                    raise DataError(f"{path}:{lineno}: expected {ncols} fields, got {len(fields)}")
+                yield lineno, fields
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+
+
+def hub_rows(dataset_id: str, config: str | None, split: str) -> list[dict]:
+    """Rows of a Hugging Face hub dataset split, as plain dicts."""
+    import datasets  # imported here: reading local files must not need it
+
+    try:
+        data = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as e:  # network, auth, missing config: all mean "not loaded from the hub"
+        raise DataError(f"could not load {dataset_id!r} (config {config!r}, split {split!r}) from the "
+                        f"Hugging Face hub: {e}; pass data_root to read local files instead") from e
+    return [dict(row) for row in data]
+
+
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def snake(name: str) -> str:
+    """'Counting & Probability' -> 'counting_and_probability'; 'units-and-measurement' -> 'units_and_measurement'."""
+    return _NON_WORD.sub("_", name.lower().replace("&", " and ")).strip("_")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` or `\\fbox{...}` in `text`, braces balanced; None if absent.
+
+    Also reads MATH's rare brace-less form `\\boxed 9$` (the token up to the next `$`), as the
+    reference `last_boxed_only_string` of hendrycks/math does.
+    """
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    rest = text[start:]
+    rest = rest[len("\\boxed"):] if rest.startswith("\\boxed") else rest[len("\\fbox"):]
+    if rest.startswith(" "):
+        content = rest[1:].split("$")[0].strip()
+        return content or None
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for i, char in enumerate(rest):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                content = rest[1:i].strip()
+                return content or None
+    return None  # unbalanced
+
+
+def log_skips(where: str, skipped: Counter) -> None:
+    """Log how many rows were skipped, per documented reason."""
+    for reason, count in sorted(skipped.items()):
+        logger.info("%s: skipped %d row(s): %s", where, count, reason)
