@@ -8,6 +8,9 @@ from pathlib import Path
 
 from metasft.config import ConfigError, load_config, save_config
 from metasft.data.records import DataError
+from metasft.train.batching import TruncationError
+from metasft.train.checkpoint import CheckpointError
+from metasft.train.common import NonFiniteLoss
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("overrides", nargs="*", metavar="key=value")
     s = data.add_parser("stats", help="print counts per task, split and level")
     s.add_argument("dir", type=Path)
+
+    t = sub.add_parser("train", help="train one arm (the config's `arm`) into a run directory")
+    t.add_argument("config")
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
 
@@ -29,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, TruncationError) as e:
         print(f"metasft: error: {e}", file=sys.stderr)
         return 2
 
@@ -46,6 +55,10 @@ def _dispatch(args) -> int:
     if args.command == "data" and args.data_command == "stats":
         from metasft.data.stats import stats_table
         print(stats_table(args.dir))
+        return 0
+    if args.command == "train":
+        from metasft.train.run import train
+        train(load_config(args.config, args.overrides), args.out, resume=args.resume)
         return 0
     raise AssertionError(args)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metasft.train.batching import Example, Sampler
-from metasft.train.common import TrainModel, check_finite
+from metasft.train.common import NonFiniteLoss, TrainModel, check_finite
 
 
 def snapshot(params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -79,14 +79,25 @@ def task_meta_grad(model: TrainModel, theta: list[torch.Tensor], support: list[l
 
 
 def outer_step(model: TrainModel, outer_opt: torch.optim.Optimizer, tasks: list[tuple[str, list[list[Example]], list[Example]]],
-               *, algorithm: str, inner_lr: float, inner_kind: str, clip_grad: float, micro: int) -> list[TaskStep]:
-    """One meta-update of θ from `tasks` = [(name, support batches, query batch)]."""
+               *, algorithm: str, inner_lr: float, inner_kind: str, clip_grad: float, micro: int,
+               check_at: int | None = None) -> list[TaskStep]:
+    """One meta-update of θ from `tasks` = [(name, support batches, query batch)].
+
+    With `check_at` (the step number), a non-finite loss raises before θ is touched.
+    """
     theta = snapshot(model.params)
     steps = []
     meta = [torch.zeros_like(t) for t in theta]
     for name, support, query in tasks:
         step = task_meta_grad(model, theta, support, query, algorithm=algorithm, inner_lr=inner_lr,
                               inner_kind=inner_kind, micro=micro, name=name)
+        if check_at is not None:
+            try:
+                check_step([step], check_at)
+            except NonFiniteLoss as e:
+                restore(model.params, theta)
+                ids = [e_.id for batch in support for e_ in batch] + [e_.id for e_ in query]
+                raise NonFiniteLoss(f"{e} (batch example ids: {ids})") from None
         for m, g in zip(meta, step.grad):
             m.add_(g, alpha=1.0 / len(tasks))
         step.grad = []
@@ -127,3 +138,43 @@ def check_step(steps: list[TaskStep], step: int) -> None:
             value = getattr(s, key)
             if value is not None:
                 check_finite(value, f"outer step {step}, task {s.name!r}, {key}")
+
+
+def train_meta(session, model: TrainModel, outer_opt, tasks: list[TaskData], *, algorithm: str,
+               total_steps: int, meta_batch_size: int, num_inner_steps: int, inner_batch_size: int,
+               query_batch_size: int, inner_lr: float, inner_kind: str, outer_lr: float,
+               warmup_steps: int, clip_grad: float, micro: int, task_rng: random.Random) -> None:
+    """The meta-training loop: `total_steps` outer steps, logging and checkpointing through `session`."""
+    from metasft.train.common import set_lr
+
+    def extra_state():
+        return {"task_rng": task_rng.getstate(),
+                "samplers": {t.name: [t.support_sampler.state(), t.query_sampler.state()] for t in tasks}}
+
+    session.begin()
+    for step in range(session.start_step, total_steps):
+        lr = set_lr(outer_opt, outer_lr, step, warmup_steps)
+        chosen = sample_tasks(task_rng, tasks, meta_batch_size)
+        drawn = [(t.name, *t.draw(num_inner_steps, inner_batch_size, query_batch_size, algorithm == "fomaml"))
+                 for t in chosen]
+        steps = outer_step(model, outer_opt, drawn, algorithm=algorithm, inner_lr=inner_lr,
+                           inner_kind=inner_kind, clip_grad=clip_grad, micro=micro, check_at=step + 1)
+        consumed = [e for _, support, query in drawn for batch in support for e in batch] + \
+                   [e for _, _, query in drawn for e in query]
+        session.budget.add(consumed)
+        session.budget.optimizer_steps += 1
+        session.budget.inner_steps += num_inner_steps * len(chosen)
+        row = {"lr": lr, "tokens_per_s": session.tokens_per_s(sum(len(e.input_ids) for e in consumed)),
+               "tokens": session.budget.tokens, "examples": session.budget.examples}
+        for key in ("support_loss_pre", "support_loss_post", "query_loss"):
+            values = [getattr(s, key) for s in steps if getattr(s, key) is not None]
+            if values:
+                row[key] = sum(values) / len(values)
+        if "query_loss" in row:
+            row["adaptation_gap"] = abs(row["query_loss"] - row["support_loss_post"])
+        row["loss"] = row.get("query_loss", row["support_loss_post"])
+        row["tasks"] = {s.name: {"support_loss_pre": s.support_loss_pre, "support_loss_post": s.support_loss_post,
+                                 "query_loss": s.query_loss,
+                                 "adaptation_gap": None if s.query_loss is None else abs(s.query_loss - s.support_loss_post)}
+                        for s in steps}
+        session.end_step(step + 1, row, extra_state)

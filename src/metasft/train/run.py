@@ -1,0 +1,250 @@
+"""`metasft train`: one arm (fomaml, reptile, sft_mixed, sft_task, base) into a run directory.
+
+    <run>/config.yaml      resolved config         <run>/manifest.json   versions, seeds, data hashes, budget
+    <run>/metrics.jsonl    one line per step       <run>/train.log       the run log
+    <run>/checkpoints/     resumable checkpoints   <run>/adapter/        final adapter (PEFT format)
+    <run>/adapter_best/    adapter with the lowest validation loss ("选择最佳checkpoint")
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from metasft.config import Config, ConfigError, meta_tasks, save_config, to_dict
+from metasft.data.records import DataError
+from metasft.data.store import read_sft
+from metasft.models import add_lora, load_base
+from metasft.rundir import provenance, read_json, write_json
+from metasft.train.batching import Example, Sampler, tokenize
+from metasft.train.common import TrainModel, outer_optimizer
+from metasft.train.distributed import World, init_world, wrap
+from metasft.train.fomaml import TaskData, adapt, inner_optimizer, restore, snapshot, train_meta
+from metasft.train.loss import ResponseLoss
+from metasft.train.session import Session, Sinks, save_peft_adapter
+from metasft.train.sft import train_sft
+
+log = logging.getLogger(__name__)
+
+
+def ensure_data(cfg: Config, out: Path, world: World) -> Path:
+    """The data directory: `data.dir`, or a build of this config's data into `<out>/dataset`."""
+    if cfg.data.dir:
+        path = Path(cfg.data.dir)
+        if not (path / "manifest.json").is_file():
+            raise DataError(f"data.dir={path}: no manifest.json; build it with `metasft data build`")
+        return path
+    path = out / "dataset"
+    if world.main and not (path / "manifest.json").is_file():
+        from metasft.data.build import build_data
+        build_data(cfg, path)
+    if world.distributed:
+        torch.distributed.barrier()
+    return path
+
+
+def _read_files(data_dir: Path, files: list[str], limit: int | None, seed: int, what: str) -> list[dict]:
+    rows = [row for f in files for row in read_sft(data_dir / f)]
+    if not rows:
+        raise DataError(f"{what}: no examples in {files} under {data_dir}")
+    if limit is not None and limit < len(rows):
+        rows = random.Random(seed).sample(rows, limit)
+    return rows
+
+
+def _tokenize(rows, tokenizer, cfg: Config, where: str) -> list[Example]:
+    return tokenize(rows, tokenizer, max_length=cfg.data.max_length, truncation=cfg.data.truncation,
+                    use_chat_template=cfg.data.use_chat_template, where=where)
+
+
+def fomaml_budget(cfg: Config, n_tasks: int) -> int:
+    """Examples one FOMAML/Reptile run processes (support + query over every outer step)."""
+    per_task = cfg.meta.num_inner_steps * cfg.meta.inner_batch_size
+    if cfg.meta.algorithm == "fomaml" and cfg.arm != "reptile":
+        per_task += cfg.meta.query_batch_size
+    return cfg.trainer.total_steps * min(cfg.meta.meta_batch_size, n_tasks) * per_task
+
+
+def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
+    """(examples to process, where the number came from) under data.budget and data.budget_scale."""
+    if cfg.data.budget == "unique":
+        base, why = pool_size * cfg.trainer.total_epochs, f"{pool_size} distinct x {cfg.trainer.total_epochs} epochs"
+    elif cfg.trainer.paired_run:
+        manifest = Path(cfg.trainer.paired_run) / "manifest.json"
+        if not manifest.is_file():
+            raise ConfigError(f"trainer.paired_run={cfg.trainer.paired_run}: no manifest.json there")
+        base, why = read_json(manifest)["budget"]["examples"], f"matched to {cfg.trainer.paired_run}"
+    else:
+        base, why = fomaml_budget(cfg, n_tasks), "matched to this config's FOMAML settings"
+    return round(base * cfg.data.budget_scale), why + (f" x {cfg.data.budget_scale}" if cfg.data.budget_scale != 1 else "")
+
+
+def train(cfg: Config, out: Path, resume: bool = False) -> Path:
+    """Train `cfg.arm` into run directory `out`; return it."""
+    out = Path(out)
+    world = init_world(cfg.trainer.device, cfg.model.use_fsdp)
+    if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "manifest.json").is_file() and read_json(out / "manifest.json").get("status") == "finished":
+        log.info("%s is finished; nothing to do", out)
+        return out
+    handler = logging.FileHandler(out / "train.log") if world.main else None
+    if handler:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+    try:
+        return _train(cfg, out, resume, world)
+    finally:
+        if handler:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
+    data_dir = ensure_data(cfg, out, world)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    base, tokenizer = load_base(cfg.model.partial_pretrain, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
+    if cfg.model.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+    lm = add_lora(base, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
+                  target_modules=cfg.model.target_modules)
+    loss_module = wrap(ResponseLoss(lm).to(world.device), world)
+    named = sorted(((n, p) for n, p in loss_module.named_parameters() if p.requires_grad), key=lambda x: x[0])
+    model = TrainModel(loss_module, [p for _, p in named], world, tokenizer.pad_token_id, cfg.trainer.bf16)
+    data_manifest = read_json(data_dir / "manifest.json")
+
+    manifest = {"status": "running", "arm": cfg.arm, "name": cfg.name, "seed": cfg.seed,
+                "data_dir": str(data_dir), "data_files": data_manifest.get("files", {}),
+                "world_size": world.size, "fsdp": world.fsdp, **provenance()}
+    if world.main:
+        save_config(cfg, out / "config.yaml")
+        write_json(out / "manifest.json", manifest)
+
+    def save_adapter(path: Path) -> None:
+        save_peft_adapter(lm, named, path, world)
+
+    t0 = time.time()
+    if cfg.arm == "base":
+        save_adapter(out / "adapter")
+        budget = {"examples": 0, "distinct_examples": 0, "tokens": 0, "response_tokens": 0,
+                  "optimizer_steps": 0, "inner_steps": 0}
+        extra = {}
+    else:
+        specs = meta_tasks(cfg)
+        if not specs:
+            raise ConfigError("no meta-training tasks: set data.tasks or meta.tasks")
+        val_sets = {t.name: _tokenize(read_sft(data_dir / f"data/meta_train/{t.name}_val.parquet"), tokenizer, cfg,
+                                      f"{t.name} val") for t in specs
+                    if (data_dir / f"data/meta_train/{t.name}_val.parquet").is_file()}
+        if cfg.arm in ("fomaml", "reptile"):
+            budget, extra = _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
+        else:
+            budget, extra = _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
+        save_adapter(out / "adapter")
+    manifest.update(status="finished", budget=budget, train_seconds=round(time.time() - t0, 2), **extra)
+    if world.main:
+        write_json(out / "manifest.json", manifest)
+    return out
+
+
+def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
+    """val_loss: mean over tasks of the held-out loss; val_loss_adapted: the same after adapting."""
+    def run() -> dict:
+        if not val_sets:
+            return {"val_loss": float("nan")}
+        per_task = {name: model.loss(ex, micro) for name, ex in val_sets.items()}
+        row = {"val_loss": sum(per_task.values()) / len(per_task), "val_tasks": per_task}
+        if adapt_fn is not None:
+            adapted = {name: adapt_fn(name, ex) for name, ex in val_sets.items()}
+            row["val_loss_adapted"] = sum(adapted.values()) / len(adapted)
+        return row
+    return run
+
+
+def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+    m = cfg.meta
+    tasks = []
+    for i, spec in enumerate(specs):
+        support = _tokenize(_read_files(data_dir, spec.support_files, spec.support_max_samples, cfg.seed,
+                                        f"meta.tasks[{spec.name}].support_files"), tokenizer, cfg, spec.name)
+        query = _tokenize(_read_files(data_dir, spec.query_files, spec.query_max_samples, cfg.seed,
+                                      f"meta.tasks[{spec.name}].query_files"), tokenizer, cfg, spec.name)
+        tasks.append(TaskData(spec.name, support, query, Sampler(len(support), cfg.seed * 1000 + 2 * i),
+                              Sampler(len(query), cfg.seed * 1000 + 2 * i + 1)))
+    algorithm = "reptile" if cfg.arm == "reptile" else m.algorithm
+    outer = outer_optimizer(model.params, m.outer_lr, cfg.optim.weight_decay, cfg.optim.betas)
+    by_name = {t.name: t for t in tasks}
+
+    def adapted_val_loss(name: str, val_examples) -> float:
+        # adapt a copy of θ on the task's support set (fixed batches), score its val split, restore θ;
+        # gradients must stay enabled here even though this is validation
+        theta = snapshot(model.params)
+        fixed = Sampler(len(by_name[name].support), seed=12345)
+        support = [[by_name[name].support[j] for j in fixed.next(m.inner_batch_size)] for _ in range(m.num_inner_steps)]
+        adapt(model, support, inner_optimizer(model.params, m.inner_optimizer, m.inner_lr), micro=m.inner_batch_size)
+        loss = model.loss(val_examples, cfg.trainer.val_batch_size)
+        restore(model.params, theta)
+        return loss
+
+    task_rng = random.Random(cfg.seed)
+    session = Session(out=out, model=model, named_params=named, optimizer=outer,
+                      sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
+                      save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
+                      total_steps=cfg.trainer.total_steps,
+                      val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
+                      save_adapter=save_adapter)
+    if (out / "checkpoints").exists():
+        def load_extra(extra):
+            task_rng.setstate(extra["task_rng"])
+            for t in tasks:
+                t.support_sampler.load(extra["samplers"][t.name][0])
+                t.query_sampler.load(extra["samplers"][t.name][1])
+        session.resume(load_extra)
+    try:
+        train_meta(session, model, outer, tasks, algorithm=algorithm, total_steps=cfg.trainer.total_steps,
+                   meta_batch_size=m.meta_batch_size, num_inner_steps=m.num_inner_steps,
+                   inner_batch_size=m.inner_batch_size, query_batch_size=m.query_batch_size,
+                   inner_lr=m.inner_lr, inner_kind=m.inner_optimizer, outer_lr=m.outer_lr,
+                   warmup_steps=cfg.optim.warmup_steps, clip_grad=cfg.optim.clip_grad,
+                   micro=max(m.inner_batch_size, m.query_batch_size), task_rng=task_rng)
+    finally:
+        session.close()
+    pool = {e.id for t in tasks for e in t.support + t.query}
+    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "algorithm": algorithm}
+
+
+def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+    if cfg.arm == "sft_task":
+        if not cfg.data.sft_task:
+            raise ConfigError("arm sft_task needs data.sft_task: the eval task whose data to train on")
+        files = [f"data/eval/{cfg.data.sft_task}_shots.parquet"]
+    else:
+        files = cfg.data.train_files or [f"data/processed/{t.name}_all.parquet" for t in specs]
+    rows = _read_files(data_dir, files, cfg.data.total_samples, cfg.seed, "data.train_files")
+    pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
+    budget_examples, why = sft_budget(cfg, len(pool), len(specs))
+    log.info("SFT budget: %d examples (%s) from a pool of %d", budget_examples, why, len(pool))
+    optimizer = outer_optimizer(model.params, cfg.trainer.lr, cfg.optim.weight_decay, cfg.optim.betas)
+    sampler = Sampler(len(pool), cfg.seed)
+    from metasft.train.sft import sft_steps
+    session = Session(out=out, model=model, named_params=named, optimizer=optimizer,
+                      sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
+                      save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
+                      total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
+                      val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter)
+    if (out / "checkpoints").exists():
+        session.resume(lambda extra: sampler.load(extra["sampler"]))
+    try:
+        train_sft(session, model, optimizer, pool, sampler, budget_examples=budget_examples,
+                  batch_size=cfg.data.train_batch_size, micro=cfg.trainer.micro_batch_size, lr=cfg.trainer.lr,
+                  warmup_steps=cfg.optim.warmup_steps, clip_grad=cfg.optim.clip_grad)
+    finally:
+        session.close()
+    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool),
+                                      "budget_rule": why, "train_files": files}

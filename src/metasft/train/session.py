@@ -1,0 +1,184 @@
+"""What both training loops need around the method: budget accounting, metrics sinks, validation with
+checkpoint selection, periodic resumable checkpoints and the progress bar."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from metasft.rundir import JsonlWriter, atomic_dir
+from metasft.train import checkpoint
+from metasft.train.batching import Example
+from metasft.train.common import TrainModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """What a run consumed; written to its manifest so paired runs can be checked for equal budgets."""
+    examples: int = 0
+    distinct: set = field(default_factory=set)
+    tokens: int = 0
+    response_tokens: int = 0
+    optimizer_steps: int = 0
+    inner_steps: int = 0
+
+    def add(self, examples: list[Example]) -> None:
+        self.examples += len(examples)
+        self.distinct.update(e.id for e in examples)
+        self.tokens += sum(len(e.input_ids) for e in examples)
+        self.response_tokens += sum(e.n_response for e in examples)
+
+    def summary(self) -> dict:
+        return {"examples": self.examples, "distinct_examples": len(self.distinct), "tokens": self.tokens,
+                "response_tokens": self.response_tokens, "optimizer_steps": self.optimizer_steps,
+                "inner_steps": self.inner_steps}
+
+    def state(self) -> dict:
+        return {**self.summary(), "distinct": sorted(self.distinct)}
+
+    @classmethod
+    def from_state(cls, s: dict) -> "Budget":
+        return cls(s["examples"], set(s["distinct"]), s["tokens"], s["response_tokens"],
+                   s["optimizer_steps"], s["inner_steps"])
+
+
+class Sinks:
+    """metrics.jsonl always; TensorBoard and W&B when listed in trainer.loggers (rank 0 only)."""
+
+    def __init__(self, out: Path, loggers: list[str], enabled: bool, config: dict):
+        self.jsonl = JsonlWriter(out / "metrics.jsonl") if enabled else None
+        self.tb = self.wandb = None
+        if enabled and "tensorboard" in loggers:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise RuntimeError("trainer.loggers has tensorboard but it is not installed: "
+                                   "pip install 'metasft[tensorboard]'") from e
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        if enabled and "wandb" in loggers:
+            try:
+                import wandb
+            except ImportError as e:
+                raise RuntimeError("trainer.loggers has wandb but it is not installed: pip install wandb") from e
+            self.wandb = wandb.init(project="metasft", dir=str(out), config=config, resume="allow")
+
+    def write(self, row: dict) -> None:
+        if self.jsonl:
+            self.jsonl.write(row)
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.tb:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, row["step"])
+        if self.wandb:
+            self.wandb.log(scalars, step=row["step"])
+
+    def close(self) -> None:
+        if self.jsonl:
+            self.jsonl.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again)."""
+    import json
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    from metasft.rundir import atomic_write_text
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+class Session:
+    """Validation, checkpoints and logging for one run, shared by the SFT and meta loops."""
+
+    def __init__(self, *, out: Path, model: TrainModel, named_params, optimizer, sinks: Sinks,
+                 save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter):
+        self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
+        self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
+        self.val_fn, self.save_adapter = val_fn, save_adapter
+        self.best: dict = {"val_loss": float("inf"), "step": None}
+        self.budget = Budget()
+        self.start_step = 0
+        self.bar = None
+        self._t = time.perf_counter()
+        self._tokens_since = 0
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, extra_load) -> None:
+        path = checkpoint.latest(self.out / "checkpoints")
+        if path is None:
+            log.info("--resume: no checkpoint in %s; starting from step 0", self.out)
+            return
+        state = checkpoint.load(path, self.named_params, self.optimizer, self.model.world)
+        self.start_step = state["step"]
+        self.budget = Budget.from_state(state["budget"])
+        self.best = state["best"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        extra_load(state["extra"])
+        if self.model.world.main:
+            truncate_metrics(self.out / "metrics.jsonl", self.start_step)
+        log.info("resumed from %s (step %d)", path, self.start_step)
+
+    # ------------------------------------------------------------------ per step
+    def begin(self) -> None:
+        self.bar = tqdm(total=self.total_steps, initial=self.start_step, desc="train", dynamic_ncols=True,
+                        disable=not self.model.world.main)
+        self._t = time.perf_counter()
+
+    def tokens_per_s(self, tokens: int) -> float:
+        now = time.perf_counter()
+        rate = tokens / max(now - self._t, 1e-9)
+        self._t = now
+        return rate
+
+    def end_step(self, step: int, row: dict, extra_state) -> None:
+        """Log step `step` (1-based), validate and checkpoint when due."""
+        row = {"step": step, "time": time.time(), **row}
+        if self.test_freq and (step % self.test_freq == 0 or step == self.total_steps):
+            row.update(self.validate(step))
+        self.sinks.write(row)
+        if self.bar:
+            shown = {k: f"{row[k]:.3f}" for k in ("loss", "query_loss", "val_loss") if row.get(k) is not None}
+            self.bar.set_postfix(**shown, tok_s=f"{row.get('tokens_per_s', 0):.0f}")
+            self.bar.update(1)
+        if self.save_freq and step % self.save_freq == 0 and step < self.total_steps:
+            self.checkpoint(step, extra_state())
+
+    def validate(self, step: int) -> dict:
+        metrics = self.val_fn()
+        if metrics["val_loss"] < self.best["val_loss"]:
+            self.best = {"val_loss": metrics["val_loss"], "step": step}
+            self.save_adapter(self.out / "adapter_best")
+        return metrics
+
+    def checkpoint(self, step: int, extra: dict) -> None:
+        state = {"step": step, "budget": self.budget.state(), "best": self.best, "extra": extra,
+                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+        checkpoint.save(self.out / "checkpoints", step, self.named_params, self.optimizer, state,
+                        self.model.world)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        self.sinks.close()
+
+
+def save_peft_adapter(peft_model, named_params, path: Path, world, prefix: str = "lm.") -> None:
+    """Save the adapter in PEFT format (`PeftModel.from_pretrained` loads it), atomically, on rank 0."""
+    tensors = checkpoint.adapter_tensors(named_params)
+    if not world.main:
+        return
+    state = {n[len(prefix):] if n.startswith(prefix) else n: t for n, t in tensors.items()}
+    with atomic_dir(Path(path)) as tmp:
+        peft_model.save_pretrained(str(tmp), state_dict=state)
