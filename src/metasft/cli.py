@@ -35,7 +35,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come before or after options: collect the ones argparse left over
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if "=" not in r or r.startswith("-")]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
     try:
         return _dispatch(args)
     except (ConfigError, DataError, CheckpointError, NonFiniteLoss, TruncationError) as e:

@@ -1,0 +1,131 @@
+"""Run directories end to end on the tiny config: layout, budgets, resume after a kill, bad input."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CONFIGS
+from metasft.config import ConfigError, load_config
+from metasft.data.build import build_data
+from metasft.train import session as session_mod
+from metasft.train.checkpoint import CheckpointError
+from metasft.train.run import train
+
+FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
+SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    build_data(load_config(FOMAML), out)
+    return out
+
+
+def cfg(path, data_dir, *overrides):
+    return load_config(path, [f"data.dir={data_dir}", "trainer.test_freq=3", *overrides])
+
+
+def adapter(run):
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, data_dir):
+    fomaml = train(cfg(FOMAML, data_dir), tmp_path / "fomaml")
+    sft = train(cfg(SFT, data_dir, f"trainer.paired_run={fomaml}"), tmp_path / "sft")
+    for run in (fomaml, sft):
+        for name in ("config.yaml", "manifest.json", "metrics.jsonl", "train.log", "adapter/adapter_config.json",
+                     "adapter_best/adapter_model.safetensors"):
+            assert (run / name).is_file(), name
+    mf, ms = (json.loads((r / "manifest.json").read_text()) for r in (fomaml, sft))
+    assert mf["budget"]["examples"] == ms["budget"]["examples"] == 6 * 2 * (2 * 2 + 2)
+    assert ms["budget"]["optimizer_steps"] == 18 and mf["budget"]["optimizer_steps"] == 6
+    assert mf["status"] == ms["status"] == "finished" and mf["data_files"]
+    rows = [json.loads(line) for line in (fomaml / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for key in ("support_loss_pre", "support_loss_post", "query_loss", "adaptation_gap", "lr", "tokens_per_s", "tasks"):
+        assert key in rows[0], key
+    assert "val_loss" in rows[2] and "val_loss_adapted" in rows[2]  # validation adapts with grads on
+
+    from peft import PeftModel
+    from metasft.models import tiny_llama
+    PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / "adapter"))
+
+
+def test_batches_are_not_redrawn(tmp_path, data_dir):
+    run = train(cfg(FOMAML, data_dir), tmp_path / "r")
+    distinct = json.loads((run / "manifest.json").read_text())["budget"]["distinct_examples"]
+    assert distinct > 2 * 2 + 2  # next(iter(loader)) would see the same few examples every step
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("config", [FOMAML, SFT], ids=["fomaml", "sft"])
+def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, monkeypatch, config):
+    full = train(cfg(config, data_dir), tmp_path / "full")
+    real_end = session_mod.Session.end_step
+
+    def dying(self, step, row, extra):
+        real_end(self, step, row, extra)
+        if step == 5:
+            raise Killed()
+
+    monkeypatch.setattr(session_mod.Session, "end_step", dying)
+    with pytest.raises(Killed):
+        train(cfg(config, data_dir), tmp_path / "killed")
+    monkeypatch.setattr(session_mod.Session, "end_step", real_end)
+    assert not (tmp_path / "killed" / "adapter").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg(config, data_dir), tmp_path / "killed")
+    resumed = train(cfg(config, data_dir), tmp_path / "killed", resume=True)
+    a, b = adapter(full), adapter(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no step logged twice
+    budget_full = json.loads((full / "manifest.json").read_text())["budget"]
+    assert json.loads((resumed / "manifest.json").read_text())["budget"] == budget_full
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_dir, monkeypatch):
+    run = tmp_path / "r"
+    real_end = session_mod.Session.end_step
+
+    def dying(self, step, row, extra):
+        real_end(self, step, row, extra)
+        if step == 4:
+            raise Killed()
+
+    monkeypatch.setattr(session_mod.Session, "end_step", dying)
+    with pytest.raises(Killed):
+        train(cfg(FOMAML, data_dir), run)
+    monkeypatch.setattr(session_mod.Session, "end_step", real_end)
+    (run / "checkpoints" / "step_000003" / "adapter.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(cfg(FOMAML, data_dir), run, resume=True)
+    assert (run / "checkpoints" / "step_000003").is_dir()  # nothing overwritten
+
+
+def test_non_finite_loss_names_step_and_task(tmp_path, data_dir):
+    from metasft.train.common import NonFiniteLoss
+    with pytest.raises(NonFiniteLoss, match=r"outer step 1, task '\w+'.*batch example ids"):
+        train(cfg(FOMAML, data_dir, "meta.inner_lr=1e30"), tmp_path / "nan")
+
+
+def test_sft_budget_that_pool_cannot_meet_in_unique_mode_scales(tmp_path, data_dir):
+    run = train(cfg(SFT, data_dir, "data.budget=unique", "trainer.total_epochs=1", "data.total_samples=8"),
+                tmp_path / "u")
+    budget = json.loads((run / "manifest.json").read_text())["budget"]
+    assert budget["examples"] == 8 and budget["distinct_examples"] == 8
+
+
+def test_base_arm_writes_an_identity_adapter(tmp_path, data_dir):
+    run = train(cfg(FOMAML, data_dir, "arm=base"), tmp_path / "base")
+    tensors = adapter(run)
+    assert all(float(t.abs().sum()) == 0 for k, t in tensors.items() if "lora_B" in k)
+    assert json.loads((run / "manifest.json").read_text())["budget"]["examples"] == 0
