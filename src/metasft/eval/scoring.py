@@ -1,0 +1,623 @@
+"""Answer scoring: pull the final answer out of a model's output and decide whether it is right.
+
+`extract_answer` finds the answer in free text, `is_equivalent` compares it with the gold answer by
+the record's `answer_type` (see `metasft.data.records.ANSWER_TYPES`), and `Grader` runs those
+comparisons in killable worker processes so that one pathological expression cannot stall an
+evaluation. `reasoning_steps`, `step_correctness` and `acc_at_k` are the design's reasoning-quality
+and acc@k metrics.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from multiprocessing.connection import wait as wait_for_connections
+from typing import Callable, Iterable, Sequence
+
+from metasft.data.records import ANSWER_TYPES
+
+log = logging.getLogger(__name__)
+
+# TheoremQA's own grader accepts a float within 4% of the gold value; we use a stricter 1% relative
+# tolerance (of the larger magnitude, `math.isclose`) so that a rounding step in the chain of thought
+# passes but a different answer does not.
+FLOAT_REL_TOL = 1e-2
+FLOAT_ABS_TOL = 1e-9
+
+_CHOICE_LETTERS = "ABCDEFGHIJ"
+
+# ----------------------------------------------------------------------------------------------
+# Extraction
+# ----------------------------------------------------------------------------------------------
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOXED_BARE = re.compile(r"\\boxed\s+([^\s$]+)")  # "\boxed 5"
+_GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+# "The answer is 5", "the final answer is: 5", "Answer: 5", "答案是 5", "因此，答案是 5", "答案为 5".
+_PHRASE = re.compile(r"(?:(?:final\s+)?answer\s*(?:is|:)|答案\s*(?:是|为|:|：))\s*[:：]?[ \t]*", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=\S)\.(?=\s|$)|。")
+_NUMBER = re.compile(r"(?:(?<![\w)\]}])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_LIST = re.compile(r"\[[^\[\]]*\]")
+_BOOL_WORD = re.compile(r"\b(true|false|yes|no)\b", re.IGNORECASE)
+_BOOLS = {"true": True, "yes": True, "correct": True, "false": False, "no": False, "incorrect": False}
+
+# A letter standing alone as an option: "(B)", "B", "B.", "B)" but not the start of a word; lower
+# case ("(c)", TheoremQA's style) only in parentheses or alone, since "a" is also a word.
+_LETTER = re.compile(rf"^\(?([{_CHOICE_LETTERS}])\)?(?![A-Za-z])|^\(([a-j])\)|^([a-j])[.)]?$")
+_LETTER_PAREN = re.compile(rf"\(([{_CHOICE_LETTERS}])\)")
+_LETTER_LINE = re.compile(rf"^\s*([{_CHOICE_LETTERS}])[.)](?:\s|$)", re.MULTILINE)
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last balanced `\\boxed{...}` / `\\fbox{...}`, else of a bare `\\boxed 5`."""
+    found = None
+    for match in _BOXED.finditer(text):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    found = text[start:i]
+                    break
+    if found is not None:
+        return found
+    bare = _BOXED_BARE.findall(text)
+    return bare[-1] if bare else None
+
+
+def _last_phrase(text: str) -> str | None:
+    """What follows the last "the answer is" / "答案是", up to the end of its sentence."""
+    markers = list(_PHRASE.finditer(text))
+    if not markers:
+        return None
+    tail = text[markers[-1].end() :].split("\n", 1)[0]
+    end = _SENTENCE_END.search(tail)
+    tail = tail[: end.start()] if end else tail
+    return tail if tail.strip() else None
+
+
+def _letter(text: str) -> str | None:
+    """A choice letter from an answer string: "B", "(B)", "B.", "\\text{(B)} 42", "B) 42"."""
+    text = _unwrap_text(text.strip().strip("$").strip())
+    match = _LETTER.match(text)
+    return next(g for g in match.groups() if g).upper() if match else None
+
+
+def _extract_choice(text: str) -> str | None:
+    boxed = _last_boxed(text)
+    if boxed is not None and _letter(boxed):
+        return _letter(boxed)
+    phrase = _last_phrase(text)
+    if phrase is not None and _letter(phrase):
+        return _letter(phrase)
+    candidates = [(m.start(), m.group(1)) for m in _LETTER_PAREN.finditer(text)]
+    candidates += [(m.start(), m.group(1)) for m in _LETTER_LINE.finditer(text)]
+    if candidates:
+        return max(candidates)[1]
+    return _letter(text) if len(text.strip()) <= 4 else None
+
+
+def extract_answer(text: str, answer_type: str = "math", source: str = "") -> str | None:
+    """The final answer stated in `text` (a model output or a worked solution), cleaned; None if none.
+
+    Looked for in this order, the last occurrence of each winning: `\\boxed{...}` or `\\fbox{...}`
+    (balanced braces); GSM8K's `#### n` (first when `source` names gsm8k); "the (final) answer is
+    ...", "Answer: ...", "答案是 ..." up to the end of that sentence. When none is present: the last
+    number for "math", "integer" and "float"; the last `[...]` for "list"; the last true/false/yes/no
+    for "bool". For "choice" the answer is an option letter A-J: from the box or the answer phrase,
+    else the last "(B)" or line starting "B." / "B)". The result goes through `clean_answer`.
+    """
+    _check_type(answer_type)
+    if answer_type == "choice":
+        return _extract_choice(text)
+    gsm8k = _GSM8K.findall(text)
+    found = None
+    if gsm8k and "gsm8k" in source.lower():
+        found = gsm8k[-1]
+    if found is None:
+        found = _last_boxed(text)
+    if found is None and gsm8k:
+        found = gsm8k[-1]
+    if found is None:
+        found = _last_phrase(text)
+        # "The answer is approximately 3.5": a numeric type takes the phrase's first number.
+        if found is not None and answer_type in ("integer", "float"):
+            if _to_number(clean_answer(found, answer_type)) is None and "\\" not in found:
+                numbers = _NUMBER.findall(found)
+                found = numbers[0] if numbers else found
+    if found is None:
+        found = _fallback(text, answer_type)
+    if found is None:
+        return None
+    cleaned = clean_answer(found, answer_type)
+    return cleaned or None
+
+
+def _check_type(answer_type: str) -> None:
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {answer_type!r}; expected one of {ANSWER_TYPES}")
+
+
+def _fallback(text: str, answer_type: str) -> str | None:
+    if answer_type in ("math", "integer", "float"):
+        numbers = _NUMBER.findall(text)
+        return numbers[-1] if numbers else None
+    if answer_type == "list":
+        lists = _LIST.findall(text)
+        return lists[-1] if lists else None
+    if answer_type == "bool":
+        words = _BOOL_WORD.findall(text)
+        return words[-1] if words else None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Cleaning and normalization
+# ----------------------------------------------------------------------------------------------
+
+_TEXT_CMD = r"\\(?:text|textbf|mbox|mathrm)\s*"
+_WHOLE_TEXT = re.compile(rf"^{_TEXT_CMD}\{{([^{{}}]*)\}}$")
+_TRAILING_TEXT = re.compile(rf"\s*{_TEXT_CMD}\{{[^{{}}]*[A-Za-z][^{{}}]*\}}(?:\^\{{?\d\}}?)?$")
+# A number followed by a plain-text unit of one or two words: "10 m/s", "12 apples", "5 square feet".
+# Needs the space, so "2x" stays an expression; "3 and 4" is not a unit.
+_UNIT_WORD = r"(?!(?:and|or|to|of)\b)[A-Za-z][A-Za-z/^\d.\-]*"
+_PLAIN_UNIT = re.compile(rf"^(-?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?)\s+{_UNIT_WORD}(?:\s+{_UNIT_WORD})?$")
+_LHS_PREFIX = re.compile(r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?\s*=\s*(?=\S)")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_INTEGER = re.compile(r"^-?\d+$")
+_DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°")
+
+
+def _unwrap_text(s: str) -> str:
+    match = _WHOLE_TEXT.match(s)
+    return match.group(1).strip() if match else s
+
+
+def clean_answer(answer: str, answer_type: str = "math") -> str:
+    """Strip what does not change an answer's value: math delimiters and `$`, a trailing period,
+    a `\\text{...}` wrapper or trailing `\\text{units}`, a plain unit after a number ("10 m/s"),
+    a single `x =` left-hand side, thousands separators ("1,000", "10,\\!000")."""
+    s = str(answer).strip()
+    for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(left) and s.endswith(right):
+            s = s[len(left) : -len(right)]
+    s = s.replace("\\$", "").replace("$", "").replace("\\!", "").strip()
+    s = s.rstrip(".。,;").strip()
+    s = _unwrap_text(s)
+    match = _TRAILING_TEXT.search(s)
+    if match and match.start() > 0:  # "10 \text{m/s}" -> "10"
+        s = s[: match.start()].strip()
+    if answer_type in ("integer", "float", "list"):
+        s = _DEGREES.sub("", s).replace("\\%", "").replace("%", "").strip()
+    match = _PLAIN_UNIT.match(s)
+    if match:
+        s = match.group(1)
+    if s.count("=") == 1:
+        s = _LHS_PREFIX.sub("", s)
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    if answer_type == "bool" and s.lower() in _BOOLS:
+        s = str(_BOOLS[s.lower()])
+    return s.strip()
+
+
+def _key(s: str) -> str:
+    """A string key for the cheap exact-match test: no spaces, sizing commands or `\\dfrac`."""
+    s = re.sub(r"\\left|\\right|\\[,;: ]|\s+", "", s)
+    return s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+
+
+_FRAC = re.compile(r"^(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}$")
+_SCI = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?(-?\d+)\}?$")
+
+
+def _to_number(s: str) -> Fraction | None:
+    """A plain number ("-3", "0.5", "1e-3", "3/4", "\\frac{3}{4}", "1.2 \\times 10^{-3}"), else None."""
+    s = _key(s).replace(",", "") if _THOUSANDS.match(_key(s)) else _key(s)
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        pass
+    match = _FRAC.match(s)
+    if match:
+        sign, num, den = match.groups()
+        if int(den) != 0:
+            value = Fraction(int(num), int(den))
+            return -value if sign else value
+    match = _SCI.match(s)
+    if match:
+        return Fraction(match.group(1)) * Fraction(10) ** int(match.group(2))
+    return None
+
+
+def _to_bool(s: str) -> bool | None:
+    return _BOOLS.get(s.strip().lower())
+
+
+def _split_list(s: str) -> list[str]:
+    s = s.strip()
+    if s[:1] in "[(" and s[-1:] in "])":
+        s = s[1:-1]
+    return [part.strip() for part in s.split(",") if part.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Equivalence
+# ----------------------------------------------------------------------------------------------
+
+
+def _numbers_match(pred: Fraction, gold: Fraction, answer_type: str) -> bool:
+    """float: within the relative tolerance (also for a whole gold such as TheoremQA's 3.0); else exact."""
+    if answer_type == "float":
+        return math.isclose(float(pred), float(gold), rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
+    return pred == gold
+
+
+def cheap_equivalent(pred: str | None, gold: str, answer_type: str) -> bool | None:
+    """The verdict when string and number rules settle it, else None (math-verify is needed).
+
+    Never wrong where it answers: it says True on equal keys or equal plain numbers, and False only
+    for types whose comparison needs no symbolic algebra (choice, bool, and numbers/lists whose
+    parts all parse as plain numbers).
+    """
+    _check_type(answer_type)
+    if pred is None:
+        return False
+    gold = clean_answer(gold, answer_type)
+    if _key(pred) == _key(gold):
+        return True
+    if answer_type == "choice":
+        letter = _letter(pred)
+        return letter is not None and letter == _letter(gold)
+    if answer_type == "bool":
+        p, g = _to_bool(pred), _to_bool(gold)
+        return p is not None and p == g
+    if answer_type == "list":
+        p_items, g_items = _split_list(pred), _split_list(gold)
+        if len(p_items) != len(g_items):
+            return False
+        p_nums = [_to_number(x) for x in p_items]
+        g_nums = [_to_number(x) for x in g_items]
+        if any(x is None for x in g_nums):
+            return all(_key(a) == _key(b) for a, b in zip(p_items, g_items))
+        if any(x is None for x in p_nums):
+            return None
+        # Gold elements written as integers ("list of integer") must match exactly, others
+        # ("1.0", "2.5") within the float tolerance.
+        kinds = ["integer" if _INTEGER.match(g) else "float" for g in g_items]
+        return all(_numbers_match(p, g, kind) for p, g, kind in zip(p_nums, g_nums, kinds))
+    p, g = _to_number(pred), _to_number(gold)
+    if p is not None and g is not None:
+        if answer_type in ("integer", "float"):
+            return _numbers_match(p, g, answer_type)
+        if p == g:
+            return True
+    return None
+
+
+def _math_verify_equivalent(pred: str, gold: str, answer_type: str) -> bool:
+    """math-verify's `parse` + `verify` with its SIGALRM timeouts off (the caller bounds the time)."""
+    from math_verify import parse, verify
+
+    gold = clean_answer(gold, answer_type)
+    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
+    pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
+    if not gold_parsed or not pred_parsed:
+        return False
+    if answer_type in ("integer", "float"):
+        g = _to_number(gold)
+        try:
+            p = complex(pred_parsed[0].evalf())
+        except (TypeError, ValueError, AttributeError):
+            return False
+        if g is None or abs(p.imag) > FLOAT_ABS_TOL:
+            return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+        if answer_type == "integer":
+            return math.isclose(p.real, float(g), rel_tol=1e-12, abs_tol=FLOAT_ABS_TOL)
+        return math.isclose(p.real, float(g), rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL)
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def is_equivalent(pred: str | None, gold: str, answer_type: str = "math") -> bool:
+    """Whether the extracted answer `pred` equals the gold answer under `answer_type`'s rule.
+
+    math: equal after cleaning, else math-verify (`\\frac12` = 0.5, `\\frac{\\sqrt2}{2}` = `\\sqrt{2}/2`,
+    `x = 3` = 3, `90^\\circ` = 90). integer: exact. float: within `FLOAT_REL_TOL` relative.
+    list: same length, element-wise (whole gold elements exact, others with the float tolerance).
+    bool: True/False/yes/no. choice: the same letter. Non-plain numbers for integer/float (`\\sqrt 2`)
+    are evaluated by math-verify.
+
+    No time limit here: math-verify can hang on inputs like `9^{9^{9^{9}}}`; use `Grader` to bound it.
+    """
+    cheap = cheap_equivalent(pred, gold, answer_type)
+    if cheap is not None:
+        return cheap
+    return _math_verify_equivalent(pred, gold, answer_type)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading in killable worker processes
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One graded output: the extracted answer (None if none found), whether it is right, and
+    whether its comparison ran out of time (then `correct` is False)."""
+
+    extracted: str | None
+    correct: bool
+    timed_out: bool = False
+
+
+def _worker_main(conn, compare: Callable[[str, str, str], bool]) -> None:
+    """Worker loop: receive (index, pred, gold, answer_type), send ("result", index, ok, error)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    _math_verify_equivalent("1/2", "0.5", "math")  # import sympy now, not inside a timed comparison
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, pred, gold, answer_type = message
+        try:
+            ok, error = bool(compare(pred, gold, answer_type)), None
+        except Exception as e:  # a parse failure is a wrong answer, not a crashed evaluation
+            ok, error = False, f"{type(e).__name__}: {e}"
+        conn.send(("result", index, ok, error))
+
+
+class _Worker:
+    def __init__(self, context, compare):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, compare), daemon=True)
+        self.process.start()
+        child.close()
+        self.state = "starting"
+        self.index: int | None = None
+        self.deadline = 0.0
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+class Grader:
+    """Grades batches of model outputs with a hard time limit per comparison.
+
+    Extraction and the cheap rules (`cheap_equivalent`) run in this process. The rest runs in
+    `n_workers` processes started with the "spawn" context (never fork: the parent may hold torch
+    and CUDA state). math-verify's own timeout relies on SIGALRM, which only works in the main
+    thread and cannot interrupt sympy inside C code, so it is switched off; instead a comparison
+    still running after `timeout_s` seconds has its worker killed and replaced, and is marked wrong
+    with `timed_out=True`. `compare(pred, gold, answer_type) -> bool` must be importable at module
+    level (spawn pickles it by name); it defaults to `is_equivalent`.
+
+        with Grader() as grader:
+            verdicts = grader.grade_many([(output, record.answer, record.answer_type, record.source)])
+    """
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        timeout_s: float = 5.0,
+        compare: Callable[[str, str, str], bool] = is_equivalent,
+        start_timeout_s: float = 300.0,
+    ):
+        self.n_workers = n_workers or min(2, os.cpu_count() or 1)
+        self.timeout_s = timeout_s
+        self.compare = compare
+        self.start_timeout_s = start_timeout_s
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> "Grader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (they restart on the next `grade_many`)."""
+        for worker in self._workers:
+            worker.stop(kill=worker.state == "busy")
+        self._workers = []
+
+    def grade_many(self, items: Sequence[tuple[str, str, str, str]]) -> list[Verdict]:
+        """Grade (pred_text, gold, answer_type, source) tuples; one Verdict each, in order."""
+        extracted = [extract_answer(text, answer_type, source) for text, _, answer_type, source in items]
+        correct: list[bool | None] = []
+        for pred, (_, gold, answer_type, _) in zip(extracted, items):
+            correct.append(cheap_equivalent(pred, gold, answer_type))
+        timed_out = [False] * len(items)
+        pending = deque(i for i, c in enumerate(correct) if c is None)
+        if pending:
+            try:
+                self._run(pending, extracted, items, correct, timed_out)
+            except BaseException:  # interrupted: busy workers would answer stale items next time
+                self.close()
+                raise
+        return [Verdict(e, bool(c), t) for e, c, t in zip(extracted, correct, timed_out)]
+
+    def _run(self, pending, extracted, items, correct, timed_out) -> None:
+        while len(self._workers) < self.n_workers:
+            self._workers.append(self._start_worker())
+        while pending or any(w.state == "busy" for w in self._workers):
+            for worker in self._workers:
+                if worker.state == "idle" and pending:
+                    index = pending.popleft()
+                    _, gold, answer_type, _ = items[index]
+                    worker.conn.send((index, extracted[index], gold, answer_type))
+                    worker.state, worker.index = "busy", index
+                    worker.deadline = time.monotonic() + self.timeout_s
+            waiting = [w for w in self._workers if w.state in ("starting", "busy")]
+            next_deadline = min(w.deadline for w in waiting)
+            ready = wait_for_connections([w.conn for w in waiting], timeout=max(0.0, next_deadline - time.monotonic()))
+            for worker in waiting:
+                if worker.conn in ready:
+                    self._receive(worker, correct)
+            now = time.monotonic()
+            for i, worker in enumerate(self._workers):
+                if worker.state == "busy" and now >= worker.deadline:
+                    log.warning("grading item %d took over %.1f s; killed its worker (pred %.80r)",
+                                worker.index, self.timeout_s, extracted[worker.index])
+                    correct[worker.index], timed_out[worker.index] = False, True
+                    worker.stop(kill=True)
+                    self._workers[i] = self._start_worker()
+                elif worker.state == "starting" and now >= worker.deadline:
+                    raise RuntimeError(f"grader worker did not start within {self.start_timeout_s} s")
+
+    def _receive(self, worker: _Worker, correct) -> None:
+        try:
+            message = worker.conn.recv()
+        except EOFError:  # the worker died (out of memory, segfault): that item is wrong
+            if worker.state == "starting":
+                worker.process.join(timeout=10)
+                raise RuntimeError(f"grader worker exited while starting (exit code {worker.process.exitcode})") from None
+            log.warning("grader worker died on item %s; replacing it", worker.index)
+            if worker.index is not None:
+                correct[worker.index] = False
+            worker.stop(kill=True)
+            self._workers[self._workers.index(worker)] = self._start_worker()
+            return
+        if message[0] == "result":
+            _, index, ok, error = message
+            if error:
+                log.debug("comparison of item %d raised %s; counted wrong", index, error)
+            correct[index] = ok
+        worker.state, worker.index = "idle", None
+
+    def _start_worker(self) -> _Worker:
+        worker = _Worker(self._context, self.compare)
+        worker.deadline = time.monotonic() + self.start_timeout_s
+        return worker
+
+
+# ----------------------------------------------------------------------------------------------
+# Reasoning-quality metrics
+# ----------------------------------------------------------------------------------------------
+
+_STEP_MARKER = re.compile(r"(?:\bstep\s*(\d+)|步骤\s*(\d+)|第\s*(\d+)\s*步)", re.IGNORECASE)
+# A sentence ends at . ! ? (not a decimal point: it needs white space or the end after it) or at
+# Chinese 。！？.
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_ENUMERATOR = re.compile(r"^\(?\d+[.)]?$")
+
+
+def reasoning_steps(text: str) -> int:
+    """Number of steps in a chain of thought.
+
+    If the text numbers its steps ("Step 1", "步骤1", "第1步"), the number of distinct step numbers.
+    Otherwise the number of sentences, counted over non-empty lines (a line break always ends a
+    step; so does . ! ? followed by white space, and 。！？). Lines holding only a GSM8K
+    `#### answer` and bare enumerators ("1.") are not steps.
+    """
+    markers = {next(g for g in m.groups() if g) for m in _STEP_MARKER.finditer(text)}
+    if markers:
+        return len(markers)
+    count = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("####"):
+            continue
+        count += sum(1 for s in _SENTENCE_SPLIT.split(line) if s.strip() and not _ENUMERATOR.match(s.strip()))
+    return count
+
+
+def _light(s: str) -> str:
+    """Text with `$`, LaTeX spacing and thousands separators removed; white space kept."""
+    s = re.sub(r"\$|\\[,;:! ]|\\left|\\right", "", s).replace("\\dfrac", "\\frac")
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
+
+
+def _compact(s: str) -> str:
+    return re.sub(r"\s+", "", _light(s))
+
+
+# A number standing alone: not inside a longer number or word ("112", "1.2", "x2" hold no 12).
+_STANDALONE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?!\d|\.\d)")
+# A number right after '=' that is the whole right-hand side ("= 9", "=9>>", "= 2." but not "= 2x",
+# "= 2/3", "= 2^5").
+_AFTER_EQUALS = re.compile(r"=\s*(-?\d+(?:\.\d+)?)(?![\w.^/_{(\\]|\.\d)")
+
+
+def _occurs(text: str, term: str) -> bool:
+    """Whether `term` (compacted) occurs in `text` with any spacing and not inside a longer word
+    or number: "x = 2" occurs in "so x=2." but not in "x = 20"; "x" not in "next"."""
+    pattern = r"\s*".join(re.escape(c) for c in term)
+    if term[:1].isalnum():
+        pattern = r"(?<![A-Za-z0-9.])" + pattern
+    if term[-1:].isalnum():
+        pattern += r"(?![A-Za-z0-9]|\.\d)"
+    return re.search(pattern, text) is not None
+
+
+def step_correctness(text: str, steps: Sequence[str]) -> float | None:
+    """Share of a record's known intermediate results that the output states; None if no steps.
+
+    Output and steps are compared without `$`, LaTeX spacing or thousands commas (and, for string
+    matches, without white space). A step counts as stated when
+      1. the whole step occurs in the output, not inside a longer word or number ("2x = 4" occurs
+         in "so 2x=4 and"; "x = 2" does not occur in "x = 20"), or
+      2. it is "lhs = rhs", the lhs occurs in the output (same sense: "x" is not in "next"), and
+         some '=' in the output is followed by the rhs: a number equal in value if the rhs is a
+         number ("x = 2" is stated by "x = 6/3 = 2.0"), else the same string, or
+      3. it is a bare number ("12") and the output holds that number standing alone ("112",
+         "1.2" and "1,200" do not hold 12).
+    Rule 2 accepts a result reached through a differently written chain; the rhs must follow '='
+    ("4 = 2x" does not state "2x = 4"). Rule 3 is lenient by nature, so steps are best written
+    as "lhs = rhs".
+    """
+    if not steps:
+        return None
+    light, compact = _light(text), _compact(text)
+    # Numbers over Python's 4300-digit int conversion limit are not intermediate results; skip them.
+    standalone = {Fraction(n) for n in _STANDALONE.findall(light) if len(n) < 4000}
+    after_equals = {Fraction(n) for n in _AFTER_EQUALS.findall(light) if len(n) < 4000}
+    stated = 0
+    for step in steps:
+        s = _compact(step)
+        value = _to_number(s)
+        if value is not None:  # rule 3
+            stated += value in standalone
+        elif s and _occurs(light, s):  # rule 1
+            stated += 1
+        elif "=" in s:  # rule 2
+            lhs, rhs = s.split("=", 1)[0], s.rsplit("=", 1)[1]
+            value = _to_number(rhs)
+            if lhs and rhs and _occurs(light, lhs):
+                stated += value in after_equals if value is not None else _occurs(light, "=" + rhs)
+    return stated / len(steps)
+
+
+def acc_at_k(verdicts_per_question: Iterable[Sequence[bool]]) -> float:
+    """acc@k: share of questions where at least one of the k sampled answers is right.
+
+    `verdicts_per_question[i]` holds the verdicts of question i's samples (k of them); with k = 1
+    this is plain accuracy.
+    """
+    rows = [list(v) for v in verdicts_per_question]
+    if not rows or any(not row for row in rows):
+        raise ValueError("acc_at_k needs at least one question and at least one sample per question")
+    return sum(any(row) for row in rows) / len(rows)
