@@ -30,6 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.add_argument("overrides", nargs="*", metavar="key=value")
+
+    e = sub.add_parser("eval", help="few-shot curves and zero-shot transfer for the models in eval.models")
+    e.add_argument("config")
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--data", type=Path, help="built data directory (default: data.dir, else build into OUT/dataset)")
+    e.add_argument("overrides", nargs="*", metavar="key=value")
+
+    r = sub.add_parser("report", help="write report.md, report.html and plots for an experiment directory")
+    r.add_argument("dir", type=Path)
+
+    run = sub.add_parser("run", help="the whole experiment: data, every arm, evaluation, report")
+    run.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
+    run.add_argument("--out", type=Path, default=Path("runs/embedded_default"))
+    run.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
 
@@ -66,6 +80,32 @@ def _dispatch(args) -> int:
     if args.command == "train":
         from metasft.train.run import train
         train(load_config(args.config, args.overrides), args.out, resume=args.resume)
+        return 0
+    if args.command == "eval":
+        from metasft.eval.protocols import parse_model_specs, run_eval
+        cfg = load_config(args.config, args.overrides)
+        data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
+        if data_dir is None:
+            from metasft.train.distributed import World
+            from metasft.train.run import ensure_data
+            data_dir = ensure_data(cfg, args.out, World())
+        if not cfg.eval.models:
+            raise ConfigError("eval.models is empty: list run directories, adapter hub ids or 'base'")
+        run_eval(cfg, data_dir, parse_model_specs(cfg.eval.models), args.out)
+        return 0
+    if args.command == "report":
+        from metasft.report import write_report
+        print(write_report(args.dir))
+        return 0
+    if args.command == "run":
+        from metasft.pipeline import DEFAULT_CONFIG, run_experiment
+        if args.config and "=" in args.config and not Path(args.config).is_file():
+            args.overrides, args.config = [args.config, *args.overrides], None  # `metasft run key=value`
+        config = args.config or DEFAULT_CONFIG
+        if args.config is None and not Path(config).is_file():
+            raise ConfigError(f"the default experiment config {config} is missing (run from a metasft checkout)")
+        out = run_experiment(load_config(config, args.overrides), args.out)
+        print(out / "report" / "report.md")
         return 0
     raise AssertionError(args)
 

@@ -164,12 +164,14 @@ class EvalArgs:
     target_acc: float = 0.7
     grade_timeout_s: float = 5.0
     similarity_batches: int = 4
+    allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
 
 
 @dataclass
 class Config:
     name: str = "metasft"
     arm: str = "fomaml"             # fomaml | reptile | sft_mixed | sft_task | base
+    arms: list[str] = field(default_factory=lambda: ["base", "fomaml", "sft_mixed"])  # `metasft run`
     seed: int = 0
     data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -359,6 +361,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(msg)
 
     need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
+    bad_arms = [a for a in cfg.arms if a not in ARMS]
+    need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {ARMS}")
     need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
     need(cfg.meta.inner_optimizer in ("sgd", "adam"), f"meta.inner_optimizer must be sgd or adam, got {cfg.meta.inner_optimizer!r}")
     need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"), f"optim.optimizer_type must be AdamW, got {cfg.optim.optimizer_type!r}")

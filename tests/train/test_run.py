@@ -129,3 +129,20 @@ def test_base_arm_writes_an_identity_adapter(tmp_path, data_dir):
     tensors = adapter(run)
     assert all(float(t.abs().sum()) == 0 for k, t in tensors.items() if "lora_B" in k)
     assert json.loads((run / "manifest.json").read_text())["budget"]["examples"] == 0
+
+
+def test_budget_the_pool_cannot_meet_is_an_error(tmp_path, data_dir):
+    from metasft.data.records import DataError
+    with pytest.raises(DataError, match="asks for 100000 distinct examples"):
+        train(cfg(SFT, data_dir, "data.total_samples=100000"), tmp_path / "x")
+
+
+def test_empty_task_split_is_an_error(tmp_path, data_dir):
+    import shutil
+    from metasft.data.records import DataError
+    from metasft.data.store import write_examples
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    write_examples(broken / "data/meta_train/geometry_query.parquet", [], "en")
+    with pytest.raises(DataError, match="geometry.*query_files: no examples"):
+        train(cfg(FOMAML, broken), tmp_path / "x")

@@ -46,10 +46,15 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
     return path
 
 
-def _read_files(data_dir: Path, files: list[str], limit: int | None, seed: int, what: str) -> list[dict]:
+def _read_files(data_dir: Path, files: list[str], limit: int | None, seed: int, what: str,
+                strict: bool = False) -> list[dict]:
+    """Rows of `files`, at most `limit` (a seeded subsample); `strict`: fewer than `limit` is an error."""
     rows = [row for f in files for row in read_sft(data_dir / f)]
     if not rows:
         raise DataError(f"{what}: no examples in {files} under {data_dir}")
+    if strict and limit is not None and limit > len(rows):
+        raise DataError(f"{what}: the budget asks for {limit} distinct examples but the pool {files} "
+                        f"under {data_dir} has only {len(rows)}")
     if limit is not None and limit < len(rows):
         rows = random.Random(seed).sample(rows, limit)
     return rows
@@ -82,6 +87,19 @@ def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
     return round(base * cfg.data.budget_scale), why + (f" x {cfg.data.budget_scale}" if cfg.data.budget_scale != 1 else "")
 
 
+def build_model(cfg: Config, world: World):
+    """(PEFT model, tokenizer, named adapter params, TrainModel) for `cfg.model`, sharded if asked."""
+    base, tokenizer = load_base(cfg.model.partial_pretrain, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
+    if cfg.model.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+    lm = add_lora(base, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
+                  target_modules=cfg.model.target_modules)
+    loss_module = wrap(ResponseLoss(lm).to(world.device), world)
+    named = sorted(((n, p) for n, p in loss_module.named_parameters() if p.requires_grad), key=lambda x: x[0])
+    model = TrainModel(loss_module, [p for _, p in named], world, tokenizer.pad_token_id, cfg.trainer.bf16)
+    return lm, tokenizer, named, model
+
+
 def train(cfg: Config, out: Path, resume: bool = False) -> Path:
     """Train `cfg.arm` into run directory `out`; return it."""
     out = Path(out)
@@ -109,14 +127,7 @@ def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
     data_dir = ensure_data(cfg, out, world)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    base, tokenizer = load_base(cfg.model.partial_pretrain, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
-    if cfg.model.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
-    lm = add_lora(base, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
-                  target_modules=cfg.model.target_modules)
-    loss_module = wrap(ResponseLoss(lm).to(world.device), world)
-    named = sorted(((n, p) for n, p in loss_module.named_parameters() if p.requires_grad), key=lambda x: x[0])
-    model = TrainModel(loss_module, [p for _, p in named], world, tokenizer.pad_token_id, cfg.trainer.bf16)
+    lm, tokenizer, named, model = build_model(cfg, world)
     data_manifest = read_json(data_dir / "manifest.json")
 
     manifest = {"status": "running", "arm": cfg.arm, "name": cfg.name, "seed": cfg.seed,
@@ -199,13 +210,13 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                       total_steps=cfg.trainer.total_steps,
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
                       save_adapter=save_adapter)
-    if (out / "checkpoints").exists():
-        def load_extra(extra):
-            task_rng.setstate(extra["task_rng"])
-            for t in tasks:
-                t.support_sampler.load(extra["samplers"][t.name][0])
-                t.query_sampler.load(extra["samplers"][t.name][1])
-        session.resume(load_extra)
+    def load_extra(extra):
+        task_rng.setstate(extra["task_rng"])
+        for t in tasks:
+            t.support_sampler.load(extra["samplers"][t.name][0])
+            t.query_sampler.load(extra["samplers"][t.name][1])
+
+    session.resume(load_extra)
     try:
         train_meta(session, model, outer, tasks, algorithm=algorithm, total_steps=cfg.trainer.total_steps,
                    meta_batch_size=m.meta_batch_size, num_inner_steps=m.num_inner_steps,
@@ -226,7 +237,8 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
         files = [f"data/eval/{cfg.data.sft_task}_shots.parquet"]
     else:
         files = cfg.data.train_files or [f"data/processed/{t.name}_all.parquet" for t in specs]
-    rows = _read_files(data_dir, files, cfg.data.total_samples, cfg.seed, "data.train_files")
+    limit = cfg.data.total_samples if cfg.arm == "sft_mixed" else None  # the design's mixed-pool size
+    rows = _read_files(data_dir, files, limit, cfg.seed, "data.total_samples", strict=True)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
     budget_examples, why = sft_budget(cfg, len(pool), len(specs))
     log.info("SFT budget: %d examples (%s) from a pool of %d", budget_examples, why, len(pool))
@@ -238,8 +250,7 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter)
-    if (out / "checkpoints").exists():
-        session.resume(lambda extra: sampler.load(extra["sampler"]))
+    session.resume(lambda extra: sampler.load(extra["sampler"]))
     try:
         train_sft(session, model, optimizer, pool, sampler, budget_examples=budget_examples,
                   batch_size=cfg.data.train_batch_size, micro=cfg.trainer.micro_batch_size, lr=cfg.trainer.lr,

@@ -117,7 +117,10 @@ class Session:
     def resume(self, extra_load) -> None:
         path = checkpoint.latest(self.out / "checkpoints")
         if path is None:
-            log.info("--resume: no checkpoint in %s; starting from step 0", self.out)
+            if (self.out / "metrics.jsonl").exists():
+                log.info("no checkpoint in %s; starting again from step 0", self.out)
+                if self.model.world.main:
+                    truncate_metrics(self.out / "metrics.jsonl", 0)
             return
         state = checkpoint.load(path, self.named_params, self.optimizer, self.model.world)
         self.start_step = state["step"]
