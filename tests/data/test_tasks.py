@@ -69,3 +69,19 @@ def test_dedup_uses_normalized_text():
     assert d.keep_new([a], "first") == [a]
     assert d.keep_new([b], "second") == []
     assert d.removed["second"] == 1
+
+
+def test_controlled_rounding_keeps_sums_and_stays_within_one():
+    import random
+    rng = random.Random(0)
+    for _ in range(300):
+        rows = [rng.randint(0, 40) for _ in range(rng.randint(1, 6))]
+        n = sum(rows)
+        cuts = sorted(rng.randint(0, n) for _ in range(3))
+        cols = [cuts[0], cuts[1] - cuts[0], cuts[2] - cuts[1], n - cuts[2]]
+        m = T.controlled_rounding(rows, cols)
+        assert [sum(r) for r in m] == rows
+        assert [sum(m[i][j] for i in range(len(rows))) for j in range(4)] == cols
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                assert abs(m[i][j] - (r * c / n if n else 0)) < 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metasft.config import Config, ConfigError, EvalTask, TaskSource
 from metasft.data import tasks as T
-from metasft.data.records import DataError, Record, normalized_text
+from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import load_source
 from metasft.data.store import write_examples
 from metasft.rundir import atomic_dir, file_sha256, provenance, write_json
@@ -135,7 +135,7 @@ def _check_disjoint(files: dict[str, list[Record]]) -> None:
         if rel.startswith("data/processed/"):
             continue
         for r in records:
-            key = normalized_text(r.problem)
+            key = dedup_key(r)
             if key in owner and owner[key] != rel:
                 raise AssertionError(f"problem {r.id!r} appears in {owner[key]} and {rel}")
             owner[key] = rel

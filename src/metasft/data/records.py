@@ -107,3 +107,9 @@ def normalized_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = _PUNCT.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
+
+
+def dedup_key(record: Record) -> str:
+    """Two records are the same problem when this matches: the normalized problem with its options
+    (multiple-choice questions may share a stem such as "Which one of the following is true?")."""
+    return normalized_text(" ".join((record.problem, *record.choices)))

@@ -10,7 +10,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from metasft.data.records import DataError, Record, normalized_text
+from metasft.data.records import DataError, Record, dedup_key
 
 SPLITS = ("support", "query", "val", "test")
 
@@ -44,7 +44,7 @@ class Dedup:
     def keep_new(self, records: list[Record], reason: str, *, remember: bool = True) -> list[Record]:
         out, local = [], set()
         for r in records:
-            key = normalized_text(r.problem)
+            key = dedup_key(r)
             if key in self.seen or key in local:
                 self.removed[reason] += 1
                 continue
@@ -62,8 +62,9 @@ def _level_key(r: Record) -> int:
 def stratified_split(records: list[Record], sizes: dict[str, int], seed: int) -> dict[str, list[Record]]:
     """Split `records` into named parts of the given sizes, stratified by level; seeded.
 
-    `sizes` maps split name -> count, in order; their sum must not exceed len(records) and what is
-    left over is dropped (callers give the last split the remainder).
+    `sizes` maps split name -> count and must add up to len(records). Every level's count in every
+    split is its exact proportional share rounded up or down (controlled rounding), so each split's
+    level mix matches the task's within one example.
     """
     strata: dict[int, list[Record]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.id):
@@ -71,38 +72,54 @@ def stratified_split(records: list[Record], sizes: dict[str, int], seed: int) ->
     rng = random.Random(seed)
     for key in sorted(strata):
         rng.shuffle(strata[key])
-    remaining = {k: len(v) for k, v in strata.items()}
-    total_left = sum(remaining.values())
+    levels = sorted(strata)
+    alloc = controlled_rounding([len(strata[k]) for k in levels], list(sizes.values()))
     out = {}
-    for name, size in sizes.items():
-        # allocate against the original shares so every split keeps the task's level mix
-        alloc = _allocate_with_shares(remaining, {k: len(v) for k, v in strata.items()}, size, total_left)
+    taken = {k: 0 for k in levels}
+    for j, name in enumerate(sizes):
         part = []
-        for k, count in alloc.items():
-            start = len(strata[k]) - remaining[k]
-            part.extend(strata[k][start:start + count])
-            remaining[k] -= count
-        total_left -= size
+        for i, k in enumerate(levels):
+            part.extend(strata[k][taken[k]:taken[k] + alloc[i][j]])
+            taken[k] += alloc[i][j]
         out[name] = sorted(part, key=lambda r: r.id)
     return out
 
 
-def _allocate_with_shares(remaining: dict[int, int], full: dict[int, int], size: int, total_left: int) -> dict[int, int]:
-    n = sum(full.values())
-    quota = {k: full[k] * size / n for k in full}
-    alloc = {k: min(int(q), remaining[k]) for k, q in quota.items()}
-    short = size - sum(alloc.values())
-    order = sorted(full, key=lambda k: (-(quota[k] - int(quota[k])), k))
-    while short > 0:
-        progressed = False
-        for k in order:
-            if short and alloc[k] < remaining[k]:
-                alloc[k] += 1
-                short -= 1
-                progressed = True
-        if not progressed:
-            raise ValueError(f"cannot take {size} from {total_left} remaining")
-    return alloc
+def controlled_rounding(rows: list[int], cols: list[int]) -> list[list[int]]:
+    """Integer matrix with the given row and column sums whose entries are rows[i]*cols[j]/N rounded
+    down or up (Bacharach 1966: such a rounding always exists). Found as a max flow on the cells
+    with a fractional part, by augmenting paths (the matrix is levels x splits: tiny)."""
+    n = sum(rows)
+    if n != sum(cols):
+        raise ValueError(f"row sums {sum(rows)} != column sums {sum(cols)}")
+    quota = [[r * c / n if n else 0 for c in cols] for r in rows]
+    alloc = [[int(q) for q in row] for row in quota]
+    need_row = [r - sum(a) for r, a in zip(rows, alloc)]
+    need_col = [c - sum(alloc[i][j] for i in range(len(rows))) for j, c in enumerate(cols)]
+    can = [[quota[i][j] > alloc[i][j] for j in range(len(cols))] for i in range(len(rows))]
+    bumped = [[False] * len(cols) for _ in rows]
+
+    def augment(i: int, seen: set) -> bool:
+        # find a column for row i: a free one, or one whose current bump can move to another row
+        for j in range(len(cols)):
+            if can[i][j] and not bumped[i][j] and j not in seen:
+                seen.add(j)
+                if need_col[j] > 0:
+                    need_col[j] -= 1
+                    bumped[i][j] = True
+                    return True
+                for k in range(len(rows)):
+                    if bumped[k][j] and augment(k, seen):
+                        bumped[k][j] = False
+                        bumped[i][j] = True
+                        return True
+        return False
+
+    for i in range(len(rows)):
+        for _ in range(need_row[i]):
+            if not augment(i, set()):
+                raise AssertionError("controlled rounding failed")  # impossible by Bacharach's theorem
+    return [[a + b for a, b in zip(arow, brow)] for arow, brow in zip(alloc, bumped)]
 
 
 def split_sizes(n: int, *, task: str, support_ratio: float, query_ratio: float, val_ratio: float,

@@ -1,0 +1,106 @@
+"""`metasft data build`: layout, manifest, stratification, no overlap, determinism, bad input."""
+import json
+from collections import Counter
+
+import pytest
+
+from conftest import CONFIGS
+from metasft.cli import main
+from metasft.config import load_config
+from metasft.data.build import build_data
+from metasft.data.records import DataError, dedup_key
+from metasft.data.store import read_records
+from metasft.rundir import file_sha256
+
+TINY = CONFIGS / "tiny" / "data" / "embedded.yaml"
+
+
+@pytest.fixture(scope="module")
+def scheme_a(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("scheme_a") / "data"
+    assert main(["data", "build", str(CONFIGS / "data" / "math_scheme_a.yaml"), "--out", str(out),
+                 f"data_root={shared_data}"]) == 0
+    return out
+
+
+def test_scheme_a_gives_seven_level_stratified_tasks(scheme_a):
+    manifest = json.loads((scheme_a / "manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == sorted(["algebra", "geometry", "counting_and_probability", "number_theory",
+                                                "prealgebra", "precalculus", "intermediate_algebra"])
+    for name, task in manifest["tasks"].items():
+        parts = {s: read_records(scheme_a / f"data/meta_train/{name}_{s}.parquet") for s in ("support", "query", "val", "test")}
+        total = sum(len(p) for p in parts.values())
+        full = Counter(r.level for p in parts.values() for r in p)
+        for split, records in parts.items():
+            info = task["splits"][split]
+            assert info["n"] == len(records)  # the manifest's counts match the files
+            levels = Counter("none" if r.level is None else str(r.level) for r in records)
+            assert info["levels"] == dict(sorted(levels.items()))
+            got = Counter(r.level for r in records)
+            for level, n in full.items():
+                assert abs(got[level] - n / total * len(records)) <= 1, (name, split, level)
+        assert abs(task["splits"]["support"]["n"] - 0.2 * total) <= 1
+        assert abs(task["splits"]["query"]["n"] - 0.3 * total) <= 1
+    for rel, info in manifest["files"].items():
+        assert file_sha256(scheme_a / rel) == info["sha256"]
+
+
+def test_no_problem_in_two_files(scheme_a):
+    owner = {}
+    for path in sorted((scheme_a / "data").rglob("*.parquet")):
+        if "processed" in path.parts:
+            continue
+        for r in read_records(path):
+            key = dedup_key(r)
+            assert key not in owner, f"{r.id} in {owner.get(key)} and {path.name}"
+            owner[key] = path.name
+    processed = read_records(scheme_a / "data/processed/algebra_all.parquet")
+    pool = read_records(scheme_a / "data/meta_train/algebra_support.parquet") + \
+        read_records(scheme_a / "data/meta_train/algebra_query.parquet")
+    assert sorted(r.id for r in processed) == sorted(r.id for r in pool)
+
+
+def test_eval_tasks_follow_the_design(scheme_a):
+    manifest = json.loads((scheme_a / "manifest.json").read_text())
+    hard = read_records(scheme_a / "data/eval/hard_algebra_test.parquet")
+    assert len(hard) == 200 and {r.level for r in hard} == {5} and {r.subject for r in hard} == {"algebra"}
+    assert all(r.id.startswith("math/test/") for r in hard)  # MATH's test split only
+    assert manifest["eval_tasks"]["theorem_proving"]["unseen"] is True
+    assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["test"]["n"] == 500
+    assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["shots"]["n"] >= 5
+
+
+def test_rebuild_is_byte_identical(tmp_path):
+    cfg = load_config(TINY)
+    a, b = build_data(cfg, tmp_path / "a"), build_data(cfg, tmp_path / "b")
+    assert a["files"] == b["files"]
+    for rel in a["files"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    other = build_data(load_config(TINY, ["seed=1"]), tmp_path / "c")
+    assert other["files"] != a["files"]
+
+
+def test_stats_prints_the_counts(tmp_path, capsys):
+    build_data(load_config(TINY), tmp_path / "d")
+    assert main(["data", "stats", str(tmp_path / "d")]) == 0
+    table = capsys.readouterr().out
+    assert "algebra" in table and "support" in table and "L5" in table
+
+
+@pytest.mark.parametrize("override, match", [
+    ("data.tasks.0.support_max_samples=1000", "task 'algebra' has .* examples but its splits ask for"),
+    ("data.tasks.0.subject=topology", "subject.*'topology'.*do not exist"),
+    ("data.eval_tasks.0.n_shots=[0,500]", "n_shots 500 is larger than the pool"),
+    ("data.tasks.0.source=nosuch", "unknown source 'nosuch'"),
+])
+def test_bad_build_is_a_clear_error_and_leaves_no_directory(tmp_path, override, match, capsys):
+    out = tmp_path / "out"
+    assert main(["data", "build", str(TINY), "--out", str(out), override]) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_missing_local_file_names_the_path(tmp_path):
+    cfg = load_config(CONFIGS / "tiny" / "data" / "math_scheme_a.yaml", [f"data_root={tmp_path}"])
+    with pytest.raises(DataError, match=str(tmp_path / "math")):
+        build_data(cfg, tmp_path / "out")
