@@ -1,0 +1,168 @@
+"""Read an experiment directory (what `metasft run` wrote) into one object, noting what is missing.
+
+Nothing here raises for a missing or unreadable piece: the piece is None (or empty) and `missing`
+says which file and why, so the report can say so in the section that needed it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metasft.config import Config, ConfigError, load_config
+
+# Light columns only: the report's statistics need the verdicts, not the texts (error cases fetch
+# their few texts with `error_rows`).
+PREDICTION_KEYS = ["model", "task", "n_shots", "seed", "step", "question_id", "correct"]
+
+
+@dataclass
+class Similarity:
+    """Cosine similarities of the tasks' mean adapter gradients (`eval/task_similarity.json`).
+
+    `meta_train`: the names that are meta-training tasks (from the file, else the data manifest);
+    `adapter`: the adapter state the gradients were taken at, as the file records it.
+    """
+    names: list[str]
+    matrix: np.ndarray
+    meta_train: list[str]
+    adapter: str | None = None
+
+
+@dataclass
+class Experiment:
+    root: Path
+    config: Config | None = None
+    manifest: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)              # dataset/manifest.json
+    runs: dict[str, dict] = field(default_factory=dict)   # run dir name -> runs/<name>/manifest.json
+    run_configs: dict[str, Config] = field(default_factory=dict)
+    metrics: dict[str, pd.DataFrame] = field(default_factory=dict)  # run dir name -> metrics.jsonl
+    cells: pd.DataFrame | None = None
+    predictions: pd.DataFrame | None = None               # PREDICTION_KEYS; None when the table is empty
+    similarity: Similarity | None = None
+    missing: list[str] = field(default_factory=list)      # "relpath: why", in reading order
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "eval" / "results.sqlite"
+
+    def rel(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+
+def load_experiment(root: Path) -> Experiment:
+    root = Path(root)
+    exp = Experiment(root=root)
+    exp.config = _config(exp, root / "config.yaml")
+    exp.manifest = _json(exp, root / "manifest.json") or {}
+    exp.data = _json(exp, root / "dataset" / "manifest.json") or {}
+    runs_dir = root / "runs"
+    if runs_dir.is_dir():
+        for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+            exp.runs[run.name] = _json(exp, run / "manifest.json") or {}
+            if (run / "config.yaml").is_file():
+                cfg = _config(exp, run / "config.yaml")
+                if cfg is not None:
+                    exp.run_configs[run.name] = cfg
+            if (run / "metrics.jsonl").is_file():
+                exp.metrics[run.name] = _jsonl(exp, run / "metrics.jsonl")
+            else:
+                exp.missing.append(f"{exp.rel(run / 'metrics.jsonl')}: not found")
+    else:
+        exp.missing.append("runs/: not found")
+    exp.cells, exp.predictions = _results(exp, exp.results_path)
+    exp.similarity = _similarity(exp, root / "eval" / "task_similarity.json")
+    return exp
+
+
+def _config(exp: Experiment, path: Path) -> Config | None:
+    if not path.is_file():
+        exp.missing.append(f"{exp.rel(path)}: not found")
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        exp.missing.append(f"{exp.rel(path)}: not readable as a metasft config ({e})")
+        return None
+
+
+def _json(exp: Experiment, path: Path):
+    if not path.is_file():
+        exp.missing.append(f"{exp.rel(path)}: not found")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        exp.missing.append(f"{exp.rel(path)}: not valid JSON ({e})")
+        return None
+
+
+def _jsonl(exp: Experiment, path: Path) -> pd.DataFrame:
+    rows, bad = [], 0
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1  # a line cut by a killed run
+    if bad:
+        exp.missing.append(f"{exp.rel(path)}: {bad} unreadable line(s) skipped")
+    return pd.DataFrame(rows)
+
+
+def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    if not path.is_file():
+        exp.missing.append(f"{exp.rel(path)}: not found")
+        return None, None
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            cells = pd.read_sql_query("SELECT * FROM cells", con)
+            preds = pd.read_sql_query(f"SELECT {', '.join(PREDICTION_KEYS)} FROM predictions", con)
+    except (sqlite3.Error, pd.errors.DatabaseError) as e:
+        exp.missing.append(f"{exp.rel(path)}: not readable ({e})")
+        return None, None
+    if cells.empty:
+        exp.missing.append(f"{exp.rel(path)}: table cells is empty")
+        cells = None
+    if preds.empty:
+        exp.missing.append(f"{exp.rel(path)}: table predictions is empty (no bootstrap, no error cases)")
+        preds = None
+    else:
+        preds["correct"] = preds["correct"].astype(bool)
+    return cells, preds
+
+
+def _similarity(exp: Experiment, path: Path) -> Similarity | None:
+    raw = _json(exp, path)
+    if raw is None:
+        return None
+    # eval/similarity.py writes "tasks"/"similarity"; the documented layout says "names"/"matrix"
+    names = raw.get("tasks", raw.get("names"))
+    matrix = raw.get("similarity", raw.get("matrix"))
+    if names is None or matrix is None:
+        exp.missing.append(f"{exp.rel(path)}: no task names or matrix (keys: {sorted(raw)})")
+        return None
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (len(names), len(names)):
+        exp.missing.append(f"{exp.rel(path)}: matrix shape {matrix.shape} does not fit {len(names)} tasks")
+        return None
+    meta_train = raw.get("meta_train_tasks") or [n for n in names if n in exp.data.get("tasks", {})]
+    return Similarity(list(names), matrix, list(meta_train), raw.get("adapter"))
+
+
+def error_rows(path: Path, model: str, task: str, n_shots: int, keys: list[tuple[int, int, str]]) -> pd.DataFrame:
+    """The stored texts of predictions (seed, step, question_id) of one (model, task, n_shots)."""
+    if not keys:
+        return pd.DataFrame()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        frames = [pd.read_sql_query(
+            "SELECT seed, step, question_id, gold, extracted, output, timed_out FROM predictions "
+            "WHERE model = ? AND task = ? AND n_shots = ? AND seed = ? AND step = ? AND question_id = ?",
+            con, params=(model, task, int(n_shots), int(seed), int(step), str(qid))) for seed, step, qid in keys]
+    return pd.concat(frames, ignore_index=True)

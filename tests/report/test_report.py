@@ -1,0 +1,297 @@
+"""write_report on synthetic experiment directories laid out like `metasft run` writes them."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from metasft.config import load_config, save_config
+from metasft.report import write_report
+from metasft.report.doc import Document, Para, Table, to_html, to_markdown
+from metasft.stats import verdicts
+
+META = ["algebra", "geometry"]
+EVAL = {"prob_eval": {"unseen": False, "cross_domain": False},
+        "theorem_eval": {"unseen": True, "cross_domain": False},
+        "physics_eval": {"unseen": True, "cross_domain": True}}
+SHOTS = (0, 5, 10, 25)
+STEPS = (0, 5, 10)
+N_Q = 40
+CLAIMS = ["H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5"]
+# accuracy at n shots after `step` steps: start + gain * n / 25 * step / 10
+LEVEL = {"fomaml": (0.45, 0.35), "sft_mixed": (0.35, 0.25), "base": (0.15, 0.10)}
+
+CELL_SQL = """CREATE TABLE cells (model TEXT, task TEXT, n_shots INTEGER, seed INTEGER, step INTEGER,
+    accuracy REAL, loss REAL, n INTEGER, n_correct INTEGER, n_timed_out INTEGER, reasoning_steps REAL,
+    step_correctness REAL, accuracy_ll REAL, acc_at_k REAL, PRIMARY KEY (model, task, n_shots, seed, step))"""
+PRED_SQL = """CREATE TABLE predictions (model TEXT, task TEXT, n_shots INTEGER, seed INTEGER, step INTEGER,
+    question_id TEXT, prompt TEXT, output TEXT, extracted TEXT, gold TEXT, correct INTEGER, timed_out INTEGER,
+    shot_ids TEXT, PRIMARY KEY (model, task, n_shots, seed, step, question_id))"""
+
+
+def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", examples=(960, 960),
+                    seeds=(0, 1, 2), models=("fomaml", "sft_mixed", "base"), similarity: str | None = "written",
+                    rng_seed: int = 0) -> dict:
+    """Write a small experiment directory; return {(model, task, n_shots, seed, step): accuracy}."""
+    rng = np.random.default_rng(rng_seed)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(load_config(None, [f"model.partial_pretrain={model}", "eval.target_acc=0.6",
+                                   f"eval.seeds={list(seeds)}", "data.train_batch_size=32"]), root / "config.yaml")
+    (root / "manifest.json").write_text(json.dumps({
+        "stages": {"data": {"seconds": 12.5}, "train/fomaml": {"seconds": 3725.0}, "eval": {"seconds": 99.0}},
+        "git_commit": "0123456789abcdef", "versions": {"python": "3.12", "torch": "2.13.0"}}))
+    files = {f"data/meta_train/{t}_{s}.parquet": {"sha256": f"{i:02d}" * 32, "n": 10}
+             for i, (t, s) in enumerate((t, s) for t in META for s in ("support", "query"))}
+    (root / "dataset").mkdir()
+    (root / "dataset" / "manifest.json").write_text(json.dumps({
+        "seed": 7,
+        "tasks": {t: {"source": "embedded", "splits": {"support": {"n": 10, "levels": {"1": 10}},
+                                                       "query": {"n": 10, "levels": {"2": 10}}}} for t in META},
+        "eval_tasks": {t: {"source": "embedded", "n_shots": list(SHOTS), **flags,
+                           "splits": {"test": {"n": N_Q}, "shots": {"n": 30}}} for t, flags in EVAL.items()},
+        "files": files, "code": {"git_commit": "0123456789abcdef", "versions": {}}}))
+    budgets = {"fomaml": examples[0], "sft_mixed": examples[1], "base": 0, "reptile": examples[0]}
+    for arm in models:
+        run = root / "runs" / arm
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps({
+            "arm": arm, "status": "finished", "seed": 0, "train_seconds": 60.0, "git_commit": "0123456789abcdef",
+            "budget": {"examples": budgets[arm], "distinct_examples": 40, "tokens": 9000, "response_tokens": 4000,
+                       "optimizer_steps": 30, "inner_steps": 450 if arm == "fomaml" else 0},
+            "best": {"step": 20, "val_loss": 1.25}, "data_files": files}))
+        lines = [{"step": s, "examples": 32 * s, "loss": 2.0 - 0.03 * s,
+                  **({"val_loss": 2.1 - 0.03 * s} if s % 10 == 0 else {})} for s in range(1, 31)]
+        lines = lines if arm != "base" else []
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    accuracy, cells, preds = {}, [], []
+    for m in models:
+        start, gain = LEVEL[m]
+        for task in EVAL:
+            for n in SHOTS:
+                for seed in ((0,) if n == 0 else seeds):
+                    for step in ((0,) if n == 0 else STEPS):
+                        p = start + gain * min(n, 25) / 25 * step / STEPS[-1]
+                        right = rng.random(N_Q) < p
+                        acc = float(right.mean())
+                        accuracy[(m, task, n, seed, step)] = acc
+                        cells.append((m, task, n, seed, step, acc, 1.0 - acc, N_Q, int(right.sum()), 0, 3.0,
+                                      None, None, None))
+                        preds += [(m, task, n, seed, step, f"{task}-q{q}", "Q?",
+                                   f"step one\nso the answer is {q + int(not r)}", str(q + int(not r)), str(q), int(r),
+                                   0, "[]") for q, r in enumerate(right)]
+    (root / "eval").mkdir()
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        con.execute(CELL_SQL)
+        con.execute(PRED_SQL)
+        con.executemany(f"INSERT INTO cells VALUES ({','.join('?' * 14)})", cells)
+        con.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 13)})", preds)
+    con.close()
+
+    names = META + list(EVAL)
+    sim = np.eye(len(names))
+    sim[names.index("prob_eval"), 0] = sim[0, names.index("prob_eval")] = 0.8     # near algebra
+    sim[names.index("physics_eval"), 1] = sim[1, names.index("physics_eval")] = 0.3  # far, nearest geometry
+    if similarity == "written":  # the keys eval/similarity.py writes
+        payload = {"tasks": names, "similarity": sim.tolist(), "distance": (1 - sim).tolist(),
+                   "adapter": "fresh LoRA", "meta_train_tasks": META, "eval_tasks": list(EVAL)}
+    elif similarity == "documented":  # the keys of the documented layout
+        payload = {"names": names, "matrix": sim.tolist()}
+    if similarity:
+        (root / "eval" / "task_similarity.json").write_text(json.dumps(payload))
+    return accuracy
+
+
+def table_rows(md: str, caption: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(header, {first cell: row}) of the Markdown table under the line `*caption*`."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"*{caption}"))
+    block = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip("|").split(" | ")])
+    header, rows = block[0], block[2:]
+    return header, {r[0]: r for r in rows}
+
+
+def verdict_rows(md: str) -> dict[str, list[str]]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim | statement | status"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        rows[cells[0]] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp") / "exp"
+    accuracy = make_experiment(root)
+    path = write_report(root, n_boot=200)
+    return root, accuracy, path.read_text()
+
+
+def test_report_files_and_figures(full):
+    root, _, md = full
+    report = root / "report"
+    assert (report / "report.md").is_file() and (report / "report.html").is_file()
+    html = (report / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html
+    expected = {"training_curves", "task_similarity", "transfer_vs_distance"} \
+        | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
+    assert {p.stem for p in (report / "figures").glob("*.png")} == expected
+    for png in (report / "figures").glob("*.png"):
+        image = imread(png)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300, png
+        assert f"](figures/{png.name})" in md and f'src="figures/{png.name}"' in html
+    assert "could not be built" not in md, md
+    assert not list(root.glob(".report*")), "temp dirs left behind"
+
+
+def test_cells_table_holds_the_mean_over_seeds(full):
+    _, accuracy, md = full
+    for task, n in [("prob_eval", 10), ("physics_eval", 25)]:
+        accs = [accuracy[("fomaml", task, n, s, STEPS[-1])] for s in (0, 1, 2)]
+        expected = f"{statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f} (n=3)"
+        header, rows = table_rows(md, f"{task}: accuracy at the final adaptation step")
+        assert rows["FOMAML-SFT"][header.index(f"{n}-shot")] == expected
+    header, rows = table_rows(md, "prob_eval: accuracy at the final adaptation step")
+    assert rows["Base"][header.index("0-shot")] == f"{accuracy[('base', 'prob_eval', 0, 0, 0)]:.3f} (n=1)"
+    summary = pd.read_csv(full[0] / "report" / "summary.csv")
+    row = summary[(summary.model == "sft_mixed") & (summary.task == "theorem_eval") & (summary.n_shots == 5)]
+    assert row["mean"].item() == pytest.approx(statistics.mean(
+        accuracy[("sft_mixed", "theorem_eval", 5, s, STEPS[-1])] for s in (0, 1, 2)))
+
+
+def test_verdicts_are_the_stats_verdicts(full):
+    root, _, md = full
+    rows = verdict_rows(md)
+    assert list(rows) == CLAIMS
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        cells = pd.read_sql_query("SELECT * FROM cells", con)
+        preds = pd.read_sql_query("SELECT model, task, n_shots, seed, step, question_id, correct FROM predictions", con)
+    con.close()
+    unseen = [t for t, f in EVAL.items() if f["unseen"]]
+    cross = [t for t, f in EVAL.items() if f["cross_domain"]]
+    truth = {v.name: v.status for v in verdicts(cells, preds, unseen_tasks=unseen, cross_domain_tasks=cross,
+                                                target_acc=0.6, n_boot=200)}
+    assert {n: r[2].strip("*") for n, r in rows.items()} == truth
+    assert [v["name"] for v in json.loads((root / "report" / "verdicts.json").read_text())] == CLAIMS
+    assert truth["H2"] == "met"  # fomaml > sft_mixed > base at 0-shot by construction: a real verdict shown
+    assert "reference_shots: 10" in md  # H1's evidence, printed below the table
+    assert "Verdicts (section 5): " + "; ".join(f"{n} **{truth[n]}**" for n in CLAIMS) + "." in md
+
+
+def test_setup_sections(full):
+    _, _, md = full
+    assert "Budget mismatch" not in md and "Example budgets match: FOMAML-SFT 960, SFT-Mixed 960" in md
+    assert "Pipeline check only" not in md
+    assert "| data/meta_train/algebra_support.parquet | 10 | 000000000000 |" in md  # short hash
+    assert "| train/fomaml | 3,725.0 s (1:02:05) |" in md
+    assert "0123456789abcdef" in md
+    # transfer: physics_eval is nearest to geometry at similarity 0.3
+    assert "| physics_eval | geometry | 0.300 | 0.700 |" in md
+    # error cases: the wrong-answer count at the largest shot count (25) and final step, over 3 seeds
+    wrong = sum(round((1 - full[1][("base", "prob_eval", 25, s, STEPS[-1])]) * N_Q) for s in (0, 1, 2))
+    assert f"**Base**, 25-shot: {wrong} of {3 * N_Q} answers wrong; 3 shown." in md
+
+
+@pytest.mark.parametrize("examples, warned", [((960, 1200), True), ((960, 990), False), ((960, 960), False)])
+def test_budget_mismatch_warning(tmp_path, examples, warned):
+    make_experiment(tmp_path / "exp", examples=examples, seeds=(0, 1))
+    md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    assert ("Budget mismatch" in md) == warned
+    assert ("Unequal budgets" in md) == warned  # repeated beside the comparisons
+    assert "could not be built" not in md
+
+
+def test_tiny_banner(tmp_path):
+    make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1))
+    md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    assert md.index("Pipeline check only") < md.index("1. Setup")
+    assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
+    assert "the model is the tiny test model" in md
+    assert "a pipeline check only (tiny model)" in md
+
+
+def test_missing_similarity_is_reported(tmp_path):
+    make_experiment(tmp_path / "exp", similarity=None, seeds=(0, 1))
+    md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    assert "No task similarity (`eval/task_similarity.json` missing or unreadable)" in md
+    assert "`eval/task_similarity.json`: not found" in md
+    assert not (tmp_path / "exp" / "report" / "figures" / "transfer_vs_distance.png").exists()
+    assert "could not be built" not in md
+
+
+def test_documented_similarity_keys(tmp_path):
+    make_experiment(tmp_path / "exp", similarity="documented", seeds=(0, 1))
+    md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    assert "| prob_eval | algebra | 0.800 | 0.200 |" in md
+    assert (tmp_path / "exp" / "report" / "figures" / "transfer_vs_distance.png").is_file()
+
+
+def test_missing_pieces_do_not_crash(tmp_path):
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0,), models=("fomaml", "sft_mixed"))
+    (root / "manifest.json").unlink()
+    shutil.rmtree(root / "runs")
+    md = write_report(root, n_boot=50).read_text()
+    assert "could not be built" not in md, md
+    assert "No results for Base" in md
+    assert "few-shot cell(s) have a single seed" in md
+    assert "manifest.json records no `stages`" in md
+    assert "No run directories under `runs/`" in md
+    rows = verdict_rows(md)
+    assert list(rows) == CLAIMS
+    assert rows["H2"][2] == "**not measurable with this run**"  # no Base model
+    assert rows["C3"][2] == "**not measurable with this run**"  # one seed: no t-test
+
+
+def test_no_results_at_all(tmp_path):
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0, 1))
+    (root / "eval" / "results.sqlite").unlink()
+    md = write_report(root, n_boot=50).read_text()
+    assert "could not be built" not in md, md
+    assert "`eval/results.sqlite`: not found" in md
+    assert {r[2] for r in verdict_rows(md).values()} == {"**not measurable with this run**"}
+
+
+def test_rerun_replaces_the_report(tmp_path):
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0, 1))
+    write_report(root, n_boot=50)
+    (root / "report" / "stale.txt").write_text("old")
+    write_report(root, n_boot=50)
+    assert not (root / "report" / "stale.txt").exists() and (root / "report" / "report.md").is_file()
+
+
+def test_rendering_escapes():
+    doc = Document("t", [Table(["a|b", "c"], [["x|y", "<z>"]]), Para("`a<b>` and **bold** <i>")])
+    md, html = to_markdown(doc), to_html(doc)
+    assert "| a\\|b | c |" in md and "| x\\|y | <z> |" in md
+    assert "<td>&lt;z&gt;</td>" in html and "<code>a&lt;b&gt;</code>" in html
+    assert "<strong>bold</strong> &lt;i&gt;" in html
+
+
+def test_unusable_cells_are_reported(tmp_path):
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0, 1))
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        con.execute("ALTER TABLE cells DROP COLUMN loss")
+    con.close()
+    md = write_report(root, n_boot=50).read_text()
+    assert "table cells unusable (cells lacks column(s) ['loss']" in md
+    assert "could not be built" not in md
+    assert list(verdict_rows(md)) == CLAIMS
