@@ -76,6 +76,7 @@ def run_experiment(cfg: Config, out: Path) -> Path:
     """Data build, every arm's training, both evaluation protocols, task similarity, report."""
     from metasft.data.build import build_data
     from metasft.eval.protocols import ModelSpec, run_eval
+    from metasft.eval.similarity import run_similarity
     from metasft.report import write_report
     from metasft.train.run import train
 
@@ -101,32 +102,7 @@ def run_experiment(cfg: Config, out: Path) -> Path:
                                                         cfg.data.train_batch_size, cfg.eval.allow_budget_mismatch)
     models = [ModelSpec(name, out / "runs" / name, [task] if task else None) for name, _, task in runs]
     stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
-    stages.run("similarity", lambda: _similarity(cfg, data_dir, out / "eval"))
+    # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
+    stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))
     stages.run("report", lambda: write_report(out))
     return out
-
-
-def _similarity(cfg: Config, data_dir: Path, out: Path) -> None:
-    """Cosine similarity of the tasks' mean adapter gradients at the base model (the design's first
-    debugging step), over meta-training support sets and eval-task shot pools."""
-    import torch
-
-    from metasft.data.store import read_sft
-    from metasft.eval.similarity import similarity_matrix, task_gradients, write_similarity
-    from metasft.train.batching import tokenize
-    from metasft.train.distributed import World
-    from metasft.train.run import build_model
-
-    torch.manual_seed(cfg.seed)
-    _, tokenizer, _, model = build_model(cfg, World())
-    manifest = read_json(data_dir / "manifest.json")
-    files = {name: data_dir / f"data/meta_train/{name}_support.parquet" for name in manifest["tasks"]}
-    files |= {name: data_dir / f"data/eval/{name}_shots.parquet" for name in manifest["eval_tasks"]}
-    n = cfg.eval.similarity_batches * cfg.eval.adaptation_batch_size
-    tasks = {name: tokenize(read_sft(path)[:n], tokenizer, max_length=cfg.data.max_length,
-                            truncation=cfg.data.truncation, use_chat_template=cfg.data.use_chat_template,
-                            where=str(path))
-             for name, path in files.items()}
-    grads = task_gradients(model, tasks, micro=cfg.eval.adaptation_batch_size)
-    names, matrix = similarity_matrix(grads)
-    write_similarity(out, names, matrix)

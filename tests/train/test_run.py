@@ -44,10 +44,10 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     assert ms["budget"]["optimizer_steps"] == 18 and mf["budget"]["optimizer_steps"] == 6
     assert mf["status"] == ms["status"] == "finished" and mf["data_files"]
     rows = [json.loads(line) for line in (fomaml / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
     for key in ("support_loss_pre", "support_loss_post", "query_loss", "adaptation_gap", "lr", "tokens_per_s", "tasks"):
-        assert key in rows[0], key
-    assert "val_loss" in rows[2] and "val_loss_adapted" in rows[2]  # validation adapts with grads on
+        assert key in rows[1], key
+    assert "val_loss" in rows[3] and "val_loss_adapted" in rows[3]  # validation adapts with grads on
 
     from peft import PeftModel
     from metasft.models import tiny_llama

@@ -94,8 +94,10 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    from metasft.rundir import atomic_write_text
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
+    # in place, not by rename: the run's open append-mode writer must keep pointing at this file
+    with open(path, "r+", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in keep))
+        f.truncate()
 
 
 class Session:
@@ -137,6 +139,9 @@ class Session:
     def begin(self) -> None:
         self.bar = tqdm(total=self.total_steps, initial=self.start_step, desc="train", dynamic_ncols=True,
                         disable=not self.model.world.main)
+        if self.start_step == 0 and self.test_freq:
+            # the untrained adapter's validation loss: the baseline every later value is read against
+            self.sinks.write({"step": 0, "time": time.time(), **self.validate(0)})
         self._t = time.perf_counter()
 
     def tokens_per_s(self, tokens: int) -> float:
