@@ -1,0 +1,213 @@
+"""The results store: one SQLite file per evaluation, safe for several writing processes.
+
+Tables
+    cells        one row per (model, task, n_shots, seed, step): the aggregates of that evaluation
+    predictions  one row per question per cell: prompt, output, extracted answer, verdict, shot ids
+    done         (model, task, n_shots, seed) whose rows are complete, written in the same
+                 transaction as those rows: a killed evaluation leaves either a whole group or nothing
+    meta         settings the stored numbers depend on (checked when an evaluation is resumed)
+
+Every aggregate in `cells` is computed from the `predictions` rows of that cell (except `loss`,
+a token-mean over the reference solutions, and `acc_at_k`). Concurrent writers (torchrun ranks)
+are serialised by SQLite: WAL journal, `BEGIN IMMEDIATE` per group and a busy timeout.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS_FILE = "results.sqlite"  # in the evaluation's output directory
+GROUP_KEYS = ("model", "task", "n_shots", "seed")
+CELL_KEYS = GROUP_KEYS + ("step",)
+CELL_COLUMNS = CELL_KEYS + ("accuracy", "loss", "n", "n_correct", "n_timed_out", "reasoning_steps",
+                            "step_correctness", "accuracy_ll", "acc_at_k")
+PREDICTION_COLUMNS = CELL_KEYS + ("question_id", "prompt", "output", "extracted", "gold", "correct",
+                                  "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    model TEXT NOT NULL, task TEXT NOT NULL, n_shots INTEGER NOT NULL, seed INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    accuracy REAL NOT NULL,        -- n_correct / n
+    loss REAL,                     -- token-mean response cross-entropy on the reference solutions
+    n INTEGER NOT NULL, n_correct INTEGER NOT NULL, n_timed_out INTEGER NOT NULL,
+    reasoning_steps REAL,          -- mean over questions
+    step_correctness REAL,         -- mean over questions whose record lists steps, NULL if none does
+    accuracy_ll REAL,              -- option log-likelihood accuracy over choice questions, NULL if none
+    acc_at_k REAL,                 -- NULL unless sampled
+    PRIMARY KEY (model, task, n_shots, seed, step)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    model TEXT NOT NULL, task TEXT NOT NULL, n_shots INTEGER NOT NULL, seed INTEGER NOT NULL,
+    step INTEGER NOT NULL, question_id TEXT NOT NULL,
+    prompt TEXT NOT NULL, output TEXT NOT NULL, extracted TEXT, gold TEXT NOT NULL,
+    correct INTEGER NOT NULL, timed_out INTEGER NOT NULL,
+    shot_ids TEXT NOT NULL,        -- JSON list of the shots' record ids ([] for 0-shot)
+    reasoning_steps INTEGER, step_correctness REAL,
+    ll_choice TEXT,                -- the option letter of highest log-likelihood (choice questions)
+    PRIMARY KEY (model, task, n_shots, seed, step, question_id)
+);
+CREATE TABLE IF NOT EXISTS done (
+    model TEXT NOT NULL, task TEXT NOT NULL, n_shots INTEGER NOT NULL, seed INTEGER NOT NULL,
+    finished_at REAL NOT NULL,     -- unix time
+    PRIMARY KEY (model, task, n_shots, seed)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class ResultsError(RuntimeError):
+    """Rows that do not fit their group, a group written twice, or settings that changed on resume."""
+
+
+def _nullable(x):
+    """SQLite's value for x: None for missing or NaN, Python scalars for numpy ones."""
+    if hasattr(x, "item") and not isinstance(x, (list, tuple, str)):
+        x = x.item()  # numpy scalar (from a DataFrame row)
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+class ResultsStore:
+    """`results.sqlite`: write whole cell groups atomically; read cells and predictions as DataFrames."""
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 600.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self._transaction():  # executescript would commit on its own
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    self._db.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")  # take the write lock now: no read-to-write upgrade deadlock
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------------------ groups
+    def is_done(self, model: str, task: str, n_shots: int, seed: int) -> bool:
+        row = self._db.execute("SELECT 1 FROM done WHERE model=? AND task=? AND n_shots=? AND seed=?",
+                               (model, task, n_shots, seed)).fetchone()
+        return row is not None
+
+    def done_groups(self) -> set[tuple[str, str, int, int]]:
+        return {tuple(r) for r in self._db.execute("SELECT model, task, n_shots, seed FROM done")}
+
+    def write_group(self, model: str, task: str, n_shots: int, seed: int, cells: list[dict],
+                    predictions: list[dict]) -> None:
+        """Store one group's cell rows (one per step) and prediction rows, and mark it done, atomically.
+
+        Rows must carry this group's key (and a `step` present among the cells); extra keys are an error.
+        """
+        key = {"model": model, "task": task, "n_shots": n_shots, "seed": seed}
+        steps = set()
+        for row in cells:
+            self._check_row(row, key, CELL_COLUMNS, "cell")
+            steps.add(row["step"])
+        if len(steps) != len(cells):
+            raise ResultsError(f"group {key}: two cell rows share a step")
+        for row in predictions:
+            self._check_row(row, key, PREDICTION_COLUMNS, "prediction")
+            if row["step"] not in steps:
+                raise ResultsError(f"group {key}: prediction at step {row['step']} has no cell row")
+        cell_rows = [tuple(_nullable(row.get(c)) for c in CELL_COLUMNS) for row in cells]
+        pred_rows = [tuple(_nullable(self._encode(c, row.get(c))) for c in PREDICTION_COLUMNS) for row in predictions]
+        with self._transaction():
+            if self._db.execute("SELECT 1 FROM done WHERE model=? AND task=? AND n_shots=? AND seed=?",
+                                tuple(key.values())).fetchone():
+                raise ResultsError(f"group {key} is already done in {self.path}")
+            for table in ("cells", "predictions"):  # leftovers cannot exist (no done row), but be exact
+                self._db.execute(f"DELETE FROM {table} WHERE model=? AND task=? AND n_shots=? AND seed=?",
+                                 tuple(key.values()))
+            self._db.executemany(f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(CELL_COLUMNS))})", cell_rows)
+            self._db.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(PREDICTION_COLUMNS))})", pred_rows)
+            self._db.execute("INSERT INTO done VALUES (?, ?, ?, ?, ?)", (*key.values(), time.time()))
+
+    @staticmethod
+    def _check_row(row: dict, key: dict, columns: tuple, what: str) -> None:
+        unknown = set(row) - set(columns)
+        if unknown:
+            raise ResultsError(f"{what} row has unknown column(s) {sorted(unknown)}; expected {columns}")
+        wrong = {k: row.get(k) for k, v in key.items() if row.get(k) != v}
+        if wrong:
+            raise ResultsError(f"{what} row {wrong} does not belong to group {key}")
+
+    @staticmethod
+    def _encode(column: str, value):
+        if column == "shot_ids":
+            return json.dumps(list(value or []))
+        if column in ("correct", "timed_out"):
+            return int(bool(value))
+        return value
+
+    # ------------------------------------------------------------------------------ meta
+    def check_meta(self, key: str, value) -> None:
+        """Record `value` under `key`, or raise ResultsError if a different value is recorded."""
+        text = json.dumps(value, sort_keys=True, default=str)
+        with self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES (?, ?)", (key, text))
+                return
+        if row[0] != text:
+            raise ResultsError(f"{self.path}: {key} was {row[0]} when these results were written, now {text}; "
+                               f"evaluate into a new output directory (or delete it) to change it")
+
+    def meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    # ------------------------------------------------------------------------------ reading
+    def _frame(self, table: str, columns: tuple, order: tuple, filters: dict) -> pd.DataFrame:
+        unknown = set(filters) - set(CELL_KEYS)
+        if unknown:
+            raise ValueError(f"filters must be among {CELL_KEYS}, got {sorted(unknown)}")
+        where = " AND ".join(f"{k}=?" for k in filters)
+        sql = f"SELECT {', '.join(columns)} FROM {table}" + (f" WHERE {where}" if where else "")
+        sql += f" ORDER BY {', '.join(order)}"
+        return pd.read_sql_query(sql, self._db, params=tuple(filters.values()))
+
+    def cells(self, **filters) -> pd.DataFrame:
+        """Cell rows (columns CELL_COLUMNS), optionally filtered by key columns (`task="x"`)."""
+        frame = self._frame("cells", CELL_COLUMNS, CELL_KEYS, filters)
+        for c in ("accuracy", "loss", "reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k"):
+            frame[c] = frame[c].astype(float)
+        return frame
+
+    def predictions(self, **filters) -> pd.DataFrame:
+        """Prediction rows (columns PREDICTION_COLUMNS); `shot_ids` as lists, verdicts as bools."""
+        frame = self._frame("predictions", PREDICTION_COLUMNS, CELL_KEYS + ("question_id",), filters)
+        frame["correct"] = frame["correct"].astype(bool)
+        frame["timed_out"] = frame["timed_out"].astype(bool)
+        frame["shot_ids"] = frame["shot_ids"].map(json.loads)
+        frame["step_correctness"] = frame["step_correctness"].astype(float)
+        for c in ("extracted", "ll_choice"):  # missing text stays None (not NaN)
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+        return frame
+
+    def done(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM done ORDER BY model, task, n_shots, seed", self._db)

@@ -1,0 +1,151 @@
+"""The results store: atomic groups, reopening, concurrent writers, and a killed evaluation resuming."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from metasft.eval.results import ResultsError, ResultsStore
+
+
+def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1", "q2")):
+    key = {"model": model, "task": task, "n_shots": n_shots, "seed": seed}
+    cells = [{**key, "step": s, "accuracy": 0.5, "loss": 1.25, "n": len(questions), "n_correct": 1, "n_timed_out": 0,
+              "reasoning_steps": 3.0, "step_correctness": None, "accuracy_ll": 0.5 if task == "c" else None,
+              "acc_at_k": None} for s in steps]
+    preds = [{**key, "step": s, "question_id": q, "prompt": f"prompt {q}", "output": f"out {q} {s}",
+              "extracted": None if i else "7", "gold": "7", "correct": i == 0, "timed_out": False,
+              "shot_ids": ["a", "b"], "reasoning_steps": 3, "step_correctness": None, "ll_choice": None}
+             for s in steps for i, q in enumerate(questions)]
+    return key, cells, preds
+
+
+def test_write_reopen_and_read(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        key, cells, preds = _group()
+        store.write_group(**key, cells=cells, predictions=preds)
+        key2, cells2, preds2 = _group(model="m2", n_shots=0, steps=(0,))
+        store.write_group(**key2, cells=cells2, predictions=preds2)
+    with ResultsStore(path) as store:
+        assert store.is_done("m", "t", 5, 0) and store.is_done("m2", "t", 0, 0)
+        assert not store.is_done("m", "t", 5, 1) and not store.is_done("m", "t", 0, 0)
+        assert store.done_groups() == {("m", "t", 5, 0), ("m2", "t", 0, 0)}
+        c = store.cells()
+        p = store.predictions(model="m")
+    assert len(c) == 3 and c["step"].tolist() == [0, 10, 0]
+    assert c["step_correctness"].isna().all() and c["loss"].tolist() == [1.25] * 3
+    assert len(p) == 4 and p["correct"].tolist() == [True, False, True, False]
+    assert p["shot_ids"].iloc[0] == ["a", "b"] and p["extracted"].tolist() == ["7", None, "7", None]
+
+
+def test_group_is_written_once_and_whole(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        key, cells, preds = _group()
+        store.write_group(**key, cells=cells, predictions=preds)
+        with pytest.raises(ResultsError, match="already done"):
+            store.write_group(**key, cells=cells, predictions=preds)
+        # a failure inside the transaction (a repeated question) leaves neither rows nor a done mark
+        key, cells, preds = _group(seed=1)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.write_group(**key, cells=cells, predictions=preds + preds[:1])
+        assert not store.is_done(**key)
+        assert len(store.cells(seed=1)) == 0 and len(store.predictions(seed=1)) == 0
+        # rows of another group or of a step without a cell are refused before writing
+        with pytest.raises(ResultsError, match="does not belong"):
+            store.write_group(**{**key, "seed": 2}, cells=cells, predictions=preds)
+        with pytest.raises(ResultsError, match="no cell row"):
+            store.write_group(**key, cells=cells[:1], predictions=preds)
+
+
+def test_meta_mismatch_is_refused(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        store.check_meta("settings", {"lr": 1e-4})
+        store.check_meta("settings", {"lr": 1e-4})
+        with pytest.raises(ResultsError, match="new output directory"):
+            store.check_meta("settings", {"lr": 2e-4})
+
+
+def _writer(path, worker: int, n: int) -> None:
+    with ResultsStore(path) as store:
+        for seed in range(n):
+            key, cells, preds = _group(model=f"w{worker}", seed=seed)
+            store.write_group(**key, cells=cells, predictions=preds)
+
+
+def test_concurrent_writers(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 15)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with ResultsStore(path) as store:
+        assert len(store.done_groups()) == 45
+        assert len(store.cells()) == 90 and len(store.predictions()) == 180
+
+
+# ----------------------------------------------------------------------------------------- resume
+class Interrupt(Exception):
+    pass
+
+
+def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
+    from test_protocols import tiny_config, write_adapter, write_data_dir  # the tiny setup (tests/eval)
+
+    from metasft.eval import protocols as P
+    from metasft.eval.generate import HFBackend
+
+    data = write_data_dir(tmp_path / "data")
+    models = [P.ModelSpec("base"), P.ModelSpec("tuned", write_adapter(tmp_path / "adapter"))]
+    cfg = tiny_config(seeds=[0], record_steps=[0, 2])
+    out = tmp_path / "eval"
+    groups = P.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0])
+
+    first: list = []
+
+    def die_after_five(group):
+        first.append(group)
+        if len(first) == 5:
+            raise Interrupt  # as if the job were killed right after storing its 5th group
+
+    with pytest.raises(Interrupt):
+        P.run_eval(cfg, data, models, out, after_group=die_after_five)
+    with ResultsStore(out / "results.sqlite") as store:
+        finished = store.done()
+    assert len(finished) == 5
+
+    calls = []
+    original = HFBackend.generate
+
+    def counting(self, prompts, max_new_tokens):
+        calls.append(len(prompts))
+        return original(self, prompts, max_new_tokens)
+
+    second: list = []
+    try:
+        HFBackend.generate = counting
+        P.run_eval(cfg, data, models, out, after_group=second.append)
+    finally:
+        HFBackend.generate = original
+    assert first == groups[:5] and second == groups[5:]
+    # the 3 remaining groups are few-shot: steps 0 (the stored 0-shot result) and 2 -> one generation each
+    assert len(calls) == 3
+
+    with ResultsStore(out / "results.sqlite") as store:
+        done = store.done()
+        cells = store.cells()
+        preds = store.predictions()
+    assert len(done) == len(groups)
+    kept = done.merge(finished, on=["model", "task", "n_shots", "seed"], suffixes=("", "_before"))
+    assert (kept["finished_at"] == kept["finished_at_before"]).all()  # not rewritten
+    assert len(cells) == 4 + 4 * 2 and len(preds) == len(cells) * 3
+
+    # a third run finds nothing to do and loads no model
+    P.run_eval(cfg, data, models, out, after_group=lambda g: pytest.fail("recomputed a finished group"))
+    # changed settings are refused rather than mixed into the same table
+    with pytest.raises(ResultsError, match="settings"):
+        P.run_eval(tiny_config(seeds=[0], record_steps=[0, 2], adaptation_lr=0.5), data, models, out)
