@@ -75,7 +75,7 @@ class _Stages:
 def run_experiment(cfg: Config, out: Path) -> Path:
     """Data build, every arm's training, both evaluation protocols, task similarity, report."""
     from metasft.data.build import build_data
-    from metasft.eval.protocols import ModelSpec, run_eval
+    from metasft.eval.protocols import parse_model_specs, run_eval
     from metasft.eval.similarity import run_similarity
     from metasft.report import write_report
     from metasft.train.run import train
@@ -100,7 +100,7 @@ def run_experiment(cfg: Config, out: Path) -> Path:
     if {"fomaml", "sft_mixed"} <= names:
         stages.manifest["budget_check"] = check_budgets(out / "runs" / "fomaml", out / "runs" / "sft_mixed",
                                                         cfg.data.train_batch_size, cfg.eval.allow_budget_mismatch)
-    models = [ModelSpec(name, out / "runs" / name, [task] if task else None) for name, _, task in runs]
+    models = parse_model_specs([f"{name}={out / 'runs' / name}" for name, _, _ in runs])
     stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
     # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
     stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))
