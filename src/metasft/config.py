@@ -164,6 +164,7 @@ class EvalArgs:
     target_acc: float = 0.7
     grade_timeout_s: float = 5.0
     similarity_batches: int = 4
+    acc_k: int = 0                  # > 0: also sample k answers per question for acc@k (k x the cost)
     allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
 
 

@@ -477,6 +477,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     every evaluation for acc@k (k times the generation cost). Returns `out`.
     """
     data_dir, out = Path(data_dir), Path(out)
+    acc_k = acc_k or cfg.eval.acc_k or None
     if not (data_dir / "manifest.json").is_file():
         raise EvalError(f"{data_dir} is not a built data directory (no manifest.json)")
     manifest = read_json(data_dir / "manifest.json")

@@ -119,7 +119,7 @@ class Session:
     def resume(self, extra_load) -> None:
         path = checkpoint.latest(self.out / "checkpoints")
         if path is None:
-            if (self.out / "metrics.jsonl").exists():
+            if (self.out / "metrics.jsonl").exists() and (self.out / "metrics.jsonl").stat().st_size:
                 log.info("no checkpoint in %s; starting again from step 0", self.out)
                 if self.model.world.main:
                     truncate_metrics(self.out / "metrics.jsonl", 0)
