@@ -64,20 +64,27 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("config", [FOMAML, SFT], ids=["fomaml", "sft"])
-def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, monkeypatch, config):
-    full = train(cfg(config, data_dir), tmp_path / "full")
+def killed_after(step_to_die: int, run_once):
+    """Run `run_once()` with the process 'killed' right after step `step_to_die` is logged."""
     real_end = session_mod.Session.end_step
 
     def dying(self, step, row, extra):
         real_end(self, step, row, extra)
-        if step == 5:
+        if step == step_to_die:
             raise Killed()
 
-    monkeypatch.setattr(session_mod.Session, "end_step", dying)
-    with pytest.raises(Killed):
-        train(cfg(config, data_dir), tmp_path / "killed")
-    monkeypatch.setattr(session_mod.Session, "end_step", real_end)
+    session_mod.Session.end_step = dying
+    try:
+        with pytest.raises(Killed):
+            run_once()
+    finally:
+        session_mod.Session.end_step = real_end
+
+
+@pytest.mark.parametrize("config", [FOMAML, SFT], ids=["fomaml", "sft"])
+def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, config):
+    full = train(cfg(config, data_dir), tmp_path / "full")
+    killed_after(5, lambda: train(cfg(config, data_dir), tmp_path / "killed"))
     assert not (tmp_path / "killed" / "adapter").exists()
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg(config, data_dir), tmp_path / "killed")
@@ -92,19 +99,9 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, monkeypatch, con
     assert json.loads((resumed / "manifest.json").read_text())["budget"] == budget_full
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_dir, monkeypatch):
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_dir):
     run = tmp_path / "r"
-    real_end = session_mod.Session.end_step
-
-    def dying(self, step, row, extra):
-        real_end(self, step, row, extra)
-        if step == 4:
-            raise Killed()
-
-    monkeypatch.setattr(session_mod.Session, "end_step", dying)
-    with pytest.raises(Killed):
-        train(cfg(FOMAML, data_dir), run)
-    monkeypatch.setattr(session_mod.Session, "end_step", real_end)
+    killed_after(4, lambda: train(cfg(FOMAML, data_dir), run))
     (run / "checkpoints" / "step_000003" / "adapter.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         train(cfg(FOMAML, data_dir), run, resume=True)
