@@ -72,7 +72,7 @@ def load_experiment(root: Path) -> Experiment:
                     exp.run_configs[run.name] = cfg
             if (run / "metrics.jsonl").is_file():
                 exp.metrics[run.name] = _jsonl(exp, run / "metrics.jsonl")
-            else:
+            elif exp.runs[run.name].get("arm") != "base":  # the base arm trains nothing, logs nothing
                 exp.missing.append(f"{exp.rel(run / 'metrics.jsonl')}: not found")
     else:
         exp.missing.append("runs/: not found")
