@@ -9,7 +9,6 @@ accepted as aliases (see ALIASES).
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -413,6 +412,3 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from metasft.rundir import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
-
-def expand(path: str | None) -> Path | None:
-    return Path(os.path.expanduser(path)) if path else None

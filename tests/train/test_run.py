@@ -1,6 +1,5 @@
 """Run directories end to end on the tiny config: layout, budgets, resume after a kill, bad input."""
 import json
-import math
 
 import pytest
 import torch

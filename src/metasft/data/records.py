@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 # How an answer is graded (see metasft.eval.scoring): a mathematical expression, a multiple-choice
 # letter, TheoremQA's typed answers.

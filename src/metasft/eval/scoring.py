@@ -591,7 +591,7 @@ def step_correctness(text: str, steps: Sequence[str]) -> float | None:
     """
     if not steps:
         return None
-    light, compact = _light(text), _compact(text)
+    light = _light(text)
     # Numbers over Python's 4300-digit int conversion limit are not intermediate results; skip them.
     standalone = {Fraction(n) for n in _STANDALONE.findall(light) if len(n) < 4000}
     after_equals = {Fraction(n) for n in _AFTER_EQUALS.findall(light) if len(n) < 4000}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from metasft.train.batching import Batch, Example, collate
+from metasft.train.batching import Example, collate
 from metasft.train.distributed import World, all_reduce_sum, average_grads
 
 
@@ -76,6 +76,3 @@ def set_lr(optimizer, base_lr: float, step: int, warmup: int) -> float:
         group["lr"] = lr
     return lr
 
-
-def count_tokens(examples: list[Example]) -> int:
-    return sum(len(e.input_ids) for e in examples)
