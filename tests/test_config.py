@@ -93,6 +93,10 @@ def test_overrides_types_and_list_indices(tmp_path):
     ("", ["nosuch=1"], r"unknown key"),
     ("", ["data.truncation=middle"], r"data\.truncation"),
     ("- a\n- b\n", [], "mapping"),
+    ("data:\n  eval_tasks:\n    - {name: s, source: embedded, level: 5, levels: [1]}\n", [],
+     r"data\.eval_tasks\[s\]: give level or levels, not both"),
+    ("data:\n  eval_tasks:\n    - {name: s, source: embedded, levels: [0, 6]}\n", [],
+     r"data\.eval_tasks\[s\]\.levels must be within 1-5"),
 ])
 def test_errors_name_the_key_and_file(tmp_path, text, overrides, match):
     path = write(tmp_path, text)

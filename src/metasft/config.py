@@ -83,7 +83,8 @@ class EvalTask:
     source: str
     subject: str | None = None
     subjects: list[str] = field(default_factory=list)
-    level: int | None = None
+    level: int | None = None        # the design's one-level form of `levels`
+    levels: list[int] = field(default_factory=list)   # empty (and no `level`): all levels
     split: str = "test"             # where test items come from
     shots_split: str = "train"      # where the pool of shots comes from
     size: int | None = None
@@ -216,7 +217,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             value = yaml.safe_load(text)
         _set_dotted(raw, key, value, f"command-line override {item!r}")
     cfg = _build(Config, raw, "", origin)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        where = origin + (f" with overrides {list(overrides)}" if overrides else "")
+        raise ConfigError(f"{where}: {e}") from None
     return cfg
 
 
@@ -388,6 +393,8 @@ def validate(cfg: Config) -> None:
         need(all(1 <= lv <= 5 for lv in t.levels), f"data.tasks[{t.name}].levels must be within 1-5, got {t.levels}")
     for t in cfg.data.eval_tasks:
         need(t.level is None or 1 <= t.level <= 5, f"data.eval_tasks[{t.name}].level must be 1-5, got {t.level}")
+        need(all(1 <= lv <= 5 for lv in t.levels), f"data.eval_tasks[{t.name}].levels must be within 1-5, got {t.levels}")
+        need(t.level is None or not t.levels, f"data.eval_tasks[{t.name}]: give level or levels, not both")
         need(all(n >= 0 for n in t.n_shots), f"data.eval_tasks[{t.name}].n_shots must be >= 0")
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")

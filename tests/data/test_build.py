@@ -80,6 +80,13 @@ def test_rebuild_is_byte_identical(tmp_path):
     assert other["files"] != a["files"]
 
 
+def test_eval_task_levels_select_the_test_items_and_shots(tmp_path):
+    build_data(load_config(TINY, ["data.eval_tasks.1.levels=[1,2]"]), tmp_path / "d")
+    for part in ("test", "shots"):
+        records = read_records(tmp_path / "d" / "data" / "eval" / f"statistics_{part}.parquet")
+        assert {r.level for r in records} == {1, 2}, part
+
+
 def test_stats_prints_the_counts(tmp_path, capsys):
     build_data(load_config(TINY), tmp_path / "d")
     assert main(["data", "stats", str(tmp_path / "d")]) == 0

@@ -55,7 +55,7 @@ def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, di
 
 def build_eval_task(spec: EvalTask, cfg: Config, load: _Loader, dedup: T.Dedup, index: int) -> dict[str, list[Record]]:
     """Test items and a disjoint pool of shots, none of them reachable from meta-training data."""
-    levels = [spec.level] if spec.level else []
+    levels = spec.levels or ([spec.level] if spec.level else [])
     subjects = _subjects(spec)
     candidates = T.select(load(spec.source, spec.split, spec.size), task=spec.name, source=spec.source,
                           subjects=subjects, levels=levels)
