@@ -86,6 +86,21 @@ def test_stops_at_stop_token_and_keeps_order(lm):
     assert backend.generate(prompts[::-1], max_new_tokens=10) == outputs[::-1]
 
 
+def test_per_prompt_limits_share_batches(lm):
+    """One limit per prompt (tasks evaluated together): each output is its one-at-a-time greedy
+    output cut at its own limit, 0 included, while longer rows of the same batch go on."""
+    model, tokenizer = lm
+    prompts = _prompts(tokenizer)
+    limits = [3, 12, 0, 7, 12]
+    backend = HFBackend(model, tokenizer, batch_size=5, stop_ids=[-1])
+    outputs = backend.generate(prompts, max_new_tokens=limits)
+    for prompt, limit, text in zip(prompts, limits, outputs):
+        assert text == tokenizer.decode(_reference(model, tokenizer, prompt, 12, [])[:limit], skip_special_tokens=True)
+    assert outputs[2] == ""
+    with pytest.raises(ValueError, match="2 max_new_tokens for 5 prompts"):
+        backend.generate(prompts, max_new_tokens=[1, 2])
+
+
 def test_sample_is_reproducible_and_shaped(lm):
     model, tokenizer = lm
     backend = HFBackend(model, tokenizer, batch_size=4)

@@ -171,6 +171,26 @@ def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     assert all(torch.equal(p, everything[n]) for n, p in ev.peft.named_parameters())
 
 
+def test_tasks_evaluated_together_equal_one_at_a_time(setup):
+    """evaluate_steps (a model's 0-shot groups, all tasks' questions in shared batches, each task
+    with its own max_new_tokens) gives what evaluate_step gives task by task."""
+    from metasft.eval.scoring import Grader
+    _, data, models = setup
+    cfg = tiny_config(batch_size=8)
+    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev.load(models[1])
+    tasks = [P.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg),
+             P.load_task(data, "mcq", {"max_new_tokens": 2}, ev.tokenizer, cfg)]
+    with Grader(n_workers=1) as grader:
+        together = P.evaluate_steps(ev, tasks, grader)
+        alone = [P.evaluate_step(ev, t, grader) for t in tasks]
+    for a, b, task in zip(together, alone, tasks):
+        assert [p["output"] for p in a.predictions] == [p["output"] for p in b.predictions]
+        assert [p["question_id"] for p in a.predictions] == [r.id for r in task.records]
+        assert a.cell["accuracy"] == b.cell["accuracy"] and a.cell["loss"] == pytest.approx(b.cell["loss"])
+    assert max(len(ev.tokenizer(p["output"])["input_ids"]) for p in together[1].predictions) <= 2
+
+
 def test_adapter_with_other_lora_settings_is_refused(tmp_path, setup):
     cfg = tiny_config()
     ev = P.Evaluator(cfg, torch.device("cpu"))

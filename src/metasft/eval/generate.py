@@ -158,8 +158,9 @@ class HFBackend:
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
     # ------------------------------------------------------------------------------ generation
-    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuation of each prompt, up to a stop token (not included) or `max_new_tokens`."""
+    def generate(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[str]:
+        """Greedy continuation of each prompt, up to a stop token (not included) or `max_new_tokens`
+        (one limit for all, or one per prompt: prompts of several tasks then share batches)."""
         return self._decode_all(prompts, max_new_tokens, temperature=0.0, generator=None)
 
     def sample(self, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
@@ -173,36 +174,41 @@ class HFBackend:
 
     def _decode_all(self, prompts, max_new_tokens, temperature, generator) -> list[str]:
         encoded = [self.encode(p) for p in prompts]
+        limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        if len(limits) != len(prompts):
+            raise ValueError(f"{len(limits)} max_new_tokens for {len(prompts)} prompts")
         out: list[str | None] = [None] * len(prompts)
         with eval_mode(self.model):
             for batch in self._batches([len(e) for e in encoded]):
-                tokens = self._decode_batch([encoded[i] for i in batch], max_new_tokens, temperature, generator)
+                tokens = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature,
+                                            generator)
                 for i, toks in zip(batch, tokens):
                     out[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
         return out
 
-    def _decode_batch(self, seqs: list[list[int]], max_new_tokens: int, temperature: float,
+    def _decode_batch(self, seqs: list[list[int]], limits: list[int], temperature: float,
                       generator) -> list[list[int]]:
-        """New token ids per sequence (stop token excluded)."""
+        """New token ids per sequence (stop token excluded), at most `limits[i]` for sequence i."""
         new: list[list[int]] = [[] for _ in seqs]
-        if max_new_tokens <= 0:
+        longest = max(limits)
+        if longest <= 0:
             return new
         ids, mask, positions = self._left_pad(seqs)
-        cache = Cache(layer_class_to_replicate=functools.partial(PreallocatedLayer, max_new_tokens))
+        cache = Cache(layer_class_to_replicate=functools.partial(PreallocatedLayer, longest))
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         rows = torch.arange(len(seqs), device=self.device)  # original row of each running sequence
+        limit = torch.tensor(limits, device=self.device)
         next_pos = positions[:, -1] + 1
-        for step in range(max_new_tokens):
+        for step in range(longest):
             tok = self._pick(logits, temperature, generator)
             stopped = torch.isin(tok, self._stop)
             for r, t, s in zip(rows.tolist(), tok.tolist(), stopped.tolist()):
-                if not s:
+                if not s and len(new[r]) < limits[r]:
                     new[r].append(t)
-            if step == max_new_tokens - 1:
-                break
-            if stopped.any():
-                keep = (~stopped).nonzero().squeeze(1)
+            finished = stopped | (limit[rows] <= step + 1)
+            if finished.any():
+                keep = (~finished).nonzero().squeeze(1)
                 if keep.numel() == 0:
                     break
                 cache.batch_select_indices(keep)

@@ -26,7 +26,8 @@ Work is split in groups (model, task, n_shots, seed), enumerated in a fixed orde
 first, then few-shot ones. Under torchrun, rank r takes groups i with i % world_size == r. A group's
 rows are written in one transaction with its `done` mark, so a rerun skips finished groups. Step 0 of
 a few-shot group is the model's 0-shot evaluation: reused from memory or from the store, computed
-only when neither has it.
+only when neither has it. A model's pending 0-shot groups are evaluated together
+(`evaluate_steps`): the questions of all tasks share generation batches.
 """
 from __future__ import annotations
 
@@ -306,14 +307,34 @@ class Evaluator:
 
 def evaluate_step(ev: Evaluator, task: TaskData, grader, acc_k: int | None = None) -> StepResult:
     """Generate, grade and score the current adapter on `task`'s test items."""
-    records = task.records
+    return evaluate_steps(ev, [task], grader, acc_k)[0]
+
+
+def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | None = None) -> list[StepResult]:
+    """`evaluate_step` on several tasks at once: their questions share generation batches (larger
+    batches decode faster), each with its task's max_new_tokens."""
+    prompts = [p for t in tasks for p in t.prompts]
+    limits = [t.max_new_tokens for t in tasks for _ in t.prompts]
     with ev.merged():
-        outputs = ev.backend.generate(task.prompts, task.max_new_tokens)
-        with eval_mode(ev.peft):
-            loss = ev.model.loss(task.examples, micro=ev.cfg.eval.batch_size)
-        ll_choice = _choice_by_loglikelihood(ev.backend, task)
-        samples = (ev.backend.sample(task.prompts, acc_k, temperature=1.0, max_new_tokens=task.max_new_tokens,
-                                     seed=_stable_seed("acc_at_k", task.name)) if acc_k else None)
+        outputs = ev.backend.generate(prompts, limits)
+        scored = []
+        for task in tasks:
+            with eval_mode(ev.peft):
+                loss = ev.model.loss(task.examples, micro=ev.cfg.eval.batch_size)
+            samples = (ev.backend.sample(task.prompts, acc_k, temperature=1.0, max_new_tokens=task.max_new_tokens,
+                                         seed=_stable_seed("acc_at_k", task.name)) if acc_k else None)
+            scored.append((loss, _choice_by_loglikelihood(ev.backend, task), samples))
+    results, start = [], 0
+    for task, (loss, ll_choice, samples) in zip(tasks, scored):
+        task_outputs = outputs[start:start + len(task.prompts)]
+        start += len(task.prompts)
+        results.append(_step_result(task, task_outputs, loss, ll_choice, samples, grader, acc_k))
+    return results
+
+
+def _step_result(task: TaskData, outputs: list[str], loss: float, ll_choice: dict[int, str],
+                 samples: list[list[str]] | None, grader, acc_k: int | None) -> StepResult:
+    records = task.records
     verdicts = grader.grade_many([(o, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)])
     preds = []
     for i, (r, out, v) in enumerate(zip(records, outputs, verdicts)):
@@ -510,16 +531,27 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[
     tasks: dict[str, TaskData] = {}
     zero_shots: dict[tuple[str, str], StepResult] = {}
     bar = tqdm(todo, desc=bar_desc, dynamic_ncols=True, disable=not show_bar)
+    def task(name: str) -> TaskData:
+        if name not in tasks:
+            tasks[name] = load_task(data_dir, name, task_info[name], ev.tokenizer, cfg)
+        return tasks[name]
+
     with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader:
         for group in bar:
-            if group.task not in tasks:
-                tasks[group.task] = load_task(data_dir, group.task, task_info[group.task], ev.tokenizer, cfg)
             zkey = (group.model, group.task)
             if zkey not in zero_shots:
                 stored = _from_store(store, *zkey)
                 if stored is not None:
                     zero_shots[zkey] = stored
-            cells, preds = run_group(ev, specs[zkey], group, tasks[group.task], grader, zero_shots.get(zkey),
+            if zkey not in zero_shots and group.n_shots == 0:
+                # this model's pending 0-shot groups, all tasks in one generation
+                spec = specs[zkey]
+                names = [g.task for g in todo if g.n_shots == 0 and g.model == group.model
+                         and specs[(g.model, g.task)].key == spec.key and (g.model, g.task) not in zero_shots]
+                ev.load(spec)
+                for name, result in zip(names, evaluate_steps(ev, [task(n) for n in names], grader, acc_k)):
+                    zero_shots[(group.model, name)] = result
+            cells, preds = run_group(ev, specs[zkey], group, task(group.task), grader, zero_shots.get(zkey),
                                      acc_k=acc_k)
             zero_shots.setdefault(zkey, _step0(cells, preds))
             store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds)
