@@ -40,31 +40,36 @@ def _finish(fig, path: Path, footer: str) -> None:
 
 
 def learning_curve(summary: pd.DataFrame, task: str, path: Path, target_acc: float | None, footer: str) -> None:
-    """Accuracy vs n_shots for one task: mean over seeds at the final adaptation step, ± 1 std band.
+    """Accuracy (left) and the reference solutions' loss (right) vs n_shots for one task: mean over
+    seeds at the final adaptation step, ± 1 std band.
 
-    summary: rows of `metasft.stats.summarize` for this task (model, n_shots, mean, std, n_seeds).
-    The x axis places the shot counts evenly, as the design's expected-curve sketch does.
+    summary: rows of `metasft.stats.summarize` for this task (model, n_shots, mean, std, loss,
+    loss_std, n_seeds). The x axis places the shot counts evenly, as the design's expected-curve
+    sketch does. The loss panel shows learning that accuracy on few questions may not resolve.
     """
     shots = sorted(summary["n_shots"].unique())
     pos = {n: i for i, n in enumerate(shots)}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for i, model in enumerate(model_order(summary["model"].unique())):
         rows = summary[summary["model"] == model].sort_values("n_shots")
         x = [pos[n] for n in rows["n_shots"]]
-        mean, std = rows["mean"].to_numpy(), rows["std"].fillna(0).to_numpy()
         seeds = rows.loc[rows["n_shots"] > 0, "n_seeds"]
         name = f"{label(model)} ({seeds.max()} seeds)" if len(seeds) else label(model)
-        ax.plot(x, mean, "o-", color=_color(model, i), label=name)
-        ax.fill_between(x, mean - std, mean + std, color=_color(model, i), alpha=0.15, linewidth=0)
+        for ax, mean_col, std_col in ((acc_ax, "mean", "std"), (loss_ax, "loss", "loss_std")):
+            mean, std = rows[mean_col].to_numpy(dtype=float), rows[std_col].fillna(0).to_numpy(dtype=float)
+            ax.plot(x, mean, "o-", color=_color(model, i), label=name)
+            ax.fill_between(x, mean - std, mean + std, color=_color(model, i), alpha=0.15, linewidth=0)
     if target_acc is not None:
-        ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
-    ax.set_xticks(range(len(shots)), [str(n) for n in shots])
-    ax.set_xlabel("N-shot (examples adapted on; evenly spaced; 0-shot evaluated once)")
-    ax.set_ylabel("accuracy (final adaptation step)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{task}: few-shot learning curve (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+        acc_ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
+    acc_ax.set_ylabel("accuracy (final adaptation step)")
+    acc_ax.set_ylim(-0.02, 1.02)
+    loss_ax.set_ylabel("loss of the reference solutions (token mean)")
+    for ax in (acc_ax, loss_ax):
+        ax.set_xticks(range(len(shots)), [str(n) for n in shots])
+        ax.set_xlabel("N-shot (evenly spaced; 0-shot evaluated once)")
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{task}: few-shot learning curve (mean ± std over seeds)")
     _finish(fig, path, footer)
 
 

@@ -405,8 +405,9 @@ def _learning_curves(ctx: Context, doc: Document) -> None:
     if _no_results(doc, ctx):
         return
     cells, summary = ctx.exp.cells, ctx.summary
-    doc.add(Para(f"Source: {CELLS_SOURCE}. Each point is the mean over seeds of the accuracy at the final "
-                 "adaptation step of each (model, task, N-shot, seed); the band is ± 1 sample std (ddof = 1). "
+    doc.add(Para(f"Source: {CELLS_SOURCE}. Each point is the mean over seeds of the accuracy (left) and of the "
+                 "token-mean loss of the test questions' reference solutions (right) at the final adaptation step "
+                 "of each (model, task, N-shot, seed); the band is ± 1 sample std (ddof = 1). "
                  "0-shot cells are evaluated once (seed 0), so they have no band. The dotted line is the target "
                  f"accuracy {ctx.target_acc:g} ({ctx.target_from})."))
     present = set(summary["model"])
@@ -422,7 +423,7 @@ def _learning_curves(ctx: Context, doc: Document) -> None:
         doc.add(Heading(2, task))
         path, rel = ctx.figure(f"curve_{task}")
         plots.learning_curve(summary[summary["task"] == task], task, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
-        doc.add(Image(rel, f"{task}: accuracy vs N-shot"))
+        doc.add(Image(rel, f"{task}: accuracy and loss vs N-shot"))
         few = cells[(cells["task"] == task) & (cells["n_shots"] > 0)]
         if few.empty:
             doc.add(Para("Only 0-shot results for this task: no adaptation-speed plot."))
