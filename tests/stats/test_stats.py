@@ -157,7 +157,8 @@ def test_summarize_uses_the_final_step_and_sample_std():
     assert out.loc[5, "mean"] == pytest.approx(0.6)
     assert out.loc[5, "std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert out.loc[5, "n_seeds"] == 2 and out.loc[5, "step"] == 10 and out.loc[5, "loss"] == pytest.approx(1.1)
-    assert math.isnan(out.loc[0, "std"])
+    assert out.loc[5, "loss_std"] == pytest.approx(np.std([1.0, 1.2], ddof=1))
+    assert math.isnan(out.loc[0, "std"]) and math.isnan(out.loc[0, "loss_std"])
     with pytest.raises(ValueError, match="repeated"):
         summarize(pd.concat([cells, cells.iloc[:1]]))
     with pytest.raises(ValueError, match="loss"):
