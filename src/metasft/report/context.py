@@ -1,0 +1,111 @@
+"""What the report's sections share: the `Context` (experiment, task lists, output paths) and
+small helpers over it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from metasft.report import tables as T
+from metasft.report.doc import Callout, Document, Para
+from metasft.report.load import Experiment
+from metasft.stats import summarize
+from metasft.stats.verdicts import DESIGN_TARGET_ACC
+
+
+FOMAML, SFT, BASE = "fomaml", "sft_mixed", "base"
+DESIGN_MODELS = (FOMAML, SFT, BASE)
+TINY_MODEL = "tiny-llama"
+EXTRA_METRICS = ["reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k"]
+CELLS_SOURCE = "eval/results.sqlite (table cells)"
+PREDICTIONS_SOURCE = "eval/results.sqlite (table predictions)"
+SIMILARITY_SOURCE = "eval/task_similarity.json"
+
+
+@dataclass
+class Context:
+    """What the sections share: the experiment, derived task lists, and where files go."""
+    exp: Experiment
+    out: Path                     # the report directory being written (a temp dir until done)
+    n_boot: int
+    errors_per_cell: int
+    summary: pd.DataFrame | None = None
+    target_acc: float = DESIGN_TARGET_ACC
+    target_from: str = ""
+    eval_tasks: list[str] = field(default_factory=list)
+    unseen: list[str] = field(default_factory=list)
+    cross_domain: list[str] = field(default_factory=list)
+
+
+    task_flags_from: str = ""
+    budget_mismatch: str | None = None
+    # filled in by the verdicts section, shown in the header
+    verdict_line: Para = field(default_factory=lambda: Para("Verdicts: not computed (see section 5)."))
+
+    @property
+    def name(self) -> str:
+        return self.exp.root.name
+
+    def figure(self, stem: str) -> tuple[Path, str]:
+        """(path to write, path relative to the report) of figures/<stem>.png, stem made filename-safe."""
+        rel = f"figures/{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
+        return self.out / rel, rel
+
+    def source(self, what: str) -> str:
+        """The footer of a figure: its source file, and the tiny-model warning when it applies."""
+        tiny = "TINY TEST MODEL: pipeline check, numbers meaningless · " if is_tiny(self) else ""
+        return f"{tiny}source: {self.name}/{what}"
+
+
+def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int) -> Context:
+    ctx = Context(exp, out, n_boot, errors_per_cell)
+    if exp.cells is not None:
+        try:
+            ctx.summary = summarize(exp.cells)
+        except ValueError as e:  # repeated or missing columns: say so, report the rest
+            exp.missing.append(f"{exp.rel(exp.results_path)}: table cells unusable ({e})")
+            exp.cells = exp.predictions = None
+    if exp.config is not None:
+        ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
+    else:
+        ctx.target_from = "the design's 0.7 (config.yaml missing)"
+    if exp.data.get("eval_tasks"):
+        flags = {name: (bool(t.get("unseen")), bool(t.get("cross_domain"))) for name, t in exp.data["eval_tasks"].items()}
+        ctx.task_flags_from = "dataset/manifest.json eval_tasks"
+    elif exp.config is not None and exp.config.data.eval_tasks:
+        flags = {t.name: (t.unseen, t.cross_domain) for t in exp.config.data.eval_tasks}
+        ctx.task_flags_from = "config.yaml data.eval_tasks (dataset/manifest.json has none)"
+    else:
+        flags = {}
+        ctx.task_flags_from = "nowhere: neither dataset/manifest.json nor config.yaml lists eval tasks"
+    ctx.eval_tasks = list(flags)
+    ctx.unseen = [t for t, (u, _) in flags.items() if u]
+    ctx.cross_domain = [t for t, (_, c) in flags.items() if c]
+    return ctx
+
+
+def is_tiny(ctx: Context) -> bool:
+    return ctx.exp.config is not None and ctx.exp.config.model.partial_pretrain == TINY_MODEL
+
+
+def result_tasks(ctx: Context) -> list[str]:
+    """Tasks with results: the eval tasks' order first, then any others found in the cells."""
+    found = set(ctx.summary["task"]) if ctx.summary is not None else set()
+    return [t for t in ctx.eval_tasks if t in found] + sorted(found - set(ctx.eval_tasks))
+
+
+def no_results(doc: Document, ctx: Context) -> bool:
+    if ctx.summary is None:
+        doc.add(Callout("note", f"No evaluation results ({ctx.exp.rel(ctx.exp.results_path)} missing or empty): "
+                                "nothing to show here."))
+        return True
+    return False
+
+
+def short_commit(commit) -> str:
+    if not commit:
+        return T.DASH
+    base, _, dirty = str(commit).partition("+")
+    return base[:10] + (f"+{dirty}" if dirty else "")

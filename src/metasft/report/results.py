@@ -1,0 +1,313 @@
+"""Report sections 2-6: learning curves, transfer and similarity, tables and statistics,
+verdicts, error cases."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+
+from metasft.report import plots
+from metasft.report import tables as T
+from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_METRICS, FOMAML,
+    PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, is_tiny, no_results, result_tasks)
+from metasft.report.doc import Callout, Code, Document, Heading, Image, Para, Table
+from metasft.report.load import error_rows
+from metasft.rundir import atomic_write_text, write_json
+from metasft.stats import (UNMEASURABLE, adaptation_speed, compare_models, final_step, sample_efficiency,
+    sample_efficiency_interpolated, verdicts)
+
+
+def curves_section(ctx: Context, doc: Document) -> None:
+    doc.add(Heading(1, "2. Learning curves"))
+    if no_results(doc, ctx):
+        return
+    cells, summary = ctx.exp.cells, ctx.summary
+    doc.add(Para(f"Source: {CELLS_SOURCE}. Each point is the mean over seeds of the accuracy (left) and of the "
+                 "token-mean loss of the test questions' reference solutions (right) at the final adaptation step "
+                 "of each (model, task, N-shot, seed); the band is ± 1 sample std (ddof = 1). "
+                 "0-shot cells are evaluated once (seed 0), so they have no band. The dotted line is the target "
+                 f"accuracy {ctx.target_acc:g} ({ctx.target_from})."))
+    present = set(summary["model"])
+
+
+    absent = [plots.label(m) for m in DESIGN_MODELS if m not in present]
+    if absent:
+        doc.add(Callout("note", f"No results for {', '.join(absent)}: curves and comparisons that need them are missing."))
+    one_seed = summary[(summary["n_shots"] > 0) & (summary["n_seeds"] < 2)]
+    if len(one_seed):
+        doc.add(Callout("note", f"{len(one_seed)} few-shot cell(s) have a single seed: no spread and no paired "
+                                "t-test there (e.g. " + ", ".join(f"{plots.label(r.model)}/{r.task}/{r.n_shots}-shot"
+                                                                  for r in one_seed.head(3).itertuples()) + ")."))
+    for task in result_tasks(ctx):
+        doc.add(Heading(2, task))
+        path, rel = ctx.figure(f"curve_{task}")
+        plots.learning_curve(summary[summary["task"] == task], task, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
+        doc.add(Image(rel, f"{task}: accuracy and loss vs N-shot"))
+        few = cells[(cells["task"] == task) & (cells["n_shots"] > 0)]
+        if few.empty:
+            doc.add(Para("Only 0-shot results for this task: no adaptation-speed plot."))
+            continue
+        largest = int(few["n_shots"].max())
+        at = few[few["n_shots"] == largest]
+        if at["step"].nunique() < 2:
+            doc.add(Para(f"Only one adaptation step was recorded at {largest} shots: no adaptation-speed plot "
+                         "(set eval.record_steps)."))
+            continue
+        path, rel = ctx.figure(f"adaptation_{task}")
+        plots.adaptation_curve(at, task, largest, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
+        doc.add(Image(rel, f"{task}: accuracy vs adaptation step at {largest} shots"))
+
+
+def transfer_section(ctx: Context, doc: Document) -> None:
+    doc.add(Heading(1, "3. Transfer and task similarity"))
+    sim = ctx.exp.similarity
+    if sim is None:
+        doc.add(Callout("note", f"No task similarity (`{SIMILARITY_SOURCE}` missing or unreadable): the transfer "
+                                "plot and the similarity heatmap are not drawn."))
+        return
+    path, rel = ctx.figure("task_similarity")
+    plots.similarity_heatmap(sim.names, sim.matrix, sim.meta_train, path, ctx.source(SIMILARITY_SOURCE), sim.adapter)
+    doc.add(Para(f"Source: `{SIMILARITY_SOURCE}`: cosine similarity of each task's mean loss gradient with respect to "
+                 f"the LoRA adapter, taken at: {sim.adapter or 'not recorded'}."),
+            Image(rel, "task similarity heatmap"))
+    if not sim.meta_train:
+        doc.add(Para("The similarity file does not say which tasks are meta-training tasks (and dataset/manifest.json "
+                     "does not list them): task distance is undefined, no transfer plot."))
+        return
+    targets = [n for n in sim.names if n not in sim.meta_train]
+    doc.add(Para("Task distance of an eval task = 1 − its largest cosine similarity to any meta-training task "
+                 "(the nearest one, named below). Transfer = FOMAML-SFT − SFT-Mixed mean accuracy at the final "
+                 f"step, from {CELLS_SOURCE}, at 0-shot and at the largest N-shot both models ran."))
+    if no_results(doc, ctx):
+        return
+    summary = ctx.summary
+    meta_idx = [sim.names.index(n) for n in sim.meta_train if n in sim.names]
+    rows, points = [], []
+    for task in targets:
+        sims = sim.matrix[sim.names.index(task), meta_idx]
+        nearest = sim.meta_train[int(np.argmax(sims))]
+        distance = 1 - float(np.max(sims))
+        rows_t = summary.loc[summary["task"] == task, ["model", "n_shots", "mean"]]
+        mean = {(m, n): v for m, n, v in rows_t.itertuples(index=False)}
+        both = sorted(n for (m, n) in mean if m == FOMAML and (SFT, n) in mean)
+        d0 = mean[(FOMAML, 0)] - mean[(SFT, 0)] if 0 in both else math.nan
+        k = max((n for n in both if n > 0), default=None)
+        dk = mean[(FOMAML, k)] - mean[(SFT, k)] if k is not None else math.nan
+        points.append({"task": task, "distance": distance, "diff_0": d0, "diff_k": dk,
+                       "k": k if k is not None else math.nan})
+        rows.append([task, nearest, f"{1 - distance:.3f}", f"{distance:.3f}", T.signed(d0),
+                     str(k) if k is not None else T.DASH, T.signed(dk)])
+    doc.add(Table(["eval task", "nearest meta-training task", "similarity", "distance", "transfer 0-shot",
+                   "largest N-shot", "transfer at N"], rows))
+    frame = pd.DataFrame(points)
+    if frame.empty or frame[["diff_0", "diff_k"]].isna().all().all():
+        doc.add(Para("No eval task in the similarity file has results for both FOMAML-SFT and SFT-Mixed: no transfer plot."))
+        return
+    path, rel = ctx.figure("transfer_vs_distance")
+    plots.transfer(frame, path, ctx.source(f"{SIMILARITY_SOURCE} + {CELLS_SOURCE}"))
+    doc.add(Image(rel, "transfer vs task distance"))
+
+
+def tables_section(ctx: Context, doc: Document) -> None:
+    doc.add(Heading(1, "4. Tables"))
+    if no_results(doc, ctx):
+        return
+    exp, summary = ctx.exp, ctx.summary
+    final = final_step(exp.cells)
+    extras = [c for c in EXTRA_METRICS if c in final and final[c].notna().any()]
+    full = summary.merge(final.groupby(["model", "task", "n_shots"])[extras].mean().reset_index(),
+                         on=["model", "task", "n_shots"]) if extras else summary
+    atomic_write_text(ctx.out / "summary.csv", full.to_csv(index=False))
+
+    doc.add(Heading(2, "Every cell"))
+    doc.add(Para(f"Source: {CELLS_SOURCE}; mean ± sample std over seeds of the final-step accuracy, n = seeds. "
+                 "Also in `report/summary.csv` with the loss and the other stored metrics."))
+    for task in result_tasks(ctx):
+        doc.add(T.cells_table(summary, task))
+    if extras:
+        _quality_table(ctx, doc, final, extras)
+
+    doc.add(Heading(2, "FOMAML-SFT vs SFT-Mixed (paired)"))
+    _comparisons(ctx, doc)
+    doc.add(Heading(2, f"Sample efficiency and adaptation speed (target accuracy {ctx.target_acc:g})"))
+    _efficiency(ctx, doc)
+    doc.add(Heading(2, "Zero-shot transfer on unseen tasks (protocol B)"))
+    _zero_shot(ctx, doc)
+
+
+def _quality_table(ctx: Context, doc: Document, final: pd.DataFrame, extras: list[str]) -> None:
+    rows = []
+    for task in result_tasks(ctx):
+        at_task = final[final["task"] == task]
+        for model in plots.model_order(at_task["model"].unique()):
+            cell = at_task[at_task["model"] == model]
+            n = int(cell["n_shots"].max())
+            cell = cell[cell["n_shots"] == n]
+            answered = cell["n"].sum()
+            timed = cell["n_timed_out"].sum() / answered if answered else math.nan
+            rows.append([task, plots.label(model), str(n), T.acc(cell["accuracy"].mean())]
+                        + [T.num(cell[c].mean(), 3) for c in extras] + [T.acc(timed)])
+    doc.add(Table(["task", "model", "N-shot (largest)", "accuracy"] + extras + ["timed-out share"], rows,
+                  f"Reasoning quality at each model's largest N-shot, mean over seeds ({CELLS_SOURCE})"))
+
+
+def _comparisons(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Para(f"Source: {CELLS_SOURCE} and {PREDICTIONS_SOURCE}, via `metasft.stats.compare_models` at the final "
+                 "step: t-test paired over the seeds both models ran; Holm's correction across the tasks of each "
+                 "N-shot level; paired bootstrap ({:,} replicates) over the questions both answered, each question "
+                 "scored by the share of seeds that got it right. Stars: * p < 0.05, ** < 0.01, *** < 0.001. "
+                 "0-shot rows have one seed, so no t-test.".format(ctx.n_boot)))
+    if ctx.budget_mismatch:
+        doc.add(Callout("warning", f"Unequal budgets: {ctx.budget_mismatch}"))
+    if exp.predictions is None:
+        doc.add(Para("No predictions stored: bootstrap columns are empty."))
+    pairs = [(FOMAML, SFT), (FOMAML, BASE), ("reptile", SFT)]
+    present = set(exp.cells["model"])
+    for a, b in pairs:
+        if a not in present or b not in present:
+            if (a, b) == (FOMAML, SFT):
+                doc.add(Para(f"No comparison: {' and '.join(plots.label(m) for m in (a, b) if m not in present)} "
+                             "not in the results."))
+            continue
+        comparison = compare_models(exp.cells, exp.predictions, a, b, n_boot=ctx.n_boot)
+        if (a, b) == (FOMAML, SFT):
+            atomic_write_text(ctx.out / "comparison.csv", comparison.to_csv(index=False))
+        if comparison.empty:
+            doc.add(Para(f"{plots.label(a)} and {plots.label(b)} share no (task, N-shot, seed)."))
+        else:
+            doc.add(T.comparison_table(comparison, plots.label(a), plots.label(b)))
+
+
+def _efficiency(ctx: Context, doc: Document) -> None:
+    cells, summary, target = ctx.exp.cells, ctx.summary, ctx.target_acc
+    shots_levels = sorted(int(n) for n in cells.loc[cells["n_shots"] > 0, "n_shots"].unique())
+    doc.add(Para(f"Source: {CELLS_SOURCE}. Shots needed: the smallest N-shot whose mean accuracy over seeds reaches "
+                 f"{target:g} (`sample_efficiency`), and linearly interpolated between the N-shot levels run "
+                 "(`sample_efficiency_interpolated`). Steps needed: the smallest recorded adaptation step whose mean "
+                 f"accuracy over seeds reaches {target:g} (`adaptation_speed`), per N-shot level. Target from "
+                 f"{ctx.target_from}."))
+    rows = []
+    for task in result_tasks(ctx):
+        at_task = summary[summary["task"] == task]
+        for model in plots.model_order(at_task["model"].unique()):
+            rows_m = at_task[at_task["model"] == model]
+            curve = {int(n): float(m) for n, m in zip(rows_m["n_shots"], rows_m["mean"])}
+            largest = max(curve)
+            speeds = []
+            for n in shots_levels:
+                by_step = cells[(cells["task"] == task) & (cells["model"] == model) & (cells["n_shots"] == n)]
+                if by_step.empty:
+                    speeds.append(T.DASH)
+                    continue
+                acc_by_step = by_step.groupby("step")["accuracy"].mean()
+                steps = {int(s): float(a) for s, a in acc_by_step.items()}
+                speeds.append(T.beyond(adaptation_speed(steps, target), max(steps)))
+            rows.append([task, plots.label(model), T.beyond(sample_efficiency(curve, target), largest),
+                         T.beyond(sample_efficiency_interpolated(curve, target), largest)] + speeds)
+    doc.add(Table(["task", "model", "shots needed", "shots needed (interpolated)"]
+                  + [f"steps needed at {n}-shot" for n in shots_levels], rows))
+
+
+def _zero_shot(ctx: Context, doc: Document) -> None:
+    summary = ctx.summary
+    doc.add(Para(f"Source: {CELLS_SOURCE}, 0-shot cells (one evaluation, seed 0). Unseen tasks from "
+                 f"{ctx.task_flags_from}."))
+    if not ctx.unseen:
+        doc.add(Para("No eval task is marked unseen: protocol B was not run."))
+        return
+    zero = summary[summary["n_shots"] == 0]
+    rows = []
+    for task in ctx.unseen:
+        acc = {m: zero.loc[(zero["model"] == m) & (zero["task"] == task), "mean"] for m in DESIGN_MODELS}
+        acc = {m: float(v.iloc[0]) if len(v) else math.nan for m, v in acc.items()}
+        order = T.DASH
+        if all(T.isnum(v) for v in acc.values()):
+            order = "yes" if acc[FOMAML] > acc[SFT] > acc[BASE] else "no"
+        rows.append([task] + [T.acc(acc[m]) for m in DESIGN_MODELS]
+                    + [T.signed(acc[FOMAML] - acc[SFT]), order])
+    doc.add(Table(["unseen task", "FOMAML-SFT", "SFT-Mixed", "Base", "FOMAML − SFT-Mixed", "FOMAML > SFT > Base"], rows))
+
+
+def verdicts_section(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Heading(1, "5. Verdicts"))
+    cells = exp.cells if exp.cells is not None else pd.DataFrame(
+        columns=["model", "task", "n_shots", "seed", "step", "accuracy", "loss"])
+    result = verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen, cross_domain_tasks=ctx.cross_domain,
+                      target_acc=ctx.target_acc, n_boot=ctx.n_boot)
+    write_json(ctx.out / "verdicts.json", [v.to_dict() for v in result])
+    doc.add(Para(f"Judged by `metasft.stats.verdicts` from {CELLS_SOURCE} and {PREDICTIONS_SOURCE}: unseen tasks "
+                 f"{ctx.unseen or 'none'}, cross-domain tasks {ctx.cross_domain or 'none'} (from {ctx.task_flags_from}); "
+                 f"target accuracy {ctx.target_acc:g} ({ctx.target_from}); learning-curve claims over every task both "
+                 "FOMAML-SFT and SFT-Mixed ran with shots. Status is one of met / not met / not measurable with this "
+                 "run; the numbers behind each are below the table and in `report/verdicts.json`."))
+    caveats = []
+    if is_tiny(ctx):
+        caveats.append("the model is the tiny test model: these verdicts are a pipeline check")
+    if ctx.budget_mismatch:
+        caveats.append("FOMAML-SFT and SFT-Mixed had unequal example budgets (see Setup)")
+    if exp.cells is None:
+        caveats.append("there are no results: every claim is unmeasurable")
+    if caveats:
+        doc.add(Callout("warning", "Read with care: " + "; ".join(caveats) + "."))
+    doc.add(Table(["claim", "statement", "status", "numbers and explanation"],
+                  [[v.name, v.statement, f"**{v.status}**", v.explanation] for v in result]))
+    ctx.verdict_line.text = ("Verdicts (section 5): " + "; ".join(f"{v.name} **{v.status}**" for v in result)
+                             + (" — a pipeline check only (tiny model)." if is_tiny(ctx) else "."))
+    for v in result:
+        doc.add(Heading(3, f"{v.name}: evidence ({v.status})"), Code(T.evidence_text(v.evidence)))
+    if all(v.status == UNMEASURABLE for v in result) and exp.cells is not None:
+        doc.add(Para("No claim could be judged: see each explanation for what the run lacks."))
+
+
+def errors_section(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Heading(1, "6. Error cases"))
+    if no_results(doc, ctx):
+        return
+    if exp.predictions is None:
+        doc.add(Para(f"No predictions stored ({PREDICTIONS_SOURCE} empty): no error cases."))
+        return
+    k = ctx.errors_per_cell
+    doc.add(Para(f"Source: {PREDICTIONS_SOURCE}. Up to {k} wrong answers per task and model, drawn with a fixed seed "
+                 "from the final adaptation step at the model's largest N-shot (all seeds pooled); the last 400 "
+                 "characters of each output."))
+    final = final_step(exp.cells)[["model", "task", "n_shots", "seed", "step"]]
+    preds = exp.predictions.merge(final, on=["model", "task", "n_shots", "seed", "step"])
+    for task in result_tasks(ctx):
+        doc.add(Heading(2, task))
+        at_task = preds[preds["task"] == task]
+        if at_task.empty:
+            doc.add(Para("No predictions stored for this task."))
+            continue
+        for model in plots.model_order(at_task["model"].unique()):
+            rows = at_task[at_task["model"] == model]
+            n = int(rows["n_shots"].max())
+            rows = rows[rows["n_shots"] == n]
+            wrong = rows[~rows["correct"]].sort_values(["seed", "step", "question_id"])
+            keys = [(int(r.seed), int(r.step), str(r.question_id)) for r in wrong.itertuples()]
+            chosen = sorted(random.Random(f"errors/{task}/{model}").sample(keys, min(k, len(keys))))
+            doc.add(Para(f"**{plots.label(model)}**, {n}-shot: {len(wrong)} of {len(rows)} answers wrong"
+                         + (f"; {len(chosen)} shown." if chosen else ".")))
+            for r in error_rows(exp.results_path, model, task, n, chosen).itertuples():
+                timed = " (grading timed out)" if r.timed_out else ""
+                doc.add(Para(f"`{_plain(r.question_id)}` (seed {r.seed}, step {r.step}): gold `{_plain(r.gold)}`, "
+                             f"extracted `{_plain(r.extracted)}`{timed}"),
+                        Code(_tail(r.output)))
+
+
+def _tail(output: str, chars: int = 400) -> str:
+    if not output.strip():
+        return f"(the output is empty or whitespace only: {len(output)} characters)"
+    return ("…" if len(output) > chars else "") + output[-chars:]
+
+
+def _plain(text) -> str:
+    """Text for an inline code span: no backticks, one line, at most 80 characters."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return "(none)"
+    text = str(text).replace("`", "'").replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."

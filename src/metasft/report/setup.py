@@ -1,0 +1,209 @@
+"""Report section 1: setup (model, data, budgets, seeds, provenance, stage times) and the
+training curves."""
+from __future__ import annotations
+
+from metasft.report import plots
+from metasft.report import tables as T
+from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
+from metasft.report.doc import Bullets, Callout, Document, Heading, Image, Para, Table
+
+
+def setup_section(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Heading(1, "1. Setup"))
+    cfg = exp.config
+    doc.add(Heading(2, "Model"))
+    if cfg is None:
+        doc.add(Para("config.yaml missing: model settings unknown."))
+    else:
+        m = cfg.model
+        doc.add(Para(f"Base model `{m.partial_pretrain}`, LoRA rank {m.lora_rank}, alpha {m.lora_alpha}, dropout "
+                     f"{m.lora_dropout}, target modules {', '.join(m.target_modules)}; base weights {m.dtype}. "
+                     f"Arms: {', '.join(cfg.arms)}. Meta-learning: {cfg.meta.algorithm}, K = {cfg.meta.num_inner_steps} "
+                     f"inner steps (inner lr {cfg.meta.inner_lr:g}, {cfg.meta.inner_optimizer}), outer lr "
+                     f"{cfg.meta.outer_lr:g}, meta-batch {cfg.meta.meta_batch_size} tasks. Evaluation: "
+                     f"{cfg.eval.adaptation_steps} adaptation steps (lr {cfg.eval.adaptation_lr:g}, batch "
+                     f"{cfg.eval.adaptation_batch_size}), target accuracy {cfg.eval.target_acc:g}. Source: `config.yaml`."))
+    _data_tables(ctx, doc)
+    _budgets(ctx, doc)
+    _seeds(ctx, doc)
+    _provenance(ctx, doc)
+    _stages(ctx, doc)
+
+
+def _splits(splits: dict) -> str:
+    return ", ".join(f"{s} {v.get('n', '?')}" for s, v in splits.items()) or T.DASH
+
+
+def _data_tables(ctx: Context, doc: Document) -> None:
+    data = ctx.exp.data
+    doc.add(Heading(2, "Data"))
+
+
+    if not data:
+        doc.add(Para("dataset/manifest.json missing: tasks, counts and file hashes unknown."))
+        return
+    doc.add(Para(f"Source: `dataset/manifest.json` (data seed {data.get('seed', T.DASH)}, template "
+                 f"{data.get('template', T.DASH)}, data code {short_commit((data.get('code') or {}).get('git_commit'))})."))
+    tasks = data.get("tasks", {})
+    if tasks:
+        doc.add(Table(["meta-training task", "source", "examples per split", "levels (all splits)"],
+                      [[name, t.get("source", T.DASH), _splits(t.get("splits", {})), _levels(t.get("splits", {}))]
+                       for name, t in tasks.items()], "Meta-training tasks"))
+    else:
+        doc.add(Para("No meta-training tasks listed."))
+    evals = data.get("eval_tasks", {})
+    if evals:
+        doc.add(Table(["eval task", "source", "N-shot levels", "unseen (protocol B)", "cross-domain (C5)",
+                       "examples per split"],
+                      [[name, t.get("source", T.DASH), ", ".join(str(n) for n in t.get("n_shots", [])),
+                        "yes" if t.get("unseen") else "no", "yes" if t.get("cross_domain") else "no",
+                        _splits(t.get("splits", {}))] for name, t in evals.items()],
+                      "Evaluation tasks (`test`: scored questions; `shots`: the pool the shots are drawn from)"))
+    else:
+        doc.add(Para("No evaluation tasks listed."))
+    files = data.get("files", {})
+    if files:
+        doc.add(Table(["file", "records", "sha256 (first 12)"],
+                      [[rel, T.num(f.get("n")), str(f.get("sha256", ""))[:12] or T.DASH]
+                       for rel, f in sorted(files.items())],
+                      "Data files (dataset/manifest.json files)"))
+        for run, manifest in ctx.exp.runs.items():
+            used = manifest.get("data_files") or {}
+            differ = sorted(rel for rel in set(used) & set(files) if used[rel].get("sha256") != files[rel].get("sha256"))
+            if differ:
+                doc.add(Callout("warning", f"Run `{run}` trained on data files whose hashes differ from "
+                                           f"dataset/manifest.json: {', '.join(differ)}."))
+
+
+def _levels(splits: dict) -> str:
+    total: dict[str, int] = {}
+    for v in splits.values():
+        for lvl, n in (v.get("levels") or {}).items():
+            total[str(lvl)] = total.get(str(lvl), 0) + int(n)
+    return ", ".join(f"L{k}: {v}" for k, v in sorted(total.items())) or T.DASH
+
+
+def _run_named(ctx: Context, arm: str) -> str | None:
+    """The run directory of `arm`: runs/<arm>, else the first whose manifest says arm == `arm`."""
+    if arm in ctx.exp.runs:
+        return arm
+    return next((name for name, m in ctx.exp.runs.items() if m.get("arm") == arm), None)
+
+
+def _budgets(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Heading(2, "Training budgets"))
+    if not exp.runs:
+        doc.add(Para("No run directories under `runs/`: budgets unknown."))
+        return
+    keys = ["examples", "distinct_examples", "tokens", "response_tokens", "optimizer_steps", "inner_steps"]
+    rows = []
+    for name, m in exp.runs.items():
+        budget, best = m.get("budget") or {}, m.get("best") or {}
+        rows.append([name, m.get("arm", T.DASH), m.get("status", T.DASH), T.num(m.get("seed"))]
+                    + [T.num(budget.get(k)) for k in keys]
+                    + [T.num(best.get("step")), T.num(best.get("val_loss")), T.seconds(m.get("train_seconds")),
+                       short_commit(m.get("git_commit"))])
+    doc.add(Table(["run", "arm", "status", "seed", "examples", "distinct", "tokens", "response tokens",
+                   "optimizer steps", "inner steps", "best step", "best val loss", "train time", "git commit"],
+                  rows, "Source: runs/<run>/manifest.json (budget, best, train_seconds)"))
+    not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
+    if not_finished:
+        doc.add(Callout("warning", f"Run(s) not finished: {', '.join(not_finished)}."))
+    no_budget = [n for n, m in exp.runs.items() if not m.get("budget")]
+    if no_budget:
+        doc.add(Para(f"No budget recorded for: {', '.join(no_budget)}."))
+
+    fom, sft = _run_named(ctx, FOMAML), _run_named(ctx, SFT)
+    if fom is None or sft is None:
+        doc.add(Para(f"Budget match not checked: no {'FOMAML' if fom is None else 'SFT-Mixed'} run under runs/."))
+        return
+    a = (exp.runs[fom].get("budget") or {}).get("examples")
+    b = (exp.runs[sft].get("budget") or {}).get("examples")
+    if not (T.isnum(a) and T.isnum(b)):
+        doc.add(Para("Budget match not checked: runs/fomaml or runs/sft_mixed has no budget.examples."))
+        return
+    cfg = exp.run_configs.get(sft) or exp.config
+    batch = cfg.data.train_batch_size if cfg is not None else None
+    batch_from = f"runs/{sft}/config.yaml" if sft in exp.run_configs else "config.yaml"
+    mode = f" (data.budget = {cfg.data.budget})" if cfg is not None else ""
+    if batch is None:
+        doc.add(Para(f"Budget match not checked: the SFT batch size is unknown (no config). Examples: FOMAML-SFT "
+                     f"{a:,}, SFT-Mixed {b:,}."))
+    elif abs(a - b) > batch:
+        ctx.budget_mismatch = (f"FOMAML-SFT processed {a:,} training examples and SFT-Mixed {b:,}: they differ by "
+                               f"{abs(a - b):,}, more than one SFT batch ({batch}, {batch_from} data.train_batch_size)"
+                               f"{mode}. Their comparison is not at an equal example budget.")
+        doc.add(Callout("warning", f"**Budget mismatch.** {ctx.budget_mismatch}"))
+    else:
+        doc.add(Para(f"Example budgets match: FOMAML-SFT {a:,}, SFT-Mixed {b:,} (difference {abs(a - b):,} ≤ one SFT "
+                     f"batch of {batch}){mode}."))
+
+
+def _seeds(ctx: Context, doc: Document) -> None:
+    exp, cfg = ctx.exp, ctx.exp.config
+    doc.add(Heading(2, "Seeds"))
+    items = []
+    if cfg is not None:
+        items.append(f"Experiment seed {cfg.seed}; evaluation seeds {cfg.eval.seeds} (config.yaml).")
+    if "seed" in exp.data:
+        items.append(f"Data split seed {exp.data['seed']} (dataset/manifest.json).")
+    if exp.runs:
+        items.append("Training seed per run: " + ", ".join(f"{n} {T.num(m.get('seed'))}" for n, m in exp.runs.items())
+                     + " (runs/<run>/manifest.json).")
+    if exp.cells is not None:
+        few = exp.cells[exp.cells["n_shots"] > 0]
+        per_model = few.groupby("model")["seed"].unique()
+        items.append("Few-shot seeds found in the results: " + "; ".join(
+            f"{plots.label(m)} {sorted(int(s) for s in per_model[m])}" for m in plots.model_order(per_model.index))
+            + f" ({CELLS_SOURCE}). 0-shot cells are evaluated once, with seed 0.")
+    doc.add(Bullets(items) if items else Para("No seeds recorded (config, manifests and results all missing)."))
+
+
+def _provenance(ctx: Context, doc: Document) -> None:
+    exp = ctx.exp
+    doc.add(Heading(2, "Code and versions"))
+    commits = {"experiment (manifest.json)": exp.manifest.get("git_commit"),
+               "data build (dataset/manifest.json)": (exp.data.get("code") or {}).get("git_commit")}
+    commits |= {f"run {n} (runs/{n}/manifest.json)": m.get("git_commit") for n, m in exp.runs.items()}
+    doc.add(Table(["what", "git commit"], [[k, str(v) if v else "not recorded"] for k, v in commits.items()]))
+    distinct = {str(v).split("+")[0] for v in commits.values() if v}
+    if len(distinct) > 1:
+        doc.add(Callout("warning", f"The stages ran from {len(distinct)} different commits."))
+    if any(v and str(v).endswith("+dirty") for v in commits.values()):
+        doc.add(Callout("note", "Some stages ran with uncommitted changes (`+dirty`)."))
+    versions = exp.manifest.get("versions") or (exp.data.get("code") or {}).get("versions") or {}
+    where = "manifest.json" if exp.manifest.get("versions") else "dataset/manifest.json code.versions"
+    if versions:
+        doc.add(Table(["package", "version"], [[k, str(v) if v else "not installed"] for k, v in versions.items()],
+                      f"Source: {where}"))
+    else:
+        doc.add(Para("No package versions recorded (manifest.json has no `versions`)."))
+
+
+def _stages(ctx: Context, doc: Document) -> None:
+    doc.add(Heading(2, "Wall time per stage"))
+    stages = ctx.exp.manifest.get("stages")
+    if not stages:
+        doc.add(Para("manifest.json records no `stages`: wall times unknown."))
+        return
+    rows = []
+    for name, s in stages.items():
+        s = s if isinstance(s, dict) else {"seconds": s}
+        rest = ", ".join(f"{k}={v}" for k, v in s.items() if k != "seconds" and not isinstance(v, (dict, list)))
+        rows.append([name, T.seconds(s.get("seconds")), rest or T.DASH])
+    doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages"))
+    no_time = [n for n, s in stages.items() if not (isinstance(s, dict) and T.isnum(s.get("seconds")))]
+    if no_time:
+        doc.add(Para(f"No `seconds` recorded for: {', '.join(no_time)}."))
+
+
+def training_section(ctx: Context, doc: Document) -> None:
+    doc.add(Heading(2, "Training curves"))
+    path, rel = ctx.figure("training_curves")
+    if plots.training_curves(ctx.exp.metrics, path, ctx.source("runs/*/metrics.jsonl")):
+        doc.add(Image(rel, "training and validation loss per run"),
+                Para("Source: `runs/<run>/metrics.jsonl` (`loss`, `val_loss`, `val_loss_adapted`)."))
+    else:
+        doc.add(Para("No run logged a loss in runs/<run>/metrics.jsonl."))
