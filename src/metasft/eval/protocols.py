@@ -531,6 +531,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[
     tasks: dict[str, TaskData] = {}
     zero_shots: dict[tuple[str, str], StepResult] = {}
     bar = tqdm(todo, desc=bar_desc, dynamic_ncols=True, disable=not show_bar)
+
     def task(name: str) -> TaskData:
         if name not in tasks:
             tasks[name] = load_task(data_dir, name, task_info[name], ev.tokenizer, cfg)
