@@ -98,6 +98,14 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, config):
     assert json.loads((resumed / "manifest.json").read_text())["budget"] == budget_full
 
 
+def test_resume_before_the_first_checkpoint_starts_over_cleanly(tmp_path, data_dir):
+    killed_after(1, lambda: train(cfg(FOMAML, data_dir, "trainer.save_freq=3"), tmp_path / "early"))
+    assert not (tmp_path / "early" / "checkpoints").exists()
+    resumed = train(cfg(FOMAML, data_dir, "trainer.save_freq=3"), tmp_path / "early", resume=True)
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4, 5, 6]  # the killed attempt's step 0 and 1 are not kept twice
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_dir):
     run = tmp_path / "r"
     killed_after(4, lambda: train(cfg(FOMAML, data_dir), run))

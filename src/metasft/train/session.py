@@ -122,7 +122,7 @@ class Session:
             if (self.out / "metrics.jsonl").exists() and (self.out / "metrics.jsonl").stat().st_size:
                 log.info("no checkpoint in %s; starting again from step 0", self.out)
                 if self.model.world.main:
-                    truncate_metrics(self.out / "metrics.jsonl", 0)
+                    truncate_metrics(self.out / "metrics.jsonl", -1)  # step 0 is validated again
             return
         state = checkpoint.load(path, self.named_params, self.optimizer, self.model.world)
         self.start_step = state["step"]
