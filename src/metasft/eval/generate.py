@@ -47,7 +47,7 @@ class LoraMerger:
     """Evaluate with each LoRA update folded into its base weight, undone exactly afterwards.
 
     Unmerged, every adapted projection runs two extra small matmuls per token; merged generation is
-    about a fifth faster on CPU (benchmarks/bench_generate.py, ours vs ours_no_lora). PEFT's own
+    about 12% faster on CPU (BENCHMARKS.md: ours vs ours_merged, benchmarks/bench_generate.py). PEFT's own
     `unmerge` subtracts the update again, which leaves rounding residue in the base weights that
     would grow over hundreds of evaluations and make results depend on their order; instead the
     pristine base weights are kept (once, for the adapted projections only) and copied back.
