@@ -191,6 +191,33 @@ def test_tasks_evaluated_together_equal_one_at_a_time(setup):
     assert max(len(ev.tokenizer(p["output"])["input_ids"]) for p in together[1].predictions) <= 2
 
 
+def test_per_question_loss_against_plain_pytorch(setup):
+    """Each prediction's loss is its reference solution's token-mean cross-entropy, computed here from
+    the full logits of the unwrapped model; the cell's loss is their token-weighted mean."""
+    from metasft.eval.scoring import Grader
+    _, data, models = setup
+    cfg = tiny_config(batch_size=2)
+    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev.load(models[1])
+    task = P.load_task(data, "arith", {"max_new_tokens": 2}, ev.tokenizer, cfg)
+    with Grader(n_workers=1) as grader:
+        result = P.evaluate_step(ev, task, grader)
+    ev.peft.eval()
+    sums, counts = [], []
+    with torch.no_grad():
+        for example, pred in zip(task.examples, result.predictions):
+            ids = torch.tensor([example.input_ids])
+            logits = ev.peft(input_ids=ids).logits[0, :-1]
+            targets = ids[0, 1:]
+            scored = torch.arange(len(targets)) >= example.n_prompt - 1   # positions predicting response tokens
+            ce = torch.nn.functional.cross_entropy(logits[scored], targets[scored], reduction="sum")
+            assert pred["loss"] == pytest.approx(float(ce) / int(scored.sum()), rel=1e-5)
+            assert pred["loss_tokens"] == int(scored.sum())
+            sums.append(float(ce))
+            counts.append(int(scored.sum()))
+    assert result.cell["loss"] == pytest.approx(sum(sums) / sum(counts), rel=1e-5)
+
+
 def test_adapter_with_other_lora_settings_is_refused(tmp_path, setup):
     cfg = tiny_config()
     ev = P.Evaluator(cfg, torch.device("cpu"))

@@ -149,3 +149,25 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
     # changed settings are refused rather than mixed into the same table
     with pytest.raises(ResultsError, match="settings"):
         P.run_eval(tiny_config(seeds=[0], record_steps=[0, 2], adaptation_lr=0.5), data, models, out)
+
+
+def test_a_store_from_before_per_question_losses_gains_the_columns(tmp_path):
+    """Written by an older metasft (predictions without loss, loss_tokens): reopening adds them, old
+    rows read NaN there, and new groups store them."""
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("""CREATE TABLE predictions (model TEXT NOT NULL, task TEXT NOT NULL, n_shots INTEGER NOT NULL,
+            seed INTEGER NOT NULL, step INTEGER NOT NULL, question_id TEXT NOT NULL, prompt TEXT NOT NULL,
+            output TEXT NOT NULL, extracted TEXT, gold TEXT NOT NULL, correct INTEGER NOT NULL,
+            timed_out INTEGER NOT NULL, shot_ids TEXT NOT NULL, reasoning_steps INTEGER, step_correctness REAL,
+            ll_choice TEXT, PRIMARY KEY (model, task, n_shots, seed, step, question_id))""")
+        con.execute("INSERT INTO predictions VALUES ('old', 't', 0, 0, 0, 'q1', 'p', 'o', NULL, '7', 1, 0, '[]', "
+                    "NULL, NULL, NULL)")
+    con.close()
+    with ResultsStore(path) as store:
+        key, cells, preds = _group()
+        preds = [{**p, "loss": 0.5 + i, "loss_tokens": 4} for i, p in enumerate(preds)]
+        store.write_group(**key, cells=cells, predictions=preds)
+        frame = store.predictions()
+    assert frame.loc[frame["model"] == "old", "loss"].isna().all()
+    assert frame.loc[frame["model"] == "m", "loss"].tolist() == [0.5, 1.5, 2.5, 3.5]

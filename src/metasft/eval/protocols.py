@@ -320,20 +320,22 @@ def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | No
         scored = []
         for task in tasks:
             with eval_mode(ev.peft):
-                loss = ev.model.loss(task.examples, micro=ev.cfg.eval.batch_size)
+                losses = ev.model.example_losses(task.examples, micro=ev.cfg.eval.batch_size)
             samples = (ev.backend.sample(task.prompts, acc_k, temperature=1.0, max_new_tokens=task.max_new_tokens,
                                          seed=_stable_seed("acc_at_k", task.name)) if acc_k else None)
-            scored.append((loss, _choice_by_loglikelihood(ev.backend, task), samples))
+            scored.append((losses, _choice_by_loglikelihood(ev.backend, task), samples))
     results, start = [], 0
-    for task, (loss, ll_choice, samples) in zip(tasks, scored):
+    for task, (losses, ll_choice, samples) in zip(tasks, scored):
         task_outputs = outputs[start:start + len(task.prompts)]
         start += len(task.prompts)
-        results.append(_step_result(task, task_outputs, loss, ll_choice, samples, grader, acc_k))
+        results.append(_step_result(task, task_outputs, losses, ll_choice, samples, grader, acc_k))
     return results
 
 
-def _step_result(task: TaskData, outputs: list[str], loss: float, ll_choice: dict[int, str],
+def _step_result(task: TaskData, outputs: list[str], losses: list[tuple[float, int]], ll_choice: dict[int, str],
                  samples: list[list[str]] | None, grader, acc_k: int | None) -> StepResult:
+    """`losses`: (summed CE, tokens) of each question's reference solution. The cell's loss is their
+    token mean; each prediction row keeps its own token mean, the per-question loss outcome."""
     records = task.records
     verdicts = grader.grade_many([(o, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)])
     preds = []
@@ -341,8 +343,10 @@ def _step_result(task: TaskData, outputs: list[str], loss: float, ll_choice: dic
         preds.append({"question_id": r.id, "prompt": task.prompts[i], "output": out, "extracted": v.extracted,
                       "gold": r.answer, "correct": v.correct, "timed_out": v.timed_out,
                       "reasoning_steps": reasoning_steps(out), "step_correctness": step_correctness(out, r.steps),
-                      "ll_choice": ll_choice.get(i)})
+                      "ll_choice": ll_choice.get(i), "loss": losses[i][0] / losses[i][1],
+                      "loss_tokens": losses[i][1]})
     n = len(preds)
+    loss = sum(s for s, _ in losses) / sum(c for _, c in losses)
     known = [p["step_correctness"] for p in preds if p["step_correctness"] is not None]
     choice = [(ll_choice[i], records[i].answer) for i in sorted(ll_choice)]
     cell = {"accuracy": sum(p["correct"] for p in preds) / n, "loss": loss, "n": n,

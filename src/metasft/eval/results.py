@@ -7,8 +7,8 @@ Tables
                  transaction as those rows: a killed evaluation leaves either a whole group or nothing
     meta         settings the stored numbers depend on (checked when an evaluation is resumed)
 
-Every aggregate in `cells` is computed from the `predictions` rows of that cell (except `loss`,
-a token-mean over the reference solutions, and `acc_at_k`). Concurrent writers (torchrun ranks)
+Every aggregate in `cells` is computed from the `predictions` rows of that cell (`loss`, the
+token mean over all reference solutions, from their `loss` x `loss_tokens`; except `acc_at_k`). Concurrent writers (torchrun ranks)
 are serialised by SQLite: WAL journal, `BEGIN IMMEDIATE` per group and a busy timeout.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ CELL_KEYS = GROUP_KEYS + ("step",)
 CELL_COLUMNS = CELL_KEYS + ("accuracy", "loss", "n", "n_correct", "n_timed_out", "reasoning_steps",
                             "step_correctness", "accuracy_ll", "acc_at_k")
 PREDICTION_COLUMNS = CELL_KEYS + ("question_id", "prompt", "output", "extracted", "gold", "correct",
-                                  "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice")
+                                  "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice",
+                                  "loss", "loss_tokens")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     shot_ids TEXT NOT NULL,        -- JSON list of the shots' record ids ([] for 0-shot)
     reasoning_steps INTEGER, step_correctness REAL,
     ll_choice TEXT,                -- the option letter of highest log-likelihood (choice questions)
+    loss REAL,                     -- token-mean CE of this question's reference solution (NULL: older store)
+    loss_tokens INTEGER,           -- its response tokens
     PRIMARY KEY (model, task, n_shots, seed, step, question_id)
 );
 CREATE TABLE IF NOT EXISTS done (
@@ -87,6 +90,10 @@ class ResultsStore:
             for statement in _SCHEMA.split(";\n"):
                 if statement.strip():
                     self._db.execute(statement)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(predictions)")}
+            for column, kind in (("loss", "REAL"), ("loss_tokens", "INTEGER")):  # stores written before them
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE predictions ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -205,6 +212,7 @@ class ResultsStore:
         frame["timed_out"] = frame["timed_out"].astype(bool)
         frame["shot_ids"] = frame["shot_ids"].map(json.loads)
         frame["step_correctness"] = frame["step_correctness"].astype(float)
+        frame["loss"] = frame["loss"].astype(float)
         for c in ("extracted", "ll_choice"):  # missing text stays None (not NaN)
             frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
         return frame

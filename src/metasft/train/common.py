@@ -55,6 +55,20 @@ class TrainModel:
     def loss(self, examples: list[Example], micro: int) -> float:
         return self._run(examples, micro, backward=False)[0]
 
+    @torch.no_grad()
+    def example_losses(self, examples: list[Example], micro: int) -> list[tuple[float, int]]:
+        """(summed response CE, response tokens) of each example, in order; one process only (the
+        evaluator's). The token-mean loss of the set is sum(sums) / sum(tokens)."""
+        if self.world.distributed:
+            raise RuntimeError("example_losses runs in one process; shard the examples outside")
+        out = []
+        for i in range(0, len(examples), micro):
+            b = collate(examples[i:i + micro], self.pad_id).to(self.world.device)
+            with self._autocast():
+                sums, counts = self.loss_module(b.input_ids, b.attention_mask, b.labels, per_row=True)
+            out += [(float(s), int(c)) for s, c in zip(sums.tolist(), counts.tolist())]
+        return out
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None

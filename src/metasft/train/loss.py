@@ -19,7 +19,8 @@ def _decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 
 class ResponseLoss(nn.Module):
-    """forward(input_ids, attention_mask, labels) -> (summed CE over response tokens, their count).
+    """forward(input_ids, attention_mask, labels) -> (summed CE over response tokens, their count);
+    with per_row=True, both per row of the batch: ((B,) summed CE, (B,) counts).
 
     A module (not a function) so that FSDP2 can shard it as the root: its forward is the one entry
     point that gathers the embedding and head weights.
@@ -29,12 +30,18 @@ class ResponseLoss(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                per_row: bool = False):
         decoder, head = _decoder_and_head(self.lm)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE                       # (B, T-1): positions whose next token is scored
         h = hidden[:, :-1][keep]                       # (N, d)
         logits = head(h).float()                       # (N, V) only for scored positions
+        if per_row:
+            token_ce = F.cross_entropy(logits, targets[keep], reduction="none")     # (N,)
+            rows = keep.nonzero()[:, 0]                                            # (N,) row of each token
+            sums = torch.zeros(len(keep), dtype=token_ce.dtype, device=token_ce.device).index_add_(0, rows, token_ce)
+            return sums, keep.sum(dim=1)
         loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
         return loss_sum, keep.sum()
