@@ -1,6 +1,7 @@
 """Statistics against scipy, hand computations and synthetic data with a known answer."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,16 +10,19 @@ import pytest
 from scipy import stats as scipy_stats
 
 from metasft.stats import (
+    LOSS,
     accuracy_at,
     adaptation_gap,
     adaptation_speed,
     compare_models,
     final_step,
+    cluster_bootstrap_ci,
     holm,
-    paired_bootstrap_ci,
+    mde,
     paired_ttest,
     sample_efficiency,
     sample_efficiency_interpolated,
+    sign_flip_test,
     stars,
     summarize,
 )
@@ -26,26 +30,28 @@ from metasft.stats import (
 DESIGN_CURVE = {0: 0.3, 5: 0.5, 10: 0.65, 25: 0.75, 50: 0.80}
 
 
-# --- paired t-test -----------------------------------------------------------------------------
+# --- paired t-test over seeds (the design's secondary view) ------------------------------------
 
 def test_paired_ttest_matches_scipy():
     rng = np.random.default_rng(0)
     for _ in range(20):
         a = rng.random(5)
         b = a - 0.05 + 0.03 * rng.standard_normal(5)
-        t, p = paired_ttest(a, b)
+        t = paired_ttest(a, b)
         ref = scipy_stats.ttest_rel(a, b)
-        assert t == pytest.approx(ref.statistic, rel=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-12)
+        assert t.t == pytest.approx(ref.statistic, rel=1e-12) and t.p == pytest.approx(ref.pvalue, rel=1e-12)
+        assert t.why_none == ""
 
 
-def test_paired_ttest_degenerate_cases():
-    assert paired_ttest([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]) == (0.0, 1.0)  # scipy would give NaN
-    assert paired_ttest([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]) == (math.inf, 0.0)  # scipy's limit
-    assert paired_ttest([0.3, 0.6, 0.9], [0.4, 0.7, 1.0]) == (-math.inf, 0.0)
-    t, p = paired_ttest([0.5], [0.4])
-    assert math.isnan(t) and math.isnan(p)
-    with pytest.raises(ValueError):
-        paired_ttest([1, 2], [1, 2, 3])
+@pytest.mark.parametrize("a, b, why", [
+    ([1 / 12, 1 / 12], [0.0, 0.0], "fewer than 3"),                 # the default demo's t = inf row
+    ([0.5, 0.6, 0.7], [0.4, 0.5, 0.6], "zero variance"),             # scipy: t = inf, p = 0
+    ([0.5, 0.6, 0.7], [0.5, 0.6, 0.7], "zero variance"),             # scipy: NaN
+    ([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], "floor"),
+])
+def test_paired_ttest_degenerate_rows_have_no_test(a, b, why):
+    t = paired_ttest(a, b)
+    assert math.isnan(t.t) and math.isnan(t.p) and why in t.why_none and stars(t.p) == ""
 
 
 def test_stars():
@@ -53,54 +59,81 @@ def test_stars():
         ["***", "**", "**", "*", "*", "", "", ""]
 
 
-# --- paired bootstrap --------------------------------------------------------------------------
+# --- clustered tests: sign flip, bootstrap, MDE ---------------------------------------------------
 
-def test_bootstrap_ci_covers_the_true_difference():
-    """Synthetic questions: a right with probability .7, b with .6, correlated through a shared
-    difficulty u, 10% of questions drawn independently; the true difference is .1."""
+def _enumerated_sign_flip(d):
+    """Two-sided p of mean(d) over all 2^n sign patterns, written out here."""
+    signs = np.array(list(itertools.product([-1, 1], repeat=len(d))))
+    means = signs @ d / len(d)
+    return np.mean(np.abs(means) >= abs(d.mean()) - 1e-12)
+
+
+def test_sign_flip_is_exact_for_few_questions():
     rng = np.random.default_rng(1)
-    covered = 0
-    for trial in range(40):
-        u = rng.random(800)
-        a, b = u < 0.7, u < 0.6
-        noise = rng.random(800) < 0.1
-        a = np.where(noise, rng.random(800) < 0.7, a)
-        b = np.where(noise, rng.random(800) < 0.6, b)
-        diff, lo, hi, p = paired_bootstrap_ci(a, b, n_boot=2000, seed=trial)
-        assert diff == pytest.approx(a.mean() - b.mean())
-        assert lo <= diff <= hi
-        covered += lo <= 0.1 <= hi
-    assert covered >= 34  # nominal 95% of 40 = 38; allow sampling slack
+    for _ in range(5):
+        d = rng.integers(-1, 2, size=10).astype(float) + 0.2 * rng.random(10)
+        assert sign_flip_test(d) == pytest.approx(_enumerated_sign_flip(d), rel=1e-9)
+    assert sign_flip_test(np.r_[1.0, np.zeros(11)]) == 1.0  # one question of 12 decides nothing
+    assert sign_flip_test(np.zeros(8)) == 1.0
 
 
-def test_bootstrap_p_value_behaves():
-    rng = np.random.default_rng(2)
-    a = rng.random(500) < 0.8
-    b = rng.random(500) < 0.5
-    _, lo, _, p = paired_bootstrap_ci(a, b, n_boot=4000)
-    assert p < 0.001 and lo > 0
-    # Identical predictions: no difference at all.
-    assert paired_bootstrap_ci(a, a) == (0.0, 0.0, 0.0, 1.0)
-    # No true difference: p is roughly uniform, so rarely below .05.
-    small = sum(paired_bootstrap_ci(rng.random(300) < 0.5, rng.random(300) < 0.5, n_boot=1000, seed=s)[3] < 0.05
-                for s in range(40))
-    assert small <= 6
+def test_sign_flip_monte_carlo_is_close_to_exact():
+    d = np.random.default_rng(2).normal(0.3, 1.0, 16)
+    assert sign_flip_test(d, n_resamples=20_000) == pytest.approx(_enumerated_sign_flip(d), abs=0.01)
 
 
-def test_bootstrap_is_deterministic_and_accepts_shares():
-    a, b = np.array([1.0, 0.6, 0.2, 1.0]), np.array([0.8, 0.6, 0.0, 0.4])
-    assert paired_bootstrap_ci(a, b, seed=3) == paired_bootstrap_ci(a, b, seed=3)
-    assert paired_bootstrap_ci(a, b)[0] == pytest.approx(0.25)
+def test_cluster_bootstrap_matches_a_loop_implementation():
+    rng = np.random.default_rng(3)
+    x, y = rng.random(60), rng.random(40) - 0.2
+    est, lo, hi = cluster_bootstrap_ci([x], n_boot=4000, seed=0)
+    draws = np.random.default_rng(7).integers(0, 60, size=(4000, 60))
+    means = x[draws].mean(axis=1)
+    assert est == pytest.approx(x.mean())
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=0.01)
+    # stratified: each task resampled within itself, the macro mean of the two
+    est, lo, hi = cluster_bootstrap_ci([x, y], n_boot=4000, seed=0)
+    rx, ry = np.random.default_rng(8).integers(0, 60, (4000, 60)), np.random.default_rng(9).integers(0, 40, (4000, 40))
+    macro = (x[rx].mean(axis=1) + y[ry].mean(axis=1)) / 2
+    assert est == pytest.approx((x.mean() + y.mean()) / 2)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(macro, [0.025, 0.975])), abs=0.01)
+    assert cluster_bootstrap_ci([np.ones(5)]) == (1.0, 1.0, 1.0)
+    assert math.isnan(cluster_bootstrap_ci([np.ones(1)])[1])
 
 
-def test_bootstrap_matches_a_loop_implementation():
-    """Same resampled indices for both models: check against a plain loop with the same draws."""
-    rng = np.random.default_rng(4)
-    a, b = rng.random(50) < 0.6, rng.random(50) < 0.5
-    diff, lo, hi, _ = paired_bootstrap_ci(a, b, n_boot=500, seed=9)
-    draws = np.random.default_rng(9).integers(0, 50, size=(500, 50))
-    means = [a[idx].mean() - b[idx].mean() for idx in draws]
-    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+def test_mde_matches_statsmodels_power():
+    from statsmodels.stats.power import NormalIndPower  # one-sample normal power with ratio=0
+    d = np.random.default_rng(4).normal(0.0, 0.4, 150)
+    effect_size = NormalIndPower().solve_power(nobs1=150, alpha=0.05, power=0.8, ratio=0)
+    assert mde([d]) == pytest.approx(effect_size * d.std(ddof=1), rel=1e-3)
+    assert mde([np.zeros(100)], sd_floor=0.5) == pytest.approx(
+        NormalIndPower().solve_power(nobs1=100, alpha=0.05, power=0.8, ratio=0) * 0.5, rel=1e-3)
+
+
+def test_sign_flip_keeps_its_level_under_the_null():
+    """No effect: 400 simulated runs (60 questions of varied difficulty x 3 seeds, both models
+    answering independently at the same rate); the share called significant at 0.05 stays within
+    the binomial 99.9% range of 5%."""
+    rng = np.random.default_rng(5)
+    hits = 0
+    for run in range(400):
+        rate = rng.uniform(0.1, 0.9, 60)[:, None]
+        a = (rng.random((60, 3)) < rate).mean(axis=1)
+        b = (rng.random((60, 3)) < rate).mean(axis=1)
+        hits += sign_flip_test(a - b, n_resamples=999, seed=run) < 0.05
+    lo, hi = scipy_stats.binom.ppf([0.0005, 0.9995], 400, 0.05)
+    assert lo <= hits <= hi, hits
+
+
+def test_sign_flip_detects_a_planted_effect():
+    """A 10-point advantage over 200 questions x 5 seeds is found (power near 1 at this size)."""
+    rng = np.random.default_rng(6)
+    found = 0
+    for run in range(20):
+        rate = rng.uniform(0.2, 0.7, 200)[:, None]
+        a = (rng.random((200, 5)) < rate + 0.1).mean(axis=1)
+        b = (rng.random((200, 5)) < rate).mean(axis=1)
+        found += sign_flip_test(a - b, n_resamples=999, seed=run) < 0.05
+    assert found >= 18
 
 
 # --- Holm --------------------------------------------------------------------------------------
@@ -167,37 +200,65 @@ def test_summarize_uses_the_final_step_and_sample_std():
 
 # --- compare_models ----------------------------------------------------------------------------
 
-def test_compare_models_agrees_with_scipy_and_holm():
+def _preds(rows):
+    return pd.DataFrame(rows, columns=["model", "task", "n_shots", "seed", "step", "question_id", "correct", "loss"])
+
+
+def _cells_of(preds):
+    """Cells as the store aggregates them: accuracy and mean loss of each cell's questions."""
+    grouped = preds.groupby(["model", "task", "n_shots", "seed", "step"])
+    return grouped.agg(accuracy=("correct", "mean"), loss=("loss", "mean")).reset_index()
+
+
+def test_compare_models_clusters_by_question():
     rng = np.random.default_rng(6)
-    cells, preds = [], []
+    rows = []
     for task, gap in (("algebra", 0.15), ("physics", 0.0)):
+        rate = rng.uniform(0.2, 0.6, 200)
         for seed in range(5):
-            u = rng.random(200)
-            for model, base in (("fomaml", 0.5 + gap), ("sft_mixed", 0.5)):
-                right = u < base  # physics: both models answer alike
-                cells += [(model, task, 10, seed, 0, 0.3, 2.0), (model, task, 10, seed, 50, right.mean(), 1.0)]
-                preds += [(model, task, 10, seed, 50, q, bool(r)) for q, r in enumerate(right)]
-                preds += [(model, task, 10, seed, 0, q, False) for q in range(200)]  # not the final step
-    cells = _cells(cells)
-    preds = pd.DataFrame(preds, columns=["model", "task", "n_shots", "seed", "step", "question_id", "correct"])
-    out = compare_models(cells, preds).set_index("task")
-    final = final_step(cells)
+            for model, extra in (("fomaml", gap), ("sft_mixed", 0.0)):
+                right = rng.random(200) < rate + extra
+                rows += [(model, task, 10, seed, 50, q, bool(r), 1.0 - r) for q, r in enumerate(right)]
+                rows += [(model, task, 10, seed, 0, q, False, 2.0) for q in range(200)]  # not the final step
+    preds = _preds(rows)
+    out = compare_models(_cells_of(preds), preds, n_boot=2000).set_index("task")
+    final = preds[preds.step == 50]
     for task in ("algebra", "physics"):
-        a = final[(final.model == "fomaml") & (final.task == task)].sort_values("seed").accuracy
-        b = final[(final.model == "sft_mixed") & (final.task == task)].sort_values("seed").accuracy
-        ref = scipy_stats.ttest_rel(a, b) if task == "algebra" else (0.0, 1.0)  # scipy: NaN on all-zero
-        assert out.loc[task, "t"] == pytest.approx(ref[0])
-        assert out.loc[task, "p"] == pytest.approx(ref[1])
-        assert out.loc[task, "diff"] == pytest.approx(a.mean() - b.mean())
-        assert out.loc[task, "boot_diff"] == pytest.approx(a.mean() - b.mean())  # same questions every seed
+        by_q = final[final.task == task].groupby(["question_id", "model"])["correct"].mean().unstack()
+        d = (by_q["fomaml"] - by_q["sft_mixed"]).to_numpy()
+        assert out.loc[task, "diff"] == pytest.approx(d.mean())
         assert out.loc[task, "n_questions"] == 200 and out.loc[task, "n_seeds"] == 5
+        se = d.std(ddof=1) / math.sqrt(200)
+        assert out.loc[task, "mde"] == pytest.approx((scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)) * se)
+        # the interval is close to the normal one for 200 questions
+        assert out.loc[task, "ci_lo"] == pytest.approx(d.mean() - 1.96 * se, abs=0.01)
+        seeds = final[final.task == task].groupby(["model", "seed"])["correct"].mean().unstack(0)
+        ref = scipy_stats.ttest_rel(seeds["fomaml"], seeds["sft_mixed"])
+        assert out.loc[task, "t"] == pytest.approx(ref.statistic) and out.loc[task, "p_t"] == pytest.approx(ref.pvalue)
     assert out["p_holm"].to_numpy() == pytest.approx(holm(out["p"].to_numpy()))
-    assert out.loc["algebra", "p"] < 0.05 and out.loc["algebra", "stars"] and out.loc["algebra", "ci_lo"] > 0
-    assert out.loc["physics", "p_holm"] == 1.0 and out.loc["physics", "p_boot"] == 1.0
+    assert out.loc["algebra", "p_holm"] < 0.001 and out.loc["algebra", "stars"] == "***"
+    assert out.loc["physics", "stars"] == ""
+    loss = compare_models(_cells_of(preds), preds, outcome=LOSS, n_boot=500).set_index("task")
+    assert loss.loc["algebra", "diff"] == pytest.approx(-out.loc["algebra", "diff"])  # loss = 1 - correct here
 
 
-def test_compare_models_without_predictions():
-    cells = _cells([("fomaml", "t", 0, 0, 0, 0.4, 1.0), ("sft_mixed", "t", 0, 0, 0, 0.3, 1.0)])
-    out = compare_models(cells, None)
-    assert len(out) == 1 and out["diff"].iloc[0] == pytest.approx(0.1)
-    assert math.isnan(out["p"].iloc[0]) and math.isnan(out["p_boot"].iloc[0]) and out["stars"].iloc[0] == ""
+def test_compare_models_never_stars_a_degenerate_row():
+    """The default demo's row: 12 questions, 2 seeds, FOMAML-SFT got the same one question right in
+    both seeds, SFT-Mixed none. The t-test over seeds was t = inf, p = 0, '***'."""
+    rows = [(m, "competition", 8, s, 4, q, m == "fomaml" and q == 3, 1.0) for m in ("fomaml", "sft_mixed")
+            for s in (0, 1) for q in range(12)]
+    preds = _preds(rows)
+    row = compare_models(_cells_of(preds), preds, n_boot=500).iloc[0]
+    assert math.isnan(row["t"]) and "fewer than 3" in row["t_none"]
+    assert row["p"] == 1.0 and row["stars"] == ""
+    assert row["mde"] > 0.2 and row["mde_basis"] == "observed"  # 2.8 x sqrt(1/12) / sqrt(12)
+    floor = _preds([(m, "competition", 8, s, 4, q, False, 1.0) for m in ("fomaml", "sft_mixed")
+                    for s in (0, 1, 2) for q in range(12)])
+    row = compare_models(_cells_of(floor), floor, n_boot=500).iloc[0]
+    assert row["at_bound"] == "floor" and row["p"] == 1.0 and row["stars"] == "" and "floor" in row["t_none"]
+    assert row["mde_basis"] == "assumed" and row["mde"] > 0.1
+
+
+def test_compare_models_without_predictions_is_empty():
+    preds = _preds([("fomaml", "t", 0, 0, 0, 0, True, 1.0), ("sft_mixed", "t", 0, 0, 0, 0, False, 1.0)])
+    assert compare_models(_cells_of(preds), None).empty

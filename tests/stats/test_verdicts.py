@@ -1,142 +1,183 @@
-"""Verdicts on synthetic runs built to be clearly met, clearly not met, and unmeasurable."""
+"""Verdicts on synthetic runs with a known truth: per-question answers drawn at planted accuracies."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from metasft.stats import MET, NOT_MET, UNMEASURABLE, verdicts
+from metasft.stats import INCONCLUSIVE, LOSS, MET, NOT_MET, UNMEASURABLE, verdicts
 
 FEW_SHOT = ["algebra", "geometry"]
 UNSEEN = ["theorem_proving"]
 CROSS = ["mmlu_physics"]
-ALL_TASKS = FEW_SHOT + UNSEEN + CROSS
+DESIGN_SHOTS = (0, 5, 10, 25, 50)
 
 
-def make_run(final_by_model, speed_by_model, shots=(0, 5, 10, 25, 50, 100), steps=(0, 10, 25, 50, 100),
-             seeds=range(5), noise=0.005, n_questions=0, rng_seed=0):
-    """cells (and predictions when n_questions) for a run whose accuracy after `step` adaptation
-    steps at `n` shots is zero-shot + (final[n] - zero-shot) * min(1, step / speed), plus noise."""
+def simulate(accuracy, *, tasks=FEW_SHOT + UNSEEN + CROSS, shots=DESIGN_SHOTS, seeds=range(5), questions=200,
+             steps=(0, 100), speed=None, rng_seed=0, shots_by_task=None):
+    """(cells, predictions) of a run where `model` answers a question of task t at n shots after
+    `step` adaptation steps right with probability difficulty_q + accuracy[model](n, step_frac),
+    difficulty_q ~ U(-.15, .15) shared by the models (so the pairing matters); step_frac =
+    min(1, step / speed[model]). The reference-solution loss is 1.5 - that probability + noise."""
     rng = np.random.default_rng(rng_seed)
-    cells, preds = [], []
-    for model, final in final_by_model.items():
-        for task in ALL_TASKS:
-            for n in shots:
-                for seed in seeds:
-                    grid = (0,) if n == 0 else steps
+    rows = []
+    for task in tasks:
+        difficulty = rng.uniform(-0.15, 0.15, questions)
+        for model, acc in accuracy.items():
+            for n in (shots_by_task or {}).get(task, shots):
+                for seed in seeds if n else [0]:
+                    grid = steps if n else (0,)
+                    draws = rng.random(questions)
+                    noise = rng.normal(0, 0.1, questions)
                     for step in grid:
-                        frac = 1.0 if n == 0 else min(1.0, step / speed_by_model.get(model, 100))
-                        acc = final[0] + (final[n] - final[0]) * frac + noise * rng.standard_normal()
-                        if n_questions and step == grid[-1]:
-                            right = rng.random(n_questions) < acc
-                            preds += [(model, task, n, seed, step, q, bool(r)) for q, r in enumerate(right)]
-                            acc = right.mean()
-                        cells.append((model, task, n, seed, step, float(np.clip(acc, 0, 1)), 1.0 - acc))
-    cells = pd.DataFrame(cells, columns=["model", "task", "n_shots", "seed", "step", "accuracy", "loss"])
-    preds = pd.DataFrame(preds, columns=["model", "task", "n_shots", "seed", "step", "question_id", "correct"])
-    return cells, (preds if n_questions else None)
+                        frac = 1.0 if n == 0 else min(1.0, step / (speed or {}).get(model, 1))
+                        p = np.clip(acc(0) + (acc(n) - acc(0)) * frac + difficulty, 0, 1)
+                        right = draws < p
+                        rows += [(model, task, n, seed, step, f"q{q}", bool(right[q]), 1.5 - p[q] + noise[q])
+                                 for q in range(questions)]
+    preds = pd.DataFrame(rows, columns=["model", "task", "n_shots", "seed", "step", "question_id", "correct", "loss"])
+    cells = preds.groupby(["model", "task", "n_shots", "seed", "step"]).agg(
+        accuracy=("correct", "mean"), loss=("loss", "mean")).reset_index()
+    return cells, preds
 
 
-SFT = {0: 0.40, 5: 0.45, 10: 0.50, 25: 0.60, 50: 0.75, 100: 0.80}
-FOMAML = {0: 0.55, 5: 0.75, 10: 0.80, 25: 0.85, 50: 0.88, 100: 0.90}
-BASE = {n: 0.20 for n in SFT}
+def curve(zero, per_shot):
+    """Accuracy at n shots: `zero` + `per_shot` x log(1 + n) / log(51), so 50 shots add `per_shot`."""
+    return lambda n: zero + per_shot * math.log1p(n) / math.log(51)
 
 
-def by_name(result):
-    return {v.name: v for v in result}
+def judge(cells, preds, **kwargs):
+    kwargs = dict(unseen_tasks=UNSEEN, cross_domain_tasks=CROSS, few_shot_tasks=FEW_SHOT + CROSS, n_boot=1000) | kwargs
+    return {v.name: v for v in verdicts(cells, preds, **kwargs)}
 
 
-def judge(cells, preds=None, **kwargs):
-    kwargs = dict(unseen_tasks=UNSEEN, cross_domain_tasks=CROSS, few_shot_tasks=FEW_SHOT, n_boot=500) | kwargs
-    return by_name(verdicts(cells, preds, **kwargs))
+SFT = curve(0.35, 0.30)
+BASE = curve(0.15, 0.30)
 
 
-def test_clearly_met():
-    cells, preds = make_run({"fomaml": FOMAML, "sft_mixed": SFT, "base": BASE},
-                            {"fomaml": 25, "sft_mixed": 100}, n_questions=400)
+def plus(acc, points):
+    return lambda n: acc(n) + points
+
+
+def test_planted_advantage_is_met_and_significant():
+    """FOMAML-SFT 10 points above SFT-Mixed everywhere, 200 questions x 5 seeds."""
+    cells, preds = simulate({"fomaml": plus(SFT, 0.10), "sft_mixed": SFT, "base": BASE})
     v = judge(cells, preds)
-    assert [v[n].name for n in v] == ["H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5"]
-    assert {n: x.status for n, x in v.items()} == {n: MET for n in v}, {n: x.explanation for n, x in v.items()}
-    assert v["H1"].evidence["reference_shots"] == 10
-    assert v["H1"].evidence["ratio"] == pytest.approx(10, rel=0.3)
-    assert v["C1"].evidence["sft_30_interpolated"] is True
-    assert v["C2"].evidence["gain_points"] == pytest.approx(15, abs=3)
-    assert v["C4"].evidence["per_shots"][50]["fomaml_steps"] == 25
-    assert v["C4"].evidence["per_shots"][50]["sft_steps"] == 100
-    assert all(x.statement and x.explanation for x in v.values())
-    json.dumps([x.to_dict() for x in v.values()])  # evidence is plain data
+    assert list(v) == ["H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5"]
+    assert v["C3"].status == MET
+    assert all(e["p_holm"] < 0.05 and e["advantage"] > 0 for e in v["C3"].evidence["family"])
+    assert v["C5"].status == MET and v["C5"].ci_lo > 0 and v["C5"].estimate == pytest.approx(0.10, abs=0.03)
+    assert v["H2"].status == MET  # 10 points over SFT, 20 over base, 200 questions, 0-shot
+    # FOMAML-SFT at 10 shots is 1.7 points below SFT-Mixed at 50: too close to call with 200 questions
+    truth = plus(SFT, 0.10)(10) - SFT(50)
+    assert v["H1"].status == INCONCLUSIVE and v["H1"].ci_lo < truth < v["H1"].ci_hi
+    assert v["C1"].status in (MET, INCONCLUSIVE)  # SFT at 30 is ~6 points above SFT at 10
+    assert 0 < v["C5"].mde < 0.1
+    for verdict in v.values():
+        json.dumps(verdict.to_dict(), allow_nan=False)  # strict JSON
 
 
-def test_clearly_not_met():
-    worse = {n: a - 0.05 for n, a in SFT.items()}
-    cells, _ = make_run({"fomaml": worse, "sft_mixed": SFT, "base": BASE}, {"fomaml": 100, "sft_mixed": 100})
-    v = judge(cells, target_acc=0.6)
-    assert {n: x.status for n, x in v.items()} == {n: NOT_MET for n in v}, {n: x.explanation for n, x in v.items()}
-    assert v["H1"].evidence["ratio"] < 1
-    assert v["C2"].evidence["gain_points"] == pytest.approx(-5, abs=1)
+def test_planted_disadvantage_is_not_met():
+    cells, preds = simulate({"fomaml": plus(SFT, -0.12), "sft_mixed": SFT, "base": BASE}, questions=400, seeds=range(3))
+    v = judge(cells, preds)
+    for name in ("H1", "H2", "C1", "C2", "C3", "C5"):
+        assert v[name].status == NOT_MET, (name, v[name].explanation)
 
 
-def test_unmeasurable_with_a_small_run():
-    low_f = {n: a * 0.5 for n, a in FOMAML.items()}
-    low_s = {n: a * 0.5 for n, a in SFT.items()}
-    cells, _ = make_run({"fomaml": low_f, "sft_mixed": low_s, "base": BASE}, {"fomaml": 5, "sft_mixed": 5},
-                        shots=(0, 5), steps=(0, 5), seeds=[0])
-    v = by_name(verdicts(cells, None))  # no unseen or cross-domain tasks named; target 0.7 by default
-    assert {n: x.status for n, x in v.items()} == {n: UNMEASURABLE for n in v}, {n: x.explanation for n, x in v.items()}
-    assert "neither model reaches" in v["C4"].explanation and v["C4"].evidence["target_accuracy"] == 0.7
-    assert "10 shots" in v["C1"].explanation
-    assert "seeds" in v["C3"].explanation
+def test_no_effect_is_inconclusive():
+    cells, preds = simulate({"fomaml": SFT, "sft_mixed": SFT, "base": BASE}, questions=150, seeds=range(3),
+                            rng_seed=1)
+    v = judge(cells, preds)
+    for name in ("H2", "C2", "C3", "C5"):
+        assert v[name].status == INCONCLUSIVE, (name, v[name].explanation)
+    assert v["C5"].ci_lo < 0 < v["C5"].ci_hi
 
 
-def test_nobody_reaches_the_design_target_is_unmeasurable_not_unmet():
-    low_f = {n: a * 0.5 for n, a in FOMAML.items()}
-    low_s = {n: a * 0.5 for n, a in SFT.items()}
-    cells, _ = make_run({"fomaml": low_f, "sft_mixed": low_s, "base": BASE}, {"fomaml": 25, "sft_mixed": 100})
-    v = judge(cells)
-    assert v["H3"].status == v["C4"].status == UNMEASURABLE
-    assert judge(cells, target_acc=0.35)["C4"].status == MET
+def test_a_run_at_floor_is_inconclusive_never_not_met():
+    floor = lambda n: -1.0  # noqa: E731 - every answer wrong
+    cells, preds = simulate({"fomaml": floor, "sft_mixed": floor, "base": floor}, questions=16, seeds=range(2),
+                            steps=(0, 4))
+    v = judge(cells, preds)
+    for name in ("H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5"):
+        assert v[name].status == INCONCLUSIVE, (name, v[name].status, v[name].explanation)
+    assert "floor" in v["C2"].explanation and "Neither model reaches" in v["H3"].explanation
 
 
-def test_speed_unsettled_when_sft_curve_is_too_short():
-    """FOMAML-SFT reaches the target at step 5, SFT-Mixed not by step 5, the last one evaluated:
-    SFT-Mixed may need 6 steps, so a 2x speed-up is not shown."""
-    cells, _ = make_run({"fomaml": FOMAML, "sft_mixed": SFT}, {"fomaml": 5, "sft_mixed": 5},
-                        shots=(0, 5), steps=(0, 5))
-    v = judge(cells)
-    assert v["C4"].status == UNMEASURABLE and "SFT-Mixed not at the target by step 5" in v["C4"].explanation
+def test_design_grid_judges_c1_and_h1_per_task():
+    """The design's grid: MMLU-STEM runs 0/5 shots only. C1 (10 vs 30 shots) is judged on the tasks
+    with 10 shots and levels around 30, and names MMLU as not judged instead of failing everywhere."""
+    grid = {"mmlu_physics": (0, 5)}
+    cells, preds = simulate({"fomaml": plus(SFT, 0.2), "sft_mixed": SFT, "base": BASE}, shots_by_task=grid,
+                            questions=120, seeds=range(3))
+    v = judge(cells, preds)
+    for name in ("C1", "H1"):
+        assert set(v[name].evidence["per_task"]) == {"algebra", "geometry"}
+        assert "mmlu_physics" in v[name].evidence["not_judged"] and "mmlu_physics" in v[name].explanation
+    assert v["H1"].evidence["shots"]["algebra"] == pytest.approx(
+        {**v["H1"].evidence["shots"]["algebra"], "fomaml_shots": 10, "sft_shots": 50})
+    assert v["C1"].evidence["shots"]["algebra"]["sft_shots"] == 30
+    assert v["C1"].status == MET  # 20 points at 10 shots beats SFT's ~9-point gain from 10 to 30
 
 
-def test_h1_bound_when_sft_never_catches_up():
-    flat = {n: 0.40 for n in SFT}
-    cells, _ = make_run({"fomaml": FOMAML, "sft_mixed": flat, "base": BASE}, {})
-    v = judge(cells)
-    assert v["H1"].status == MET and v["H1"].evidence["ratio_lower_bound"] == 10
-    cells, _ = make_run({"fomaml": FOMAML, "sft_mixed": flat, "base": BASE}, {}, shots=(0, 5, 10, 25))
-    v = judge(cells)
-    assert v["H1"].status == UNMEASURABLE and "were not run" in v["H1"].explanation
-    assert v["C1"].status == UNMEASURABLE  # 25 shots at most
+def test_unmeasurable_names_what_is_missing():
+    cells, preds = simulate({"fomaml": SFT, "sft_mixed": SFT}, shots=(0, 5), questions=20, seeds=range(2), steps=(4,))
+    v = judge(cells, preds)
+    assert v["C1"].status == UNMEASURABLE and "ran FOMAML-SFT [0, 5]" in v["C1"].explanation
+    assert v["H2"].status == UNMEASURABLE and "Base" in v["H2"].explanation  # no base arm
+    assert v["H3"].status == UNMEASURABLE and "2+ recorded" in v["H3"].explanation
+    no_preds = judge(cells, None)
+    assert all(x.status == UNMEASURABLE and "predictions" in x.explanation for x in no_preds.values())
 
 
-def test_c1_uses_30_shots_when_run():
-    sft = {0: 0.4, 5: 0.5, 10: 0.6, 30: 0.85}
-    fom = {0: 0.5, 5: 0.7, 10: 0.8, 30: 0.9}
-    cells, _ = make_run({"fomaml": fom, "sft_mixed": sft}, {}, shots=(0, 5, 10, 30), noise=0)
-    v = judge(cells)
-    assert v["C1"].status == NOT_MET and v["C1"].evidence["sft_30_interpolated"] is False
-    assert v["C1"].evidence["sft_30"] == pytest.approx(0.85)
-    assert v["H2"].status == UNMEASURABLE  # no base model in this run
+def test_speed_claims():
+    """FOMAML-SFT reaches its final accuracy by step 10, SFT-Mixed by step 100: a 5x-10x ratio."""
+    fast = dict(steps=(0, 10, 25, 50, 100), questions=150, seeds=range(3), tasks=FEW_SHOT)
+    high = curve(0.3, 0.55)
+    cells, preds = simulate({"fomaml": high, "sft_mixed": high}, speed={"fomaml": 10, "sft_mixed": 100}, **fast)
+    v = judge(cells, preds, target_acc=0.7, few_shot_tasks=FEW_SHOT)
+    assert v["H3"].status == MET and v["C4"].status == MET, v["C4"].explanation
+    assert v["H3"].evidence["per_task"]["algebra"]["fomaml_steps"] == 10
+    cells, preds = simulate({"fomaml": high, "sft_mixed": high}, speed={"fomaml": 100, "sft_mixed": 10}, **fast)
+    v = judge(cells, preds, target_acc=0.7, few_shot_tasks=FEW_SHOT)
+    assert v["C4"].status == NOT_MET and v["C4"].ci_hi < 2
 
 
-def test_c3_needs_every_task_and_two_seeds():
-    cells, _ = make_run({"fomaml": FOMAML, "sft_mixed": SFT}, {})
-    # One task where FOMAML-SFT equals SFT-Mixed: C3 fails there.
-    same = cells[(cells.task == "geometry") & (cells.model == "sft_mixed")].assign(model="fomaml")
-    tied = pd.concat([cells[~((cells.task == "geometry") & (cells.model == "fomaml"))], same])
-    v = judge(tied)
-    assert v["C3"].status == NOT_MET and v["C3"].evidence["not_significant"] == ["geometry"]
-    # Single seed on one task, significant elsewhere: cannot say.
-    one_seed = cells[(cells.task != "geometry") | (cells.seed == 0)]
-    v = judge(one_seed)
-    assert v["C3"].status == UNMEASURABLE and v["C3"].evidence["fewer_than_2_seeds"] == ["geometry"]
+def test_loss_outcome_has_more_power_at_floor():
+    """Accuracy at floor, but FOMAML-SFT's reference solutions get a lower loss: the loss verdicts see it."""
+    low = lambda n: -0.5  # noqa: E731 - every answer wrong; the loss still varies by question
+    cells, preds = simulate({"fomaml": low, "sft_mixed": low, "base": low}, questions=60, seeds=range(2))
+    preds.loc[preds["model"] == "fomaml", "loss"] -= 0.2
+    acc = judge(cells, preds)
+    loss = judge(cells, preds, outcome=LOSS)
+    assert acc["C5"].status == INCONCLUSIVE
+    assert loss["C5"].status == MET and loss["C5"].label == "C5 (loss)"
+    assert loss["C5"].estimate == pytest.approx(0.2, abs=0.05)  # advantage = SFT's loss minus FOMAML's
+    assert loss["H3"].status == UNMEASURABLE and "no target loss" in loss["H3"].explanation
+    assert loss["C2"].threshold == 0.0 and acc["C2"].threshold == 0.05
+
+
+def test_the_design_configs_grid_judges_every_claim_it_can():
+    """configs/full/design.yaml: three tasks at 0/5/10/25/50 shots, MMLU-STEM at 0/5, AIME at 0/5/10.
+    H1 (10 vs 50 shots) and C1 (10 vs 30) are judged on the first three and name the other two."""
+    from metasft.config import load_config
+    from metasft.pipeline import REPO_CONFIGS
+
+    cfg = load_config(REPO_CONFIGS / "full" / "design.yaml")
+    grid = {t.name: tuple(t.n_shots) for t in cfg.data.eval_tasks}
+    full = [t for t, shots in grid.items() if {10, 25, 50} <= set(shots)]
+    assert len(full) == 3
+    cells, preds = simulate({"fomaml": plus(SFT, 0.05), "sft_mixed": SFT, "base": BASE}, tasks=list(grid),
+                            shots_by_task=grid, questions=30, seeds=range(2), steps=tuple(cfg.eval.record_steps))
+    v = {x.name: x for x in verdicts(cells, preds, unseen_tasks=[t.name for t in cfg.data.eval_tasks if t.unseen],
+                                     cross_domain_tasks=[t.name for t in cfg.data.eval_tasks if t.cross_domain],
+                                     target_acc=cfg.eval.target_acc, n_boot=200)}
+    for name in ("H1", "C1"):
+        assert v[name].status != UNMEASURABLE
+        assert sorted(v[name].evidence["per_task"]) == sorted(full)
+        assert sorted(v[name].evidence["not_judged"]) == sorted(set(grid) - set(full))
+    assert v["H1"].evidence["shots"][full[0]]["sft_shots"] == 50
+    for name in ("H3", "C4"):
+        assert v[name].status != UNMEASURABLE and sorted(v[name].evidence["per_task"]) == sorted(grid)

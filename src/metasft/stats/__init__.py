@@ -1,5 +1,5 @@
-"""Statistics over evaluation results: paired tests, learning curves, and the design's verdicts."""
-from metasft.stats.compare import compare_models
+"""Statistics over evaluation results: clustered paired tests, learning curves, and the design's verdicts."""
+from metasft.stats.compare import COMPARISON_COLUMNS, compare_models
 from metasft.stats.curves import (
     accuracy_at,
     adaptation_gap,
@@ -9,11 +9,14 @@ from metasft.stats.curves import (
     sample_efficiency_interpolated,
     summarize,
 )
-from metasft.stats.significance import holm, paired_bootstrap_ci, paired_ttest, stars
-from metasft.stats.verdicts import MET, NOT_MET, UNMEASURABLE, Verdict, verdicts
+from metasft.stats.questions import ACCURACY, LOSS, Outcome, QuestionScores
+from metasft.stats.significance import (TTest, cluster_bootstrap_ci, holm, mde, paired_ttest, sign_flip_test,
+                                        stars)
+from metasft.stats.verdicts import INCONCLUSIVE, MET, NOT_MET, STATUSES, UNMEASURABLE, Verdict, verdicts
 
 __all__ = [
-    "MET", "NOT_MET", "UNMEASURABLE", "Verdict", "accuracy_at", "adaptation_gap", "adaptation_speed",
-    "compare_models", "final_step", "holm", "paired_bootstrap_ci", "paired_ttest", "sample_efficiency",
-    "sample_efficiency_interpolated", "stars", "summarize", "verdicts",
+    "ACCURACY", "COMPARISON_COLUMNS", "INCONCLUSIVE", "LOSS", "MET", "NOT_MET", "Outcome", "QuestionScores",
+    "STATUSES", "TTest", "UNMEASURABLE", "Verdict", "accuracy_at", "adaptation_gap", "adaptation_speed",
+    "cluster_bootstrap_ci", "compare_models", "final_step", "holm", "mde", "paired_ttest", "sample_efficiency",
+    "sample_efficiency_interpolated", "sign_flip_test", "stars", "summarize", "verdicts",
 ]

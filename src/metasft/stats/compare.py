@@ -1,7 +1,8 @@
-"""One model against another, per task and shots level: means, paired tests, corrected p-values.
+"""One model against another, per task and shots level, at the final adaptation step.
 
-`predictions` has one row per question per cell: model, task, n_shots, seed, step, question_id,
-correct (bool); `cells` is described in `metasft.stats.curves`.
+The primary test clusters by question (`metasft.stats.significance`); the design's t-test over seeds
+is kept beside it as a secondary view. Shapes of `cells` and `predictions`: `metasft.stats.curves`
+and `metasft.stats.questions`.
 """
 from __future__ import annotations
 
@@ -10,18 +11,51 @@ import math
 import numpy as np
 import pandas as pd
 
-from metasft.stats.curves import CELL_KEYS, check_columns, final_step
-from metasft.stats.significance import holm, paired_bootstrap_ci, paired_ttest, stars
+from metasft.stats.questions import ACCURACY, Outcome, QuestionScores, aligned
+from metasft.stats.significance import (cluster_bootstrap_ci, holm, mde, paired_ttest, sign_flip_test,
+                                        stars)
 
-PREDICTION_COLUMNS = CELL_KEYS + ["question_id", "correct"]
+COMPARISON_COLUMNS = [
+    "task", "n_shots", "n_seeds", "n_questions", "mean_a", "std_a", "mean_b", "std_b", "diff", "ci_lo", "ci_hi",
+    "p", "p_holm", "stars", "mde", "mde_basis", "at_bound", "t", "p_t", "t_none",
+]
 
 
-def _per_question(predictions: pd.DataFrame, final: pd.DataFrame, model: str, task: str, n_shots: int, seeds) -> pd.Series:
-    """Share of `seeds` getting each question right at the final step, indexed by question_id."""
-    keys = final[(final["model"] == model) & (final["task"] == task) & (final["n_shots"] == n_shots)
-                 & final["seed"].isin(seeds)][CELL_KEYS]
-    rows = predictions.merge(keys, on=CELL_KEYS)
-    return rows.groupby("question_id")["correct"].mean()
+def assumed_sd(outcome: Outcome, values: np.ndarray, n_questions: int) -> float:
+    """The per-question sd an MDE uses where the observed differences do not vary (both at floor):
+    that of two independent Bernoulli answers at the pooled rate of `values`, taken as at least one
+    question in `n_questions` right. 0 for an unbounded outcome (its MDE is then the observed one)."""
+    if outcome.floor is None:
+        return 0.0
+    n = max(n_questions, 2)
+    rate = float(np.clip(np.mean(values), 1 / n, 1 - 1 / n))
+    return math.sqrt(2 * rate * (1 - rate))
+
+
+def paired_row(scores: QuestionScores, model_a: str, model_b: str, task: str, n_shots: int,
+               n_boot: int, seed: int) -> dict | None:
+    """One comparison at one (task, n_shots) over the seeds both ran; None when they share none."""
+    seeds = sorted(set(scores.seeds(model_a, task, n_shots)) & set(scores.seeds(model_b, task, n_shots)))
+    if not seeds:
+        return None
+    a, b = aligned(scores.final(model_a, task, n_shots, seeds), scores.final(model_b, task, n_shots, seeds))
+    if len(a) == 0:
+        return None
+    outcome = scores.outcome
+    d = a - b                                         # natural units: a's value minus b's
+    diff, lo, hi = cluster_bootstrap_ci([d], n_boot=n_boot, seed=seed)
+    sd_floor = assumed_sd(outcome, np.concatenate([a, b]), len(d))
+    per_seed_a = [scores.final(model_a, task, n_shots, [s]).mean() for s in seeds]
+    per_seed_b = [scores.final(model_b, task, n_shots, [s]).mean() for s in seeds]
+    t = paired_ttest(per_seed_a, per_seed_b, floor=outcome.floor)
+    return dict(
+        task=task, n_shots=n_shots, n_seeds=len(seeds), n_questions=len(d),
+        mean_a=float(a.mean()), std_a=float(np.std(per_seed_a, ddof=1)) if len(seeds) > 1 else math.nan,
+        mean_b=float(b.mean()), std_b=float(np.std(per_seed_b, ddof=1)) if len(seeds) > 1 else math.nan,
+        diff=diff, ci_lo=lo, ci_hi=hi, p=sign_flip_test(d, seed=seed),
+        mde=mde([d], sd_floor=sd_floor), mde_basis="observed" if np.ptp(d) > 0 or not sd_floor else "assumed",
+        at_bound=outcome.at_bound(a, b), t=t.t, p_t=t.p, t_none=t.why_none,
+    )
 
 
 def compare_models(
@@ -29,56 +63,28 @@ def compare_models(
     predictions: pd.DataFrame | None,
     model_a: str = "fomaml",
     model_b: str = "sft_mixed",
+    outcome: Outcome = ACCURACY,
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Model a vs model b at the final adaptation step, one row per (task, n_shots) both ran.
+    """Model a vs model b, one row per (task, n_shots) both ran (COMPARISON_COLUMNS).
 
-    Columns: task, n_shots, n_seeds (seeds both ran; the pairs of the t-test), mean_a, std_a,
-    mean_b, std_b (over those seeds, std with ddof=1), diff = mean_a - mean_b, t, p, stars (paired
-    t-test over seeds, `paired_ttest`), p_holm, stars_holm (Holm across the tasks of one n_shots
-    level: each shots level is one family), n_questions, boot_diff, ci_lo, ci_hi, p_boot,
-    p_boot_holm (paired bootstrap over the questions both answered, each question scored by the
-    share of those seeds that got it right; NaN without predictions).
+    diff = mean_a - mean_b over the questions and seeds both have (natural units: for the loss,
+    negative means a is better); ci_lo, ci_hi: bootstrap over questions; p: sign-flip test over
+    questions; p_holm, stars: Holm over every row of this table (one family); mde: the smallest
+    |diff| the test detects with 80% power (mde_basis "assumed" where the observed differences do not
+    vary); at_bound: "floor"/"ceiling" when both sit there; t, p_t: the design's paired t-test over
+    seeds, NaN with the reason in t_none when there is no test. Empty without predictions.
     """
-    final = final_step(cells)
-    if predictions is not None:
-        check_columns(predictions, PREDICTION_COLUMNS, "predictions")
-        predictions = predictions.assign(correct=predictions["correct"].astype(float))
+    scores = QuestionScores(cells, predictions, outcome)
     rows = []
-    groups = final[final["model"].isin([model_a, model_b])].groupby(["task", "n_shots"], sort=True)
-    for (task, n_shots), group in groups:
-        a = group[group["model"] == model_a].set_index("seed")["accuracy"]
-        b = group[group["model"] == model_b].set_index("seed")["accuracy"]
-        seeds = sorted(set(a.index) & set(b.index))
-        if not seeds:
-            continue
-        a, b = a.loc[seeds], b.loc[seeds]
-        t, p = paired_ttest(a.to_numpy(), b.to_numpy())
-        row = dict(
-            task=task, n_shots=n_shots, n_seeds=len(seeds),
-            mean_a=a.mean(), std_a=a.std(ddof=1) if len(seeds) > 1 else math.nan,
-            mean_b=b.mean(), std_b=b.std(ddof=1) if len(seeds) > 1 else math.nan,
-            diff=a.mean() - b.mean(), t=t, p=p, stars=stars(p),
-            n_questions=0, boot_diff=math.nan, ci_lo=math.nan, ci_hi=math.nan, p_boot=math.nan,
-        )
-        if predictions is not None:
-            qa = _per_question(predictions, final, model_a, task, n_shots, seeds)
-            qb = _per_question(predictions, final, model_b, task, n_shots, seeds)
-            both = pd.concat([qa.rename("a"), qb.rename("b")], axis=1, join="inner")
-            if len(both):
-                diff, lo, hi, p_boot = paired_bootstrap_ci(both["a"], both["b"], n_boot=n_boot, seed=seed)
-                row.update(n_questions=len(both), boot_diff=diff, ci_lo=lo, ci_hi=hi, p_boot=p_boot)
-        rows.append(row)
-    columns = ["task", "n_shots", "n_seeds", "mean_a", "std_a", "mean_b", "std_b", "diff", "t", "p", "stars",
-               "p_holm", "stars_holm", "n_questions", "boot_diff", "ci_lo", "ci_hi", "p_boot", "p_boot_holm"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    out = pd.DataFrame(rows)
-    out["p_holm"] = np.nan
-    out["p_boot_holm"] = np.nan
-    for _, index in out.groupby("n_shots").groups.items():
-        out.loc[index, "p_holm"] = holm(out.loc[index, "p"].to_numpy())
-        out.loc[index, "p_boot_holm"] = holm(out.loc[index, "p_boot"].to_numpy())
-    out["stars_holm"] = [stars(p) for p in out["p_holm"]]
-    return out[columns]
+    if scores.available:
+        for task in scores.tasks(model_a):
+            for n_shots in scores.shots(model_a, task):
+                row = paired_row(scores, model_a, model_b, task, n_shots, n_boot, seed)
+                if row is not None:
+                    rows.append(row)
+    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    out["p_holm"] = holm(out["p"].to_numpy(dtype=float))
+    out["stars"] = [stars(p) for p in out["p_holm"]]
+    return out

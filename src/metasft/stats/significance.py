@@ -1,16 +1,27 @@
-"""Paired significance tests: the t-test over seeds, the bootstrap over questions, Holm's correction.
+"""Paired tests for two models evaluated on the same questions.
 
-The design compares FOMAML-SFT with SFT-Mixed by a paired t-test over runs (seeds) and marks
-p-values with stars. With few seeds that test has little power, so we add a paired bootstrap over
-test questions, and Holm's step-down correction for testing several tasks at once.
+The primary test clusters by question, with seeds nested inside (Miller 2024, "Adding Error Bars to
+Evals": the test questions, not the seeds, are the unit of independence). Each question contributes
+one paired difference d_q = (mean over seeds of model a's score) - (the same for model b):
+- the interval is a bootstrap over questions (`cluster_bootstrap_ci`, scipy.stats.bootstrap; several
+  tasks are resampled each within itself, a stratified bootstrap of their macro mean);
+- the p-value is a sign-flip permutation test of mean(d_q) = 0 (`sign_flip_test`,
+  scipy.stats.permutation_test: under "no difference" a and b are exchangeable on every question);
+- `mde` is the smallest true difference that test finds with 80% power.
+The design's paired t-test over seeds (`paired_ttest`) stays as a secondary view; with few seeds it
+has little power, and it has no test at all for degenerate rows.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.80
 
 
 def stars(p: float) -> str:
@@ -20,60 +31,95 @@ def stars(p: float) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) of `scipy.stats.ttest_rel(a, b)`; a[i] and b[i] come from the same seed.
+@dataclass(frozen=True)
+class TTest:
+    """The design's paired t-test over seeds; `why_none` says why there is no test (t, p NaN)."""
+    t: float
+    p: float
+    why_none: str = ""
 
-    When every difference is zero scipy returns NaN (0/0); we report t = 0.0, p = 1.0 instead: the
-    data show no difference at all. Equal non-zero differences give scipy's limit t = +-inf, p = 0
-    (without its precision warning); seeds that change nothing make that meaningless, so check
-    `n_seeds` and the spread. With fewer than two pairs there is no test: (NaN, NaN).
-    """
+
+def paired_ttest(a: Sequence[float], b: Sequence[float], floor: float | None = 0.0) -> TTest:
+    """`scipy.stats.ttest_rel(a, b)`, a[i] and b[i] from the same seed, or no test with the reason:
+    fewer than 3 seeds, every value at `floor` (accuracy 0: nothing to compare), or differences
+    without variance (t would be 0/0 or +-inf; such a row is never significant)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired_ttest needs two 1-d arrays of the same length, got {a.shape} and {b.shape}")
-    if len(a) < 2:
-        return math.nan, math.nan
+    if len(a) < 3:
+        return TTest(math.nan, math.nan, f"{len(a)} seed(s), fewer than 3")
+    if floor is not None and np.all(a == floor) and np.all(b == floor):
+        return TTest(math.nan, math.nan, "both models at floor in every seed")
     d = a - b
-    if np.all(d == 0):
-        return 0.0, 1.0
-    if np.ptp(d) <= 1e-12:  # equal up to float rounding
-        return math.copysign(math.inf, d[0]), 0.0
+    if np.ptp(d) <= 1e-12:
+        return TTest(math.nan, math.nan, "the difference is the same in every seed (zero variance)")
     result = stats.ttest_rel(a, b)
-    return float(result.statistic), float(result.pvalue)
+    return TTest(float(result.statistic), float(result.pvalue))
 
 
-def paired_bootstrap_ci(
-    correct_a: Sequence[float],
-    correct_b: Sequence[float],
-    n_boot: int = 10_000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float, float, float]:
-    """Paired bootstrap over test questions of the accuracy difference a - b.
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
 
-    `correct_a[i]`, `correct_b[i]`: question i's correctness under each model (bool, or a float in
-    [0, 1] such as the share of seeds that got it right). Each replicate resamples question indices
-    with replacement, the same indices for both models. Returns (diff, lo, hi, p): the observed
-    difference, the percentile (1 - alpha) interval, and a two-sided p-value for "no difference"
-    from the replicates shifted to mean zero: p = (1 + #{|d* - diff| >= |diff|}) / (n_boot + 1)
-    (Efron & Tibshirani 1993, ch. 16). p = 1 when diff = 0.
+
+def sign_flip_test(d: Sequence[float], n_resamples: int = 9_999, seed: int = 0) -> float:
+    """Two-sided p-value of mean(d) = 0 by flipping the sign of each question's difference.
+
+    Exact (all 2^n sign patterns) when 2^n <= n_resamples, else Monte Carlo with scipy's
+    (1 + extreme) / (1 + n_resamples) convention. p = 1 when every d is 0.
     """
-    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired_bootstrap_ci needs two non-empty 1-d arrays of one length, got {a.shape} and {b.shape}")
-    d = a - b
-    diff = float(d.mean())
-    rng = np.random.default_rng(seed)
-    # Chunks keep the (replicates, questions) index array near 16 MB whatever the test set size.
-    chunk = max(1, 2_000_000 // len(d))
-    means = np.concatenate([
-        d[rng.integers(0, len(d), size=(min(chunk, n_boot - start), len(d)))].mean(axis=1)
-        for start in range(0, n_boot, chunk)
-    ])
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    extreme = np.count_nonzero(np.abs(means - diff) >= abs(diff) - 1e-12)
-    p = 1.0 if diff == 0 else (1 + extreme) / (n_boot + 1)
-    return diff, float(lo), float(hi), float(p)
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or len(d) == 0:
+        raise ValueError(f"sign_flip_test needs a non-empty 1-d array, got shape {d.shape}")
+    if not np.any(d):
+        return 1.0
+    result = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
+                                    n_resamples=n_resamples, alternative="two-sided",
+                                    random_state=np.random.default_rng(seed))
+    return float(min(1.0, result.pvalue))
+
+
+def cluster_bootstrap_ci(samples: Sequence[Sequence[float]], n_boot: int = 10_000, alpha: float = ALPHA,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, lo, hi): the mean over `samples` of each sample's mean, and its percentile
+    (1 - alpha) interval from resampling each sample's elements (questions) within itself.
+
+    One sample is the plain bootstrap over questions; several (one per task) give the stratified
+    bootstrap of the macro mean. A sample of one question cannot be resampled: (estimate, NaN, NaN).
+    """
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    if not arrays or any(a.ndim != 1 or len(a) == 0 for a in arrays):
+        raise ValueError("cluster_bootstrap_ci needs one or more non-empty 1-d samples")
+    estimate = float(np.mean([a.mean() for a in arrays]))
+    if any(len(a) < 2 for a in arrays):
+        return estimate, math.nan, math.nan
+    if all(np.ptp(a) == 0 for a in arrays):  # nothing varies: every replicate is the estimate
+        return estimate, estimate, estimate
+
+    def macro(*xs, axis=-1):
+        return np.mean([np.mean(x, axis=axis) for x in xs], axis=0)
+
+    result = stats.bootstrap(tuple(arrays), macro, n_resamples=n_boot, confidence_level=1 - alpha,
+                             method="percentile", vectorized=True, paired=False,
+                             random_state=np.random.default_rng(seed))
+    ci = result.confidence_interval
+    return estimate, float(ci.low), float(ci.high)
+
+
+def mde(samples: Sequence[Sequence[float]], alpha: float = ALPHA, power: float = POWER,
+        sd_floor: float = 0.0) -> float:
+    """Minimum detectable effect of the macro mean of per-question differences: (z_{1-alpha/2} +
+    z_power) x its standard error sqrt(sum_t var_t / n_t) / T (normal approximation to the paired
+    test; var_t the sample variance, ddof=1, of task t's differences; `sd_floor`**2 where that is 0,
+    e.g. both models at floor, where the observed variance says nothing about what a run could see).
+
+    NaN when a task has fewer than two questions.
+    """
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    if not arrays or any(len(a) < 2 for a in arrays):
+        return math.nan
+    variance = sum((a.var(ddof=1) or sd_floor ** 2) / len(a) for a in arrays) / len(arrays) ** 2
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * math.sqrt(variance))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
