@@ -18,7 +18,7 @@ from metasft.config import Config, ConfigError, load_config
 
 # Light columns only: the report's statistics need the verdicts, not the texts (error cases fetch
 # their few texts with `error_rows`).
-PREDICTION_KEYS = ["model", "task", "n_shots", "seed", "step", "question_id", "correct"]
+PREDICTION_KEYS = ["model", "task", "n_shots", "seed", "step", "question_id", "correct", "loss"]
 
 
 @dataclass
@@ -123,7 +123,10 @@ def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataF
     try:
         with contextlib.closing(sqlite3.connect(path)) as con:
             cells = pd.read_sql_query("SELECT * FROM cells", con)
-            preds = pd.read_sql_query(f"SELECT {', '.join(PREDICTION_KEYS)} FROM predictions", con)
+            have = {r[1] for r in con.execute("PRAGMA table_info(predictions)")}
+            # a store written before per-question losses has no loss column: NULL, the loss outcome unmeasurable
+            columns = [c if c in have else f"NULL AS {c}" for c in PREDICTION_KEYS]
+            preds = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM predictions", con)
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         exp.missing.append(f"{exp.rel(path)}: not readable ({e})")
         return None, None
@@ -135,6 +138,7 @@ def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataF
         preds = None
     else:
         preds["correct"] = preds["correct"].astype(bool)
+        preds["loss"] = preds["loss"].astype(float)
     return cells, preds
 
 

@@ -9,7 +9,7 @@ Output (replaced as a whole, atomically):
     <exp>/report/report.md, report.html   the same blocks, rendered twice
     <exp>/report/figures/*.png            learning curves, adaptation speed, transfer, similarity
     <exp>/report/summary.csv              summarize(cells) plus the other metrics at the final step
-    <exp>/report/comparison.csv           compare_models(fomaml, sft_mixed)
+    <exp>/report/comparison.csv           compare_models(fomaml, sft_mixed) on accuracy (comparison_loss.csv: loss)
     <exp>/report/verdicts.json            the verdicts with their evidence
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_MET
 from metasft.report.doc import Callout, Code, Document, Heading, Image, Para, Table
 from metasft.report.load import error_rows
 from metasft.rundir import atomic_write_text, write_json
-from metasft.stats import (UNMEASURABLE, adaptation_speed, compare_models, final_step, sample_efficiency,
-    sample_efficiency_interpolated, verdicts)
+from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
+    sample_efficiency, sample_efficiency_interpolated, verdicts)
 
 
 def curves_section(ctx: Context, doc: Document) -> None:
@@ -155,30 +155,39 @@ def _quality_table(ctx: Context, doc: Document, final: pd.DataFrame, extras: lis
 
 def _comparisons(ctx: Context, doc: Document) -> None:
     exp = ctx.exp
-    doc.add(Para(f"Source: {CELLS_SOURCE} and {PREDICTIONS_SOURCE}, via `metasft.stats.compare_models` at the final "
-                 "step: t-test paired over the seeds both models ran; Holm's correction across the tasks of each "
-                 "N-shot level; paired bootstrap ({:,} replicates) over the questions both answered, each question "
-                 "scored by the share of seeds that got it right. Stars: * p < 0.05, ** < 0.01, *** < 0.001. "
-                 "0-shot rows have one seed, so no t-test.".format(ctx.n_boot)))
+    doc.add(Para(f"Source: {PREDICTIONS_SOURCE}, via `metasft.stats.compare_models` at the final adaptation step. "
+                 "The unit of independence is the test question, seeds nested inside it (Miller 2024): each question's "
+                 "score is the mean over the seeds both models ran; the interval is a bootstrap over questions "
+                 f"({ctx.n_boot:,} replicates), p a sign-flip permutation test over questions, Holm-corrected over "
+                 "every row of the table. Stars (* p < 0.05, ** < 0.01, *** < 0.001) are given for the Holm p only. "
+                 "MDE: the smallest true difference this test finds with 80% power at α = 0.05 (normal approximation "
+                 "from the observed per-question variance; 'assumed sd' where the answers do not vary, e.g. both at "
+                 "floor). The design's paired t-test over seeds is shown last; it has no test (—) with fewer than "
+                 "3 seeds, without variance, or at floor. Accuracy is the design's outcome; the loss of the reference "
+                 "solutions (lower is better) is a secondary one."))
     if ctx.budget_mismatch:
         doc.add(Callout("warning", f"Unequal budgets: {ctx.budget_mismatch}"))
     if exp.predictions is None:
-        doc.add(Para("No predictions stored: bootstrap columns are empty."))
+        doc.add(Para("No predictions stored: no per-question comparison."))
+        return
     pairs = [(FOMAML, SFT), (FOMAML, BASE), ("reptile", SFT)]
     present = set(exp.cells["model"])
-    for a, b in pairs:
-        if a not in present or b not in present:
+    for outcome in (ACCURACY, LOSS):
+        for a, b in pairs:
+            if a not in present or b not in present:
+                if (a, b) == (FOMAML, SFT) and outcome is ACCURACY:
+                    doc.add(Para(f"No comparison: {' and '.join(plots.label(m) for m in (a, b) if m not in present)} "
+                                 "not in the results."))
+                continue
+            comparison = compare_models(exp.cells, exp.predictions, a, b, outcome=outcome, n_boot=ctx.n_boot)
             if (a, b) == (FOMAML, SFT):
-                doc.add(Para(f"No comparison: {' and '.join(plots.label(m) for m in (a, b) if m not in present)} "
-                             "not in the results."))
-            continue
-        comparison = compare_models(exp.cells, exp.predictions, a, b, n_boot=ctx.n_boot)
-        if (a, b) == (FOMAML, SFT):
-            atomic_write_text(ctx.out / "comparison.csv", comparison.to_csv(index=False))
-        if comparison.empty:
-            doc.add(Para(f"{plots.label(a)} and {plots.label(b)} share no (task, N-shot, seed)."))
-        else:
-            doc.add(T.comparison_table(comparison, plots.label(a), plots.label(b)))
+                name = "comparison.csv" if outcome is ACCURACY else f"comparison_{outcome.name}.csv"
+                atomic_write_text(ctx.out / name, comparison.to_csv(index=False))
+            if comparison.empty:
+                doc.add(Para(f"{plots.label(a)} and {plots.label(b)} share no (task, N-shot, seed) with per-question "
+                             f"{outcome.name}."))
+            else:
+                doc.add(T.comparison_table(comparison, plots.label(a), plots.label(b), outcome.name))
 
 
 def _efficiency(ctx: Context, doc: Document) -> None:
@@ -236,14 +245,19 @@ def verdicts_section(ctx: Context, doc: Document) -> None:
     doc.add(Heading(1, "5. Verdicts"))
     cells = exp.cells if exp.cells is not None else pd.DataFrame(
         columns=["model", "task", "n_shots", "seed", "step", "accuracy", "loss"])
-    result = verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen, cross_domain_tasks=ctx.cross_domain,
-                      target_acc=ctx.target_acc, n_boot=ctx.n_boot)
-    write_json(ctx.out / "verdicts.json", [v.to_dict() for v in result])
-    doc.add(Para(f"Judged by `metasft.stats.verdicts` from {CELLS_SOURCE} and {PREDICTIONS_SOURCE}: unseen tasks "
-                 f"{ctx.unseen or 'none'}, cross-domain tasks {ctx.cross_domain or 'none'} (from {ctx.task_flags_from}); "
-                 f"target accuracy {ctx.target_acc:g} ({ctx.target_from}); learning-curve claims over every task both "
-                 "FOMAML-SFT and SFT-Mixed ran with shots. Status is one of met / not met / not measurable with this "
-                 "run; the numbers behind each are below the table and in `report/verdicts.json`."))
+    judged = {outcome.name: verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen,
+                                     cross_domain_tasks=ctx.cross_domain, target_acc=ctx.target_acc,
+                                     n_boot=ctx.n_boot, outcome=outcome) for outcome in (ACCURACY, LOSS)}
+    write_json(ctx.out / "verdicts.json", [v.to_dict() for result in judged.values() for v in result])
+    doc.add(Para(f"Judged by `metasft.stats.verdicts` from {PREDICTIONS_SOURCE}: unseen tasks {ctx.unseen or 'none'}, "
+                 f"cross-domain tasks {ctx.cross_domain or 'none'} (from {ctx.task_flags_from}); target accuracy "
+                 f"{ctx.target_acc:g} ({ctx.target_from}). Each claim is judged per task on that task's own N-shot "
+                 "levels, then on the mean over the tasks where it could be judged (those where it could not are "
+                 "named). Status: **met** / **not met** only when the 95% interval of the claimed quantity lies "
+                 "entirely on one side of the claimed value; **inconclusive** when it holds both, or when both "
+                 "models sit at floor; **not measurable** when the run lacks the cells the claim needs. Intervals are "
+                 "bootstraps over test questions; MDE is the smallest effect on the quantity this run detects with "
+                 "80% power. The numbers behind each verdict are below the tables and in `report/verdicts.json`."))
     caveats = []
     if is_tiny(ctx):
         caveats.append("the model is the tiny test model: these verdicts are a pipeline check")
@@ -251,16 +265,40 @@ def verdicts_section(ctx: Context, doc: Document) -> None:
         caveats.append("FOMAML-SFT and SFT-Mixed had unequal example budgets (see Setup)")
     if exp.cells is None:
         caveats.append("there are no results: every claim is unmeasurable")
+    primary, secondary = judged[ACCURACY.name], judged[LOSS.name]
+    effects = [v.mde for v in primary if T.isnum(v.mde)]
+    if effects and min(effects) > DEMO_MDE:
+        caveats.append(f"this is a demo-size run: the smallest accuracy effect any claim could detect with 80% power "
+                       f"is {min(effects):.2f} ({100 * min(effects):.0f} points); effects of the size the design "
+                       "expects would mostly read as inconclusive. More test questions per task shrink the MDE "
+                       "(it falls with the square root of their number); more seeds help less")
     if caveats:
         doc.add(Callout("warning", "Read with care: " + "; ".join(caveats) + "."))
-    doc.add(Table(["claim", "statement", "status", "numbers and explanation"],
-                  [[v.name, v.statement, f"**{v.status}**", v.explanation] for v in result]))
-    ctx.verdict_line.text = ("Verdicts (section 5): " + "; ".join(f"{v.name} **{v.status}**" for v in result)
+    doc.add(_verdict_table(primary, "Accuracy, the design's outcome"))
+    doc.add(Para("Secondary outcome: the token-mean loss of the test questions' reference solutions (lower is "
+                 "better). It moves where accuracy sits at floor, so it can show a direction a small run cannot show "
+                 "in accuracy; it is not the design's criterion, and a verdict here is not a verdict on accuracy."))
+    doc.add(_verdict_table(secondary, "Reference-solution loss, secondary outcome"))
+    ctx.verdict_line.text = ("Verdicts (section 5, accuracy): " + "; ".join(f"{v.name} **{v.status}**" for v in primary)
                              + (" — a pipeline check only (tiny model)." if is_tiny(ctx) else "."))
-    for v in result:
-        doc.add(Heading(3, f"{v.name}: evidence ({v.status})"), Code(T.evidence_text(v.evidence)))
-    if all(v.status == UNMEASURABLE for v in result) and exp.cells is not None:
+    for v in primary + secondary:
+        doc.add(Heading(3, f"{v.label}: evidence ({v.status})"), Code(T.evidence_text(v.evidence)))
+    if all(v.status == UNMEASURABLE for v in primary) and exp.cells is not None:
         doc.add(Para("No claim could be judged: see each explanation for what the run lacks."))
+
+
+DEMO_MDE = 0.10  # above 10 accuracy points a run cannot see the effects the design predicts (5-point C2)
+
+
+def _verdict_table(result: list, caption: str) -> Table:
+    rows = []
+    for v in result:
+        number = T.DASH
+        if T.isnum(v.estimate):
+            number = f"{T.num(v.estimate, 3)} {T.interval(v.ci_lo, v.ci_hi)}" if T.isnum(v.ci_lo) else T.num(v.estimate, 3)
+        rows.append([v.label, v.statement, f"**{v.status}**", number, T.num(v.mde, 3), v.explanation])
+    return Table(["claim", "statement", "status", "estimate [95% CI]", "MDE (80%)", "numbers and explanation"], rows,
+                 caption)
 
 
 def errors_section(ctx: Context, doc: Document) -> None:

@@ -100,14 +100,21 @@ def cells_table(summary: pd.DataFrame, task: str) -> Table:
     return Table(["model"] + [f"{n}-shot" for n in shots], body, caption)
 
 
-def comparison_table(comparison: pd.DataFrame, name_a: str, name_b: str) -> Table:
-    header = ["task", "N-shot", "seeds", f"{name_a}", f"{name_b}", "diff", "t", "p", "stars", "p (Holm)", "stars (Holm)",
-              "questions", "bootstrap 95% CI", "p boot (Holm)"]
+def interval(lo, hi) -> str:
+    return f"[{lo:+.3f}, {hi:+.3f}]" if isnum(lo) and isnum(hi) else DASH
+
+
+def comparison_table(comparison: pd.DataFrame, name_a: str, name_b: str, outcome: str) -> Table:
+    """Rows of `metasft.stats.compare_models`: the clustered test first, the t-test over seeds after."""
+    header = ["task", "N-shot", "questions × seeds", name_a, name_b, "diff [95% CI]", "p", "p (Holm)", "stars",
+              "MDE (80%)", "t-test over seeds"]
     body = []
     for r in comparison.itertuples():
-        ci = f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" if isnum(r.ci_lo) else DASH
-        body.append([r.task, str(r.n_shots), str(r.n_seeds), mean_std(r.mean_a, r.std_a, r.n_seeds),
-                     mean_std(r.mean_b, r.std_b, r.n_seeds), signed(r.diff), num(r.t, 3), pval(r.p), r.stars,
-                     pval(r.p_holm), r.stars_holm, str(r.n_questions) if r.n_questions else DASH, ci,
-                     pval(r.p_boot_holm)])
-    return Table(header, body, f"{name_a} vs {name_b}: paired t-test over seeds, paired bootstrap over questions")
+        mde_text = f"{r.mde:.3f}" + (" (assumed sd)" if r.mde_basis == "assumed" else "") if isnum(r.mde) else DASH
+        t_text = f"t = {r.t:.2f}, p = {pval(r.p_t)}" if isnum(r.t) else f"— ({r.t_none})"
+        bound = f" (both at {r.at_bound})" if r.at_bound else ""
+        body.append([r.task, str(r.n_shots), f"{r.n_questions} × {r.n_seeds}", acc(r.mean_a), acc(r.mean_b),
+                     f"{signed(r.diff)} {interval(r.ci_lo, r.ci_hi)}{bound}", pval(r.p), pval(r.p_holm),
+                     r.stars or DASH, mde_text, t_text])
+    return Table(header, body, f"{name_a} vs {name_b}, {outcome}: clustered by question (bootstrap interval, "
+                               "sign-flip p, Holm over the table); the design's t-test over seeds beside it")
