@@ -1,32 +1,148 @@
-"""One end-to-end smoke run of the whole pipeline on the tiny config (`metasft run`)."""
+"""End-to-end runs of the whole pipeline on the tiny config (`metasft run`): one smoke run, then
+reruns of copies of it against the stage fingerprints (stale settings, --force, a killed run)."""
 import json
+import shutil
 import sqlite3
+
+import pytest
 
 from conftest import CONFIGS
 from metasft.cli import main
 
+TINY = str(CONFIGS / "tiny" / "experiment.yaml")
+STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
 
-def test_tiny_experiment_runs_every_stage_and_reruns_nothing(tmp_path):
+
+def _strict(name):
+    raise ValueError(f"manifest.json holds {name}: not strict JSON")
+
+
+def manifest(out) -> dict:
+    return json.loads((out / "manifest.json").read_text(), parse_constant=_strict)
+
+
+def files(out) -> dict:
+    """{relative path: (mtime_ns, bytes)} of every file under `out`: what a rerun rewrote."""
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+def rewritten(before: dict, after: dict) -> set[str]:
+    """The top-level outputs (dataset, runs/<arm>, eval/<file>, report) with a new, changed or removed file."""
+    def owner(rel):
+        parts = rel.removesuffix("-wal").removesuffix("-shm").split("/")  # SQLite's journal files
+        return "/".join(parts[:2]) if parts[0] in ("runs", "eval") else parts[0]
+    return {owner(rel) for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "exp"
+    assert main(["run", TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def exp(finished, tmp_path):
+    """A copy of the finished tiny experiment, for one test to rerun."""
     out = tmp_path / "exp"
-    assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
+    out = finished
     report = out / "report" / "report.md"
     text = report.read_text()
     assert (out / "report" / "report.html").is_file()
     assert list((out / "report").rglob("curve_*.png"))
     assert "tiny" in text.lower() and "H1" in text and "C5" in text
-    manifest = json.loads((out / "manifest.json").read_text())
-    stages = manifest["stages"]
-    for stage in ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report"):
+    stages = manifest(out)["stages"]
+    for stage in STAGES:
         assert stages[stage]["status"] == "finished", stage
+        assert len(stages[stage]["fingerprint"]["sha256"]) == 64, stage
+    assert stages["train/fomaml"]["fingerprint"]["keys"]["meta.inner_lr"] == 1e-3
     budgets = [json.loads((out / "runs" / arm / "manifest.json").read_text())["budget"]["examples"]
                for arm in ("fomaml", "sft_mixed")]
     assert budgets[0] == budgets[1]
     with sqlite3.connect(out / "eval" / "results.sqlite") as db:
         models = {m for (m,) in db.execute("select distinct model from cells")}
-        n_cells = db.execute("select count(*) from cells").fetchone()[0]
     assert models == {"base", "fomaml", "sft_mixed"}
-    # a rerun finds every stage finished and redoes none of them
-    assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
-    assert json.loads((out / "manifest.json").read_text())["stages"] == stages
-    with sqlite3.connect(out / "eval" / "results.sqlite") as db:
-        assert db.execute("select count(*) from cells").fetchone()[0] == n_cells
+    # a rerun finds every stage finished with the same settings and redoes none of them
+    before = files(exp)
+    assert main(["run", TINY, "--out", str(exp)]) == 0
+    assert manifest(exp)["stages"] == stages
+    after = files(exp)
+    assert rewritten(before, after) <= {"manifest.json", "config.yaml"}  # provenance (command), the same config
+    assert after["config.yaml"][1] == before["config.yaml"][1]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["meta.inner_lr=1e-4"], "stage train/fomaml was run with meta.inner_lr=0.001, now 0.0001; "
+                             "rerun with --force to redo it and what depends on it, or use a new --out"),
+    (["eval.similarity_batches=2"], "stage similarity was run with eval.similarity_batches=4, now 2;"),
+    (["arms=[base,fomaml]"], "stage train/sft_mixed is recorded here but is not part of this config; "
+                             "rerun with --force to remove it"),
+])
+def test_a_changed_setting_stops_the_run_before_it_writes_anything(exp, capsys, overrides, message):
+    before = files(exp)
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(exp), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"metasft: error: {exp}: ") and message in err
+    assert files(exp) == before  # config.yaml and manifest.json included
+
+
+def test_an_experiment_without_fingerprints_is_stale(exp, capsys):
+    m = manifest(exp)
+    for record in m["stages"].values():
+        del record["fingerprint"]
+    (exp / "manifest.json").write_text(json.dumps(m))
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    assert "stage data has no fingerprint" in capsys.readouterr().err
+
+
+def test_a_logger_change_is_not_stale(exp):
+    stages = manifest(exp)["stages"]
+    before = files(exp)
+    assert main(["run", TINY, "--out", str(exp), "trainer.loggers=[jsonl,tensorboard]", "trainer.save_freq=2"]) == 0
+    assert manifest(exp)["stages"] == stages
+    assert rewritten(before, files(exp)) == {"manifest.json", "config.yaml"}
+    assert "tensorboard" in (exp / "config.yaml").read_text()  # written once the check passed
+
+
+def test_force_redoes_exactly_the_changed_stages_and_their_downstream(exp):
+    stages = manifest(exp)["stages"]
+    before = files(exp)
+    assert main(["run", TINY, "--out", str(exp), "--force", "meta.inner_lr=1e-4"]) == 0
+    now = manifest(exp)["stages"]
+    redone = {s for s in STAGES if now[s] != stages[s]}
+    assert redone == {"train/fomaml", "train/sft_mixed", "eval", "report"}
+    assert all(now[s]["status"] == "finished" for s in STAGES)
+    assert now["train/fomaml"]["fingerprint"]["keys"]["meta.inner_lr"] == 1e-4
+    assert rewritten(before, files(exp)) == {"manifest.json", "config.yaml", "runs/fomaml", "runs/sft_mixed",
+                                             "eval/results.sqlite", "eval/eval_config.yaml", "report"}
+    run_cfg = (exp / "runs" / "fomaml" / "config.yaml").read_text()
+    assert "inner_lr: 0.0001" in run_cfg
+    # and the directory is consistent again: an unchanged rerun redoes nothing
+    assert main(["run", TINY, "--out", str(exp), "meta.inner_lr=1e-4"]) == 0
+    assert manifest(exp)["stages"] == now
+
+
+def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
+    # killed during eval: eval recorded running, similarity and report not yet started
+    m = manifest(exp)
+    m["stages"]["eval"]["status"] = "running"
+    del m["stages"]["eval"]["seconds"], m["stages"]["similarity"], m["stages"]["report"]
+    (exp / "manifest.json").write_text(json.dumps(m))
+    shutil.rmtree(exp / "report")
+    assert main(["run", TINY, "--out", str(exp), "eval.adaptation_lr=2e-3"]) == 2
+    assert "stage eval was run with eval.adaptation_lr=0.001, now 0.002" in capsys.readouterr().err
+    before = files(exp)
+    assert main(["run", TINY, "--out", str(exp)]) == 0
+    now = manifest(exp)["stages"]
+    assert all(now[s]["status"] == "finished" for s in STAGES)
+    assert {s for s in STAGES if now[s] != m["stages"].get(s)} == {"eval", "similarity", "report"}
+    # eval continued from its stored groups (none left), the trained arms were not touched
+    assert not {r for r in rewritten(before, files(exp)) if r.startswith(("runs", "dataset"))}
+    assert (exp / "report" / "report.md").is_file()

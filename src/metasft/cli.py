@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the whole experiment: data, every arm, evaluation, report")
     run.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
     run.add_argument("--out", type=Path, default=Path("runs/embedded_default"))
+    run.add_argument("--force", action="store_true",
+                     help="redo the stages whose settings changed since OUT was run, and all that depends on them")
     run.add_argument("overrides", nargs="*", metavar="key=value")
     return p
 
@@ -104,7 +106,7 @@ def _dispatch(args) -> int:
         config = args.config or DEFAULT_CONFIG
         if args.config is None and not Path(config).is_file():
             raise ConfigError(f"the default experiment config {config} is missing (run from a metasft checkout)")
-        out = run_experiment(load_config(config, args.overrides), args.out)
+        out = run_experiment(load_config(config, args.overrides), args.out, force=args.force)
         print(out / "report" / "report.md")
         return 0
     raise AssertionError(args)

@@ -1,6 +1,7 @@
-"""`metasft run`: the whole study in one directory, stage by stage; a finished stage is not redone.
+"""`metasft run`: the whole study in one directory, stage by stage; a finished stage is not redone
+unless its settings changed (stage fingerprints, metasft.fingerprint; `--force` redoes what changed).
 
-    <exp>/config.yaml  manifest.json (stage timings, versions)
+    <exp>/config.yaml  manifest.json (per stage: fingerprint, status, wall time; versions)
     <exp>/dataset/     data build                <exp>/runs/<arm>/   one training run per arm
     <exp>/eval/        results.sqlite, task_similarity.json
     <exp>/report/      report.md, report.html, plots
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 
 from metasft.config import Config, ConfigError, save_config
+from metasft.data.records import DataError
+from metasft.eval.results import RESULTS_FILE
+from metasft.fingerprint import changes, digest, plan
 from metasft.rundir import provenance, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -50,30 +55,103 @@ def check_budgets(run_a: Path, run_b: Path, batch: int, allow: bool) -> dict:
     return {"a": a, "b": b, "examples_diff": diff}
 
 
+class StaleStage(ConfigError):
+    """A stage recorded in the experiment directory ran with other settings than this run's."""
+
+
 class _Stages:
-    """Times each stage into the experiment manifest; a stage recorded as done is skipped."""
+    """The experiment manifest's stage records: fingerprint, status, wall time (see metasft.fingerprint).
 
-    def __init__(self, out: Path):
+    A stage is skipped when it is recorded finished with this run's fingerprint, continued when it is
+    recorded running with it (a killed run), and stale when recorded with another one.
+    """
+
+    def __init__(self, out: Path, plan: dict[str, dict]):
+        self.out, self.plan = out, plan
         self.path = out / "manifest.json"
-        self.manifest = read_json(self.path) if self.path.is_file() else {"stages": {}}
+        self.manifest = read_json(self.path) if self.path.is_file() else {}
+        self.manifest.setdefault("stages", {})
+
+    def _fingerprint(self, name: str) -> dict:
+        return {"sha256": digest(self.plan[name]), "keys": self.plan[name]}
+
+    def stale(self) -> list[tuple[str, str]]:
+        """(stage, why) for every recorded stage this run may not reuse, the cause first."""
+        recorded = self.manifest["stages"]
+        # a stage no longer planned (an arm dropped from `arms`) is the cause of its downstream's change
+        out = [(name, "is recorded here but is not part of this config") for name in recorded if name not in self.plan]
+        for name, keys in self.plan.items():
+            record = recorded.get(name)
+            if record is None:
+                continue
+            fp = record.get("fingerprint") if isinstance(record, dict) else None
+            if not isinstance(fp, dict) or not isinstance(fp.get("keys"), dict):
+                out.append((name, "has no fingerprint (it ran before metasft recorded them), so its settings "
+                                  "are unknown"))
+            elif fp.get("sha256") != digest(keys):
+                out.append((name, f"was run with {changes(fp['keys'], keys)}"))
+        return out
+
+    def outputs(self, name: str) -> list[Path]:
+        """What stage `name` writes under the experiment directory (see the module docstring)."""
+        if name == "data":
+            return [self.out / "dataset"]
+        if name.startswith("train/"):
+            return [self.out / "runs" / name.removeprefix("train/")]
+        if name == "eval":
+            return [*sorted((self.out / "eval").glob(f"{RESULTS_FILE}*")), self.out / "eval" / "eval_config.yaml"]
+        if name == "similarity":
+            return [self.out / "eval" / "task_similarity.json"]
+        if name == "report":
+            return [self.out / "report"]
+        raise ConfigError(f"{self.path}: unknown stage {name!r} in stages")
+
+    def check(self, force: bool) -> None:
+        """Raise StaleStage on the first stale stage; with `force`, forget every stale stage and its outputs.
+
+        Fingerprints chain (after.<stage>), so the stale set is the changed stages and all downstream
+        of them, and nothing else.
+        """
+        stale = self.stale()
+        if stale and not force:
+            name, why = stale[0]
+            todo = "redo it and what depends on it" if name in self.plan else "remove it and redo what depended on it"
+            raise StaleStage(f"{self.out}: stage {name} {why}; rerun with --force to {todo}, or use a new --out")
+        for name, why in stale:
+            log.info("stage %s %s: redoing it (--force)", name, why)
+            for path in self.outputs(name):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            del self.manifest["stages"][name]
+
+    def save(self) -> None:
         self.manifest.update(provenance())
-
-    def done(self, name: str) -> bool:
-        return self.manifest["stages"].get(name, {}).get("status") == "finished"
-
-    def run(self, name: str, fn) -> None:
-        if self.done(name):
-            log.info("stage %s: finished before, skipped", name)
-            return
-        log.info("stage %s", name)
-        t0 = time.time()
-        fn()
-        self.manifest["stages"][name] = {"status": "finished", "seconds": round(time.time() - t0, 1)}
         write_json(self.path, self.manifest)
 
+    def run(self, name: str, fn) -> None:
+        record = self.manifest["stages"].get(name)
+        if record is not None and record["status"] == "finished":  # fingerprint matched in check()
+            log.info("stage %s: finished before with the same settings, skipped", name)
+            return
+        log.info("stage %s%s", name, " (continuing a killed run)" if record is not None else "")
+        self.manifest["stages"][name] = {"status": "running", "fingerprint": self._fingerprint(name)}
+        self.save()
+        t0 = time.time()
+        fn()
+        self.manifest["stages"][name] = {"status": "finished", "seconds": round(time.time() - t0, 1),
+                                         "fingerprint": self._fingerprint(name)}
+        self.save()
 
-def run_experiment(cfg: Config, out: Path) -> Path:
-    """Data build, every arm's training, both evaluation protocols, task similarity, report."""
+
+def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
+    """Data build, every arm's training, both evaluation protocols, task similarity, report.
+
+    Before any work (config.yaml included) every stage recorded in `out` is checked against this
+    run's fingerprints: a stale one is a StaleStage error, or with `force` is redone with all that
+    depends on it.
+    """
     from metasft.data.build import build_data
     from metasft.eval.protocols import parse_model_specs, run_eval
     from metasft.eval.similarity import run_similarity
@@ -81,19 +159,28 @@ def run_experiment(cfg: Config, out: Path) -> Path:
     from metasft.train.run import train
 
     out = Path(out)
+    data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
+    if cfg.data.dir:
+        if not (data_dir / "manifest.json").is_file():
+            raise DataError(f"data.dir={data_dir}: no manifest.json; build it with `metasft data build`")
+        eval_tasks = list(read_json(data_dir / "manifest.json")["eval_tasks"])
+    else:
+        eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
+    runs = arm_runs(cfg, eval_tasks)
+    meta_name = next((name for name, arm, _ in runs if arm in ("fomaml", "reptile")), None)
+    paired = {name: meta_name if arm in ("sft_mixed", "sft_task") and cfg.data.budget == "matched" else None
+              for name, arm, _ in runs}
+    stages = _Stages(out, plan(cfg, [(name, arm, paired[name]) for name, arm, _ in runs],
+                               data_dir if cfg.data.dir else None))
+    stages.check(force)
+
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    stages = _Stages(out)
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
+    stages.save()
     if not cfg.data.dir:
         stages.run("data", lambda: build_data(cfg, data_dir))
-    eval_tasks = list(read_json(data_dir / "manifest.json")["eval_tasks"])
-
-    runs = arm_runs(cfg, eval_tasks)
-    meta_run = next((out / "runs" / name for name, arm, _ in runs if arm in ("fomaml", "reptile")), None)
     for name, arm, task in runs:
-        paired = meta_run if arm in ("sft_mixed", "sft_task") and cfg.data.budget == "matched" else None
-        arm_cfg = _arm_config(cfg, arm, data_dir, paired, task)
+        arm_cfg = _arm_config(cfg, arm, data_dir, out / "runs" / paired[name] if paired[name] else None, task)
         stages.run(f"train/{name}", lambda c=arm_cfg, n=name: train(c, out / "runs" / n, resume=True))
 
     names = {name for name, _, _ in runs}

@@ -1,0 +1,154 @@
+"""Stage fingerprints: what each stage of `metasft run` depends on, so a rerun can tell a finished
+stage from a stale one (make's rule; issue 12).
+
+A fingerprint is a flat, JSON-ready {key: value} of
+    <dotted config key>   each resolved config key that changes the stage's result (`meta.inner_lr`;
+                          list entries by index: `data.tasks.0.size`); loggers, progress, paths,
+                          devices and other execution details are left out
+    code.<kind>           the stage's code version (VERSIONS: bump it when a stage's output changes)
+    after.<stage>         the digest of each upstream stage's fingerprint, so a change reaches
+                          everything downstream
+    input.data            sha256 of an external `data.dir`'s file hashes (when the run builds none)
+and its digest is the sha256 of that dict as canonical JSON. `metasft run` stores both per stage in
+the experiment's manifest.json and reuses a recorded stage only when the digests match.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from metasft.config import Config
+
+# Bump a stage's version when its code starts producing different results for the same settings.
+VERSIONS = {"data": 1, "train": 1, "eval": 1, "similarity": 1, "report": 1}
+
+# Never part of a result: where the model is cached, how it is sharded or checkpointed, where it runs.
+_EXECUTION = ("model.cache_dir", "model.gradient_checkpointing", "model.use_fsdp")
+_TOKENIZE = ("data.max_length", "data.truncation", "data.use_chat_template")
+
+_DATA = ("seed", "data_root", "data.tasks", "data.eval_tasks", "data.support_ratio", "data.query_ratio",
+         "data.val_ratio", "data.val_max_samples", "data.template", "data.cot")
+_DATA_IGNORE = ("data.cot.api_key_env", "data.cot.cache_dir")
+_BASE = ("seed", "model")  # arm base: a fresh LoRA, nothing trained
+_TRAINED = ("seed", "model", "optim", *_TOKENIZE, "trainer.total_steps", "trainer.test_freq",
+            "trainer.val_batch_size", "trainer.bf16")
+_META = ("meta",)
+# SFT arms read meta.tasks (pool and validation sets) and, unpaired under data.budget=matched, the
+# FOMAML settings their budget is matched to (train/run.py fomaml_budget)
+_SFT = ("trainer.lr", "trainer.total_epochs", "trainer.micro_batch_size", "data.train_files",
+        "data.train_batch_size", "data.total_samples", "data.budget", "data.budget_scale", "data.sft_task",
+        "meta.tasks")
+_SFT_UNPAIRED = ("meta.algorithm", "meta.num_inner_steps", "meta.inner_batch_size", "meta.query_batch_size",
+                 "meta.meta_batch_size")
+# eval.models is the trained arms (after.train/*); batch size and grading timeout are left out as in
+# eval's own resume check (eval/protocols.py _settings); seeds, steps and rates all count
+_EVAL = ("seed", "model", *_TOKENIZE, "eval")
+_EVAL_IGNORE = ("eval.models", "eval.similarity_batches", "eval.target_acc", "eval.allow_budget_mismatch",
+                "eval.batch_size", "eval.grade_timeout_s")
+# task similarity is measured at the base model with a fresh LoRA: no trained arm enters it
+_SIMILARITY = ("seed", "model", *_TOKENIZE, "eval.similarity_batches", "eval.adaptation_batch_size")
+_REPORT = ("name", "eval.target_acc")
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """{dotted key: JSON value}; lists of mappings are indexed (`data.tasks.0.size`), other lists kept."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, dict) or dataclasses.is_dataclass(v) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}.{i}"))
+        return out
+    return {prefix: json.loads(json.dumps(obj, allow_nan=False))}
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_keys(cfg: Config, include: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
+    ignore = (*_EXECUTION, *ignore)
+    return {k: v for k, v in flatten(cfg).items() if _under(k, include) and not _under(k, ignore)}
+
+
+def digest(keys: dict) -> str:
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, separators=(",", ":"), allow_nan=False)
+                          .encode()).hexdigest()
+
+
+def data_files_digest(data_dir: Path) -> str:
+    """sha256 of a built data directory's per-file hashes (its manifest's `files`)."""
+    files = json.loads((Path(data_dir) / "manifest.json").read_text()).get("files", {})
+    return digest({rel: info.get("sha256") for rel, info in files.items()})
+
+
+def plan(cfg: Config, runs: list[tuple[str, str, str | None]], external_data: Path | None) -> dict[str, dict]:
+    """{stage: fingerprint keys} in run order for `metasft run`.
+
+    runs: (run name, arm, name of the meta run an SFT arm's budget is matched to, else None), as the
+    pipeline trains them; external_data: a pre-built `data.dir`, else None (the run builds `data`).
+    """
+    stages: dict[str, dict] = {}
+
+    def add(name: str, kind: str, keys: dict, after: list[str]) -> None:
+        keys = {**keys, f"code.{kind}": VERSIONS[kind]}
+        for up in after:
+            keys[f"after.{up}"] = digest(stages[up])
+        stages[name] = keys
+
+    data_in: dict = {}
+    data_after: list[str] = []
+    if external_data is None:
+        add("data", "data", config_keys(cfg, _DATA, _DATA_IGNORE), [])
+        data_after = ["data"]
+    else:
+        data_in = {"input.data": data_files_digest(external_data)}
+    for name, arm, paired in runs:
+        if arm == "base":
+            add(f"train/{name}", "train", {**config_keys(cfg, _BASE), "arm": arm}, [])
+            continue
+        if arm in ("fomaml", "reptile"):
+            keys = config_keys(cfg, (*_TRAINED, *_META))
+        else:
+            extra = () if paired or cfg.data.budget != "matched" else _SFT_UNPAIRED
+            keys = config_keys(cfg, (*_TRAINED, *_SFT, *extra))
+        add(f"train/{name}", "train", {**keys, **data_in, "arm": arm},
+            data_after + ([f"train/{paired}"] if paired else []))
+    trained = [f"train/{name}" for name, _, _ in runs]
+    add("eval", "eval", {**config_keys(cfg, _EVAL, _EVAL_IGNORE), **data_in}, data_after + trained)
+    add("similarity", "similarity", {**config_keys(cfg, _SIMILARITY), **data_in}, data_after)
+    add("report", "report", config_keys(cfg, _REPORT), data_after + trained + ["eval", "similarity"])
+    return stages
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def changes(old: dict, new: dict, limit: int = 4) -> str:
+    """What differs between a recorded fingerprint and this run's, in words: `meta.inner_lr=0.001, now 0.0001`."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in old and key in new and old[key] == new[key]:
+            continue
+        if key.startswith("after."):
+            stage = key.removeprefix("after.")
+            out.append(f"other {stage} results" if key in old and key in new
+                       else f"{stage}, now without it" if key in old else f"no {stage}, now with it")
+        elif key.startswith("input."):
+            out.append("other data.dir files" if key in old and key in new
+                       else f"{key}, now without it" if key in old else f"no {key}, now with it")
+        else:
+            was = f"{key}={_show(old[key])}" if key in old else f"{key} unset"
+            now = _show(new[key]) if key in new else "unset"
+            out.append(f"{was}, now {now}")
+    if len(out) > limit:
+        out = out[:limit] + [f"{len(out) - limit} more"]
+    return " and ".join(out) if out else "the same keys but another digest"
