@@ -84,7 +84,8 @@ def _dispatch(args) -> int:
         train(load_config(args.config, args.overrides), args.out, resume=args.resume)
         return 0
     if args.command == "eval":
-        from metasft.eval.protocols import parse_model_specs, run_eval
+        from metasft.eval.protocols import run_eval
+        from metasft.eval.specs import parse_model_specs
         cfg = load_config(args.config, args.overrides)
         data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
         if data_dir is None:

@@ -153,7 +153,8 @@ def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
     depends on it.
     """
     from metasft.data.build import build_data
-    from metasft.eval.protocols import parse_model_specs, run_eval
+    from metasft.eval.protocols import run_eval
+    from metasft.eval.specs import parse_model_specs
     from metasft.eval.similarity import run_similarity
     from metasft.report import write_report
     from metasft.train.run import train

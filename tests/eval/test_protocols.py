@@ -1,83 +1,25 @@
 """Protocol A on a tiny model and data directory: paired shots, in-place adapter restore, 0-shot cells,
-the rank split, and protocol B as a view over the cells."""
+per-question losses and the rank split."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_eval import tiny_config, write_adapter, write_data_dir  # the shared tiny setup (tests/eval)
 
-from metasft.config import Config, DataArgs, EvalArgs, ModelArgs, TrainerArgs
-from metasft.data.records import Record
-from metasft.data.store import write_examples
+from metasft.eval import adaptation as A
+from metasft.eval import evaluator as E
 from metasft.eval import protocols as P
+from metasft.eval import schedule as G
+from metasft.eval import specs as S
+from metasft.eval import tasks as T
 from metasft.eval.results import ResultsStore
 from metasft.models import adapter_state, add_lora, tiny_llama
-from metasft.rundir import write_json
-
-LORA = dict(rank=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
-
-
-# ----------------------------------------------------------------------------------------- fixtures
-def _arith(i: int, kind: str) -> Record:
-    a, b = i + 2, 3 * i + 1
-    return Record(id=f"{kind}-{i}", problem=f"What is {a} + {b}?", solution=f"{a} + {b} = {a + b}.",
-                  answer=str(a + b), domain="arithmetic", subject="arithmetic", source="toy",
-                  steps=(f"{a} + {b} = {a + b}",))
-
-
-def _mcq(i: int, kind: str) -> Record:
-    return Record(id=f"{kind}-{i}", problem=f"Which gas is element number {i + 1}?", solution="Look it up. (B)",
-                  answer="B", domain="chemistry", subject="chemistry", source="toy", answer_type="choice",
-                  choices=("helium", "hydrogen", "neon"))
-
-
-def write_data_dir(root: Path) -> Path:
-    """A built data directory: eval tasks `arith` (seen) and `mcq` (unseen, multiple choice), 3 test
-    items and 6 shots each, n_shots [0, 2]; one meta-training task `alg` (support file only)."""
-    tasks = {"arith": _arith, "mcq": _mcq}
-    for name, make in tasks.items():
-        write_examples(root / "data" / "eval" / f"{name}_test.parquet", [make(i, f"{name}-test") for i in range(3)], "en")
-        write_examples(root / "data" / "eval" / f"{name}_shots.parquet", [make(i, f"{name}-shot") for i in range(10, 16)], "en")
-    write_examples(root / "data" / "meta_train" / "alg_support.parquet", [_arith(i, "alg") for i in range(20, 26)], "en")
-    write_json(root / "manifest.json", {
-        "tasks": {"alg": {"source": "toy"}},
-        "eval_tasks": {
-            "arith": {"source": "toy", "n_shots": [0, 2], "unseen": False, "cross_domain": False, "max_new_tokens": 4},
-            "mcq": {"source": "toy", "n_shots": [0, 2], "unseen": True, "cross_domain": True, "max_new_tokens": 4},
-        },
-        "files": {},
-    })
-    return root
-
-
-def tiny_config(**eval_overrides) -> Config:
-    e = dict(seeds=[0, 1], adaptation_steps=2, adaptation_lr=1e-2, adaptation_batch_size=2,
-             record_steps=[0, 1, 2], batch_size=4, max_new_tokens=4, grade_timeout_s=30.0)
-    e.update(eval_overrides)
-    return Config(model=ModelArgs(partial_pretrain="tiny-llama", lora_rank=LORA["rank"], lora_alpha=LORA["alpha"],
-                                  target_modules=LORA["target_modules"]),
-                  data=DataArgs(max_length=512), eval=EvalArgs(**e), trainer=TrainerArgs(device="cpu"))
-
-
-def write_adapter(path: Path, seed: int = 1) -> Path:
-    """A PEFT adapter for the tiny model with random (non-zero) B matrices."""
-    model, _ = tiny_llama()
-    peft = add_lora(model, **LORA)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in peft.parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    peft.save_pretrained(str(path))
-    return path
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_data_dir(root / "data")
-    models = [P.ModelSpec("base", None), P.ModelSpec("tuned", write_adapter(root / "tuned_adapter"))]
+    models = [S.ModelSpec("base", None), S.ModelSpec("tuned", write_adapter(root / "tuned_adapter"))]
     return root, data, models
 
 
@@ -91,29 +33,29 @@ def full_run(setup):
 
 # ----------------------------------------------------------------------------------------- unit pieces
 def test_shot_indices_are_seeded_nested_and_model_free():
-    a = P.shot_indices("arith", 5, seed=0, pool_size=50)
-    assert a == P.shot_indices("arith", 5, seed=0, pool_size=50)
-    assert P.shot_indices("arith", 20, seed=0, pool_size=50)[:5] == a  # nested
-    assert a != P.shot_indices("arith", 5, seed=1, pool_size=50)
-    assert a != P.shot_indices("mcq", 5, seed=0, pool_size=50)
+    a = G.shot_indices("arith", 5, seed=0, pool_size=50)
+    assert a == G.shot_indices("arith", 5, seed=0, pool_size=50)
+    assert G.shot_indices("arith", 20, seed=0, pool_size=50)[:5] == a  # nested
+    assert a != G.shot_indices("arith", 5, seed=1, pool_size=50)
+    assert a != G.shot_indices("mcq", 5, seed=0, pool_size=50)
     assert len(set(a)) == 5
-    with pytest.raises(P.EvalError):
-        P.shot_indices("arith", 51, seed=0, pool_size=50)
+    with pytest.raises(S.EvalError):
+        G.shot_indices("arith", 51, seed=0, pool_size=50)
 
 
 def test_recorded_steps_include_zero_and_last():
-    assert P.recorded_steps([10, 25, 200], 100) == [0, 10, 25, 100]
+    assert G.recorded_steps([10, 25, 200], 100) == [0, 10, 25, 100]
 
 
 def test_groups_split_across_ranks_exactly_once():
-    models = [P.ModelSpec("a"), P.ModelSpec("b", tasks=["t2"])]
-    groups = P.enumerate_groups(models, {"t1": [0, 5], "t2": [0, 5, 10]}, seeds=[0, 1, 2])
-    assert groups[:3] == [P.Group("a", "t1", 0, 0), P.Group("a", "t2", 0, 0), P.Group("b", "t2", 0, 0)]
+    models = [S.ModelSpec("a"), S.ModelSpec("b", tasks=["t2"])]
+    groups = G.enumerate_groups(models, {"t1": [0, 5], "t2": [0, 5, 10]}, seeds=[0, 1, 2])
+    assert groups[:3] == [G.Group("a", "t1", 0, 0), G.Group("a", "t2", 0, 0), G.Group("b", "t2", 0, 0)]
     assert len(groups) == 3 + 3 * (1 + 2 + 2)
-    shares = [P.rank_share(groups, r, 3) for r in range(3)]
+    shares = [G.rank_share(groups, r, 3) for r in range(3)]
     flat = [g for s in shares for g in s]
     assert sorted(flat) == sorted(groups) and len(set(flat)) == len(groups)
-    assert P.enumerate_groups(models, {"t1": [0, 5], "t2": [0, 5, 10]}, seeds=[0, 1, 2]) == groups  # fixed order
+    assert G.enumerate_groups(models, {"t1": [0, 5], "t2": [0, 5, 10]}, seeds=[0, 1, 2]) == groups  # fixed order
 
 
 def test_parse_model_specs(tmp_path):
@@ -122,39 +64,39 @@ def test_parse_model_specs(tmp_path):
     write_adapter(run / "adapter_best", seed=2)
     (run / "config.yaml").write_text("arm: sft_task\ndata:\n  sft_task: mcq\n")
     bare = write_adapter(tmp_path / "bare_adapter")
-    specs = P.parse_model_specs(["base", str(run), f"mine={bare}", "someone/lora-adapter"])
-    assert specs[0] == P.ModelSpec("base", None)
-    assert specs[1] == P.ModelSpec("sft_task", run / "adapter_best", ["mcq"])
-    assert specs[2] == P.ModelSpec("mine", bare)
-    assert specs[3] == P.ModelSpec("lora-adapter", "someone/lora-adapter")
+    specs = S.parse_model_specs(["base", str(run), f"mine={bare}", "someone/lora-adapter"])
+    assert specs[0] == S.ModelSpec("base", None)
+    assert specs[1] == S.ModelSpec("sft_task", run / "adapter_best", ["mcq"])
+    assert specs[2] == S.ModelSpec("mine", bare)
+    assert specs[3] == S.ModelSpec("lora-adapter", "someone/lora-adapter")
     with pytest.raises(Exception, match="overlap"):
-        P.parse_model_specs(["base", "base"])
+        S.parse_model_specs(["base", "base"])
     # task-specific SFT runs, one per eval task, form one model "sft_task"
     other = tmp_path / "run_sft_arith"
     write_adapter(other / "adapter")
     (other / "config.yaml").write_text("arm: sft_task\ndata:\n  sft_task: arith\n")
-    pair = P.parse_model_specs([str(run), str(other)])
+    pair = S.parse_model_specs([str(run), str(other)])
     assert [(m.name, m.tasks) for m in pair] == [("sft_task", ["mcq"]), ("sft_task", ["arith"])]
-    groups = P.enumerate_groups(pair, {"arith": [0, 2], "mcq": [0, 2]}, [0])
-    assert sorted(groups) == sorted({P.Group("sft_task", t, n, 0) for t in ("arith", "mcq") for n in (0, 2)})
+    groups = G.enumerate_groups(pair, {"arith": [0, 2], "mcq": [0, 2]}, [0])
+    assert sorted(groups) == sorted({G.Group("sft_task", t, n, 0) for t in ("arith", "mcq") for n in (0, 2)})
     with pytest.raises(Exception, match="overlap"):
-        P.parse_model_specs([str(run), str(run)])
+        S.parse_model_specs([str(run), str(run)])
     with pytest.raises(Exception, match="neither"):
-        P.parse_model_specs([str(tmp_path / "missing" / "dir")])
+        S.parse_model_specs([str(tmp_path / "missing" / "dir")])
 
 
 # ----------------------------------------------------------------------------------------- adapters
 def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     _, data, models = setup
     cfg = tiny_config()
-    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev = E.Evaluator(cfg, torch.device("cpu"))
     tuned = models[1]
     ev.load(tuned)
     loaded = adapter_state(ev.peft)
-    saved = P.read_peft_adapter(tuned.adapter, ev.peft)
+    saved = S.read_peft_adapter(tuned.adapter, ev.peft)
     assert all(torch.equal(loaded[n], saved[n]) for n in saved)
-    task = P.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg)
-    P.adapt(ev.model, task.shots[:2], steps=2, lr=1e-2, batch_size=2, seed=0)
+    task = T.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg)
+    A.adapt(ev.model, task.shots[:2], steps=2, lr=1e-2, batch_size=2, seed=0)
     assert not all(torch.equal(p, loaded[n]) for n, p in adapter_state(ev.peft).items())
     ev.load(models[0])  # another model in between
     assert all(torch.equal(p, ev.fresh[n]) for n, p in adapter_state(ev.peft).items())
@@ -165,7 +107,7 @@ def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     from metasft.eval.scoring import Grader
     everything = {n: p.detach().clone() for n, p in ev.peft.named_parameters()}
     with Grader(n_workers=1) as grader:
-        cells, _ = P.run_group(ev, tuned, P.Group("tuned", "arith", 2, 0), task, grader, None)
+        cells, _ = A.run_group(ev, tuned, G.Group("tuned", "arith", 2, 0), task, grader, None)
     assert [c["step"] for c in cells] == [0, 1, 2]
     assert cells[0]["loss"] != cells[-1]["loss"]  # adaptation moved the adapter
     assert all(torch.equal(p, everything[n]) for n, p in ev.peft.named_parameters())
@@ -177,13 +119,13 @@ def test_tasks_evaluated_together_equal_one_at_a_time(setup):
     from metasft.eval.scoring import Grader
     _, data, models = setup
     cfg = tiny_config(batch_size=8)
-    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev = E.Evaluator(cfg, torch.device("cpu"))
     ev.load(models[1])
-    tasks = [P.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg),
-             P.load_task(data, "mcq", {"max_new_tokens": 2}, ev.tokenizer, cfg)]
+    tasks = [T.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg),
+             T.load_task(data, "mcq", {"max_new_tokens": 2}, ev.tokenizer, cfg)]
     with Grader(n_workers=1) as grader:
-        together = P.evaluate_steps(ev, tasks, grader)
-        alone = [P.evaluate_step(ev, t, grader) for t in tasks]
+        together = E.evaluate_steps(ev, tasks, grader)
+        alone = [E.evaluate_step(ev, t, grader) for t in tasks]
     for a, b, task in zip(together, alone, tasks):
         assert [p["output"] for p in a.predictions] == [p["output"] for p in b.predictions]
         assert [p["question_id"] for p in a.predictions] == [r.id for r in task.records]
@@ -197,11 +139,11 @@ def test_per_question_loss_against_plain_pytorch(setup):
     from metasft.eval.scoring import Grader
     _, data, models = setup
     cfg = tiny_config(batch_size=2)
-    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev = E.Evaluator(cfg, torch.device("cpu"))
     ev.load(models[1])
-    task = P.load_task(data, "arith", {"max_new_tokens": 2}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", {"max_new_tokens": 2}, ev.tokenizer, cfg)
     with Grader(n_workers=1) as grader:
-        result = P.evaluate_step(ev, task, grader)
+        result = E.evaluate_step(ev, task, grader)
     ev.peft.eval()
     sums, counts = [], []
     with torch.no_grad():
@@ -220,12 +162,12 @@ def test_per_question_loss_against_plain_pytorch(setup):
 
 def test_adapter_with_other_lora_settings_is_refused(tmp_path, setup):
     cfg = tiny_config()
-    ev = P.Evaluator(cfg, torch.device("cpu"))
+    ev = E.Evaluator(cfg, torch.device("cpu"))
     model, _ = tiny_llama()
     peft = add_lora(model, rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
     peft.save_pretrained(str(tmp_path / "r4"))
-    with pytest.raises(P.EvalError, match="LoRA settings"):
-        ev.load(P.ModelSpec("r4", tmp_path / "r4"))
+    with pytest.raises(S.EvalError, match="LoRA settings"):
+        ev.load(S.ModelSpec("r4", tmp_path / "r4"))
 
 
 # ----------------------------------------------------------------------------------------- protocol A
@@ -266,9 +208,9 @@ def test_two_ranks_cover_every_group_once_and_match_one_process(setup, full_run,
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         P.run_eval(tiny_config(), data, models, out, after_group=seen[rank].append)
-    groups = P.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
+    groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
     assert sorted(seen[0] + seen[1]) == sorted(groups) and not set(seen[0]) & set(seen[1])
-    assert seen[0] == P.rank_share(groups, 0, 2) and seen[1] == P.rank_share(groups, 1, 2)
+    assert seen[0] == G.rank_share(groups, 0, 2) and seen[1] == G.rank_share(groups, 1, 2)
     with ResultsStore(out / "results.sqlite") as store:
         cells = store.cells()
     _, single, _ = full_run
@@ -276,28 +218,3 @@ def test_two_ranks_cover_every_group_once_and_match_one_process(setup, full_run,
     assert cells[cols].equals(single[cols])
     assert cells["loss"].tolist() == pytest.approx(single["loss"].tolist(), rel=1e-5)
     assert (out / "eval_config.yaml").is_file()
-
-
-# ----------------------------------------------------------------------------------------- protocol B
-def test_cross_task_zero_shot_is_a_view(full_run, setup):
-    _, data, _ = setup
-    _, cells, _ = full_run
-    from metasft.rundir import read_json
-    table = P.cross_task_zero_shot(cells, read_json(data / "manifest.json"))
-    assert table["task"].unique().tolist() == ["mcq"]
-    assert sorted(table["model"]) == ["base", "tuned"]
-    assert table["cross_domain"].all()
-    zero = cells[(cells["task"] == "mcq") & (cells["n_shots"] == 0)].sort_values("model")
-    assert table["accuracy"].tolist() == zero["accuracy"].tolist()
-
-
-def test_transfer_points():
-    import pandas as pd
-    cells = pd.DataFrame({"model": ["base", "fomaml", "base", "fomaml"], "task": ["e1", "e1", "e2", "e2"],
-                          "n_shots": 0, "seed": 0, "step": 0, "accuracy": [0.2, 0.5, 0.4, 0.4]})
-    sim = {"tasks": ["t1", "t2", "e1", "e2"],
-           "similarity": [[1, 0.1, 0.9, 0.2], [0.1, 1, 0.3, 0.4], [0.9, 0.3, 1, 0], [0.2, 0.4, 0, 1]]}
-    pts = P.transfer_points(cells, sim, train_tasks=["t1", "t2"]).set_index(["task", "model"])
-    assert pts.loc[("e1", "fomaml"), "distance"] == pytest.approx(0.1)
-    assert pts.loc[("e2", "base"), "distance"] == pytest.approx(0.6)
-    assert pts.loc[("e1", "fomaml"), "gain"] == pytest.approx(0.3)

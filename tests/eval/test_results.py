@@ -94,16 +94,18 @@ class Interrupt(Exception):
 
 
 def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
-    from test_protocols import tiny_config, write_adapter, write_data_dir  # the tiny setup (tests/eval)
+    from tiny_eval import tiny_config, write_adapter, write_data_dir  # the tiny setup (tests/eval)
 
     from metasft.eval import protocols as P
+    from metasft.eval import schedule as G
+    from metasft.eval import specs as S
     from metasft.eval.generate import HFBackend
 
     data = write_data_dir(tmp_path / "data")
-    models = [P.ModelSpec("base"), P.ModelSpec("tuned", write_adapter(tmp_path / "adapter"))]
+    models = [S.ModelSpec("base"), S.ModelSpec("tuned", write_adapter(tmp_path / "adapter"))]
     cfg = tiny_config(seeds=[0], record_steps=[0, 2])
     out = tmp_path / "eval"
-    groups = P.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0])
+    groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0])
 
     first: list = []
 

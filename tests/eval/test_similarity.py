@@ -22,7 +22,7 @@ def test_cosine_by_hand():
 
 
 def test_identical_tasks_have_similarity_one(tmp_path):
-    from test_protocols import LORA, _arith, _mcq  # the tiny setup (tests/eval)
+    from tiny_eval import LORA, _arith, _mcq  # the tiny setup (tests/eval)
 
     from metasft.models import adapter_parameters, add_lora, tiny_llama
     from metasft.train.batching import tokenize
@@ -61,7 +61,7 @@ def test_identical_tasks_have_similarity_one(tmp_path):
 
 
 def test_run_similarity_writes_every_task(tmp_path):
-    from test_protocols import tiny_config, write_data_dir
+    from tiny_eval import tiny_config, write_data_dir
 
     from metasft.eval.similarity import run_similarity
 

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from metasft.data.records import Record
+from metasft.data.records import OPTION_LETTERS, Record
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _states_answer(text: str, record: Record) -> bool:
     """Whether a generated solution mentions the known answer: '(B)' or the option's text for a
     choice (a bare letter appears in any English text), else the answer string."""
     if record.choices:
-        return f"({record.answer})" in text or record.choices[ord(record.answer) - ord("A")] in text
+        return f"({record.answer})" in text or record.choices[OPTION_LETTERS.index(record.answer)] in text
     return record.answer in text
 
 

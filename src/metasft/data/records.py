@@ -13,6 +13,13 @@ from dataclasses import asdict, dataclass, fields
 # How an answer is graded (see metasft.eval.scoring): a mathematical expression, a multiple-choice
 # letter, TheoremQA's typed answers.
 ANSWER_TYPES = ("math", "choice", "integer", "float", "bool", "list")
+# The one option alphabet: choice answers are letters, option i is OPTION_LETTERS[i] (at most 10).
+OPTION_LETTERS = "ABCDEFGHIJ"
+
+
+def option_letters(n_choices: int) -> str:
+    """The letters of n options: 'ABCD' for 4."""
+    return OPTION_LETTERS[:n_choices]
 
 # The design's eight meta-training domains, plus the broader labels of sources that span them.
 DOMAINS = (
@@ -89,9 +96,9 @@ def validate(record: Record, where: str = "record") -> Record:
     if record.answer_type not in ANSWER_TYPES:
         raise DataError(f"{where} (id={record.id!r}): answer_type must be one of {ANSWER_TYPES}, got {record.answer_type!r}")
     if record.answer_type == "choice":
-        letters = [chr(ord("A") + i) for i in range(len(record.choices))]
-        if record.answer not in letters:
-            raise DataError(f"{where} (id={record.id!r}): choice answer {record.answer!r} is not one of {letters}")
+        letters = option_letters(len(record.choices))
+        if len(record.answer) != 1 or record.answer not in letters:
+            raise DataError(f"{where} (id={record.id!r}): choice answer {record.answer!r} is not one of {list(letters)}")
     return record
 
 

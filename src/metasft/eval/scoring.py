@@ -20,7 +20,7 @@ from fractions import Fraction
 from multiprocessing.connection import wait as wait_for_connections
 from typing import Callable, Iterable, Sequence
 
-from metasft.data.records import ANSWER_TYPES
+from metasft.data.records import ANSWER_TYPES, OPTION_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 FLOAT_REL_TOL = 1e-2
 FLOAT_ABS_TOL = 1e-9
 
-_CHOICE_LETTERS = "ABCDEFGHIJ"
+LETTERS = OPTION_LETTERS
 
 # ----------------------------------------------------------------------------------------------
 # Extraction
@@ -49,9 +49,9 @@ _BOOLS = {"true": True, "yes": True, "correct": True, "false": False, "no": Fals
 
 # A letter standing alone as an option: "(B)", "B", "B.", "B)" but not the start of a word; lower
 # case ("(c)", TheoremQA's style) only in parentheses or alone, since "a" is also a word.
-_LETTER = re.compile(rf"^\(?([{_CHOICE_LETTERS}])\)?(?![A-Za-z])|^\(([a-j])\)|^([a-j])[.)]?$")
-_LETTER_PAREN = re.compile(rf"\(([{_CHOICE_LETTERS}])\)")
-_LETTER_LINE = re.compile(rf"^\s*([{_CHOICE_LETTERS}])[.)](?:\s|$)", re.MULTILINE)
+_LETTER = re.compile(rf"^\(?([{LETTERS}])\)?(?![A-Za-z])|^\(([{LETTERS.lower()}])\)|^([{LETTERS.lower()}])[.)]?$")
+_LETTER_PAREN = re.compile(rf"\(([{LETTERS}])\)")
+_LETTER_LINE = re.compile(rf"^\s*([{LETTERS}])[.)](?:\s|$)", re.MULTILINE)
 
 
 def _last_boxed(text: str) -> str | None:

@@ -85,9 +85,10 @@ def similarity_examples(data_dir: Path, tokenizer, cfg: Config, n: int) -> dict[
 def run_similarity(cfg: Config, data_dir: Path, out: Path, adapter: Path | str | None = None) -> Path:
     """Gradients of every task at `adapter` (None: a fresh LoRA) on `eval.similarity_batches` batches
     of `eval.adaptation_batch_size` examples each; writes and returns `out/task_similarity.json`."""
-    from metasft.eval.protocols import Evaluator, ModelSpec, _device
+    from metasft.eval.evaluator import Evaluator, device_for
+    from metasft.eval.specs import ModelSpec
 
-    ev = Evaluator(cfg, _device(cfg))
+    ev = Evaluator(cfg, device_for(cfg))
     ev.load(ModelSpec("similarity", adapter))
     n = cfg.eval.similarity_batches * cfg.eval.adaptation_batch_size
     examples = similarity_examples(data_dir, ev.tokenizer, cfg, n)

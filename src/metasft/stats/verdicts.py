@@ -25,7 +25,7 @@ import pandas as pd
 
 from metasft.stats.compare import assumed_sd, paired_row
 from metasft.stats.curves import CELL_COLUMNS, check_columns, sample_efficiency_interpolated
-from metasft.stats.questions import ACCURACY, LOSS, Outcome, QuestionScores, aligned
+from metasft.stats.questions import ACCURACY, Outcome, QuestionScores, aligned
 from metasft.stats.significance import ALPHA, cluster_bootstrap_ci, holm, mde
 
 MET = "met"

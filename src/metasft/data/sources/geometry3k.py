@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
-from metasft.data.records import DataError, Record, validate
+from metasft.data.records import DataError, Record, option_letters, validate
 from metasft.data.sources._files import check_split, read_json
 
 SPLITS = ("train", "val", "test")
@@ -47,9 +47,9 @@ def row_to_record(row: dict, split: str, where: str) -> Record:
         raise DataError(f"{where}: missing field {e}") from None
     choices = tuple(str(c).strip() for c in choices)
     letter = str(letter).strip().upper()
-    letters = [chr(ord("A") + i) for i in range(len(choices))]
-    if letter not in letters:
-        raise DataError(f"{where}: answer {letter!r} is not one of the choice letters {letters}")
+    letters = option_letters(len(choices))
+    if len(letter) != 1 or letter not in letters:
+        raise DataError(f"{where}: answer {letter!r} is not one of the choice letters {list(letters)}")
     record = Record(
         id=f"geometry3k/{split}/{pid}", problem=str(text).strip(),
         solution=placeholder_solution(answer_text(letter, choices)), answer=letter,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
-from metasft.data.records import DataError, Record, validate
+from metasft.data.records import DataError, Record, option_letters, validate
 from metasft.data.sources._files import check_split, hub_rows, read_csv, read_jsonl
 
 SPLITS = ("test", "dev", "val", "final_test")
@@ -30,7 +30,7 @@ DOMAIN_OF_SUBJECT = {
     "high_school_statistics": "statistics", "machine_learning": "computer_science",
 }
 SUBJECTS = tuple(DOMAIN_OF_SUBJECT)
-LETTERS = "ABCD"
+LETTERS = option_letters(4)
 
 
 def load(split: str = "test", data_root: Path | None = None, *, seed: int = 0, size: int | None = None) -> list[Record]:

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
-from metasft.data.records import DataError, Record, validate
+from metasft.data.records import OPTION_LETTERS, DataError, Record, validate
 from metasft.data.sources._files import check_split, hub_rows, log_skips, read_json, snake
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def row_to_record(row: dict, pid: str, where: str) -> Record | None:
         return None
     if not isinstance(index, int) or not 0 <= index < len(choices):
         raise DataError(f"{where}: answer index {index!r} is not an index into {len(choices)} choices")
-    letter = chr(ord("A") + index)
+    letter = OPTION_LETTERS[index]
     problem = f"{question.strip()}\nContext: {hint.strip()}" if hint.strip() else question.strip()
     subject = snake(topic)
     record = Record(

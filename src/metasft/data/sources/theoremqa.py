@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
-from metasft.data.records import DataError, Record, validate
+from metasft.data.records import DataError, Record, option_letters, validate
 from metasft.data.sources._files import check_split, hub_rows, log_skips, read_json, snake
 
 SPLITS = ("test",)
@@ -83,7 +83,7 @@ def row_to_record(row: dict, where: str, skipped: Counter) -> Record | None:
     if answer_type == "choice":
         parsed = split_options(question)
         letter = answer.strip("()").upper()
-        if parsed is None or not "A" <= letter < chr(ord("A") + len(parsed[1])):
+        if parsed is None or len(letter) != 1 or letter not in option_letters(len(parsed[1])):
             skipped[SKIP_OPTIONS] += 1
             return None
         (problem, choices), answer = parsed, letter

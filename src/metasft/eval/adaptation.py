@@ -1,0 +1,96 @@
+"""Protocol A for one group (model, task, n_shots, seed): take the n shots, fine-tune the model's LoRA
+adapter on them with AdamW for `eval.adaptation_steps` steps, and evaluate at each recorded step.
+0-shot is the model as it is: one cell at step 0 stored with seed 0 (greedy decoding is
+deterministic). Step 0 of a few-shot group is the model's 0-shot evaluation."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from metasft.eval.evaluator import Evaluator, StepResult, evaluate_step
+from metasft.eval.results import ResultsStore
+from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
+from metasft.eval.specs import ModelSpec
+from metasft.eval.tasks import TaskData
+from metasft.train.batching import Example, Sampler
+from metasft.train.common import TrainModel, check_finite
+
+
+def adapt(model: TrainModel, shots: list[Example], *, steps: int, lr: float, batch_size: int, seed: int,
+          on_step: Callable[[int], None] | None = None) -> list[float]:
+    """`steps` AdamW steps on batches drawn from `shots` (a fresh optimizer), in place.
+
+    `on_step(k)` runs after step k (1-based). Returns the loss before each step.
+    """
+    optimizer = torch.optim.AdamW(model.params, lr=lr)
+    sampler = Sampler(len(shots), seed=seed)
+    k = min(batch_size, len(shots))
+    losses = []
+    for step in range(1, steps + 1):
+        model.zero_grad()
+        loss, _ = model.backward([shots[i] for i in sampler.next(k)], micro=k)
+        check_finite(loss, f"adaptation step {step}")
+        optimizer.step()
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step)
+    model.zero_grad()
+    return losses
+
+
+def run_group(ev: Evaluator, spec: ModelSpec, group: Group, task: TaskData, grader, zero_shot: StepResult | None,
+              *, acc_k: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Cell rows and prediction rows of one group; the model's adapter is restored afterwards.
+
+    `zero_shot` is the model's 0-shot result on the task, used as step 0 of a few-shot group.
+    """
+    e = ev.cfg.eval
+    ev.load(spec)
+    key = {"model": group.model, "task": group.task, "n_shots": group.n_shots, "seed": group.seed}
+    results: dict[int, StepResult] = {}
+    shot_ids: list[str] = []
+    if group.n_shots == 0:
+        results[0] = zero_shot or evaluate_step(ev, task, grader, acc_k)
+    else:
+        idx = shot_indices(task.name, group.n_shots, group.seed, len(task.shots))
+        shot_ids = [task.shot_ids[i] for i in idx]
+        record = set(recorded_steps(e.record_steps, e.adaptation_steps))
+        results[0] = zero_shot or evaluate_step(ev, task, grader, acc_k)
+        ev.peft.train()
+
+        def on_step(step: int) -> None:
+            if step in record:
+                results[step] = evaluate_step(ev, task, grader, acc_k)
+
+        adapt(ev.model, [task.shots[i] for i in idx], steps=e.adaptation_steps, lr=e.adaptation_lr,
+              batch_size=e.adaptation_batch_size, seed=stable_seed("batches", task.name, group.n_shots, group.seed),
+              on_step=on_step)
+        ev.load(spec)
+    cells = [{**key, "step": step, **r.cell} for step, r in sorted(results.items())]
+    preds = [{**key, "step": step, **p, "shot_ids": shot_ids} for step, r in sorted(results.items()) for p in r.predictions]
+    return cells, preds
+
+
+def stored_zero_shot(store: ResultsStore, model: str, task: str) -> StepResult | None:
+    """The stored 0-shot evaluation of (model, task), if that group is done."""
+    if not store.is_done(model, task, 0, 0):
+        return None
+    cell = store.cells(model=model, task=task, n_shots=0, seed=0, step=0)
+    preds = store.predictions(model=model, task=task, n_shots=0, seed=0, step=0)
+    drop = ["model", "task", "n_shots", "seed", "step"]
+    cell_row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in cell.drop(columns=drop).iloc[0].to_dict().items()}
+    pred_rows = []
+    for row in preds.drop(columns=drop + ["shot_ids"]).to_dict("records"):
+        pred_rows.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return StepResult(cell_row, pred_rows)
+
+
+def step0(cells: list[dict], preds: list[dict]) -> StepResult:
+    """A finished group's step-0 evaluation, as a StepResult (the model's 0-shot result)."""
+    drop = ("model", "task", "n_shots", "seed", "step")
+    cell = next(c for c in cells if c["step"] == 0)
+    return StepResult({k: v for k, v in cell.items() if k not in drop},
+                      [{k: v for k, v in p.items() if k not in drop + ("shot_ids",)} for p in preds if p["step"] == 0])

@@ -1,0 +1,153 @@
+"""One evaluation of the current adapter on a task's test items (`evaluate_step`).
+
+Greedy generation and grading (accuracy, reasoning steps, step correctness against the record's
+`steps`), the token-mean response cross-entropy of each reference solution, and for
+multiple-choice questions the option log-likelihood accuracy: after the chat prompt the assistant
+turn is prefilled with "The answer is (" and the option letters "A", "B", ... are compared by
+log P(letter | prompt + "The answer is ("): MMLU's letter scoring (Hendrycks et al. 2021 score " A"
+after "Answer:"), with the parenthesis of the prompt's "(A) ..." option list so that each letter is
+one token; one forward pass per question.
+
+One base model and one LoRA wrapper are built per process (`Evaluator`); each model's adapter is
+copied into the LoRA tensors in place.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metasft.config import Config, ConfigError
+from metasft.eval.generate import HFBackend, LoraMerger, eval_mode
+from metasft.eval.schedule import stable_seed
+from metasft.data.records import OPTION_LETTERS
+from metasft.eval.scoring import acc_at_k, reasoning_steps, step_correctness
+from metasft.eval.specs import ModelSpec, read_peft_adapter
+from metasft.eval.tasks import TaskData
+from metasft.models import adapter_parameters, adapter_state, add_lora, load_adapter_state, load_base
+from metasft.train.common import TrainModel
+from metasft.train.distributed import World
+from metasft.train.loss import ResponseLoss
+
+CHOICE_PREFILL = "The answer is ("
+
+
+def device_for(cfg: Config) -> torch.device:
+    """The evaluation device: trainer.device, the local rank's GPU under torchrun."""
+    want = cfg.trainer.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+@dataclass
+class StepResult:
+    """One evaluation of the current adapter on a task: the cell's aggregates and one row per question."""
+    cell: dict
+    predictions: list[dict]
+
+
+class Evaluator:
+    """The base model with one LoRA wrapper, its backend and loss; adapters swapped in place."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        m = cfg.model
+        base, self.tokenizer = load_base(m.partial_pretrain, dtype=m.dtype, cache_dir=m.cache_dir)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)  # the fresh LoRA's A matrices: adaptation of "base" starts there
+            self.peft = add_lora(base, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout,
+                                 target_modules=m.target_modules)
+        self.peft.to(device)
+        self.cfg = cfg
+        self.model = TrainModel(ResponseLoss(self.peft), adapter_parameters(self.peft), World(device=device),
+                                pad_id=self.tokenizer.pad_token_id)
+        self.backend = HFBackend(self.peft, self.tokenizer, batch_size=cfg.eval.batch_size, device=device)
+        self.fresh = adapter_state(self.peft)
+        self._states: dict[str, dict[str, torch.Tensor]] = {}
+        self._merger = LoraMerger(self.peft) if m.dtype == "float32" else None
+
+    def merged(self):
+        """Context in which the adapter is folded into the base weights (float32 bases only)."""
+        return self._merger() if self._merger is not None else contextlib.nullcontext()
+
+    def load(self, spec: ModelSpec) -> None:
+        """Copy `spec`'s adapter into the LoRA tensors (read from disk once per process)."""
+        if spec.key not in self._states:
+            self._states[spec.key] = (self.fresh if spec.adapter is None
+                                      else read_peft_adapter(spec.adapter, self.peft))
+        load_adapter_state(self.peft, self._states[spec.key])
+
+
+def evaluate_step(ev: Evaluator, task: TaskData, grader, acc_k: int | None = None) -> StepResult:
+    """Generate, grade and score the current adapter on `task`'s test items."""
+    return evaluate_steps(ev, [task], grader, acc_k)[0]
+
+
+def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | None = None) -> list[StepResult]:
+    """`evaluate_step` on several tasks at once: their questions share generation batches (larger
+    batches decode faster), each with its task's max_new_tokens."""
+    prompts = [p for t in tasks for p in t.prompts]
+    limits = [t.max_new_tokens for t in tasks for _ in t.prompts]
+    with ev.merged():
+        outputs = ev.backend.generate(prompts, limits)
+        scored = []
+        for task in tasks:
+            with eval_mode(ev.peft):
+                losses = ev.model.example_losses(task.examples, micro=ev.cfg.eval.batch_size)
+            samples = (ev.backend.sample(task.prompts, acc_k, temperature=1.0, max_new_tokens=task.max_new_tokens,
+                                         seed=stable_seed("acc_at_k", task.name)) if acc_k else None)
+            scored.append((losses, _choice_by_loglikelihood(ev.backend, task), samples))
+    results, start = [], 0
+    for task, (losses, ll_choice, samples) in zip(tasks, scored):
+        task_outputs = outputs[start:start + len(task.prompts)]
+        start += len(task.prompts)
+        results.append(_step_result(task, task_outputs, losses, ll_choice, samples, grader, acc_k))
+    return results
+
+
+def _step_result(task: TaskData, outputs: list[str], losses: list[tuple[float, int]], ll_choice: dict[int, str],
+                 samples: list[list[str]] | None, grader, acc_k: int | None) -> StepResult:
+    """`losses`: (summed CE, tokens) of each question's reference solution. The cell's loss is their
+    token mean; each prediction row keeps its own token mean, the per-question loss outcome."""
+    records = task.records
+    verdicts = grader.grade_many([(o, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)])
+    preds = []
+    for i, (r, out, v) in enumerate(zip(records, outputs, verdicts)):
+        preds.append({"question_id": r.id, "prompt": task.prompts[i], "output": out, "extracted": v.extracted,
+                      "gold": r.answer, "correct": v.correct, "timed_out": v.timed_out,
+                      "reasoning_steps": reasoning_steps(out), "step_correctness": step_correctness(out, r.steps),
+                      "ll_choice": ll_choice.get(i), "loss": losses[i][0] / losses[i][1],
+                      "loss_tokens": losses[i][1]})
+    n = len(preds)
+    loss = sum(s for s, _ in losses) / sum(c for _, c in losses)
+    known = [p["step_correctness"] for p in preds if p["step_correctness"] is not None]
+    choice = [(ll_choice[i], records[i].answer) for i in sorted(ll_choice)]
+    cell = {"accuracy": sum(p["correct"] for p in preds) / n, "loss": loss, "n": n,
+            "n_correct": sum(p["correct"] for p in preds), "n_timed_out": sum(p["timed_out"] for p in preds),
+            "reasoning_steps": float(np.mean([p["reasoning_steps"] for p in preds])),
+            "step_correctness": float(np.mean(known)) if known else None,
+            "accuracy_ll": sum(a == b for a, b in choice) / len(choice) if choice else None,
+            "acc_at_k": None}
+    if samples is not None:
+        flat = grader.grade_many([(s, r.answer, r.answer_type, r.source) for ss, r in zip(samples, records) for s in ss])
+        cell["acc_at_k"] = acc_at_k([[v.correct for v in flat[i * acc_k:(i + 1) * acc_k]] for i in range(n)])
+    return StepResult(cell, preds)
+
+
+def _choice_by_loglikelihood(backend: HFBackend, task: TaskData) -> dict[int, str]:
+    """Question index -> the option letter of highest log P(letter | prompt + "The answer is (")."""
+    asks = [(i, OPTION_LETTERS[k]) for i, r in enumerate(task.records) if r.answer_type == "choice"
+            for k in range(len(r.choices))]
+    if not asks:
+        return {}
+    scores = backend.loglikelihood([task.prompts[i] + CHOICE_PREFILL for i, _ in asks], [x for _, x in asks])
+    best: dict[int, tuple[float, str]] = {}
+    for (i, letter), s in zip(asks, scores):
+        if i not in best or s > best[i][0]:
+            best[i] = (s, letter)
+    return {i: letter for i, (_, letter) in best.items()}

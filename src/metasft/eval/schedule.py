@@ -1,0 +1,63 @@
+"""Which cells an evaluation computes, in which order, on which rank, with which shots.
+
+Work is split in groups (model, task, n_shots, seed), enumerated in a fixed order: 0-shot groups
+first, then few-shot ones. Under torchrun, rank r takes groups i with i % world_size == r.
+
+Paired design: shots and adaptation batches are drawn with seeds that depend only on (task,
+n_shots, seed), so every model adapts on the same examples in the same order.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+from metasft.eval.specs import EvalError, ModelSpec
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    """One (model, task, n_shots, seed): the unit of work, of resumption and of the rank split."""
+    model: str
+    task: str
+    n_shots: int
+    seed: int
+
+
+def enumerate_groups(models: list[ModelSpec], task_shots: dict[str, list[int]], seeds: list[int]) -> list[Group]:
+    """Every group in a fixed order: all 0-shot groups (seed 0), then the few-shot ones."""
+    def tasks_of(m: ModelSpec) -> list[str]:
+        return [t for t in task_shots if m.tasks is None or t in m.tasks]
+
+    zero = [Group(m.name, t, 0, 0) for m in models for t in tasks_of(m) if 0 in task_shots[t]]
+    few = [Group(m.name, t, n, s) for m in models for t in tasks_of(m)
+           for n in sorted(set(task_shots[t])) if n > 0 for s in seeds]
+    return zero + few
+
+
+def rank_share(groups: list[Group], rank: int, world_size: int) -> list[Group]:
+    """Groups i with i % world_size == rank: ranks together take every group exactly once."""
+    return [g for i, g in enumerate(groups) if i % world_size == rank]
+
+
+def stable_seed(*parts) -> int:
+    """A seed from the parts' text (Python's hash() differs between processes)."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def shot_indices(task: str, n_shots: int, seed: int, pool_size: int) -> list[int]:
+    """Indices of the n shots into the task's pool; the same for every model (paired design).
+
+    Nested: the first n of one seeded permutation of the pool, so for a seed the 5 shots are among
+    the 20 and a learning curve adds examples rather than redrawing them.
+    """
+    if n_shots > pool_size:
+        raise EvalError(f"task {task!r}: {n_shots} shots asked from a pool of {pool_size}")
+    order = list(range(pool_size))
+    random.Random(stable_seed("shots", task, seed)).shuffle(order)
+    return order[:n_shots]
+
+
+def recorded_steps(record_steps: list[int], adaptation_steps: int) -> list[int]:
+    """The steps evaluated: eval.record_steps within [0, adaptation_steps], plus 0 and the last."""
+    return sorted({s for s in record_steps if 0 <= s <= adaptation_steps} | {0, adaptation_steps})

@@ -1,0 +1,133 @@
+"""The models an evaluation compares: `eval.models` entries parsed into specs, and their PEFT adapters
+read and checked against the evaluator's LoRA (rank, alpha, target modules, every tensor's shape)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from metasft.config import ConfigError, load_config
+from metasft.rundir import file_sha256
+
+ADAPTER_NAME = "default"          # PEFT's adapter name inside parameter names
+
+
+class EvalError(RuntimeError):
+    """Bad evaluation input: an unknown task or model, an adapter that does not fit, a missing file."""
+
+
+@dataclass
+class ModelSpec:
+    """A model to evaluate: the base model plus this LoRA adapter.
+
+    `adapter`: a PEFT adapter directory, a hub id of one, or None for a freshly initialised LoRA
+    (B = 0, i.e. the base model). `tasks` restricts the model to some eval tasks (None: all).
+    """
+    name: str
+    adapter: Path | str | None = None
+    tasks: list[str] | None = None
+
+    @property
+    def key(self) -> str:
+        """Identifies the adapter: specs may share a name (one per task, see `check_names`)."""
+        return "fresh" if self.adapter is None else str(self.adapter)
+
+
+def check_names(specs: list[ModelSpec]) -> None:
+    """A name may repeat only across specs restricted to disjoint tasks: the task-specific SFT runs
+    (one per eval task) together form one model, "sft_task"."""
+    by_name: dict[str, list[ModelSpec]] = {}
+    for s in specs:
+        by_name.setdefault(s.name, []).append(s)
+    for name, group in by_name.items():
+        if len(group) == 1:
+            continue
+        tasks = [t for s in group for t in (s.tasks or ["<all tasks>"])]
+        if any(s.tasks is None for s in group) or len(set(tasks)) != len(tasks):
+            raise ConfigError(f"eval.models: the name {name!r} is used by {len(group)} models whose tasks "
+                              f"overlap ({tasks}); name them explicitly as name=path")
+
+
+def parse_model_specs(entries: list[str]) -> list[ModelSpec]:
+    """`eval.models` entries -> specs. An entry is "base", a run directory (its `adapter_best/` when
+    present, else `adapter/`; named by its config's `arm`, restricted to `data.sft_task` for the arm
+    sft_task), a PEFT adapter directory, or a hub id of a PEFT adapter. "name=entry" sets the name."""
+    specs = []
+    for entry in entries:
+        name, sep, target = entry.partition("=")
+        if not sep:
+            name, target = "", entry
+        specs.append(_parse_one(name.strip(), target.strip()))
+    check_names(specs)
+    return specs
+
+
+def _parse_one(name: str, target: str) -> ModelSpec:
+    if target == "base":
+        return ModelSpec(name or "base", None)
+    path = Path(os.path.expanduser(target))
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            return ModelSpec(name or path.name, path)
+        adapter = next((path / d for d in ("adapter_best", "adapter") if (path / d / "adapter_config.json").is_file()), None)
+        if adapter is None:
+            raise ConfigError(f"eval.models: {target} has no adapter_best/ or adapter/ with adapter_config.json")
+        tasks = None
+        arm = path.name
+        if (path / "config.yaml").is_file():
+            run_cfg = load_config(path / "config.yaml")  # a run's resolved config: the arm and its task
+            arm = run_cfg.arm
+            if arm == "sft_task" and run_cfg.data.sft_task:
+                tasks = [run_cfg.data.sft_task]
+        return ModelSpec(name or arm, adapter, tasks)
+    if target.count("/") == 1 and not target.startswith((".", "/", "~")):
+        return ModelSpec(name or target.split("/")[-1], target)  # hub id, fetched when loaded
+    raise ConfigError(f"eval.models: {target!r} is neither 'base', an existing directory nor a hub id")
+
+
+def _adapter_dir(adapter: Path | str) -> Path:
+    path = Path(adapter)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(str(adapter), allow_patterns=["adapter_config.json", "adapter_model.safetensors"]))
+
+
+def read_peft_adapter(adapter: Path | str, model) -> dict[str, torch.Tensor]:
+    """A PEFT adapter (directory or hub id) as a state dict keyed like `model`'s LoRA parameters.
+
+    Checks that its rank, alpha and target modules are the model's and that the tensors match
+    one to one in name and shape, so no weight is silently left at its initial value.
+    """
+    path = _adapter_dir(adapter)
+    config = json.loads((path / "adapter_config.json").read_text())
+    ours = model.peft_config[ADAPTER_NAME]
+    theirs = {"r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
+              "target_modules": sorted(config.get("target_modules") or [])}
+    mine = {"r": ours.r, "lora_alpha": ours.lora_alpha, "target_modules": sorted(ours.target_modules)}
+    if theirs != mine:
+        raise EvalError(f"adapter {adapter}: LoRA settings {theirs} differ from model.* {mine}")
+    tensors = load_file(str(path / "adapter_model.safetensors"))
+    params = dict(model.named_parameters())
+    by_saved = {n.replace(f".{ADAPTER_NAME}.", "."): n for n, p in params.items() if p.requires_grad}
+    missing, unknown = sorted(set(by_saved) - set(tensors)), sorted(set(tensors) - set(by_saved))
+    if missing or unknown:
+        raise EvalError(f"adapter {adapter} does not fit the model: missing {missing[:3]}, unexpected {unknown[:3]}")
+    state = {}
+    for saved, name in by_saved.items():
+        if tensors[saved].shape != params[name].shape:
+            raise EvalError(f"adapter {adapter}: {saved} has shape {tuple(tensors[saved].shape)}, "
+                            f"the model {tuple(params[name].shape)}")
+        state[name] = tensors[saved].to(params[name].dtype)
+    return state
+
+
+def adapter_fingerprint(spec: ModelSpec, seed: int) -> str:
+    if spec.adapter is None:
+        return f"fresh LoRA, seed {seed}"
+    path = _adapter_dir(spec.adapter)
+    return f"sha256:{file_sha256(path / 'adapter_model.safetensors')}"
