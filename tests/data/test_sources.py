@@ -16,7 +16,7 @@ from metasft.data.records import ANSWER_TYPES, DOMAINS, DataError
 from metasft.data.sources import (
     SOURCE_MODULES, aime, amps, champ, geometry3k, gsm8k, load_source, math, mmlu_stem, scienceqa, theoremqa,
 )
-from metasft.data.sources._files import last_boxed, snake
+from metasft.data.sources._files import snake
 
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -31,19 +31,6 @@ def check_records(records):
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, expected", [
-    ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
-    ("first \\boxed{1} then \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-    ("$\\fbox{7}$", "7"),
-    ("so $x^2 + y^2 = \\boxed 9$.", "9"),
-    ("no box here", None),
-    ("\\boxed{}", None),
-    ("\\boxed{unbalanced", None),
-])
-def test_last_boxed(text, expected):
-    assert last_boxed(text) == expected
-
 
 def test_snake():
     assert snake("Counting & Probability") == "counting_and_probability"

@@ -89,14 +89,15 @@ def test_unknown_answer_type_is_an_error():
         extract_answer("The answer is 3", "number")
 
 
-def test_long_outputs_stay_fast():
-    """Regexes are linear: a degenerate 100k-character output is scored in well under a second each."""
-    for text in ("1" * 100_000, "1 " * 50_000, "x=1 " * 20_000, "\\boxed{" + "{" * 20_000):
-        started = time.monotonic()
-        extract_answer(text)
-        clean_answer(text)
-        step_correctness(text, ["x = 2", "12"])
-        assert time.monotonic() - started < 3
+def test_degenerate_long_outputs_are_scored():
+    """Degenerate 100k-character outputs (the regexes are linear: a backtracking one would hang here)."""
+    assert extract_answer("1" * 100_000) == "1" * 100_000
+    assert extract_answer("1 " * 50_000) == "1"
+    assert extract_answer("x=1 " * 20_000) == "1"
+    assert extract_answer("\\boxed{" + "{" * 20_000) is None  # unbalanced and nothing else: no answer
+    for text in ("1" * 100_000, "x=1 " * 20_000):
+        assert clean_answer(text)
+        assert step_correctness(text, ["x = 2", "12"]) == 0.0
 
 
 def test_clean_answer():
@@ -247,9 +248,7 @@ def test_timeout_kills_a_hanging_comparison_and_the_rest_continue():
         (r"\boxed{fast}", "fast", "math", ""),
     ]
     with Grader(n_workers=1, timeout_s=2.0, compare=slow_compare) as grader:
-        started = time.monotonic()
         verdicts = grader.grade_many(items)
-        assert time.monotonic() - started < 50
         again = grader.grade_many([(r"\boxed{a}", "b", "math", "")])  # the replacement worker works
     assert [v.correct for v in verdicts] == [True, False, False, True]
     assert [v.timed_out for v in verdicts] == [False, True, False, False]

@@ -121,14 +121,25 @@ def test_theta_is_restored_between_tasks_and_model_not_copied(setup, monkeypatch
 
 
 def test_inner_step_is_not_lost_on_bf16_base_weights():
+    """With bf16 base weights the adapters stay float32, so an SGD step of lr 1e-5 moves them by
+    exactly lr x grad; in bf16 (8 mantissa bits) most of that step would round away."""
     base, tok = tiny_llama()
     lm = add_lora(base.to(torch.bfloat16), rank=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
     params = [p for p in lm.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 for p in params)
-    before = params[0].detach().clone()
+    ids = torch.tensor([tok("The answer is 42.")["input_ids"]])
+    lm(input_ids=ids, labels=ids).loss.backward()
+    a = next(p for n, p in lm.named_parameters() if "lora_A" in n)  # B = 0 at init: A has no gradient yet
+    b = next(p for n, p in lm.named_parameters() if "lora_B" in n)
+    assert b.grad is not None and b.grad.abs().max() > 0
+    before, lr = b.detach().clone(), 1e-5
     with torch.no_grad():
-        params[0].add_(1e-7)  # an inner step of lr 1e-5 times a small gradient
-    assert not torch.equal(params[0], before)
+        b.sub_(lr * b.grad)
+    assert torch.allclose(b.detach() - before, -lr * b.grad, rtol=1e-3, atol=1e-12)
+    nonzero = a.detach().abs() > 0
+    step = (lr * torch.randn_like(a)).to(torch.float32)
+    lost = ((a.detach().bfloat16() + step.bfloat16()) == a.detach().bfloat16())[nonzero].float().mean()
+    assert lost > 0.5  # the same size of step on bf16 values of A's magnitude mostly vanishes
 
 
 def test_outer_lr_is_used(setup):

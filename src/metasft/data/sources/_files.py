@@ -103,34 +103,6 @@ def snake(name: str) -> str:
     return _NON_WORD.sub("_", name.lower().replace("&", " and ")).strip("_")
 
 
-def last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` or `\\fbox{...}` in `text`, braces balanced; None if absent.
-
-    Also reads MATH's rare brace-less form `\\boxed 9$` (the token up to the next `$`), as the
-    reference `last_boxed_only_string` of hendrycks/math does.
-    """
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    rest = text[start:]
-    rest = rest[len("\\boxed"):] if rest.startswith("\\boxed") else rest[len("\\fbox"):]
-    if rest.startswith(" "):
-        content = rest[1:].split("$")[0].strip()
-        return content or None
-    if not rest.startswith("{"):
-        return None
-    depth = 0
-    for i, char in enumerate(rest):
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                content = rest[1:i].strip()
-                return content or None
-    return None  # unbalanced
-
-
 def log_skips(where: str, skipped: Counter) -> None:
     """Log how many rows were skipped, per documented reason."""
     for reason, count in sorted(skipped.items()):

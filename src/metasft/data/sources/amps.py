@@ -21,7 +21,8 @@ from pathlib import Path
 
 from metasft.data.cot import placeholder_solution
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import check_split, last_boxed, log_skips, read_json, require_file, snake
+from metasft.answers import last_boxed
+from metasft.data.sources._files import check_split, log_skips, read_json, require_file, snake
 
 SPLITS = ("train", "khan", "mathematica")
 SKIP_ANSWER = "no answer found in the last hint"

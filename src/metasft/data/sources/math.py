@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import check_split, hub_rows, last_boxed, log_skips, read_jsonl, snake
+from metasft.answers import last_boxed
+from metasft.data.sources._files import check_split, hub_rows, log_skips, read_jsonl, snake
 
 SPLITS = ("train", "test", "math500")
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",

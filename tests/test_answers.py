@@ -1,0 +1,31 @@
+"""The one answer parser, for gold solutions (MATH's boxed answers) and model outputs alike."""
+from __future__ import annotations
+
+import pytest
+
+from metasft.answers import extract_answer, last_boxed
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("first \\boxed{1} then \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("$\\fbox{7}$", "7"),
+    ("so $x^2 + y^2 = \\boxed 9$.", "9"),
+    ("no box here", None),
+    ("\\boxed{}", None),
+    ("\\boxed{unbalanced", None),
+    ("\\boxed{4} and then a cut-off \\boxed{unbalanced", "4"),  # an output stopped mid-box
+    ("\\boxed 9 \\text{ cm}$ more", "9 \\text{ cm}"),
+])
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The correct option is B because the others contradict the data.", "B"),
+    ("Option A fails at x = 0. Option (C) is the right one.", "C"),
+    ("The best answer: d, since it balances.", "D"),
+    ("Options A and B are both wrong; so is C.", None),  # no option named as the answer: nothing taken
+])
+def test_choice_letter_stated_in_prose(text, expected):
+    assert extract_answer(text, "choice") == expected
