@@ -89,7 +89,14 @@ def test_overrides_types_and_list_indices(tmp_path):
     ("meta: {num_inner_steps: five}\n", [], r"meta\.num_inner_steps must be an integer"),
     ("model: {use_fsdp: 3}\n", [], r"model\.use_fsdp must be true or false"),
     ("data:\n  tasks:\n    - {source: math}\n", [], r"required key 'data\.tasks\[0\]\.name'"),
-    ("", ["meta.inner_lr=fast"], r"meta\.inner_lr must be a number"),
+    ("", ["meta.inner_lr=fast"], r"meta\.inner_lr must be a finite number"),
+    ("", ["meta.inner_lr=nan"], r"meta\.inner_lr must be a finite number"),
+    ("", ["optim.clip_grad=.inf"], r"optim\.clip_grad must be a finite number"),
+    ("model: {target_modules: q_proj}\n", [], r"model\.target_modules must be a list"),
+    ("model: {partial_pretrain: 123}\n", [], r"model\.partial_pretrain must be a string"),
+    ("trainer: {total_steps: '5'}\n", [], r"trainer\.total_steps must be an integer"),
+    ("meta: {use_fomaml: false}\n", [], r"second-order MAML.*meta\.algorithm"),
+    ("optim: {optimizer_type: sgd}\n", [], r"optim\.optimizer_type must be AdamW or Adam"),
     ("", ["nosuch=1"], r"unknown key"),
     ("", ["data.truncation=middle"], r"data\.truncation"),
     ("- a\n- b\n", [], "mapping"),
@@ -130,3 +137,15 @@ def test_resolved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["meta"]["inner_lr"] == 0.001
+
+
+def test_optimizer_type_selects_the_optimizer():
+    """optim.optimizer_type was accepted and ignored (AdamW always); now it builds what it names."""
+    import torch
+
+    from metasft.train.common import outer_optimizer
+    params = [torch.nn.Parameter(torch.ones(2))]
+    for name, cls in (("AdamW", torch.optim.AdamW), ("adam", torch.optim.Adam)):
+        cfg = load_config(None, [f"optim.optimizer_type={name}"])
+        opt = outer_optimizer(params, cfg.optim.optimizer_type, 1e-3, cfg.optim.weight_decay, cfg.optim.betas)
+        assert type(opt) is cls and opt.defaults["weight_decay"] == cfg.optim.weight_decay

@@ -9,6 +9,7 @@ accepted as aliases (see ALIASES).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class MetaTask:
 
 @dataclass
 class MetaArgs:
-    use_fomaml: bool = True
+    use_fomaml: bool = True         # the design's key: first-order MAML; false (second order) is refused
     algorithm: str = "fomaml"       # fomaml | reptile
     inner_lr: float = 5e-5
     num_inner_steps: int = 5
@@ -317,15 +318,18 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key, origin)
+        for i, arg in enumerate(args):  # the first type the value fits
+            try:
+                return _coerce(value, arg, key, origin)
+            except ConfigError:
+                if i == len(args) - 1:
+                    raise
     if dataclasses.is_dataclass(tp):
         if isinstance(value, dict) and tp in (TaskSource, MetaTask):
             value = {ENTRY_ALIASES.get(k, k): v for k, v in value.items()}
         return _build(tp, value, key, origin)
     if origin_tp is list:
         (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_tp is not dict:
-            value = [value]  # a single item where a list is expected
         if not isinstance(value, list):
             fail("a list")
         return [_coerce(v, item_tp, f"{key}[{i}]", origin) for i, v in enumerate(value)]
@@ -336,23 +340,24 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower().startswith("level "):
-            return _coerce(value.split()[-1], int, key, origin)  # the design's 'Level 5'
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        if isinstance(value, str) and value.strip().lower().startswith("level ") and value.split()[-1].isdigit():
+            return int(value.split()[-1])  # the design's 'Level 5'
         fail("an integer")
     if tp is float:
-        # YAML 1.1 reads 5e-5 (no dot) as a string: accept numeric strings.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        # YAML 1.1 reads 5e-5 (no dot) as a string: accept numeric strings; ints become floats.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            fail("a finite number")
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            fail("a number")
+            number = float(value)
+        except ValueError:
+            fail("a finite number")
+        if not math.isfinite(number):
+            fail("a finite number")
+        return number
     if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        fail("a string")
+        if isinstance(value, str):
+            return value
+        fail("a string (quote it in YAML)")
     if tp is Any or tp is dict:
         return value
     raise TypeError(f"unsupported config type {tp} for {key}")
@@ -370,7 +375,10 @@ def validate(cfg: Config) -> None:
     need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {ARMS}")
     need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
     need(cfg.meta.inner_optimizer in ("sgd", "adam"), f"meta.inner_optimizer must be sgd or adam, got {cfg.meta.inner_optimizer!r}")
-    need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"), f"optim.optimizer_type must be AdamW, got {cfg.optim.optimizer_type!r}")
+    need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"),
+         f"optim.optimizer_type must be AdamW or Adam, got {cfg.optim.optimizer_type!r}")
+    need(cfg.meta.use_fomaml, "meta.use_fomaml: false would ask for second-order MAML, which metasft does not "
+                              "implement; choose the first-order method with meta.algorithm (fomaml | reptile)")
     need(cfg.data.truncation in ("right", "left", "error"), f"data.truncation must be right, left or error, got {cfg.data.truncation!r}")
     need(cfg.data.template in ("en", "zh"), f"data.template must be en or zh, got {cfg.data.template!r}")
     need(cfg.data.budget in ("matched", "unique"), f"data.budget must be matched or unique, got {cfg.data.budget!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -38,8 +39,24 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def strict_json(obj):
+    """`obj` with every non-finite float made JSON-safe: NaN -> None, +-inf -> "inf" / "-inf" (JSON
+    has no NaN or Infinity: a browser or jq rejects them); numpy scalars as plain numbers."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    """Strict JSON (see `strict_json`), atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, ensure_ascii=False, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def read_json(path: Path):
@@ -115,7 +132,7 @@ class JsonlWriter:
         self._f = open(path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row, ensure_ascii=False, default=float) + "\n")
+        self._f.write(json.dumps(strict_json(row), ensure_ascii=False, default=float, allow_nan=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from metasft.rundir import strict_json
 from metasft.stats.compare import assumed_sd, paired_row
 from metasft.stats.curves import CELL_COLUMNS, check_columns, sample_efficiency_interpolated
 from metasft.stats.questions import ACCURACY, Outcome, QuestionScores, aligned
@@ -86,19 +87,7 @@ class Verdict:
 
     def to_dict(self) -> dict:
         """Plain, strict-JSON values: non-finite numbers become None (NaN) or "inf" / "-inf"."""
-        return _plain(asdict(self) | {"label": self.label})
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(_plain(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
+        return strict_json(asdict(self) | {"label": self.label})
 
 
 def decide(lo: float, hi: float, threshold: float) -> str:

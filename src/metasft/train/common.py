@@ -79,8 +79,11 @@ def check_finite(loss: float, where: str) -> None:
         raise NonFiniteLoss(f"non-finite loss {loss} at {where}; the last good checkpoint is kept")
 
 
-def outer_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, betas: list[float]):
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+def outer_optimizer(params: list[nn.Parameter], kind: str, lr: float, weight_decay: float, betas: list[float]):
+    """The outer (and SFT) optimizer, `optim.optimizer_type`: AdamW (decoupled weight decay, the
+    design's) or Adam (weight decay as an L2 term in the gradient)."""
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[kind.lower()]
+    return cls(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
 
 
 def set_lr(optimizer, base_lr: float, step: int, warmup: int) -> float:

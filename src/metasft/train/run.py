@@ -189,7 +189,8 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
         tasks.append(TaskData(spec.name, support, query, Sampler(len(support), cfg.seed * 1000 + 2 * i),
                               Sampler(len(query), cfg.seed * 1000 + 2 * i + 1)))
     algorithm = "reptile" if cfg.arm == "reptile" else m.algorithm
-    outer = outer_optimizer(model.params, m.outer_lr, cfg.optim.weight_decay, cfg.optim.betas)
+    outer = outer_optimizer(model.params, cfg.optim.optimizer_type, m.outer_lr, cfg.optim.weight_decay,
+                            cfg.optim.betas)
     by_name = {t.name: t for t in tasks}
 
     def adapted_val_loss(name: str, val_examples) -> float:
@@ -242,7 +243,8 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
     budget_examples, why = sft_budget(cfg, len(pool), len(specs))
     log.info("SFT budget: %d examples (%s) from a pool of %d", budget_examples, why, len(pool))
-    optimizer = outer_optimizer(model.params, cfg.trainer.lr, cfg.optim.weight_decay, cfg.optim.betas)
+    optimizer = outer_optimizer(model.params, cfg.optim.optimizer_type, cfg.trainer.lr, cfg.optim.weight_decay,
+                                cfg.optim.betas)
     sampler = Sampler(len(pool), cfg.seed)
     from metasft.train.sft import sft_steps
     session = Session(out=out, model=model, named_params=named, optimizer=optimizer,
