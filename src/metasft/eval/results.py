@@ -23,13 +23,18 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS_FILE = "results.sqlite"  # in the evaluation's output directory
+
+# The contract between evaluation and statistics / report: every other module imports these.
 GROUP_KEYS = ("model", "task", "n_shots", "seed")
 CELL_KEYS = GROUP_KEYS + ("step",)
-CELL_COLUMNS = CELL_KEYS + ("accuracy", "loss", "n", "n_correct", "n_timed_out", "reasoning_steps",
-                            "step_correctness", "accuracy_ll", "acc_at_k")
+SCORES = ("accuracy", "loss")                     # a cell's outcomes, what the statistics read
+QUALITY = ("reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k")  # the design's other metrics
+CELL_COLUMNS = CELL_KEYS + SCORES + ("n", "n_correct", "n_timed_out") + QUALITY
+QUESTION_SCORES = ("correct", "loss")             # a question's outcomes, what the clustered tests resample
 PREDICTION_COLUMNS = CELL_KEYS + ("question_id", "prompt", "output", "extracted", "gold", "correct",
                                   "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice",
                                   "loss", "loss_tokens")
+SCORE_PREDICTION_COLUMNS = CELL_KEYS + ("question_id",) + QUESTION_SCORES  # predictions without their texts
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -201,7 +206,7 @@ class ResultsStore:
     def cells(self, **filters) -> pd.DataFrame:
         """Cell rows (columns CELL_COLUMNS), optionally filtered by key columns (`task="x"`)."""
         frame = self._frame("cells", CELL_COLUMNS, CELL_KEYS, filters)
-        for c in ("accuracy", "loss", "reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k"):
+        for c in SCORES + QUALITY:
             frame[c] = frame[c].astype(float)
         return frame
 
@@ -219,3 +224,27 @@ class ResultsStore:
 
     def done(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM done ORDER BY model, task, n_shots, seed", self._db)
+
+
+def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, predictions without their texts: SCORE_PREDICTION_COLUMNS) of a store, opened read-only.
+
+    Cells hold the CELL_COLUMNS the store has (a missing one is the caller's to report); a store
+    written before per-question losses reads them as NULL (NaN). Raises sqlite3.Error (or pandas'
+    DatabaseError) for a file that is not a results store.
+    """
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+        def have(table: str) -> set[str]:
+            return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        present = [c for c in CELL_COLUMNS if c in have("cells")]
+        cells = pd.read_sql_query(f"SELECT {', '.join(present)} FROM cells", con)
+        added_later = {"loss"}
+        wanted = [c if c in have("predictions") or c not in added_later else f"NULL AS {c}"
+                  for c in SCORE_PREDICTION_COLUMNS]
+        preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
+    for c in set(SCORES + QUALITY) & set(cells.columns):
+        cells[c] = cells[c].astype(float)
+    preds["correct"] = preds["correct"].astype(bool)
+    preds["loss"] = preds["loss"].astype(float)
+    return cells, preds

@@ -10,6 +10,7 @@ import pandas as pd
 
 from metasft.report import tables as T
 from metasft.report.doc import Callout, Document, Para
+from metasft.eval.results import QUALITY
 from metasft.report.load import Experiment
 from metasft.stats import summarize
 from metasft.stats.verdicts import DESIGN_TARGET_ACC
@@ -18,7 +19,7 @@ from metasft.stats.verdicts import DESIGN_TARGET_ACC
 FOMAML, SFT, BASE = "fomaml", "sft_mixed", "base"
 DESIGN_MODELS = (FOMAML, SFT, BASE)
 TINY_MODEL = "tiny-llama"
-EXTRA_METRICS = ["reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k"]
+EXTRA_METRICS = list(QUALITY)
 CELLS_SOURCE = "eval/results.sqlite (table cells)"
 PREDICTIONS_SOURCE = "eval/results.sqlite (table predictions)"
 SIMILARITY_SOURCE = "eval/task_similarity.json"

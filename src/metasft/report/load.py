@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 
 from metasft.config import Config, ConfigError, load_config
+from metasft.eval.results import read_results
 
-# Light columns only: the report's statistics need the verdicts, not the texts (error cases fetch
-# their few texts with `error_rows`).
-PREDICTION_KEYS = ["model", "task", "n_shots", "seed", "step", "question_id", "correct", "loss"]
 
 
 @dataclass
@@ -44,7 +42,7 @@ class Experiment:
     run_configs: dict[str, Config] = field(default_factory=dict)
     metrics: dict[str, pd.DataFrame] = field(default_factory=dict)  # run dir name -> metrics.jsonl
     cells: pd.DataFrame | None = None
-    predictions: pd.DataFrame | None = None               # PREDICTION_KEYS; None when the table is empty
+    predictions: pd.DataFrame | None = None               # SCORE_PREDICTION_COLUMNS; None when empty
     similarity: Similarity | None = None
     missing: list[str] = field(default_factory=list)      # "relpath: why", in reading order
 
@@ -121,12 +119,9 @@ def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataF
         exp.missing.append(f"{exp.rel(path)}: not found")
         return None, None
     try:
-        with contextlib.closing(sqlite3.connect(path)) as con:
-            cells = pd.read_sql_query("SELECT * FROM cells", con)
-            have = {r[1] for r in con.execute("PRAGMA table_info(predictions)")}
-            # a store written before per-question losses has no loss column: NULL, the loss outcome unmeasurable
-            columns = [c if c in have else f"NULL AS {c}" for c in PREDICTION_KEYS]
-            preds = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM predictions", con)
+        # the statistics need the verdicts, not the texts (error cases fetch their few texts with
+        # `error_rows`); a store from before per-question losses reads them as NULL
+        cells, preds = read_results(path)
     except (sqlite3.Error, pd.errors.DatabaseError) as e:
         exp.missing.append(f"{exp.rel(path)}: not readable ({e})")
         return None, None
@@ -134,11 +129,8 @@ def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataF
         exp.missing.append(f"{exp.rel(path)}: table cells is empty")
         cells = None
     if preds.empty:
-        exp.missing.append(f"{exp.rel(path)}: table predictions is empty (no bootstrap, no error cases)")
+        exp.missing.append(f"{exp.rel(path)}: table predictions is empty (no per-question tests, no error cases)")
         preds = None
-    else:
-        preds["correct"] = preds["correct"].astype(bool)
-        preds["loss"] = preds["loss"].astype(float)
     return cells, preds
 
 

@@ -13,6 +13,7 @@ from metasft.report import tables as T
 from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_METRICS, FOMAML,
     PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, is_tiny, no_results, result_tasks)
 from metasft.report.doc import Callout, Code, Document, Heading, Image, Para, Table
+from metasft.eval.results import CELL_COLUMNS
 from metasft.report.load import error_rows
 from metasft.rundir import atomic_write_text, write_json
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
@@ -243,8 +244,7 @@ def _zero_shot(ctx: Context, doc: Document) -> None:
 def verdicts_section(ctx: Context, doc: Document) -> None:
     exp = ctx.exp
     doc.add(Heading(1, "5. Verdicts"))
-    cells = exp.cells if exp.cells is not None else pd.DataFrame(
-        columns=["model", "task", "n_shots", "seed", "step", "accuracy", "loss"])
+    cells = exp.cells if exp.cells is not None else pd.DataFrame(columns=list(CELL_COLUMNS))
     judged = {outcome.name: verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen,
                                      cross_domain_tasks=ctx.cross_domain, target_acc=ctx.target_acc,
                                      n_boot=ctx.n_boot, outcome=outcome) for outcome in (ACCURACY, LOSS)}

@@ -12,8 +12,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-CELL_KEYS = ["model", "task", "n_shots", "seed", "step"]
-CELL_COLUMNS = CELL_KEYS + ["accuracy", "loss"]
+from metasft.eval import results as schema
+
+CELL_KEYS = list(schema.CELL_KEYS)
+CELL_COLUMNS = CELL_KEYS + list(schema.SCORES)  # what the statistics need of a cell
 
 
 def check_columns(frame: pd.DataFrame, columns: list[str], name: str) -> None:
