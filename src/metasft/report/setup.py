@@ -103,10 +103,11 @@ def _budgets(ctx: Context, doc: Document) -> None:
         budget, best = m.get("budget") or {}, m.get("best") or {}
         rows.append([name, m.get("arm", T.DASH), m.get("status", T.DASH), T.num(m.get("seed"))]
                     + [T.num(budget.get(k)) for k in keys]
-                    + [T.num(best.get("step")), T.num(best.get("val_loss")), T.seconds(m.get("train_seconds")),
+                    + [T.num(best.get("step")), f"{T.num(best.get('value'))} ({best.get('metric', T.DASH)})",
+                       T.seconds(m.get("train_seconds")),
                        short_commit(m.get("git_commit"))])
     doc.add(Table(["run", "arm", "status", "seed", "examples", "distinct", "tokens", "response tokens",
-                   "optimizer steps", "inner steps", "best step", "best val loss", "train time", "git commit"],
+                   "optimizer steps", "inner steps", "best step", "best value (metric)", "train time", "git commit"],
                   rows, "Source: runs/<run>/manifest.json (budget, best, train_seconds)"))
     not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
     if not_finished:
