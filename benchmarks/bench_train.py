@@ -45,7 +45,7 @@ def rss_mb() -> float:
 def run_metasft(arm: str, steps: int, warmup: int, batch: int) -> dict:
     from metasft.train.batching import Sampler
     from metasft.train.common import outer_optimizer
-    from metasft.train.fomaml import TaskData, train_meta
+    from metasft.train.fomaml import InnerLoopGuard, TaskData, train_meta
     from metasft.train.session import Session, Sinks
     from metasft.train.sft import train_sft
     import random
@@ -63,9 +63,10 @@ def run_metasft(arm: str, steps: int, warmup: int, batch: int) -> dict:
         opt = outer_optimizer(model.params, 1e-4, 0.01, [0.9, 0.999])
         session = Timing(out=Path(tmp), model=model, named_params=named, optimizer=opt,
                          sinks=Sinks(Path(tmp), [], False, {}), save_freq=0, test_freq=0,
-                         total_steps=steps, val_fn=None, save_adapter=None)
+                         total_steps=steps, val_fn=None, save_adapter=None, select_by="val_loss")
         if arm == "metasft_sft":
-            train_sft(session, model, opt, examples, Sampler(len(examples), 0), budget_examples=steps * batch,
+            train_sft(session, model, opt, examples, ["all"] * len(examples), Sampler(len(examples), 0),
+                      budget_examples=steps * batch,
                       batch_size=batch, micro=batch, lr=1e-4, warmup_steps=0, clip_grad=1.0)
         else:
             by_domain: dict[str, list] = {}
@@ -80,7 +81,8 @@ def run_metasft(arm: str, steps: int, warmup: int, batch: int) -> dict:
             train_meta(session, model, opt, tasks, algorithm="fomaml", total_steps=outer_steps,
                        meta_batch_size=meta_bs, num_inner_steps=k, inner_batch_size=batch, query_batch_size=batch,
                        inner_lr=1e-4, inner_kind="sgd", outer_lr=1e-4, warmup_steps=0, clip_grad=1.0,
-                       micro=batch, task_rng=random.Random(0))
+                       micro=batch, task_rng=random.Random(0), task_counts={t.name: 0 for t in tasks},
+                       guard=InnerLoopGuard(0.01, outer_steps))
             warmup = 1
     t0, n0 = times[warmup - 1], tokens[warmup - 1]
     return {"tokens_per_s": (tokens[-1] - n0) / (times[-1] - t0), "peak_rss_mb": rss_mb(),

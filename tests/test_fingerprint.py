@@ -29,6 +29,9 @@ def test_plan_lists_every_stage_in_run_order():
       "trainer.device=cpu", "model.cache_dir=/tmp/elsewhere", "eval.batch_size=3"], []),
     (["meta.inner_lr=1e-4"], ["train/fomaml", "train/sft_mixed", "eval", "report"]),  # SFT's budget is FOMAML's
     (["trainer.lr=1e-2"], ["train/sft_mixed", "eval", "report"]),
+    (["data.mixture=pooled"], ["train/sft_mixed", "eval", "report"]),
+    (["trainer.select_by=val_loss"], ["train/fomaml", "train/sft_mixed", "eval", "report"]),
+    (["data.tasks.0.exclude_levels=[4]"], ["data", "train/fomaml", "train/sft_mixed", "eval", "similarity", "report"]),
     (["eval.adaptation_lr=2e-3"], ["eval", "report"]),
     (["eval.adaptation_batch_size=1"], ["eval", "similarity", "report"]),
     (["eval.similarity_batches=2"], ["similarity", "report"]),

@@ -56,7 +56,14 @@ class MetaArgs:
     inner_lr: float = 5e-5
     num_inner_steps: int = 5
     inner_batch_size: int = 4
-    inner_optimizer: str = "sgd"    # sgd | adam (state fresh for each task)
+    # adam | sgd, state fresh for each task. Adam: at the design's inner_lr 5e-5, SGD leaves the LoRA where
+    # it was (support-loss drop over K=5 steps on SmolLM2-135M: SGD 0.01 %, Adam 6-9 %; configs/fomaml_sft.yaml)
+    inner_optimizer: str = "adam"
+    # the inner-loop guard (issue 9): mean relative support-loss drop, pre vs post adaptation on the same
+    # batch, over the first `inner_drop_steps` outer steps; below `min_inner_drop`, the run warns that
+    # θ' ≈ θ (FOMAML then reduces to SFT on the query batches) and records it in its manifest
+    min_inner_drop: float = 0.01
+    inner_drop_steps: int = 20
     outer_lr: float = 2e-5
     meta_batch_size: int = 3
     query_batch_size: int = 4
@@ -72,6 +79,7 @@ class TaskSource:
     subjects: list[str] = field(default_factory=list)
     split: str = "train"
     levels: list[int] = field(default_factory=list)   # empty: all levels
+    exclude_levels: list[int] = field(default_factory=list)  # levels held out (e.g. for an eval task)
     size: int | None = None                           # generated sources: problems per domain
     support_max_samples: int | None = None            # counts win over data.support_ratio
     query_max_samples: int | None = None
@@ -93,6 +101,7 @@ class EvalTask:
     test_size: int = 200
     unseen: bool = False            # protocol B (cross-task zero-shot)
     cross_domain: bool = False      # success criterion 5 (science / MMLU-STEM-like)
+    allow_overlap: bool = False     # may share a (source, subject, level) slice with a meta-training task
     max_new_tokens: int = 256
 
 
@@ -124,6 +133,9 @@ class DataArgs:
     total_samples: int | None = None  # SFT budget; None: matched to the paired FOMAML run
     budget: str = "matched"         # matched (same examples processed) | unique (same distinct, epochs)
     budget_scale: float = 1.0       # Exp 5: 2x data
+    # SFT arms over several tasks: balanced (every task an equal share of the examples, as FOMAML samples
+    # tasks uniformly) | pooled (examples drawn uniformly from all tasks' data together)
+    mixture: str = "balanced"
     sft_task: str | None = None     # arm sft_task: the eval task to train on
 
 
@@ -150,6 +162,9 @@ class TrainerArgs:
     device: str = "auto"            # auto | cpu | cuda
     bf16: bool = False              # autocast on GPU
     paired_run: str | None = None   # SFT arms: the FOMAML run whose budget to match
+    # which validation metric picks adapter_best: objective (each arm its own: FOMAML and Reptile the
+    # loss after inner-loop adaptation, val_loss_adapted; SFT the plain val_loss) | val_loss (every arm)
+    select_by: str = "objective"
 
 
 @dataclass
@@ -381,6 +396,13 @@ def validate(cfg: Config) -> None:
                               "implement; choose the first-order method with meta.algorithm (fomaml | reptile)")
     need(cfg.data.truncation in ("right", "left", "error"), f"data.truncation must be right, left or error, got {cfg.data.truncation!r}")
     need(cfg.data.template in ("en", "zh"), f"data.template must be en or zh, got {cfg.data.template!r}")
+    need(cfg.data.mixture in ("balanced", "pooled"), f"data.mixture must be balanced or pooled, got {cfg.data.mixture!r}")
+    need(cfg.data.budget != "unique" or cfg.data.mixture == "pooled",
+         "data.budget=unique counts epochs over the pooled examples: set data.mixture=pooled with it")
+    need(cfg.trainer.select_by in ("objective", "val_loss"),
+         f"trainer.select_by must be objective or val_loss, got {cfg.trainer.select_by!r}")
+    need(cfg.meta.min_inner_drop >= 0, f"meta.min_inner_drop must be >= 0, got {cfg.meta.min_inner_drop}")
+    need(cfg.meta.inner_drop_steps >= 1, f"meta.inner_drop_steps must be >= 1, got {cfg.meta.inner_drop_steps}")
     need(cfg.data.budget in ("matched", "unique"), f"data.budget must be matched or unique, got {cfg.data.budget!r}")
     need(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {cfg.model.dtype!r}")
     need(cfg.trainer.device in ("auto", "cpu", "cuda"), f"trainer.device must be auto, cpu or cuda, got {cfg.trainer.device!r}")
@@ -399,6 +421,8 @@ def validate(cfg: Config) -> None:
     need(not dup, f"data.tasks / data.eval_tasks: task names must be unique, repeated: {dup}")
     for t in cfg.data.tasks:
         need(all(1 <= lv <= 5 for lv in t.levels), f"data.tasks[{t.name}].levels must be within 1-5, got {t.levels}")
+        need(all(1 <= lv <= 5 for lv in t.exclude_levels),
+             f"data.tasks[{t.name}].exclude_levels must be within 1-5, got {t.exclude_levels}")
     for t in cfg.data.eval_tasks:
         need(t.level is None or 1 <= t.level <= 5, f"data.eval_tasks[{t.name}].level must be 1-5, got {t.level}")
         need(all(1 <= lv <= 5 for lv in t.levels), f"data.eval_tasks[{t.name}].levels must be within 1-5, got {t.levels}")

@@ -22,7 +22,9 @@ from pathlib import Path
 from metasft.config import Config
 
 # Bump a stage's version when its code starts producing different results for the same settings.
-VERSIONS = {"data": 1, "train": 1, "eval": 1, "similarity": 1, "report": 1}
+# data 2: eval-task relations in the manifest (issue 9); train 2: balanced task draws, best checkpoint
+# by each arm's objective, inner-loop drop and warnings (issue 9)
+VERSIONS = {"data": 2, "train": 2, "eval": 1, "similarity": 1, "report": 1}
 
 # Never part of a result: where the model is cached, how it is sharded or checkpointed, where it runs.
 _EXECUTION = ("model.cache_dir", "model.gradient_checkpointing", "model.use_fsdp")
@@ -33,13 +35,13 @@ _DATA = ("seed", "data_root", "data.tasks", "data.eval_tasks", "data.support_rat
 _DATA_IGNORE = ("data.cot.api_key_env", "data.cot.cache_dir")
 _BASE = ("seed", "model")  # arm base: a fresh LoRA, nothing trained
 _TRAINED = ("seed", "model", "optim", *_TOKENIZE, "trainer.total_steps", "trainer.test_freq",
-            "trainer.val_batch_size", "trainer.bf16")
+            "trainer.val_batch_size", "trainer.bf16", "trainer.select_by")
 _META = ("meta",)
 # SFT arms read meta.tasks (pool and validation sets) and, unpaired under data.budget=matched, the
 # FOMAML settings their budget is matched to (train/run.py fomaml_budget)
 _SFT = ("trainer.lr", "trainer.total_epochs", "trainer.micro_batch_size", "data.train_files",
         "data.train_batch_size", "data.total_samples", "data.budget", "data.budget_scale", "data.sft_task",
-        "meta.tasks")
+        "data.mixture", "meta.tasks")
 _SFT_UNPAIRED = ("meta.algorithm", "meta.num_inner_steps", "meta.inner_batch_size", "meta.query_batch_size",
                  "meta.meta_batch_size")
 # eval.models is the trained arms (after.train/*); batch size and grading timeout are left out as in

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -137,3 +138,24 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+# ------------------------------------------------------------------ a training run's warnings
+# runs/<run>/manifest.json "warnings": what a run found about itself that makes its result mean less
+# than its name says. Written by metasft.train.run, read by the report (which opens with a banner).
+NO_ADAPTATION = "inner_loop_did_not_adapt"
+BEST_AT_STEP_0 = "best_checkpoint_at_step_0"
+
+
+@dataclass(frozen=True)
+class RunWarning:
+    kind: str       # NO_ADAPTATION | BEST_AT_STEP_0
+    message: str    # one line, with the measured numbers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_warnings(manifest: dict) -> list[RunWarning]:
+    """The warnings a run manifest records (none for manifests written before they existed)."""
+    return [RunWarning(w["kind"], w["message"]) for w in manifest.get("warnings") or []]

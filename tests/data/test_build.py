@@ -23,10 +23,10 @@ def scheme_a(tmp_path_factory, shared_data):
     return out
 
 
-def test_scheme_a_gives_seven_level_stratified_tasks(scheme_a):
+def test_scheme_a_gives_six_level_stratified_tasks(scheme_a):
     manifest = json.loads((scheme_a / "manifest.json").read_text())
     assert sorted(manifest["tasks"]) == sorted(["algebra", "geometry", "counting_and_probability", "number_theory",
-                                                "prealgebra", "precalculus", "intermediate_algebra"])
+                                                "prealgebra", "intermediate_algebra"])  # precalculus is evaluated
     for name, task in manifest["tasks"].items():
         parts = {s: read_records(scheme_a / f"data/meta_train/{name}_{s}.parquet") for s in ("support", "query", "val", "test")}
         total = sum(len(p) for p in parts.values())
@@ -111,3 +111,67 @@ def test_missing_local_file_names_the_path(tmp_path):
     cfg = load_config(CONFIGS / "tiny" / "data" / "math_scheme_a.yaml", [f"data_root={tmp_path}"])
     with pytest.raises(DataError, match=str(tmp_path / "math")):
         build_data(cfg, tmp_path / "out")
+
+
+# configs/data/math_scheme_a.yaml before issue 9: Level-5 algebra meta-trained and evaluated as
+# hard_algebra; precalculus meta-trained and evaluated as "calculus"
+SCHEME_A_BEFORE = """
+data:
+  tasks:
+    - {name: algebra, source: math, subject: algebra}
+    - {name: geometry, source: math, subject: geometry}
+    - {name: counting_and_probability, source: math, subject: counting_and_probability}
+    - {name: number_theory, source: math, subject: number_theory}
+    - {name: prealgebra, source: math, subject: prealgebra}
+    - {name: precalculus, source: math, subject: precalculus}
+    - {name: intermediate_algebra, source: math, subject: intermediate_algebra}
+  eval_tasks:
+    - {name: hard_algebra, source: math, subject: algebra, level: 5, split: test, shots_split: test,
+       n_shots: [0, 5, 10, 25, 50], test_size: 200, max_new_tokens: 512}
+    - {name: calculus, source: math, subject: precalculus, split: test, shots_split: test,
+       n_shots: [0, 5, 10, 25, 50], test_size: 200, max_new_tokens: 512}
+    - {name: theorem_proving, source: theoremqa, split: test, shots_split: test,
+       n_shots: [0, 5, 10, 25, 50], test_size: 200, unseen: true, max_new_tokens: 512}
+"""
+
+
+def test_scheme_a_as_it_was_is_refused_naming_tasks_and_slices(tmp_path, shared_data, capsys):
+    path = tmp_path / "scheme_a_before.yaml"
+    path.write_text(SCHEME_A_BEFORE)
+    out = tmp_path / "out"
+    assert main(["data", "build", str(path), "--out", str(out), f"data_root={shared_data}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "eval task 'hard_algebra' and meta-training task 'algebra' share source math, subject algebra, level 5" in err
+    assert ("eval task 'calculus' and meta-training task 'precalculus' share source math, subject precalculus, "
+            "all levels") in err
+    assert "theorem_proving" not in err and not out.exists()
+    # declared, the same overlap builds, and the manifest says it is one
+    path.write_text(SCHEME_A_BEFORE.replace("level: 5,", "level: 5, allow_overlap: true,")
+                    .replace("subject: precalculus, split", "subject: precalculus, allow_overlap: true, split"))
+    cfg = load_config(path, [f"data_root={shared_data}", "data.eval_tasks.0.test_size=4",
+                             "data.eval_tasks.1.test_size=4", "data.eval_tasks.2.test_size=4",
+                             "data.eval_tasks.0.n_shots=[0]", "data.eval_tasks.1.n_shots=[0]",
+                             "data.eval_tasks.2.n_shots=[0]", "data.val_max_samples=2"])
+    from metasft.data.build import held_out_relations
+    relations = held_out_relations(cfg)
+    assert relations["hard_algebra"]["kind"] == relations["calculus"]["kind"] == "declared_overlap"
+    assert relations["theorem_proving"]["kind"] == "unseen_source"
+
+
+def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
+    evals = json.loads((scheme_a / "manifest.json").read_text())["eval_tasks"]
+    kinds = {name: t["relation"]["kind"] for name, t in evals.items()}
+    assert kinds == {"hard_algebra": "unseen_level", "calculus": "unseen_subject", "theorem_proving": "unseen_source",
+                     "mmlu_stem": "unseen_source", "aime": "unseen_source"}
+    levels = set()
+    for split in ("support", "query", "val", "test"):
+        levels |= {r.level for r in read_records(scheme_a / f"data/meta_train/algebra_{split}.parquet")}
+    assert levels == {1, 2, 3, 4}  # Level 5 is untrained
+    from metasft.data.build import held_out_relations
+    for path in ("data/mixed_scheme_b.yaml", "tiny/data/math_scheme_a.yaml", "tiny/data/mixed_scheme_b.yaml",
+                 "fomaml_sft.yaml", "full/design.yaml", "tiny/full/design.yaml", "experiment.yaml"):
+        relations = held_out_relations(load_config(CONFIGS / path, [f"data_root={shared_data}"]))
+        assert all(r["kind"] != "overlap" for r in relations.values()), path
+    b = held_out_relations(load_config(CONFIGS / "data" / "mixed_scheme_b.yaml"))
+    assert b["hard_algebra"]["kind"] == "unseen_level" and b["calculus"]["kind"] == "unseen_subject"

@@ -122,7 +122,7 @@ def test_non_finite_loss_names_step_and_task(tmp_path, data_dir):
 
 
 def test_sft_budget_that_pool_cannot_meet_in_unique_mode_scales(tmp_path, data_dir):
-    run = train(cfg(SFT, data_dir, "data.budget=unique", "trainer.total_epochs=1", "data.total_samples=8"),
+    run = train(cfg(SFT, data_dir, "data.budget=unique", "data.mixture=pooled", "trainer.total_epochs=1", "data.total_samples=8"),
                 tmp_path / "u")
     budget = json.loads((run / "manifest.json").read_text())["budget"]
     assert budget["examples"] == 8 and budget["distinct_examples"] == 8

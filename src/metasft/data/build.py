@@ -44,7 +44,7 @@ def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, di
     out = {}
     for i, spec in enumerate(d.tasks):
         records = T.select(load(spec.source, spec.split, spec.size), task=spec.name, source=spec.source,
-                           subjects=_subjects(spec), levels=spec.levels)
+                           subjects=_subjects(spec), levels=spec.levels, exclude_levels=spec.exclude_levels)
         records = dedup.keep_new(records, "meta_train_duplicate")
         sizes = T.split_sizes(len(records), task=spec.name, support_ratio=d.support_ratio,
                               query_ratio=d.query_ratio, val_ratio=d.val_ratio, val_max=d.val_max_samples,
@@ -77,10 +77,37 @@ def build_eval_task(spec: EvalTask, cfg: Config, load: _Loader, dedup: T.Dedup, 
     return {"test": test, "shots": pool}
 
 
+def _slice(spec: TaskSource | EvalTask) -> T.Slice:
+    subjects = frozenset(_subjects(spec)) or None
+    if isinstance(spec, TaskSource):
+        levels = frozenset(spec.levels or T.ALL_LEVELS) - frozenset(spec.exclude_levels)
+    else:
+        levels = frozenset(spec.levels or ([spec.level] if spec.level else T.ALL_LEVELS))
+    return T.Slice(spec.source.lower(), subjects, levels)
+
+
+def held_out_relations(cfg: Config) -> dict[str, dict]:
+    """Each eval task's relation to meta-training (see tasks.relation_to_meta_training); an eval task
+    sharing a (source, subject, level) slice with a meta-training task without `allow_overlap: true` is
+    a ConfigError naming both tasks and the slice (the design's eval tasks are "未在meta-training中见过")."""
+    meta = {t.name: _slice(t) for t in cfg.data.tasks}
+    out, refused = {}, []
+    for spec in cfg.data.eval_tasks:
+        out[spec.name] = T.relation_to_meta_training(spec.name, _slice(spec), spec.allow_overlap, meta)
+        if out[spec.name]["kind"] == "overlap":
+            refused.append(out[spec.name]["detail"])
+    if refused:
+        raise ConfigError(f"data.eval_tasks are not held out: {'; '.join(refused)}; exclude the levels from the "
+                          f"meta-training task (data.tasks[].exclude_levels), drop the subject from it, or set "
+                          f"allow_overlap: true on the eval task")
+    return out
+
+
 def build_data(cfg: Config, out: Path) -> dict:
     """Build every task of `cfg.data` into `out` (replaced atomically); return the manifest."""
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
+    relations = held_out_relations(cfg)
     load = _Loader(cfg.data_root, cfg.seed)
     dedup = T.Dedup()
     meta = build_meta_tasks(cfg, load, dedup)
@@ -110,6 +137,7 @@ def build_data(cfg: Config, out: Path) -> dict:
                          "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)} for s, rs in meta[name].items()}}
                   for name, spec in ((t.name, t) for t in cfg.data.tasks)},
         "eval_tasks": {spec.name: {"source": spec.source, "n_shots": spec.n_shots, "unseen": spec.unseen,
+                                   "relation": relations[spec.name],
                                    "cross_domain": spec.cross_domain, "max_new_tokens": spec.max_new_tokens,
                                    "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)}
                                               for s, rs in evals[spec.name].items()}}

@@ -16,8 +16,9 @@ SPLITS = ("support", "query", "val", "test")
 
 
 def select(records: list[Record], *, task: str, source: str, subjects: list[str] = (),
-           levels: list[int] = ()) -> list[Record]:
-    """Records of the given subjects and levels; an unknown subject or an absent level is an error."""
+           levels: list[int] = (), exclude_levels: list[int] = ()) -> list[Record]:
+    """Records of the given subjects and levels, less `exclude_levels`; an unknown subject or an absent
+    level is an error."""
     if subjects:
         available = sorted({r.subject for r in records})
         unknown = [s for s in subjects if s not in available]
@@ -32,7 +33,67 @@ def select(records: list[Record], *, task: str, source: str, subjects: list[str]
             raise DataError(f"task {task!r}: level(s) {absent} do not exist in source {source!r} "
                             f"for subjects {list(subjects) or 'all'}; levels present: {present}")
         records = [r for r in records if r.level in levels]
+    if exclude_levels:
+        records = [r for r in records if r.level not in exclude_levels]
     return records
+
+
+# ------------------------------------------------------------------ held out means held out
+ALL_LEVELS = frozenset(range(1, 6))  # config.validate keeps every level within 1-5
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The part of a source a task draws on: subjects None = all of them; levels within 1-5."""
+    source: str
+    subjects: frozenset | None
+    levels: frozenset
+
+
+def _fmt_subjects(subjects: frozenset | None) -> str:
+    return "all subjects" if subjects is None else "subject " + ", ".join(sorted(subjects))
+
+
+def _fmt_levels(levels: frozenset) -> str:
+    return "all levels" if levels == ALL_LEVELS else "level " + ", ".join(str(lv) for lv in sorted(levels))
+
+
+def shared(a: Slice, b: Slice) -> tuple[frozenset | None, frozenset] | None:
+    """(subjects, levels) two slices share, or None when they are disjoint. The split is not part of a
+    slice: MATH's test split is the same distribution as its train split."""
+    if a.source != b.source:
+        return None
+    if a.subjects is None or b.subjects is None:
+        subjects = b.subjects if a.subjects is None else a.subjects
+    else:
+        subjects = a.subjects & b.subjects
+    levels = a.levels & b.levels
+    if (subjects is not None and not subjects) or not levels:
+        return None
+    return subjects, levels
+
+
+def relation_to_meta_training(name: str, ev: Slice, allow_overlap: bool, meta: dict[str, Slice]) -> dict:
+    """How eval task `name` relates to the meta-training tasks `meta`: {"kind", "detail"}, kind one of
+    unseen_source | unseen_subject | unseen_level | declared_overlap. An overlap that the eval task does
+    not declare (allow_overlap) is returned as kind "overlap", for the caller to refuse."""
+    same_source = {t: s for t, s in meta.items() if s.source == ev.source}
+    if not same_source:
+        return {"kind": "unseen_source", "detail": f"unseen source: no meta-training task draws on {ev.source}"}
+    overlaps = [(t, shared(ev, s)) for t, s in same_source.items()]
+    overlaps = [(t, sl) for t, sl in overlaps if sl is not None]
+    if overlaps:
+        detail = "; ".join(f"eval task {name!r} and meta-training task {t!r} share source {ev.source}, "
+                           f"{_fmt_subjects(subj)}, {_fmt_levels(lv)}" for t, (subj, lv) in overlaps)
+        return {"kind": "declared_overlap" if allow_overlap else "overlap",
+                "detail": ("declared overlap (allow_overlap): " if allow_overlap else "") + detail}
+    subject_shared = [t for t, s in same_source.items()
+                      if ev.subjects is None or s.subjects is None or ev.subjects & s.subjects]
+    if not subject_shared:
+        return {"kind": "unseen_subject", "detail": f"unseen subject: {ev.source} is meta-trained on other "
+                                                    f"subjects ({', '.join(sorted(same_source))})"}
+    return {"kind": "unseen_level", "detail": f"unseen level: {_fmt_levels(ev.levels)} of {_fmt_subjects(ev.subjects)}"
+                                              f" is excluded from meta-training ({', '.join(sorted(subject_shared))})"}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from metasft.report.load import load_experiment
 from metasft.report.results import (curves_section, errors_section, tables_section, transfer_section,
     verdicts_section)
 from metasft.report.setup import setup_section, training_section
-from metasft.rundir import atomic_dir, atomic_write_text
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, atomic_dir, atomic_write_text, run_warnings
 
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         (out / "figures").mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
         doc = Document(f"metasft report: {ctx.name}")
-        sections = (header_section, setup_section, training_section, curves_section, transfer_section,
+        sections = (run_warnings_section, header_section, setup_section, training_section, curves_section, transfer_section,
                     tables_section, verdicts_section, errors_section)
         for section in sections:
             _run_section(section, ctx, doc)
@@ -64,6 +64,26 @@ def _run_section(section, ctx: Context, doc: Document) -> None:
         blocks.add(Callout("warning", f"Section `{section.__name__.removesuffix('_section')}` could not be built: "
                                       f"{type(e).__name__}: {e}"))
     doc.add(*blocks.blocks)
+
+
+# what each RunWarning means for the reader of the comparison
+RUN_WARNING_MEANING = {
+    NO_ADAPTATION: ("FOMAML did not adapt",
+                    "The meta-gradient was taken at θ′ ≈ θ, so this arm was trained as SFT on its query batches "
+                    "alone, not meta-learned: a difference from SFT-Mixed below is no evidence for or against "
+                    "meta-learning."),
+    BEST_AT_STEP_0: ("The evaluated checkpoint is the untrained step 0",
+                     "Validation never improved on the untrained adapter, so `adapter_best` is the base model: "
+                     "this arm's results are the base model's under the arm's name."),
+}
+
+
+def run_warnings_section(ctx: Context, doc: Document) -> None:
+    """Banners, first thing in the report, for what a training run recorded about itself."""
+    for run, manifest in ctx.exp.runs.items():
+        for w in run_warnings(manifest):
+            title, meaning = RUN_WARNING_MEANING.get(w.kind, (w.kind, ""))
+            doc.add(Callout("warning", f"**{title}** (run `{run}`, runs/{run}/manifest.json): {w.message}. {meaning}"))
 
 
 def header_section(ctx: Context, doc: Document) -> None:

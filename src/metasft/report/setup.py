@@ -55,10 +55,10 @@ def _data_tables(ctx: Context, doc: Document) -> None:
     evals = data.get("eval_tasks", {})
     if evals:
         doc.add(Table(["eval task", "source", "N-shot levels", "unseen (protocol B)", "cross-domain (C5)",
-                       "examples per split"],
+                       "relation to meta-training", "examples per split"],
                       [[name, t.get("source", T.DASH), ", ".join(str(n) for n in t.get("n_shots", [])),
                         "yes" if t.get("unseen") else "no", "yes" if t.get("cross_domain") else "no",
-                        _splits(t.get("splits", {}))] for name, t in evals.items()],
+                        _relation(t), _splits(t.get("splits", {}))] for name, t in evals.items()],
                       "Evaluation tasks (`test`: scored questions; `shots`: the pool the shots are drawn from)"))
     else:
         doc.add(Para("No evaluation tasks listed."))
@@ -74,6 +74,12 @@ def _data_tables(ctx: Context, doc: Document) -> None:
             if differ:
                 doc.add(Callout("warning", f"Run `{run}` trained on data files whose hashes differ from "
                                            f"dataset/manifest.json: {', '.join(differ)}."))
+
+
+def _relation(eval_task: dict) -> str:
+    """dataset/manifest.json eval_tasks[].relation (metasft.data.build.held_out_relations)."""
+    relation = eval_task.get("relation")
+    return relation["detail"] if relation else "not recorded (data built before the held-out check)"
 
 
 def _levels(splits: dict) -> str:
@@ -103,10 +109,11 @@ def _budgets(ctx: Context, doc: Document) -> None:
         budget, best = m.get("budget") or {}, m.get("best") or {}
         rows.append([name, m.get("arm", T.DASH), m.get("status", T.DASH), T.num(m.get("seed"))]
                     + [T.num(budget.get(k)) for k in keys]
-                    + [T.num(best.get("step")), T.num(best.get("val_loss")), T.seconds(m.get("train_seconds")),
+                    + [T.num(best.get("step")), f"{T.num(best.get('value'))} ({best.get('metric', T.DASH)})",
+                       T.seconds(m.get("train_seconds")),
                        short_commit(m.get("git_commit"))])
     doc.add(Table(["run", "arm", "status", "seed", "examples", "distinct", "tokens", "response tokens",
-                   "optimizer steps", "inner steps", "best step", "best val loss", "train time", "git commit"],
+                   "optimizer steps", "inner steps", "best step", "best value (metric)", "train time", "git commit"],
                   rows, "Source: runs/<run>/manifest.json (budget, best, train_seconds)"))
     not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
     if not_finished:

@@ -96,6 +96,38 @@ class Sampler:
         self._order = self._permutation()
 
 
+class BalancedSampler:
+    """Endless batches that give every group (task) an equal share of the examples.
+
+    Example g of the run comes from group g mod n, drawn by that group's own seeded `Sampler`; so after
+    any number of examples the groups' counts differ by at most one, whatever their pool sizes. Same
+    interface as `Sampler`; `next` returns indices into the concatenated pool.
+    """
+
+    def __init__(self, groups: list[list[int]], seed: int):
+        if not groups or any(not g for g in groups):
+            raise ValueError("cannot sample from an empty group")
+        self.groups = groups
+        self.samplers = [Sampler(len(g), seed * 1000 + i) for i, g in enumerate(groups)]
+        self.pos = 0
+
+    def next(self, k: int) -> list[int]:
+        out = []
+        for _ in range(k):
+            g = self.pos % len(self.groups)
+            out.append(self.groups[g][self.samplers[g].next(1)[0]])
+            self.pos += 1
+        return out
+
+    def state(self) -> dict:
+        return {"pos": self.pos, "groups": [s.state() for s in self.samplers]}
+
+    def load(self, state: dict) -> None:
+        self.pos = state["pos"]
+        for s, st in zip(self.samplers, state["groups"]):
+            s.load(st)
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor       # (B, T) right-padded

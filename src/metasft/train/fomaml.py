@@ -7,17 +7,22 @@ One outer step (Finn et al. 2017, first-order variant; Nichol et al. 2018 for Re
     Reptile: gᵢ = θ − θ'ᵢ.
   meta-gradient = mean gᵢ, clipped; one AdamW step on θ with meta.outer_lr.
 Only adapter tensors are snapshotted and restored; the model is never copied.
+Whether the inner loop adapted at all is measured every outer step (`TaskStep.inner_drop`) and judged
+over the first steps (`InnerLoopGuard`): with θ'ᵢ ≈ θ the FOMAML gradient is the plain query gradient.
 """
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from metasft.train.batching import Example, Sampler
 from metasft.train.common import NonFiniteLoss, TrainModel, check_finite
+
+log = logging.getLogger(__name__)
 
 
 def snapshot(params: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -58,6 +63,51 @@ class TaskStep:
     support_loss_post: float
     query_loss: float | None
     grad: list[torch.Tensor]
+
+    @property
+    def inner_drop(self) -> float:
+        return relative_drop(self.support_loss_pre, self.support_loss_post)
+
+
+def relative_drop(pre: float, post: float) -> float:
+    """(pre - post) / pre: the share of the support loss the inner loop removed (same batch both times)."""
+    return (pre - post) / pre if pre > 0 else 0.0
+
+
+@dataclass
+class InnerLoopGuard:
+    """Did the inner loop adapt? The mean relative support-loss drop over the first `steps` outer steps,
+    against `threshold` (meta.min_inner_drop). Below it θ'ᵢ ≈ θ: FOMAML's update is then SFT on the
+    query batches alone, and θ is not meta-learned for the adaptation evaluation runs (issue 9)."""
+    threshold: float
+    steps: int
+    drops: list[float] = field(default_factory=list)
+
+    def observe(self, drop: float) -> bool:
+        """Record one outer step's mean drop; True when it completes the judged window."""
+        if len(self.drops) >= self.steps:
+            return False
+        self.drops.append(drop)
+        return len(self.drops) == self.steps
+
+    @property
+    def mean_drop(self) -> float | None:
+        return sum(self.drops) / len(self.drops) if self.drops else None
+
+    @property
+    def adapted(self) -> bool | None:
+        """None before any step; else whether the mean drop reached the threshold."""
+        return None if not self.drops else self.mean_drop >= self.threshold
+
+    def message(self) -> str:
+        return (f"the inner loop did not adapt: over the first {len(self.drops)} outer steps the support loss "
+                f"fell by {self.mean_drop:.3%} on average (before vs after the inner loop, same batch), below "
+                f"meta.min_inner_drop={self.threshold:g}; θ' ≈ θ, so this run is SFT on its query batches, not "
+                f"FOMAML; raise meta.inner_lr or set meta.inner_optimizer=adam")
+
+    def summary(self) -> dict:
+        return {"mean_drop": self.mean_drop, "threshold": self.threshold, "steps": self.steps,
+                "steps_observed": len(self.drops), "adapted": self.adapted}
 
 
 def task_meta_grad(model: TrainModel, theta: list[torch.Tensor], support: list[list[Example]],
@@ -127,9 +177,18 @@ class TaskData:
         return support, query
 
 
-def sample_tasks(rng: random.Random, tasks: list[TaskData], k: int) -> list[TaskData]:
-    """`k` distinct tasks (all of them, shuffled, when k >= the number of tasks)."""
-    return rng.sample(tasks, min(k, len(tasks)))
+def sample_tasks(rng: random.Random, tasks: list[TaskData], k: int, counts: dict[str, int]) -> list[TaskData]:
+    """`k` distinct tasks, uniformly at random among the least chosen so far (`counts`, updated).
+
+    Tasks are drawn without replacement across steps, like epochs over the tasks: each is equally likely,
+    and over a run every task is chosen equally often within one, so the task mixture is the same
+    deterministic share SFT-Mixed's balanced mixture reproduces (data.mixture).
+    """
+    shuffled = rng.sample(tasks, len(tasks))
+    chosen = sorted(shuffled, key=lambda t: counts[t.name])[:min(k, len(tasks))]  # stable: random among ties
+    for t in chosen:
+        counts[t.name] += 1
+    return chosen
 
 
 def check_step(steps: list[TaskStep], step: int) -> None:
@@ -143,25 +202,30 @@ def check_step(steps: list[TaskStep], step: int) -> None:
 def train_meta(session, model: TrainModel, outer_opt, tasks: list[TaskData], *, algorithm: str,
                total_steps: int, meta_batch_size: int, num_inner_steps: int, inner_batch_size: int,
                query_batch_size: int, inner_lr: float, inner_kind: str, outer_lr: float,
-               warmup_steps: int, clip_grad: float, micro: int, task_rng: random.Random) -> None:
-    """The meta-training loop: `total_steps` outer steps, logging and checkpointing through `session`."""
+               warmup_steps: int, clip_grad: float, micro: int, task_rng: random.Random,
+               task_counts: dict[str, int], guard: InnerLoopGuard) -> None:
+    """The meta-training loop: `total_steps` outer steps, logging and checkpointing through `session`.
+
+    `task_counts` (times each task was chosen) and `guard` are updated in place and checkpointed.
+    """
     from metasft.train.common import set_lr
 
     def extra_state():
-        return {"task_rng": task_rng.getstate(),
+        return {"task_rng": task_rng.getstate(), "task_counts": dict(task_counts), "inner_drops": list(guard.drops),
                 "samplers": {t.name: [t.support_sampler.state(), t.query_sampler.state()] for t in tasks}}
 
     session.begin()
     for step in range(session.start_step, total_steps):
         lr = set_lr(outer_opt, outer_lr, step, warmup_steps)
-        chosen = sample_tasks(task_rng, tasks, meta_batch_size)
+        chosen = sample_tasks(task_rng, tasks, meta_batch_size, task_counts)
         drawn = [(t.name, *t.draw(num_inner_steps, inner_batch_size, query_batch_size, algorithm == "fomaml"))
                  for t in chosen]
         steps = outer_step(model, outer_opt, drawn, algorithm=algorithm, inner_lr=inner_lr,
                            inner_kind=inner_kind, clip_grad=clip_grad, micro=micro, check_at=step + 1)
         consumed = [e for _, support, query in drawn for batch in support for e in batch] + \
                    [e for _, _, query in drawn for e in query]
-        session.budget.add(consumed)
+        for name, support, query in drawn:
+            session.budget.add([e for batch in support for e in batch] + list(query), task=name)
         session.budget.optimizer_steps += 1
         session.budget.inner_steps += num_inner_steps * len(chosen)
         row = {"lr": lr, "tokens_per_s": session.tokens_per_s(sum(len(e.input_ids) for e in consumed)),
@@ -173,8 +237,13 @@ def train_meta(session, model: TrainModel, outer_opt, tasks: list[TaskData], *, 
         if "query_loss" in row:
             row["adaptation_gap"] = abs(row["query_loss"] - row["support_loss_post"])
         row["loss"] = row.get("query_loss", row["support_loss_post"])
+        row["inner_drop"] = sum(s.inner_drop for s in steps) / len(steps)
+        if guard.observe(row["inner_drop"]) and not guard.adapted:
+            log.warning("%s", guard.message())
         row["tasks"] = {s.name: {"support_loss_pre": s.support_loss_pre, "support_loss_post": s.support_loss_post,
-                                 "query_loss": s.query_loss,
+                                 "inner_drop": s.inner_drop, "query_loss": s.query_loss,
                                  "adaptation_gap": None if s.query_loss is None else abs(s.query_loss - s.support_loss_post)}
                         for s in steps}
         session.end_step(step + 1, row, extra_state)
+    if len(guard.drops) < guard.steps and guard.adapted is False:
+        log.warning("%s (the run ended before meta.inner_drop_steps=%d)", guard.message(), guard.steps)

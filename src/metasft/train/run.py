@@ -3,7 +3,10 @@
     <run>/config.yaml      resolved config         <run>/manifest.json   versions, seeds, data hashes, budget
     <run>/metrics.jsonl    one line per step       <run>/train.log       the run log
     <run>/checkpoints/     resumable checkpoints   <run>/adapter/        final adapter (PEFT format)
-    <run>/adapter_best/    adapter with the lowest validation loss ("选择最佳checkpoint")
+    <run>/adapter_best/    adapter with the best validation value ("选择最佳checkpoint"): by default each
+                           arm's own objective (trainer.select_by), val_loss_adapted for FOMAML/Reptile
+The manifest's `warnings` (metasft.rundir.RunWarning) say when the inner loop did not adapt or the best
+checkpoint is the untrained step 0; the report opens with them.
 """
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ from metasft.config import Config, ConfigError, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.models import add_lora, load_base
-from metasft.rundir import provenance, read_json, write_json
-from metasft.train.batching import Example, Sampler, tokenize
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, RunWarning, provenance, read_json, write_json
+from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
 from metasft.train.distributed import World, init_world, wrap
-from metasft.train.fomaml import TaskData, adapt, inner_optimizer, restore, snapshot, train_meta
+from metasft.train.fomaml import InnerLoopGuard, TaskData, adapt, inner_optimizer, restore, snapshot, train_meta
 from metasft.train.loss import ResponseLoss
 from metasft.train.session import Session, Sinks, save_peft_adapter
 from metasft.train.sft import train_sft
@@ -48,8 +51,9 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
 
 def _read_files(data_dir: Path, files: list[str], limit: int | None, seed: int, what: str,
                 strict: bool = False) -> list[dict]:
-    """Rows of `files`, at most `limit` (a seeded subsample); `strict`: fewer than `limit` is an error."""
-    rows = [row for f in files for row in read_sft(data_dir / f)]
+    """Rows of `files`, at most `limit` (a seeded subsample); `strict`: fewer than `limit` is an error.
+    Each row gains `_file`: the entry of `files` it came from."""
+    rows = [{**row, "_file": f} for f in files for row in read_sft(data_dir / f)]
     if not rows:
         raise DataError(f"{what}: no examples in {files} under {data_dir}")
     if strict and limit is not None and limit > len(rows):
@@ -100,10 +104,28 @@ def build_model(cfg: Config, world: World):
     return lm, tokenizer, named, model
 
 
+def check_world(cfg: Config, world_size: int) -> None:
+    """Every global batch must give each rank at least one example: a rank with none skips the forward
+    pass and its collectives, and the others wait for it forever (a hang, not an error)."""
+    if world_size <= 1 or cfg.arm == "base":
+        return
+    if cfg.arm in ("fomaml", "reptile"):
+        keys = {"meta.inner_batch_size": cfg.meta.inner_batch_size}
+        if cfg.arm == "fomaml" and cfg.meta.algorithm == "fomaml":
+            keys["meta.query_batch_size"] = cfg.meta.query_batch_size
+    else:
+        keys = {"data.train_batch_size": cfg.data.train_batch_size}
+    for key, value in keys.items():
+        if value < world_size:
+            raise ConfigError(f"{key}={value} is smaller than the world size {world_size}: some ranks would get "
+                              f"no examples and hang; use at least {world_size} or fewer processes")
+
+
 def train(cfg: Config, out: Path, resume: bool = False) -> Path:
     """Train `cfg.arm` into run directory `out`; return it."""
     out = Path(out)
     world = init_world(cfg.trainer.device, cfg.model.use_fsdp)
+    check_world(cfg, world.size)
     if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
         if not resume:
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -158,10 +180,27 @@ def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
         else:
             budget, extra = _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
         save_adapter(out / "adapter")
+    for w in extra.get("warnings", []):
+        log.warning("%s", w["message"])
     manifest.update(status="finished", budget=budget, train_seconds=round(time.time() - t0, 2), **extra)
     if world.main:
         write_json(out / "manifest.json", manifest)
     return out
+
+
+def _selection(cfg: Config, meta: bool) -> str:
+    """The validation metric that picks adapter_best (trainer.select_by)."""
+    return "val_loss_adapted" if meta and cfg.trainer.select_by == "objective" else "val_loss"
+
+
+def _warnings(session: Session, guard: InnerLoopGuard | None = None) -> list[dict]:
+    """The run's RunWarnings (as manifest dicts): no inner-loop adaptation, best checkpoint at step 0."""
+    out = []
+    if guard is not None and guard.adapted is False:
+        out.append(RunWarning(NO_ADAPTATION, guard.message()))
+    if (msg := session.best_at_step_0()) is not None:
+        out.append(RunWarning(BEST_AT_STEP_0, msg))
+    return [w.to_dict() for w in out]
 
 
 def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
@@ -205,14 +244,19 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
         return loss
 
     task_rng = random.Random(cfg.seed)
+    task_counts = {t.name: 0 for t in tasks}
+    guard = InnerLoopGuard(m.min_inner_drop, m.inner_drop_steps)
     session = Session(out=out, model=model, named_params=named, optimizer=outer,
                       sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       total_steps=cfg.trainer.total_steps,
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
-                      save_adapter=save_adapter)
+                      save_adapter=save_adapter, select_by=_selection(cfg, meta=True))
+
     def load_extra(extra):
         task_rng.setstate(extra["task_rng"])
+        task_counts.update(extra["task_counts"])
+        guard.drops[:] = extra["inner_drops"]
         for t in tasks:
             t.support_sampler.load(extra["samplers"][t.name][0])
             t.query_sampler.load(extra["samplers"][t.name][1])
@@ -224,11 +268,13 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                    inner_batch_size=m.inner_batch_size, query_batch_size=m.query_batch_size,
                    inner_lr=m.inner_lr, inner_kind=m.inner_optimizer, outer_lr=m.outer_lr,
                    warmup_steps=cfg.optim.warmup_steps, clip_grad=cfg.optim.clip_grad,
-                   micro=max(m.inner_batch_size, m.query_batch_size), task_rng=task_rng)
+                   micro=max(m.inner_batch_size, m.query_batch_size), task_rng=task_rng,
+                   task_counts=task_counts, guard=guard)
     finally:
         session.close()
     pool = {e.id for t in tasks for e in t.support + t.query}
-    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "algorithm": algorithm}
+    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "algorithm": algorithm,
+                                      "inner_loop": guard.summary(), "warnings": _warnings(session, guard)}
 
 
 def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
@@ -241,23 +287,32 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
     limit = cfg.data.total_samples if cfg.arm == "sft_mixed" else None  # the design's mixed-pool size
     rows = _read_files(data_dir, files, limit, cfg.seed, "data.total_samples", strict=True)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
+    # a file is a task: data/processed/<task>_all.parquet (or the eval task's shots for sft_task)
+    task_of = [cfg.data.sft_task if cfg.arm == "sft_task" else Path(r["_file"]).stem.removesuffix("_all")
+               for r in rows]
     budget_examples, why = sft_budget(cfg, len(pool), len(specs))
-    log.info("SFT budget: %d examples (%s) from a pool of %d", budget_examples, why, len(pool))
+    log.info("SFT budget: %d examples (%s) from a pool of %d, %s mixture", budget_examples, why, len(pool),
+             cfg.data.mixture)
     optimizer = outer_optimizer(model.params, cfg.optim.optimizer_type, cfg.trainer.lr, cfg.optim.weight_decay,
                                 cfg.optim.betas)
-    sampler = Sampler(len(pool), cfg.seed)
+    if cfg.data.mixture == "balanced":
+        names = list(dict.fromkeys(task_of))
+        sampler = BalancedSampler([[i for i, t in enumerate(task_of) if t == name] for name in names], cfg.seed)
+    else:
+        sampler = Sampler(len(pool), cfg.seed)
     from metasft.train.sft import sft_steps
     session = Session(out=out, model=model, named_params=named, optimizer=optimizer,
                       sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
-                      val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter)
+                      val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter,
+                      select_by=_selection(cfg, meta=False))
     session.resume(lambda extra: sampler.load(extra["sampler"]))
     try:
-        train_sft(session, model, optimizer, pool, sampler, budget_examples=budget_examples,
+        train_sft(session, model, optimizer, pool, task_of, sampler, budget_examples=budget_examples,
                   batch_size=cfg.data.train_batch_size, micro=cfg.trainer.micro_batch_size, lr=cfg.trainer.lr,
                   warmup_steps=cfg.optim.warmup_steps, clip_grad=cfg.optim.clip_grad)
     finally:
         session.close()
-    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool),
-                                      "budget_rule": why, "train_files": files}
+    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "mixture": cfg.data.mixture,
+                                      "budget_rule": why, "train_files": files, "warnings": _warnings(session)}

@@ -3,8 +3,10 @@ checkpoint selection, periodic resumable checkpoints and the progress bar."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +30,11 @@ class Budget:
     response_tokens: int = 0
     optimizer_steps: int = 0
     inner_steps: int = 0
+    per_task: Counter = field(default_factory=Counter)  # task name -> examples processed
 
-    def add(self, examples: list[Example]) -> None:
+    def add(self, examples: list[Example], task: str | list[str]) -> None:
+        """Count `examples`, all from `task`, or from `task[i]` each."""
+        self.per_task.update([task] * len(examples) if isinstance(task, str) else task)
         self.examples += len(examples)
         self.distinct.update(e.id for e in examples)
         self.tokens += sum(len(e.input_ids) for e in examples)
@@ -38,7 +43,7 @@ class Budget:
     def summary(self) -> dict:
         return {"examples": self.examples, "distinct_examples": len(self.distinct), "tokens": self.tokens,
                 "response_tokens": self.response_tokens, "optimizer_steps": self.optimizer_steps,
-                "inner_steps": self.inner_steps}
+                "inner_steps": self.inner_steps, "examples_per_task": dict(sorted(self.per_task.items()))}
 
     def state(self) -> dict:
         return {**self.summary(), "distinct": sorted(self.distinct)}
@@ -46,7 +51,7 @@ class Budget:
     @classmethod
     def from_state(cls, s: dict) -> "Budget":
         return cls(s["examples"], set(s["distinct"]), s["tokens"], s["response_tokens"],
-                   s["optimizer_steps"], s["inner_steps"])
+                   s["optimizer_steps"], s["inner_steps"], Counter(s["examples_per_task"]))
 
 
 class Sinks:
@@ -104,11 +109,12 @@ class Session:
     """Validation, checkpoints and logging for one run, shared by the SFT and meta loops."""
 
     def __init__(self, *, out: Path, model: TrainModel, named_params, optimizer, sinks: Sinks,
-                 save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter):
+                 save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str):
+        """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best."""
         self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
         self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
-        self.val_fn, self.save_adapter = val_fn, save_adapter
-        self.best: dict = {"val_loss": float("inf"), "step": None}
+        self.val_fn, self.save_adapter, self.select_by = val_fn, save_adapter, select_by
+        self.best: dict = {"metric": select_by, "value": float("inf"), "step": None}
         self.budget = Budget()
         self.start_step = 0
         self.bar = None
@@ -164,11 +170,21 @@ class Session:
             self.checkpoint(step, extra_state())
 
     def validate(self, step: int) -> dict:
+        """Validate; the adapter with the lowest `select_by` so far becomes adapter_best (step 0 included:
+        the untrained adapter is the baseline a run must beat, and `best_at_step_0` says when none did)."""
         metrics = self.val_fn()
-        if metrics["val_loss"] < self.best["val_loss"]:
-            self.best = {"val_loss": metrics["val_loss"], "step": step}
+        value = metrics.get(self.select_by)
+        if value is not None and math.isfinite(value) and value < self.best["value"]:
+            self.best = {"metric": self.select_by, "value": value, "step": step, "val_loss": metrics["val_loss"]}
             self.save_adapter(self.out / "adapter_best")
         return metrics
+
+    def best_at_step_0(self) -> str | None:
+        """A warning when the selected checkpoint is the untrained step-0 adapter, else None."""
+        if self.best["step"] != 0:
+            return None
+        return (f"adapter_best is the step-0 adapter (untrained): {self.select_by} never fell below its step-0 "
+                f"value {self.best['value']:.4f} at any later validation, so this run evaluates as the base model")
 
     def checkpoint(self, step: int, extra: dict) -> None:
         state = {"step": step, "budget": self.budget.state(), "best": self.best, "extra": extra,
