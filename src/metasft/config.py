@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from metasft.rundir import meta_train_file
+
 
 class ConfigError(ValueError):
     """A config key is unknown, mistyped, missing or inconsistent; the message names it."""
@@ -437,8 +439,8 @@ def meta_tasks(cfg: Config) -> list[MetaTask]:
     if cfg.meta.tasks:
         return cfg.meta.tasks
     return [MetaTask(name=t.name,
-                     support_files=[f"data/meta_train/{t.name}_support.parquet"],
-                     query_files=[f"data/meta_train/{t.name}_query.parquet"])
+                     support_files=[meta_train_file(t.name, "support")],
+                     query_files=[meta_train_file(t.name, "query")])
             for t in cfg.data.tasks]
 
 

@@ -40,6 +40,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+# ----------------------------------------------------------------------------------------- layout
+# A built data directory (metasft data build): every file path inside it comes from here.
+EVAL_DATA_PREFIX = "data/eval/"
+
+
+def meta_train_file(task: str, split: str) -> str:
+    """A meta-training task's split (support, query, val, test), relative to the data directory."""
+    return f"data/meta_train/{task}_{split}.parquet"
+
+
+def pooled_file(task: str) -> str:
+    """A meta-training task's support + query pooled (the SFT-Mixed arm's data, the design's
+    data/processed/<task>_all.parquet), relative to the data directory."""
+    return f"data/processed/{task}_all.parquet"
+
+
+def eval_task_file(task: str, split: str) -> str:
+    """An eval task's test items (split "test") or pool of shots ("shots"), relative to the data directory."""
+    return f"{EVAL_DATA_PREFIX}{task}_{split}.parquet"
+
+
 def strict_json(obj):
     """`obj` with every non-finite float made JSON-safe: NaN -> None, +-inf -> "inf" / "-inf" (JSON
     has no NaN or Infinity: a browser or jq rejects them); numpy scalars as plain numbers."""

@@ -16,7 +16,8 @@ from metasft.data import tasks as T
 from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import load_source
 from metasft.data.store import write_examples
-from metasft.rundir import atomic_dir, file_sha256, provenance, write_json
+from metasft.rundir import (atomic_dir, eval_task_file, file_sha256, meta_train_file, pooled_file, provenance,
+                            write_json)
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ def build_data(cfg: Config, out: Path) -> dict:
     files: dict[str, list[Record]] = {}
     for name, parts in meta.items():
         for split, records in parts.items():
-            files[f"data/meta_train/{name}_{split}.parquet"] = records
-        files[f"data/processed/{name}_all.parquet"] = sorted(parts["support"] + parts["query"], key=lambda r: r.id)
+            files[meta_train_file(name, split)] = records
+        files[pooled_file(name)] = sorted(parts["support"] + parts["query"], key=lambda r: r.id)
     for name, parts in evals.items():
         for split, records in parts.items():
-            files[f"data/eval/{name}_{split}.parquet"] = records
+            files[eval_task_file(name, split)] = records
 
     manifest = {
         "seed": cfg.seed,

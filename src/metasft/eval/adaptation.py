@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from metasft.eval.evaluator import Evaluator, StepResult, evaluate_step
-from metasft.eval.results import ResultsStore
+from metasft.eval.results import CELL_KEYS, ResultsStore
 from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
 from metasft.eval.specs import ModelSpec
 from metasft.eval.tasks import TaskData
@@ -79,7 +79,7 @@ def stored_zero_shot(store: ResultsStore, model: str, task: str) -> StepResult |
         return None
     cell = store.cells(model=model, task=task, n_shots=0, seed=0, step=0)
     preds = store.predictions(model=model, task=task, n_shots=0, seed=0, step=0)
-    drop = ["model", "task", "n_shots", "seed", "step"]
+    drop = list(CELL_KEYS)
     cell_row = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                 for k, v in cell.drop(columns=drop).iloc[0].to_dict().items()}
     pred_rows = []
@@ -90,7 +90,7 @@ def stored_zero_shot(store: ResultsStore, model: str, task: str) -> StepResult |
 
 def step0(cells: list[dict], preds: list[dict]) -> StepResult:
     """A finished group's step-0 evaluation, as a StepResult (the model's 0-shot result)."""
-    drop = ("model", "task", "n_shots", "seed", "step")
+    drop = CELL_KEYS
     cell = next(c for c in cells if c["step"] == 0)
     return StepResult({k: v for k, v in cell.items() if k not in drop},
                       [{k: v for k, v in p.items() if k not in drop + ("shot_ids",)} for p in preds if p["step"] == 0])

@@ -27,7 +27,7 @@ from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_names
 from metasft.eval.tasks import TaskData, load_task
-from metasft.rundir import read_json
+from metasft.rundir import EVAL_DATA_PREFIX, read_json
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _settings(cfg: Config, manifest: dict) -> dict:
                  "record_steps": recorded_steps(e.record_steps, e.adaptation_steps)},
         "data": {"use_chat_template": d.use_chat_template, "max_length": d.max_length, "truncation": d.truncation,
                  "eval_files": {k: v.get("sha256") for k, v in sorted(manifest.get("files", {}).items())
-                                if k.startswith("data/eval/")}},
+                                if k.startswith(EVAL_DATA_PREFIX)}},
         "seed": cfg.seed,
     }
 

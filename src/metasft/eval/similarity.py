@@ -20,7 +20,7 @@ import torch
 
 from metasft.config import Config
 from metasft.data.store import read_sft
-from metasft.rundir import read_json, write_json
+from metasft.rundir import eval_task_file, meta_train_file, read_json, write_json
 from metasft.train.batching import Example, tokenize
 from metasft.train.common import TrainModel
 
@@ -70,8 +70,8 @@ def similarity_examples(data_dir: Path, tokenizer, cfg: Config, n: int) -> dict[
     support file, each eval task's pool of shots (what the model adapts on in protocol A)."""
     data_dir = Path(data_dir)
     manifest = read_json(data_dir / "manifest.json")
-    files = {t: data_dir / "data" / "meta_train" / f"{t}_support.parquet" for t in manifest.get("tasks", {})}
-    files.update({t: data_dir / "data" / "eval" / f"{t}_shots.parquet" for t in manifest.get("eval_tasks", {})})
+    files = {t: data_dir / meta_train_file(t, "support") for t in manifest.get("tasks", {})}
+    files.update({t: data_dir / eval_task_file(t, "shots") for t in manifest.get("eval_tasks", {})})
     d = cfg.data
     out = {}
     for name, path in files.items():

@@ -9,6 +9,7 @@ from metasft.config import Config
 from metasft.data.formats import chat_text
 from metasft.data.records import Record
 from metasft.data.store import read_sft
+from metasft.rundir import eval_task_file
 from metasft.train.batching import Example, tokenize
 
 
@@ -26,14 +27,14 @@ class TaskData:
 
 def load_task(data_dir: Path, name: str, info: dict, tokenizer, cfg: Config) -> TaskData:
     d = cfg.data
-    test_rows = read_sft(data_dir / "data" / "eval" / f"{name}_test.parquet")
-    shot_rows = read_sft(data_dir / "data" / "eval" / f"{name}_shots.parquet")
-    where = f"{data_dir}/data/eval/{name}"
-    records = [Record.from_row({k: v for k, v in r.items() if k not in ("prompt", "response")}, where) for r in test_rows]
+    test_file, shots_file = data_dir / eval_task_file(name, "test"), data_dir / eval_task_file(name, "shots")
+    test_rows, shot_rows = read_sft(test_file), read_sft(shots_file)
+    records = [Record.from_row({k: v for k, v in r.items() if k not in ("prompt", "response")}, str(test_file))
+               for r in test_rows]
     prompts = [chat_text(tokenizer, r["prompt"], None, d.use_chat_template)[0] for r in test_rows]
     kw = dict(max_length=d.max_length, truncation=d.truncation, use_chat_template=d.use_chat_template)
     return TaskData(name=name, records=records, prompts=prompts,
-                    examples=tokenize(test_rows, tokenizer, where=f"{where}_test", **kw),
-                    shots=tokenize(shot_rows, tokenizer, where=f"{where}_shots", **kw),
+                    examples=tokenize(test_rows, tokenizer, where=str(test_file), **kw),
+                    shots=tokenize(shot_rows, tokenizer, where=str(shots_file), **kw),
                     shot_ids=[r["id"] for r in shot_rows],
                     max_new_tokens=min(info["max_new_tokens"], cfg.eval.max_new_tokens))

@@ -13,7 +13,7 @@ from metasft.report import tables as T
 from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_METRICS, FOMAML,
     PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, is_tiny, no_results, result_tasks)
 from metasft.report.doc import Callout, Code, Document, Heading, Image, Para, Table
-from metasft.eval.results import CELL_COLUMNS
+from metasft.eval.results import CELL_COLUMNS, CELL_KEYS
 from metasft.report.load import error_rows
 from metasft.rundir import atomic_write_text, write_json
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
@@ -313,8 +313,8 @@ def errors_section(ctx: Context, doc: Document) -> None:
     doc.add(Para(f"Source: {PREDICTIONS_SOURCE}. Up to {k} wrong answers per task and model, drawn with a fixed seed "
                  "from the final adaptation step at the model's largest N-shot (all seeds pooled); the last 400 "
                  "characters of each output."))
-    final = final_step(exp.cells)[["model", "task", "n_shots", "seed", "step"]]
-    preds = exp.predictions.merge(final, on=["model", "task", "n_shots", "seed", "step"])
+    final = final_step(exp.cells)[list(CELL_KEYS)]
+    preds = exp.predictions.merge(final, on=list(CELL_KEYS))
     for task in result_tasks(ctx):
         doc.add(Heading(2, task))
         at_task = preds[preds["task"] == task]

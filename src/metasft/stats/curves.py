@@ -31,7 +31,7 @@ def final_step(cells: pd.DataFrame) -> pd.DataFrame:
     duplicated = cells.duplicated(CELL_KEYS)
     if duplicated.any():
         raise ValueError(f"cells has repeated {CELL_KEYS} rows, e.g. {cells[duplicated].iloc[0][CELL_KEYS].to_dict()}")
-    last = cells.groupby(["model", "task", "n_shots", "seed"])["step"].transform("max")
+    last = cells.groupby(list(schema.GROUP_KEYS))["step"].transform("max")
     return cells[cells["step"] == last].reset_index(drop=True)
 
 

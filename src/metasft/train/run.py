@@ -21,7 +21,8 @@ from metasft.config import Config, ConfigError, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.models import add_lora, load_base
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, RunWarning, provenance, read_json, write_json
+from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, RunWarning, eval_task_file, meta_train_file, pooled_file,
+                            provenance, read_json, write_json)
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
 from metasft.train.distributed import World, init_world, wrap
@@ -172,9 +173,9 @@ def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
         specs = meta_tasks(cfg)
         if not specs:
             raise ConfigError("no meta-training tasks: set data.tasks or meta.tasks")
-        val_sets = {t.name: _tokenize(read_sft(data_dir / f"data/meta_train/{t.name}_val.parquet"), tokenizer, cfg,
+        val_sets = {t.name: _tokenize(read_sft(data_dir / meta_train_file(t.name, "val")), tokenizer, cfg,
                                       f"{t.name} val") for t in specs
-                    if (data_dir / f"data/meta_train/{t.name}_val.parquet").is_file()}
+                    if (data_dir / meta_train_file(t.name, "val")).is_file()}
         if cfg.arm in ("fomaml", "reptile"):
             budget, extra = _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
         else:
@@ -281,9 +282,9 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
     if cfg.arm == "sft_task":
         if not cfg.data.sft_task:
             raise ConfigError("arm sft_task needs data.sft_task: the eval task whose data to train on")
-        files = [f"data/eval/{cfg.data.sft_task}_shots.parquet"]
+        files = [eval_task_file(cfg.data.sft_task, "shots")]
     else:
-        files = cfg.data.train_files or [f"data/processed/{t.name}_all.parquet" for t in specs]
+        files = cfg.data.train_files or [pooled_file(t.name) for t in specs]
     limit = cfg.data.total_samples if cfg.arm == "sft_mixed" else None  # the design's mixed-pool size
     rows = _read_files(data_dir, files, limit, cfg.seed, "data.total_samples", strict=True)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
