@@ -1,7 +1,9 @@
 """write_report on synthetic experiment directories laid out like `metasft run` writes them."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import sqlite3
 import statistics
@@ -9,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import PIL.Image
 import pytest
 from matplotlib.image import imread
 
 from metasft.config import load_config, save_config
 from metasft.report import write_report
 from metasft.report.doc import Document, Para, Table, to_html, to_markdown
+from metasft.report.summary import DEMO_MDE, demo_size_caveat
 from metasft.stats import verdicts
 
 META = ["algebra", "geometry"]
@@ -38,7 +42,7 @@ PRED_SQL = """CREATE TABLE predictions (model TEXT, task TEXT, n_shots INTEGER, 
 
 def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", examples=(960, 960),
                     seeds=(0, 1, 2), models=("fomaml", "sft_mixed", "base"), similarity: str | None = "written",
-                    rng_seed: int = 0) -> dict:
+                    rng_seed: int = 0, n_questions: int = N_Q) -> dict:
     """Write a small experiment directory; return {(model, task, n_shots, seed, step): accuracy}."""
     rng = np.random.default_rng(rng_seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -79,10 +83,10 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
                 for seed in ((0,) if n == 0 else seeds):
                     for step in ((0,) if n == 0 else STEPS):
                         p = start + gain * min(n, 25) / 25 * step / STEPS[-1]
-                        right = rng.random(N_Q) < p
+                        right = rng.random(n_questions) < p
                         acc = float(right.mean())
                         accuracy[(m, task, n, seed, step)] = acc
-                        cells.append((m, task, n, seed, step, acc, 1.0 - acc, N_Q, int(right.sum()), 0, 3.0,
+                        cells.append((m, task, n, seed, step, acc, 1.0 - acc, n_questions, int(right.sum()), 0, 3.0,
                                       None, None, None))
                         preds += [(m, task, n, seed, step, f"{task}-q{q}", "Q?",
                                    f"step one\nso the answer is {q + int(not r)}", str(q + int(not r)), str(q), int(r),
@@ -122,9 +126,10 @@ def table_rows(md: str, caption: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, {r[0]: r for r in rows}
 
 
-def verdict_rows(md: str) -> dict[str, list[str]]:
+def verdict_rows(md: str, header: str = "| claim | statement | status") -> dict[str, list[str]]:
+    """{claim: row} of the first table whose header line starts with `header` (section 5's by default)."""
     lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| claim | statement | status"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -142,21 +147,87 @@ def full(tmp_path_factory):
     return root, accuracy, path.read_text()
 
 
+FIGURES = {"training_curves", "task_similarity", "transfer_vs_distance"} \
+    | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
+
+
 def test_report_files_and_figures(full):
     root, _, md = full
     report = root / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
     html = (report / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html
-    expected = {"training_curves", "task_similarity", "transfer_vs_distance"} \
-        | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
-    assert {p.stem for p in (report / "figures").glob("*.png")} == expected
+    assert {p.stem for p in (report / "figures").glob("*.png")} == FIGURES
+    assert {p.stem for p in (report / "figures").glob("*.svg")} == FIGURES  # a vector copy of each
     for png in (report / "figures").glob("*.png"):
         image = imread(png)
-        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300, png
-        assert f"](figures/{png.name})" in md and f'src="figures/{png.name}"' in html
+        assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 900, (png, image.shape)
+        with PIL.Image.open(png) as im:  # the resolution the PNG declares (pHYs)
+            assert min(im.info["dpi"]) >= 150, (png, im.info["dpi"])
+        assert f"](figures/{png.name})" in md and f"](figures/{png.stem}.svg)" in md  # Markdown links them
+    for svg in (report / "figures").glob("*.svg"):
+        assert svg.read_text().lstrip().startswith(("<?xml", "<svg")), svg
     assert "could not be built" not in md, md
     assert not list(root.glob(".report*")), "temp dirs left behind"
+
+
+def test_html_is_self_contained(full):
+    """Every figure is inside report.html (a copy mailed alone shows them); nothing points outside."""
+    root, _, _ = full
+    html = (root / "report" / "report.html").read_text()
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert len(sources) == len(FIGURES)
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    outside = [u for u in re.findall(r'\s(?:src|href)="([^"]*)"', html) if not u.startswith(("data:", "#"))]
+    assert outside == []
+    assert 'src="figures/' not in html
+
+
+def test_summary_leads_and_toc_links(full):
+    root, _, md = full
+    html = (root / "report" / "report.html").read_text()
+    # the summary comes first: right after the title, before the contents and every section
+    assert md.index("## Summary") < md.index("## Contents") < md.index("## 1. Training")
+    assert md.index("## Summary") < min(md.index(h) for h in ("## 2.", "## 5. Verdicts", "## Appendix A"))
+    assert md.index("**Question.**") < md.index("## Contents")
+    summary = verdict_rows(md, "| claim | what the design claims | status (accuracy)")
+    assert list(summary) == CLAIMS
+    section5 = verdict_rows(md)
+    assert {c: r[2] for c, r in summary.items()} == {c: r[2] for c, r in section5.items()}
+    assert {c: r[3] for c, r in summary.items()} == {c: r[3] for c, r in section5.items()}  # the same number
+    assert "**What this run can say:**" in md[:md.index("## Contents")]
+    # setup and hashes in the appendix, after everything else
+    assert md.index("## Appendix A. Setup and provenance") > md.index("## 6. Error cases")
+    assert md.index("| data/meta_train/algebra_support.parquet") > md.index("## Appendix A")
+    # status colours in HTML: one badge per claim, the class named after the status
+    table = html[html.index('<table class="summary">'):]
+    table = table[:table.index("</table>")]
+    for row, claim in zip(table.split("<tr>")[2:], CLAIMS):
+        status = summary[claim][2].strip("*")
+        assert f'<span class="badge {status.replace(" ", "-")}">{status}</span>' in row
+    for status, colour in (("met", "#1a7f37"), ("not-met", "#c62828"), ("inconclusive", "#e0a800"),
+                           ("not-measurable", "#8a8a8a")):
+        assert re.search(rf"\.badge\.{status} {{[^}}]*{colour}", html), status
+    # the contents link to anchors that exist, in both renderings
+    links = re.findall(r'<nav class="toc">(.*?)</nav>', html, re.S)[0]
+    targets = re.findall(r'href="#([^"]+)"', links)
+    assert "5-verdicts" in targets and "appendix-a-setup-and-provenance" in targets
+    assert all(f'id="{t}"' in html for t in targets)
+    assert "- [5. Verdicts](#5-verdicts)" in md
+
+
+def test_verdicts_are_judged_once(tmp_path, monkeypatch):
+    """The summary and section 5 render one computation (one call per outcome)."""
+    import metasft.report.summary as summary
+    calls = []
+    real = summary.verdicts
+    monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
+    make_experiment(tmp_path / "exp", seeds=(0, 1), n_questions=12, models=("fomaml", "sft_mixed"),
+                    similarity=None)
+    write_report(tmp_path / "exp", n_boot=50)
+    assert sorted(calls) == ["accuracy", "loss"]
 
 
 def test_cells_table_holds_the_mean_over_seeds(full):
@@ -191,9 +262,15 @@ def test_verdicts_are_the_stats_verdicts(full):
     assert [v["label"] for v in stored] == CLAIMS + [f"{n} (loss)" for n in CLAIMS]
     # this store has the older layout (no per-question loss): the secondary outcome says so, once per claim
     assert all(v["status"] == "not measurable" and "no per-question loss" in v["explanation"] for v in stored[8:])
-    # H1 judged at 10 shots against SFT-Mixed interpolated at 50? This grid stops at 25: 5 vs 25
-    assert '"fomaml_shots": 5, "sft_shots": 25' in md
-    assert "Verdicts (section 5, accuracy): " + "; ".join(f"{n} **{truth[n]}**" for n in CLAIMS) + "." in md
+    # H1 judged at 10 shots against SFT-Mixed interpolated at 50? This grid stops at 25: 5 vs 25. The
+    # evidence is a table with a row per task, not JSON
+    evidence = md[md.index("#### H1: evidence"):]
+    header, rows = table_rows("*x*\n\n" + evidence[evidence.index("| task |"):], "x")
+    assert set(rows) == set(EVAL)
+    for task in EVAL:
+        assert rows[task][header.index("FOMAML-SFT shots")] == "5"
+        assert rows[task][header.index("SFT-Mixed shots")] == "25"
+    assert "{" not in evidence[:evidence.index("#### H2")]
 
 
 def test_setup_sections(full):
@@ -219,13 +296,30 @@ def test_budget_mismatch_warning(tmp_path, examples, warned):
     assert "could not be built" not in md
 
 
-def test_tiny_banner(tmp_path):
-    make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1))
+def test_tiny_and_demo_size_banners(tmp_path):
+    """A tiny model on 12 questions: both warnings in the summary, before any number; the demo-size
+    caveat of section 5 is the summary's sentence (one function makes both)."""
+    make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
-    assert md.index("Pipeline check only") < md.index("1. Setup")
+    lead = md[:md.index("## Contents")]
+    assert lead.index("Pipeline check only") < lead.index("| claim |")
     assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
     assert "the model is the tiny test model" in md
-    assert "a pipeline check only (tiny model)" in md
+    assert "With the tiny test model none of this is evidence" in lead
+    demo = re.search(r"\*\*Demo-size run:\*\* (no claim can detect an accuracy effect smaller than ([0-9.]+) .*?)\.\n",
+                     lead)
+    assert demo and float(demo.group(2)) > DEMO_MDE
+    assert f"this is a demo-size run: {demo.group(1)}" in md[md.index("## 5. Verdicts"):]
+
+
+def test_demo_size_caveat():
+    from metasft.stats import Verdict
+    def v(mde):
+        return Verdict("H1", "accuracy", "s", "inconclusive", mde=mde)
+    assert demo_size_caveat([v(0.25), v(0.31), v(float("nan"))]).startswith(
+        "no claim can detect an accuracy effect smaller than 0.25 (25 points)")
+    assert demo_size_caveat([v(0.25), v(0.05)]) is None
+    assert demo_size_caveat([v(float("nan"))]) is None
 
 
 def test_missing_similarity_is_reported(tmp_path):
