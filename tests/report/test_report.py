@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import matplotlib.colors
 import PIL.Image
 import pytest
 from matplotlib.image import imread
 
 from metasft.config import load_config, save_config
-from metasft.report import write_report
+from metasft.report import bands, browser, plots, write_report
 from metasft.report.doc import Document, Para, Table, to_html, to_markdown
 from metasft.report.summary import DEMO_MDE, demo_size_caveat
-from metasft.stats import verdicts
+from metasft.stats import LOSS, cluster_bootstrap_ci, verdicts
 
 META = ["algebra", "geometry"]
 EVAL = {"prob_eval": {"unseen": False, "cross_domain": False},
@@ -392,3 +393,89 @@ def test_unusable_cells_are_reported(tmp_path):
     assert "table cells unusable (cells lacks column(s) ['loss']" in md
     assert "could not be built" not in md
     assert list(verdict_rows(md)) == CLAIMS
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _curve_points(models, value=0.0, steps=None):
+    """Points of the plotted frames: every arm at `value` (the all-at-floor case)."""
+    key = ("step", steps) if steps is not None else ("n_shots", [0, 5, 10])
+    return pd.DataFrame([{"model": m, key[0]: x, "mean": value, "lo": value, "hi": value, "n_questions": 40,
+                          "n_seeds": 1 if x == 0 and key[0] == "n_shots" else 3} for m in models for x in key[1]])
+
+
+def _lines_by_label(fig) -> dict[str, object]:
+    return {line.get_label(): line for ax in fig.axes for line in ax.get_lines()
+            if not line.get_label().startswith("_") and "target" not in line.get_label()}
+
+
+def test_arm_styles_are_the_same_in_every_figure(tmp_path):
+    """Each arm: one display name and colour in the learning curve, the adaptation curve and the
+    training curves (which once drew FOMAML blue and every other figure red)."""
+    models = ["fomaml", "sft_mixed", "base", "reptile", "my_arm"]
+    curve = plots.learning_curve(_curve_points(models), _curve_points(models), "t", tmp_path / "c.png", 0.6, "f")
+    adapt = plots.adaptation_curve(_curve_points(models, steps=[0, 5, 10]), "t", 10, tmp_path / "a.png", 0.6, "f")
+    metrics = {m: pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 0.9, 0.8], "val_loss": [1.1, 1.0, 0.9]})
+               for m in models if m != "base"}
+    train = plots.training_curves(metrics, {m: m for m in metrics}, tmp_path / "t.png", "f")
+    for fig in (curve, adapt, train):
+        lines = _lines_by_label(fig)
+        for model in metrics if fig is train else models:
+            style = plots.arm_style(model)
+            drawn = [line for name, line in lines.items() if name.startswith(style.label)]
+            assert drawn, (model, list(lines))
+            assert {matplotlib.colors.to_hex(line.get_color()) for line in drawn} == {style.color.lower()}
+            assert {line.get_marker() for line in drawn if line.get_marker() not in ("None", None)} <= {style.marker}
+    assert len({plots.arm_style(m).color for m in models}) == len(models)
+    assert plots.arm_style("my_arm") == plots.arm_style("my_arm")  # by name, not by position
+    assert [plots.label(m) for m in models[:4]] == ["FOMAML-SFT", "SFT-Mixed", "Base", "Reptile-SFT"]
+    for stem in ("c", "a", "t"):
+        assert (tmp_path / f"{stem}.png").is_file() and (tmp_path / f"{stem}.svg").is_file()
+
+
+def test_coinciding_arms_stay_visible_and_steps_are_whole(tmp_path):
+    """All arms at 0: each line is drawn apart (its own x offset, marker and line style); the step
+    axis ticks are whole steps; the legend gives n = questions x seeds."""
+    models = ["fomaml", "sft_mixed", "base"]
+    fig = plots.adaptation_curve(_curve_points(models, steps=[0, 5, 10]), "t", 10, tmp_path / "a.png", None, "f")
+    lines = list(_lines_by_label(fig).values())
+    assert len(lines) == 3
+    xs = [tuple(line.get_xdata()) for line in lines]
+    assert len(set(xs)) == 3
+    assert len({line.get_marker() for line in lines}) == 3 and len({str(line.get_linestyle()) for line in lines}) == 3
+    ticks = fig.axes[0].get_xticks()
+    assert list(ticks) == [0, 5, 10]
+    assert all("(n = 40 q × 3 seeds)" in line.get_label() for line in lines)
+    curve = plots.learning_curve(_curve_points(models), _curve_points(models), "t", tmp_path / "c.png", None, "f")
+    first = [tuple(line.get_xdata()) for line in curve.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len(set(first)) == 3
+
+
+def test_bands_are_intervals_over_questions(full):
+    """A band point is cluster_bootstrap_ci over the per-question scores (mean over seeds)."""
+    root, _, _ = full
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        cells = pd.read_sql_query("SELECT * FROM cells", con)
+        preds = pd.read_sql_query("SELECT model, task, n_shots, seed, step, question_id, correct FROM predictions", con)
+    con.close()
+    band = bands.final_bands(cells, preds.assign(loss=np.nan), n_boot=300)
+    row = band[(band.model == "fomaml") & (band.task == "prob_eval") & (band.n_shots == 10)].iloc[0]
+    final = preds[(preds.model == "fomaml") & (preds.task == "prob_eval") & (preds.n_shots == 10)
+                  & (preds.step == STEPS[-1])]
+    per_question = final.groupby("question_id")["correct"].mean().to_numpy(float)
+    assert (row.n_questions, row.n_seeds) == (N_Q, 3)
+    assert (row["mean"], row.lo, row.hi) == pytest.approx(cluster_bootstrap_ci([per_question], n_boot=300))
+    assert row.lo < row["mean"] < row.hi
+    assert bands.final_bands(cells, preds.assign(loss=np.nan), LOSS) is None  # no per-question loss: no band
+
+
+def test_report_html_in_a_headless_browser(full, tmp_path):
+    """A copy of report.html alone, opened in headless Chromium: every figure decodes, nothing is
+    fetched from outside, and the summary table is on the first screen (1280 x 800)."""
+    if browser.find_chromium() is None:
+        pytest.skip("no headless Chromium (apt-get install chromium, or set METASFT_CHROMIUM)")
+    root, _, _ = full
+    check = browser.check_html(root / "report" / "report.html", screenshot=tmp_path / "first_screen.png")
+    assert check.ok, check.problems
+    assert len(check.images) == len(FIGURES) and all(i["ok"] and i["width"] > 900 for i in check.images)
+    assert check.summary_bottom <= check.viewport_height
+    assert imread(check.screenshot).shape[:2] == (browser.VIEWPORT[1], browser.VIEWPORT[0])
