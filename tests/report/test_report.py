@@ -18,6 +18,7 @@ from matplotlib.image import imread
 
 from metasft.config import load_config, save_config
 from metasft.report import bands, browser, plots, write_report
+from metasft.report import tables as T
 from metasft.report.doc import Document, Para, Table, to_html, to_markdown
 from metasft.report.summary import DEMO_MDE, demo_size_caveat
 from metasft.stats import LOSS, cluster_bootstrap_ci, verdicts
@@ -219,18 +220,6 @@ def test_summary_leads_and_toc_links(full):
     assert "- [5. Verdicts](#5-verdicts)" in md
 
 
-def test_verdicts_are_judged_once(tmp_path, monkeypatch):
-    """The summary and section 5 render one computation (one call per outcome)."""
-    import metasft.report.summary as summary
-    calls = []
-    real = summary.verdicts
-    monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
-    make_experiment(tmp_path / "exp", seeds=(0, 1), n_questions=12, models=("fomaml", "sft_mixed"),
-                    similarity=None)
-    write_report(tmp_path / "exp", n_boot=50)
-    assert sorted(calls) == ["accuracy", "loss"]
-
-
 def test_cells_table_holds_the_mean_over_seeds(full):
     _, accuracy, md = full
     for task, n in [("prob_eval", 10), ("physics_eval", 25)]:
@@ -297,11 +286,16 @@ def test_budget_mismatch_warning(tmp_path, examples, warned):
     assert "could not be built" not in md
 
 
-def test_tiny_and_demo_size_banners(tmp_path):
+def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
     """A tiny model on 12 questions: both warnings in the summary, before any number; the demo-size
-    caveat of section 5 is the summary's sentence (one function makes both)."""
+    caveat of section 5 is the summary's sentence (one function makes both); the verdicts both
+    render are judged once (one call per outcome)."""
+    import metasft.report.summary as summary
+    calls, real = [], summary.verdicts
+    monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
     make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    assert sorted(calls) == ["accuracy", "loss"]
     lead = md[:md.index("## Contents")]
     assert lead.index("Pipeline check only") < lead.index("| claim |")
     assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
@@ -479,3 +473,20 @@ def test_report_html_in_a_headless_browser(full, tmp_path):
     assert len(check.images) == len(FIGURES) and all(i["ok"] and i["width"] > 900 for i in check.images)
     assert check.summary_bottom <= check.viewport_height
     assert imread(check.screenshot).shape[:2] == (browser.VIEWPORT[1], browser.VIEWPORT[0])
+
+
+def test_evidence_is_tables_not_json():
+    """Task-keyed entries merge into one table with a row per task; records get their own table;
+    infinities (JSON "inf") and intervals are spelled for reading."""
+    blocks = T.evidence_blocks({
+        "per_task": {"a": {"ratio": "inf", "ci": [2.0, "inf"], "status": "met"},
+                     "b": {"ratio": 2.0, "ci": [-0.1, 0.2], "status": "inconclusive"}},
+        "not_judged": {"c": "no shot level run by both models"},
+        "family": [{"task": "a", "n_shots": 5, "p": 0.0123, "p_holm": 0.04}],
+        "target_accuracy": 0.6, "worse": []})
+    by_task, family, facts = blocks
+    assert by_task.header == ["task", "ratio", "95% CI", "status", "not judged because"]
+    assert by_task.rows == [["a", "∞", "[2, ∞]", "met", "—"], ["b", "2", "[-0.100, +0.200]", "inconclusive", "—"],
+                            ["c", "—", "—", "—", "no shot level run by both models"]]
+    assert family.rows == [["a", "5", "0.012", "0.04"]] and family.header == ["task", "N-shot", "p", "p (Holm)"]
+    assert facts.rows == [["target accuracy", "0.6"], ["worse at every level", "—"]]

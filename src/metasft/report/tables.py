@@ -79,6 +79,7 @@ EVIDENCE_NAMES = {
     "target_accuracy": "target accuracy", "task": "task", "tasks": "tasks", "significant": "significantly better",
     "worse": "worse at every level", "undecided": "undecided", "unseen_tasks": "unseen tasks",
     "cross_domain_tasks": "cross-domain tasks",
+    "family": "The family of comparisons (sign-flip p over questions, Holm-corrected over these rows)",
 }
 _SIGNED = {"estimate", "advantage"}
 
@@ -96,7 +97,10 @@ def _evidence_value(key: str, value) -> str:
         return ", ".join(f"{_step(k)}: {_evidence_value('', v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         if key == "ci" and len(value) == 2:
-            return interval(*value)
+            lo, hi = (float(x) if x in ("inf", "-inf") else x for x in value)  # JSON spells infinity "inf"
+            if any(isnum(x) and math.isinf(x) for x in (lo, hi)):
+                return f"[{_evidence_value('', lo)}, {_evidence_value('', hi)}]"
+            return interval(lo, hi)
         if len(value) == 3 and all(isnum(x) for x in value):  # (estimate, lo, hi)
             return f"{signed(value[0])} {interval(value[1], value[2])}"
         return ", ".join(_evidence_value("", v) for v in value)
@@ -150,7 +154,7 @@ def evidence_blocks(evidence: dict) -> list:
                             [[_evidence_value(c, row.get(c)) for c in columns] for row in rows],
                             EVIDENCE_NAMES.get(key, key)))
     if facts:
-        blocks.append(Table(["", ""], [[EVIDENCE_NAMES.get(k, k), _evidence_value(k, v)] for k, v in facts]))
+        blocks.append(Table(["what", "value"], [[EVIDENCE_NAMES.get(k, k), _evidence_value(k, v)] for k, v in facts]))
     return blocks or [Para("No evidence recorded.")]
 
 
