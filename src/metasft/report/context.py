@@ -3,6 +3,7 @@ small helpers over it."""
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,12 @@ class Context:
         return self.out / rel, rel
 
     def image(self, rel: str, alt: str, caption: str = "") -> Image:
-        """The block of a figure written by `figure`, linked to its vector copy."""
-        return Image(rel, alt, caption, vector=f"{rel.removesuffix('.png')}.{plots.FIGURE_FORMATS[-1]}")
+        """The block of a figure written by `figure`, linked to its vector copy, shown in HTML at
+        100 CSS px per figure inch (the PNG's IHDR width over its dpi), so text is one size in all."""
+        with open(self.out / rel, "rb") as f:
+            width_px = struct.unpack(">I", f.read(24)[16:20])[0]
+        return Image(rel, alt, caption, vector=f"{rel.removesuffix('.png')}.{plots.FIGURE_FORMATS[-1]}",
+                     width=round(width_px * 100 / plots.FIGURE_DPI))
 
     def source(self, what: str) -> str:
         """The footer of a figure: its source file, and the tiny-model warning when it applies."""

@@ -65,6 +65,7 @@ class Image:
     alt: str
     caption: str = ""
     vector: str = ""  # the same figure as SVG or PDF, relative to the report directory
+    width: int | None = None  # CSS px to show it at in HTML (so every figure's text has one size)
 
 
 @dataclass
@@ -169,7 +170,7 @@ th { background: #f3f3f3; }
 caption { caption-side: top; font-style: italic; text-align: left; padding-bottom: 0.3em; }
 code, pre { font-family: ui-monospace, monospace; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; white-space: pre-wrap; }
-img { max-width: 100%; border: 1px solid #eee; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .warning { background: #fff3cd; border-left: 5px solid #e0a800; padding: 0.6em 1em; }
 .note { background: #eef5ff; border-left: 5px solid #5b8def; padding: 0.6em 1em; }
 .warning, .note { margin: 0.6em 0; }
@@ -235,7 +236,8 @@ def _embedded(b: Image, base: Path | None) -> str:
     except OSError as e:
         return f'<div class="warning"><strong>Figure missing:</strong> {html.escape(b.path)} ({html.escape(str(e))})</div>'
     caption = f"<figcaption>{_inline(b.caption)}</figcaption>" if b.caption else ""
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}">{caption}</figure>')
+    width = f' width="{b.width}"' if b.width else ""
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}"{width}>{caption}</figure>'
 
 
 def to_html(doc: Document, base: Path | None = None) -> str:

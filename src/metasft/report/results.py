@@ -200,7 +200,7 @@ def _comparisons(ctx: Context, doc: Document) -> None:
                  "The unit of independence is the test question, seeds nested inside it (Miller 2024): each question's "
                  "score is the mean over the seeds both models ran; the interval is a bootstrap over questions "
                  f"({ctx.n_boot:,} replicates), p a sign-flip permutation test over questions, Holm-corrected over "
-                 "every row of the table. Stars (* p < 0.05, ** < 0.01, *** < 0.001) are given for the Holm p only. "
+                 "every row of the table. Stars (`*` p < 0.05, `**` < 0.01, `***` < 0.001) are given for the Holm p only. "
                  "MDE: the smallest true difference this test finds with 80% power at α = 0.05 (normal approximation "
                  "from the observed per-question variance; 'assumed sd' where the answers do not vary, e.g. both at "
                  "floor). The design's paired t-test over seeds is shown last; it has no test (—) with fewer than "
