@@ -287,15 +287,20 @@ def test_budget_mismatch_warning(tmp_path, examples, warned):
 
 
 def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
-    """A tiny model on 12 questions: both warnings in the summary, before any number; the demo-size
+    """A tiny model on 12 questions and a run that did not adapt: the warnings in the summary,
+    before any number; the demo-size
     caveat of section 5 is the summary's sentence (one function makes both); the verdicts both
     render are judged once (one call per outcome)."""
     import metasft.report.summary as summary
     calls, real = [], summary.verdicts
     monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
     make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
+    manifest = tmp_path / "exp" / "runs" / "fomaml" / "manifest.json"  # a run that recorded a warning
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"warnings": [
+        {"kind": "inner_loop_did_not_adapt", "message": "support loss fell 0.00% over 4 inner steps"}]}))
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
     assert sorted(calls) == ["accuracy", "loss"]
+    assert md.index("**FOMAML did not adapt** (run `fomaml`") < md.index("| claim |") < md.index("Experiment directory")
     lead = md[:md.index("## Contents")]
     assert lead.index("Pipeline check only") < lead.index("| claim |")
     assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
