@@ -1,7 +1,9 @@
 """write_report on synthetic experiment directories laid out like `metasft run` writes them."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import sqlite3
 import statistics
@@ -9,13 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import matplotlib.colors
+import PIL.Image
 import pytest
 from matplotlib.image import imread
 
 from metasft.config import load_config, save_config
-from metasft.report import write_report
+from metasft.report import bands, browser, plots, write_report
+from metasft.report import tables as T
 from metasft.report.doc import Document, Para, Table, to_html, to_markdown
-from metasft.stats import verdicts
+from metasft.report.summary import DEMO_MDE, demo_size_caveat
+from metasft.stats import LOSS, cluster_bootstrap_ci, verdicts
 
 META = ["algebra", "geometry"]
 EVAL = {"prob_eval": {"unseen": False, "cross_domain": False},
@@ -38,7 +44,7 @@ PRED_SQL = """CREATE TABLE predictions (model TEXT, task TEXT, n_shots INTEGER, 
 
 def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", examples=(960, 960),
                     seeds=(0, 1, 2), models=("fomaml", "sft_mixed", "base"), similarity: str | None = "written",
-                    rng_seed: int = 0) -> dict:
+                    rng_seed: int = 0, n_questions: int = N_Q) -> dict:
     """Write a small experiment directory; return {(model, task, n_shots, seed, step): accuracy}."""
     rng = np.random.default_rng(rng_seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -79,10 +85,10 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
                 for seed in ((0,) if n == 0 else seeds):
                     for step in ((0,) if n == 0 else STEPS):
                         p = start + gain * min(n, 25) / 25 * step / STEPS[-1]
-                        right = rng.random(N_Q) < p
+                        right = rng.random(n_questions) < p
                         acc = float(right.mean())
                         accuracy[(m, task, n, seed, step)] = acc
-                        cells.append((m, task, n, seed, step, acc, 1.0 - acc, N_Q, int(right.sum()), 0, 3.0,
+                        cells.append((m, task, n, seed, step, acc, 1.0 - acc, n_questions, int(right.sum()), 0, 3.0,
                                       None, None, None))
                         preds += [(m, task, n, seed, step, f"{task}-q{q}", "Q?",
                                    f"step one\nso the answer is {q + int(not r)}", str(q + int(not r)), str(q), int(r),
@@ -122,9 +128,10 @@ def table_rows(md: str, caption: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, {r[0]: r for r in rows}
 
 
-def verdict_rows(md: str) -> dict[str, list[str]]:
+def verdict_rows(md: str, header: str = "| claim | statement | status") -> dict[str, list[str]]:
+    """{claim: row} of the first table whose header line starts with `header` (section 5's by default)."""
     lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| claim | statement | status"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -142,21 +149,75 @@ def full(tmp_path_factory):
     return root, accuracy, path.read_text()
 
 
+FIGURES = {"training_curves", "task_similarity", "transfer_vs_distance"} \
+    | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
+
+
 def test_report_files_and_figures(full):
     root, _, md = full
     report = root / "report"
     assert (report / "report.md").is_file() and (report / "report.html").is_file()
     html = (report / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html
-    expected = {"training_curves", "task_similarity", "transfer_vs_distance"} \
-        | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
-    assert {p.stem for p in (report / "figures").glob("*.png")} == expected
+    assert {p.stem for p in (report / "figures").glob("*.png")} == FIGURES
+    assert {p.stem for p in (report / "figures").glob("*.svg")} == FIGURES  # a vector copy of each
     for png in (report / "figures").glob("*.png"):
         image = imread(png)
-        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300, png
-        assert f"](figures/{png.name})" in md and f'src="figures/{png.name}"' in html
+        assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 900, (png, image.shape)
+        with PIL.Image.open(png) as im:  # the resolution the PNG declares (pHYs)
+            assert min(im.info["dpi"]) >= 150, (png, im.info["dpi"])
+        assert f"](figures/{png.name})" in md and f"](figures/{png.stem}.svg)" in md  # Markdown links them
+    for svg in (report / "figures").glob("*.svg"):
+        assert svg.read_text().lstrip().startswith(("<?xml", "<svg")), svg
     assert "could not be built" not in md, md
     assert not list(root.glob(".report*")), "temp dirs left behind"
+
+
+def test_html_is_self_contained(full):
+    """Every figure is inside report.html (a copy mailed alone shows them); nothing points outside."""
+    root, _, _ = full
+    html = (root / "report" / "report.html").read_text()
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert len(sources) == len(FIGURES)
+    for src in sources:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    outside = [u for u in re.findall(r'\s(?:src|href)="([^"]*)"', html) if not u.startswith(("data:", "#"))]
+    assert outside == []
+    assert 'src="figures/' not in html
+
+
+def test_summary_leads_and_toc_links(full):
+    root, _, md = full
+    html = (root / "report" / "report.html").read_text()
+    # the summary comes first: right after the title, before the contents and every section
+    assert md.index("## Summary") < md.index("## Contents") < md.index("## 1. Training")
+    assert md.index("## Summary") < min(md.index(h) for h in ("## 2.", "## 5. Verdicts", "## Appendix A"))
+    assert md.index("**Question.**") < md.index("## Contents")
+    summary = verdict_rows(md, "| claim | what the design claims | status (accuracy)")
+    assert list(summary) == CLAIMS
+    section5 = verdict_rows(md)
+    assert {c: r[2] for c, r in summary.items()} == {c: r[2] for c, r in section5.items()}
+    assert {c: r[3] for c, r in summary.items()} == {c: r[3] for c, r in section5.items()}  # the same number
+    assert "**What this run can say:**" in md[:md.index("## Contents")]
+    # setup and hashes in the appendix, after everything else
+    assert md.index("## Appendix A. Setup and provenance") > md.index("## 6. Error cases")
+    assert md.index("| data/meta_train/algebra_support.parquet") > md.index("## Appendix A")
+    # status colours in HTML: one badge per claim, the class named after the status
+    table = html[html.index('<table class="summary">'):]
+    table = table[:table.index("</table>")]
+    for row, claim in zip(table.split("<tr>")[2:], CLAIMS):
+        status = summary[claim][2].strip("*")
+        assert f'<span class="badge {status.replace(" ", "-")}">{status}</span>' in row
+    for status, colour in (("met", "#1a7f37"), ("not-met", "#c62828"), ("inconclusive", "#e0a800"),
+                           ("not-measurable", "#8a8a8a")):
+        assert re.search(rf"\.badge\.{status} {{[^}}]*{colour}", html), status
+    # the contents link to anchors that exist, in both renderings
+    links = re.findall(r'<nav class="toc">(.*?)</nav>', html, re.S)[0]
+    targets = re.findall(r'href="#([^"]+)"', links)
+    assert "5-verdicts" in targets and "appendix-a-setup-and-provenance" in targets
+    assert all(f'id="{t}"' in html for t in targets)
+    assert "- [5. Verdicts](#5-verdicts)" in md
 
 
 def test_cells_table_holds_the_mean_over_seeds(full):
@@ -191,9 +252,15 @@ def test_verdicts_are_the_stats_verdicts(full):
     assert [v["label"] for v in stored] == CLAIMS + [f"{n} (loss)" for n in CLAIMS]
     # this store has the older layout (no per-question loss): the secondary outcome says so, once per claim
     assert all(v["status"] == "not measurable" and "no per-question loss" in v["explanation"] for v in stored[8:])
-    # H1 judged at 10 shots against SFT-Mixed interpolated at 50? This grid stops at 25: 5 vs 25
-    assert '"fomaml_shots": 5, "sft_shots": 25' in md
-    assert "Verdicts (section 5, accuracy): " + "; ".join(f"{n} **{truth[n]}**" for n in CLAIMS) + "." in md
+    # H1 judged at 10 shots against SFT-Mixed interpolated at 50? This grid stops at 25: 5 vs 25. The
+    # evidence is a table with a row per task, not JSON
+    evidence = md[md.index("#### H1: evidence"):]
+    header, rows = table_rows("*x*\n\n" + evidence[evidence.index("| task |"):], "x")
+    assert set(rows) == set(EVAL)
+    for task in EVAL:
+        assert rows[task][header.index("FOMAML-SFT shots")] == "5"
+        assert rows[task][header.index("SFT-Mixed shots")] == "25"
+    assert "{" not in evidence[:evidence.index("#### H2")]
 
 
 def test_setup_sections(full):
@@ -219,13 +286,40 @@ def test_budget_mismatch_warning(tmp_path, examples, warned):
     assert "could not be built" not in md
 
 
-def test_tiny_banner(tmp_path):
-    make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1))
+def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
+    """A tiny model on 12 questions and a run that did not adapt: the warnings in the summary,
+    before any number; the demo-size
+    caveat of section 5 is the summary's sentence (one function makes both); the verdicts both
+    render are judged once (one call per outcome)."""
+    import metasft.report.summary as summary
+    calls, real = [], summary.verdicts
+    monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
+    make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
+    manifest = tmp_path / "exp" / "runs" / "fomaml" / "manifest.json"  # a run that recorded a warning
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"warnings": [
+        {"kind": "inner_loop_did_not_adapt", "message": "support loss fell 0.00% over 4 inner steps"}]}))
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
-    assert md.index("Pipeline check only") < md.index("1. Setup")
+    assert sorted(calls) == ["accuracy", "loss"]
+    assert md.index("**FOMAML did not adapt** (run `fomaml`") < md.index("| claim |") < md.index("Experiment directory")
+    lead = md[:md.index("## Contents")]
+    assert lead.index("Pipeline check only") < lead.index("| claim |")
     assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
     assert "the model is the tiny test model" in md
-    assert "a pipeline check only (tiny model)" in md
+    assert "With the tiny test model none of this is evidence" in lead
+    demo = re.search(r"\*\*Demo-size run:\*\* (no claim can detect an accuracy effect smaller than ([0-9.]+) .*?)\.\n",
+                     lead)
+    assert demo and float(demo.group(2)) > DEMO_MDE
+    assert f"this is a demo-size run: {demo.group(1)}" in md[md.index("## 5. Verdicts"):]
+
+
+def test_demo_size_caveat():
+    from metasft.stats import Verdict
+    def v(mde):
+        return Verdict("H1", "accuracy", "s", "inconclusive", mde=mde)
+    assert demo_size_caveat([v(0.25), v(0.31), v(float("nan"))]).startswith(
+        "no claim can detect an accuracy effect smaller than 0.25 (25 points)")
+    assert demo_size_caveat([v(0.25), v(0.05)]) is None
+    assert demo_size_caveat([v(float("nan"))]) is None
 
 
 def test_missing_similarity_is_reported(tmp_path):
@@ -298,3 +392,106 @@ def test_unusable_cells_are_reported(tmp_path):
     assert "table cells unusable (cells lacks column(s) ['loss']" in md
     assert "could not be built" not in md
     assert list(verdict_rows(md)) == CLAIMS
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _curve_points(models, value=0.0, steps=None):
+    """Points of the plotted frames: every arm at `value` (the all-at-floor case)."""
+    key = ("step", steps) if steps is not None else ("n_shots", [0, 5, 10])
+    return pd.DataFrame([{"model": m, key[0]: x, "mean": value, "lo": value, "hi": value, "n_questions": 40,
+                          "n_seeds": 1 if x == 0 and key[0] == "n_shots" else 3} for m in models for x in key[1]])
+
+
+def _lines_by_label(fig) -> dict[str, object]:
+    return {line.get_label(): line for ax in fig.axes for line in ax.get_lines()
+            if not line.get_label().startswith("_") and "target" not in line.get_label()}
+
+
+def test_arm_styles_are_the_same_in_every_figure(tmp_path):
+    """Each arm: one display name and colour in the learning curve, the adaptation curve and the
+    training curves (which once drew FOMAML blue and every other figure red)."""
+    models = ["fomaml", "sft_mixed", "base", "reptile", "my_arm"]
+    curve = plots.learning_curve(_curve_points(models), _curve_points(models), "t", tmp_path / "c.png", 0.6, "f")
+    adapt = plots.adaptation_curve(_curve_points(models, steps=[0, 5, 10]), "t", 10, tmp_path / "a.png", 0.6, "f")
+    metrics = {m: pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 0.9, 0.8], "val_loss": [1.1, 1.0, 0.9]})
+               for m in models if m != "base"}
+    train = plots.training_curves(metrics, {m: m for m in metrics}, tmp_path / "t.png", "f")
+    for fig in (curve, adapt, train):
+        lines = _lines_by_label(fig)
+        for model in metrics if fig is train else models:
+            style = plots.arm_style(model)
+            drawn = [line for name, line in lines.items() if name.startswith(style.label)]
+            assert drawn, (model, list(lines))
+            assert {matplotlib.colors.to_hex(line.get_color()) for line in drawn} == {style.color.lower()}
+            assert {line.get_marker() for line in drawn if line.get_marker() not in ("None", None)} <= {style.marker}
+    assert len({plots.arm_style(m).color for m in models}) == len(models)
+    assert plots.arm_style("my_arm") == plots.arm_style("my_arm")  # by name, not by position
+    assert [plots.label(m) for m in models[:4]] == ["FOMAML-SFT", "SFT-Mixed", "Base", "Reptile-SFT"]
+    for stem in ("c", "a", "t"):
+        assert (tmp_path / f"{stem}.png").is_file() and (tmp_path / f"{stem}.svg").is_file()
+
+
+def test_coinciding_arms_stay_visible_and_steps_are_whole(tmp_path):
+    """All arms at 0: each line is drawn apart (its own x offset, marker and line style); the step
+    axis ticks are whole steps; the legend gives n = questions x seeds."""
+    models = ["fomaml", "sft_mixed", "base"]
+    fig = plots.adaptation_curve(_curve_points(models, steps=[0, 5, 10]), "t", 10, tmp_path / "a.png", None, "f")
+    lines = list(_lines_by_label(fig).values())
+    assert len(lines) == 3
+    xs = [tuple(line.get_xdata()) for line in lines]
+    assert len(set(xs)) == 3
+    assert len({line.get_marker() for line in lines}) == 3 and len({str(line.get_linestyle()) for line in lines}) == 3
+    ticks = fig.axes[0].get_xticks()
+    assert list(ticks) == [0, 5, 10]
+    assert all("(n = 40 q × 3 seeds)" in line.get_label() for line in lines)
+    curve = plots.learning_curve(_curve_points(models), _curve_points(models), "t", tmp_path / "c.png", None, "f")
+    first = [tuple(line.get_xdata()) for line in curve.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len(set(first)) == 3
+
+
+def test_bands_are_intervals_over_questions(full):
+    """A band point is cluster_bootstrap_ci over the per-question scores (mean over seeds)."""
+    root, _, _ = full
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        cells = pd.read_sql_query("SELECT * FROM cells", con)
+        preds = pd.read_sql_query("SELECT model, task, n_shots, seed, step, question_id, correct FROM predictions", con)
+    con.close()
+    band = bands.final_bands(cells, preds.assign(loss=np.nan), n_boot=300)
+    row = band[(band.model == "fomaml") & (band.task == "prob_eval") & (band.n_shots == 10)].iloc[0]
+    final = preds[(preds.model == "fomaml") & (preds.task == "prob_eval") & (preds.n_shots == 10)
+                  & (preds.step == STEPS[-1])]
+    per_question = final.groupby("question_id")["correct"].mean().to_numpy(float)
+    assert (row.n_questions, row.n_seeds) == (N_Q, 3)
+    assert (row["mean"], row.lo, row.hi) == pytest.approx(cluster_bootstrap_ci([per_question], n_boot=300))
+    assert row.lo < row["mean"] < row.hi
+    assert bands.final_bands(cells, preds.assign(loss=np.nan), LOSS) is None  # no per-question loss: no band
+
+
+def test_report_html_in_a_headless_browser(full, tmp_path):
+    """A copy of report.html alone, opened in headless Chromium: every figure decodes, nothing is
+    fetched from outside, and the summary table is on the first screen (1280 x 800)."""
+    if browser.find_chromium() is None:
+        pytest.skip("no headless Chromium (apt-get install chromium, or set METASFT_CHROMIUM)")
+    root, _, _ = full
+    check = browser.check_html(root / "report" / "report.html", screenshot=tmp_path / "first_screen.png")
+    assert check.ok, check.problems
+    assert len(check.images) == len(FIGURES) and all(i["ok"] and i["width"] > 900 for i in check.images)
+    assert check.summary_bottom <= check.viewport_height
+    assert imread(check.screenshot).shape[:2] == (browser.VIEWPORT[1], browser.VIEWPORT[0])
+
+
+def test_evidence_is_tables_not_json():
+    """Task-keyed entries merge into one table with a row per task; records get their own table;
+    infinities (JSON "inf") and intervals are spelled for reading."""
+    blocks = T.evidence_blocks({
+        "per_task": {"a": {"ratio": "inf", "ci": [2.0, "inf"], "status": "met"},
+                     "b": {"ratio": 2.0, "ci": [-0.1, 0.2], "status": "inconclusive"}},
+        "not_judged": {"c": "no shot level run by both models"},
+        "family": [{"task": "a", "n_shots": 5, "p": 0.0123, "p_holm": 0.04}],
+        "target_accuracy": 0.6, "worse": []})
+    by_task, family, facts = blocks
+    assert by_task.header == ["task", "ratio", "95% CI", "status", "not judged because"]
+    assert by_task.rows == [["a", "∞", "[2, ∞]", "met", "—"], ["b", "2", "[-0.100, +0.200]", "inconclusive", "—"],
+                            ["c", "—", "—", "—", "no shot level run by both models"]]
+    assert family.rows == [["a", "5", "0.012", "0.04"]] and family.header == ["task", "N-shot", "p", "p (Holm)"]
+    assert facts.rows == [["target accuracy", "0.6"], ["worse at every level", "—"]]

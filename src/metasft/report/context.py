@@ -3,16 +3,18 @@ small helpers over it."""
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from metasft.report import plots
 from metasft.report import tables as T
-from metasft.report.doc import Callout, Document, Para
+from metasft.report.doc import Callout, Document, Image
 from metasft.eval.results import QUALITY
 from metasft.report.load import Experiment
-from metasft.stats import summarize
+from metasft.stats import Verdict, summarize
 from metasft.stats.verdicts import DESIGN_TARGET_ACC
 
 
@@ -38,21 +40,31 @@ class Context:
     eval_tasks: list[str] = field(default_factory=list)
     unseen: list[str] = field(default_factory=list)
     cross_domain: list[str] = field(default_factory=list)
-
-
     task_flags_from: str = ""
     budget_mismatch: str | None = None
-    # filled in by the verdicts section, shown in the header
-    verdict_line: Para = field(default_factory=lambda: Para("Verdicts: not computed (see section 5)."))
+    # (kind, text): how FOMAML-SFT's and SFT-Mixed's example budgets compare (setup.check_budgets)
+    budget_note: tuple[str, str] = ("note", "Budget match not checked.")
+    # outcome name -> the verdicts, judged once (summary.judge_claims) for the summary and section 5
+    verdicts: dict[str, list[Verdict]] | None = None
+    verdicts_error: str = ""
 
     @property
     def name(self) -> str:
         return self.exp.root.name
 
     def figure(self, stem: str) -> tuple[Path, str]:
-        """(path to write, path relative to the report) of figures/<stem>.png, stem made filename-safe."""
+        """(path to write, path relative to the report) of figures/<stem>.png, stem made filename-safe.
+        The plots write the vector copy (figures/<stem>.svg) beside it."""
         rel = f"figures/{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
         return self.out / rel, rel
+
+    def image(self, rel: str, alt: str, caption: str = "") -> Image:
+        """The block of a figure written by `figure`, linked to its vector copy, shown in HTML at
+        100 CSS px per figure inch (the PNG's IHDR width over its dpi), so text is one size in all."""
+        with open(self.out / rel, "rb") as f:
+            width_px = struct.unpack(">I", f.read(24)[16:20])[0]
+        return Image(rel, alt, caption, vector=f"{rel.removesuffix('.png')}.{plots.FIGURE_FORMATS[-1]}",
+                     width=round(width_px * 100 / plots.FIGURE_DPI))
 
     def source(self, what: str) -> str:
         """The footer of a figure: its source file, and the tiny-model warning when it applies."""

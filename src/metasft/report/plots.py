@@ -1,7 +1,10 @@
 """The report's figures (matplotlib, Agg). Each one names its task, axes, models and source file,
-so it reads without the report around it."""
+so it reads without the report around it. Each is written as PNG (FIGURE_DPI) and SVG; each arm has
+one style (`arm_style`: display name, colour, marker, line style) in every figure."""
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -9,17 +12,48 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
-MODEL_LABELS = {"fomaml": "FOMAML-SFT", "sft_mixed": "SFT-Mixed", "base": "Base", "reptile": "Reptile-SFT",
-                "sft_task": "SFT-Task"}
-_COLORS = {"fomaml": "tab:red", "sft_mixed": "tab:blue", "base": "tab:gray", "reptile": "tab:orange",
-           "sft_task": "tab:green"}
-_ORDER = ["fomaml", "sft_mixed", "base", "reptile", "sft_task"]
+FIGURE_DPI = 160           # PNG; every figure is also written as SVG beside it (vector, for print)
+FIGURE_FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class ArmStyle:
+    """How one arm is drawn in every figure: its display name, colour, marker and line style."""
+    label: str
+    color: str
+    marker: str
+    linestyle: str | tuple
+
+
+# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); markers and line
+# styles differ too, so arms that coincide (all at accuracy 0) stay told apart in grey print.
+ARM_STYLES = {
+    "fomaml": ArmStyle("FOMAML-SFT", "#D55E00", "o", "-"),
+    "sft_mixed": ArmStyle("SFT-Mixed", "#0072B2", "s", "--"),
+    "base": ArmStyle("Base", "#666666", "^", ":"),
+    "reptile": ArmStyle("Reptile-SFT", "#E69F00", "D", "-."),
+    "sft_task": ArmStyle("SFT-Task", "#009E73", "v", (0, (5, 1, 1, 1))),
+}
+_SPARE = ["#CC79A7", "#56B4E9", "#8C564B", "#000000", "#BCBD22"]
+_SPARE_MARKERS = ["P", "X", "*", "h", "<"]
+_ORDER = list(ARM_STYLES)
+MODEL_LABELS = {m: s.label for m, s in ARM_STYLES.items()}
+
+
+def arm_style(model: str) -> ArmStyle:
+    """The fixed style of `model`: the design's arms from ARM_STYLES, any other from its name alone
+    (a stable hash), so one arm looks the same in every figure whatever else is plotted."""
+    if model in ARM_STYLES:
+        return ARM_STYLES[model]
+    h = zlib.crc32(model.encode())
+    return ArmStyle(model, _SPARE[h % len(_SPARE)], _SPARE_MARKERS[h % len(_SPARE_MARKERS)], "-")
 
 
 def label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
+    return arm_style(model).label
 
 
 def model_order(models) -> list[str]:
@@ -28,81 +62,125 @@ def model_order(models) -> list[str]:
     return [m for m in _ORDER if m in models] + sorted(models - set(_ORDER))
 
 
-def _color(model: str, i: int) -> str:
-    return _COLORS.get(model, f"C{(i + 5) % 10}")
+def _offsets(models: list[str], width: float) -> dict[str, float]:
+    """A small horizontal shift per arm, centred on 0, so coinciding points and bands stay visible."""
+    k = len(models)
+    return {m: (i - (k - 1) / 2) * width for i, m in enumerate(models)}
 
 
-def _finish(fig, path: Path, footer: str) -> None:
+def _finish(fig, path: Path, footer: str):
+    """Write `path` (PNG) and the same figure in the other FIGURE_FORMATS beside it; return the figure
+    (closed to pyplot, its artists still readable)."""
     fig.text(0.01, 0.005, footer, fontsize=7, color="0.4", ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
+    path = Path(path)
+    for fmt in FIGURE_FORMATS:
+        fig.savefig(path.with_suffix(f".{fmt}"), dpi=FIGURE_DPI)
     plt.close(fig)
+    return fig
 
 
-def learning_curve(summary: pd.DataFrame, task: str, path: Path, target_acc: float | None, footer: str) -> None:
-    """Accuracy (left) and the reference solutions' loss (right) vs n_shots for one task: mean over
-    seeds at the final adaptation step, ± 1 std band.
+def n_label(n_questions, n_seeds) -> str:
+    """'40 q × 3 seeds' (or '3 seeds' when the question count is unknown)."""
+    seeds = f"{int(n_seeds)} seed{'s' if int(n_seeds) != 1 else ''}"
+    return f"{int(n_questions)} q × {seeds}" if n_questions == n_questions else seeds
 
-    summary: rows of `metasft.stats.summarize` for this task (model, n_shots, mean, std, loss,
-    loss_std, n_seeds). The x axis places the shot counts evenly, as the design's expected-curve
-    sketch does. The loss panel shows learning that accuracy on few questions may not resolve.
+
+def _arm_name(model: str, points: pd.DataFrame) -> str:
+    """Legend entry: the arm's name and its n, e.g. 'FOMAML-SFT (n = 40 q × 3 seeds)'; n over the
+    few-shot points (0-shot is evaluated once, said in the caption)."""
+    few = points[points["n_shots"] > 0] if "n_shots" in points and (points["n_shots"] > 0).any() else points
+    if few.empty:
+        return label(model)
+    sizes = sorted({n_label(q, s) for q, s in zip(few["n_questions"], few["n_seeds"])})
+    return f"{label(model)} (n = {' or '.join(sizes)})"
+
+
+def _draw(ax, model: str, x: np.ndarray, points: pd.DataFrame, name: str | None) -> None:
+    style = arm_style(model)
+    mean, lo, hi = (points[c].to_numpy(dtype=float) for c in ("mean", "lo", "hi"))
+    ax.plot(x, mean, color=style.color, marker=style.marker, linestyle=style.linestyle, markersize=6,
+            markeredgecolor="white", markeredgewidth=0.8, linewidth=1.6, label=name)
+    ok = ~(np.isnan(lo) | np.isnan(hi))
+    if ok.any():
+        ax.fill_between(x, np.where(ok, lo, mean), np.where(ok, hi, mean), color=style.color, alpha=0.15,
+                        linewidth=0)
+
+
+def learning_curve(acc: pd.DataFrame, loss: pd.DataFrame, task: str, path: Path, target_acc: float | None,
+                   footer: str):
+    """Accuracy (left) and the reference solutions' loss (right) vs n_shots for one task, at the
+    final adaptation step.
+
+    acc, loss: one row per (model, n_shots) with mean, lo, hi (the 95% interval over questions; NaN
+    for no band), n_questions, n_seeds. The x axis places the shot counts evenly, as the design's
+    expected-curve sketch does; arms are shifted a little apart so equal values stay visible. The
+    loss panel shows learning that accuracy on few questions may not resolve.
     """
-    shots = sorted(summary["n_shots"].unique())
+    shots = sorted(set(acc["n_shots"]) | set(loss["n_shots"]))
     pos = {n: i for i, n in enumerate(shots)}
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for i, model in enumerate(model_order(summary["model"].unique())):
-        rows = summary[summary["model"] == model].sort_values("n_shots")
-        x = [pos[n] for n in rows["n_shots"]]
-        seeds = rows.loc[rows["n_shots"] > 0, "n_seeds"]
-        name = f"{label(model)} ({seeds.max()} seeds)" if len(seeds) else label(model)
-        for ax, mean_col, std_col in ((acc_ax, "mean", "std"), (loss_ax, "loss", "loss_std")):
-            mean, std = rows[mean_col].to_numpy(dtype=float), rows[std_col].fillna(0).to_numpy(dtype=float)
-            ax.plot(x, mean, "o-", color=_color(model, i), label=name)
-            ax.fill_between(x, mean - std, mean + std, color=_color(model, i), alpha=0.15, linewidth=0)
+    models = model_order(set(acc["model"]) | set(loss["model"]))
+    shift = _offsets(models, 0.07)
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for model in models:
+        for ax, frame, legend in ((acc_ax, acc, True), (loss_ax, loss, False)):
+            rows = frame[frame["model"] == model].sort_values("n_shots")
+            if rows.empty:
+                continue
+            x = np.array([pos[n] for n in rows["n_shots"]], dtype=float) + shift[model]
+            _draw(ax, model, x, rows, _arm_name(model, rows) if legend else None)
     if target_acc is not None:
         acc_ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
     acc_ax.set_ylabel("accuracy (final adaptation step)")
-    acc_ax.set_ylim(-0.02, 1.02)
+    acc_ax.set_ylim(-0.04, 1.04)
     loss_ax.set_ylabel("loss of the reference solutions (token mean)")
     for ax in (acc_ax, loss_ax):
-        ax.set_xticks(range(len(shots)), [str(n) for n in shots])
+        ax.set_xticks(range(len(shots)), [str(int(n)) for n in shots])
         ax.set_xlabel("N-shot (evenly spaced; 0-shot evaluated once)")
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{task}: few-shot learning curve (mean ± std over seeds)")
-    _finish(fig, path, footer)
+    fig.suptitle(f"{task}: few-shot learning curve (mean; band: 95% CI over questions)")
+    return _finish(fig, path, footer)
 
 
-def adaptation_curve(cells: pd.DataFrame, task: str, n_shots: int, path: Path, target_acc: float | None,
-                     footer: str) -> None:
-    """Accuracy vs adaptation step at one shots level for one task: mean over seeds (± 1 std band)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, model in enumerate(model_order(cells["model"].unique())):
-        by_step = cells[cells["model"] == model].groupby("step")["accuracy"]
-        mean, std = by_step.mean(), by_step.std(ddof=1).fillna(0)
-        seeds = cells.loc[cells["model"] == model, "seed"].nunique()
-        ax.plot(mean.index, mean.to_numpy(), "o-", color=_color(model, i), label=f"{label(model)} ({seeds} seeds)")
-        ax.fill_between(mean.index, (mean - std).to_numpy(), (mean + std).to_numpy(), color=_color(model, i),
-                        alpha=0.15, linewidth=0)
+def adaptation_curve(points: pd.DataFrame, task: str, n_shots: int, path: Path, target_acc: float | None,
+                     footer: str):
+    """Accuracy vs adaptation step at one shots level for one task.
+
+    points: one row per (model, step) with mean, lo, hi (95% interval over questions, NaN for no
+    band), n_questions, n_seeds. Steps are whole numbers: the ticks are the recorded steps.
+    """
+    steps = sorted(int(s) for s in points["step"].unique())
+    span = (steps[-1] - steps[0]) or 1
+    models = model_order(points["model"].unique())
+    shift = _offsets(models, 0.012 * span)
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for model in models:
+        rows = points[points["model"] == model].sort_values("step")
+        _draw(ax, model, rows["step"].to_numpy(dtype=float) + shift[model], rows, _arm_name(model, rows))
     if target_acc is not None:
         ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
+    if len(steps) <= 12:
+        ax.set_xticks(steps, [str(s) for s in steps])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("adaptation steps on the shots")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{task}: adaptation speed at {n_shots} shots (mean ± std over seeds)")
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_title(f"{task}: adaptation speed at {n_shots} shots (mean; band: 95% CI over questions)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _finish(fig, path, footer)
+    return _finish(fig, path, footer)
 
 
-def transfer(points: pd.DataFrame, path: Path, footer: str) -> None:
+def transfer(points: pd.DataFrame, path: Path, footer: str):
     """Transfer (FOMAML-SFT − SFT-Mixed accuracy) vs task distance, one labelled point per eval task
     and shots level. points: task, distance, diff_0 (NaN if not run), diff_k, k."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
     zero = points.dropna(subset=["diff_0"])
     few = points.dropna(subset=["diff_k"])
-    ax.scatter(zero["distance"], zero["diff_0"], marker="o", s=50, color="tab:purple", label="0-shot")
-    ax.scatter(few["distance"], few["diff_k"], marker="^", s=60, color="tab:green",
+    ax.scatter(zero["distance"], zero["diff_0"], marker="o", s=50, color="#444444", label="0-shot")
+    ax.scatter(few["distance"], few["diff_k"], marker="^", s=60, color="#7B3294",
                label="largest N-shot (N in the label)")
     for r in zero.itertuples():
         ax.annotate(r.task, (r.distance, r.diff_0), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -115,11 +193,11 @@ def transfer(points: pd.DataFrame, path: Path, footer: str) -> None:
     ax.set_title("Transfer vs task distance (one point per eval task)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _finish(fig, path, footer)
+    return _finish(fig, path, footer)
 
 
 def similarity_heatmap(names: list[str], matrix: np.ndarray, meta_train: list[str], path: Path, footer: str,
-                       adapter: str | None) -> None:
+                       adapter: str | None):
     """Cosine similarity of the tasks' mean adapter gradients; meta-training tasks first."""
     order = [n for n in names if n in meta_train] + [n for n in names if n not in meta_train]
     idx = [names.index(n) for n in order]
@@ -141,42 +219,48 @@ def similarity_heatmap(names: list[str], matrix: np.ndarray, meta_train: list[st
         ax.axvline(n_meta - 0.5, color="k", linewidth=1.5)
     fig.colorbar(im, ax=ax, shrink=0.8, label="cosine similarity of mean adapter gradients")
     ax.set_title(f"Task similarity (gradients at: {adapter or 'adapter not recorded'})", fontsize=10)
-    _finish(fig, path, footer)
+    return _finish(fig, path, footer)
 
 
-def training_curves(metrics: dict[str, pd.DataFrame], path: Path, footer: str) -> bool:
+def training_curves(metrics: dict[str, pd.DataFrame], arms: dict[str, str], path: Path, footer: str):
     """Training loss (left) and validation loss (right) per trained run, against training examples
     processed when every run logs `examples` (one FOMAML step processes many more examples than one
-    SFT step, so steps do not line up), else against optimizer step. Returns False (and writes
-    nothing) when no run logged a loss."""
+    SFT step, so steps do not line up), else against optimizer step. Each run is drawn in its arm's
+    style (`arms`: run name -> arm; a run without one is styled by its name). Returns the figure, or
+    None (and writes nothing) when no run logged a loss."""
     runs = {name: df for name, df in metrics.items() if "step" in df and ("loss" in df or "val_loss" in df)}
     if not runs:
-        return False
+        return None
     by_examples = all("examples" in df and df["examples"].notna().any() for df in runs.values())
     xkey, xlabel = ("examples", "training examples processed") if by_examples else ("step", "optimizer step")
     if by_examples:  # validation rows may lack `examples`: carry the last logged count forward
         runs = {name: df.assign(examples=df["examples"].ffill()) for name, df in runs.items()}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, (name, df) in enumerate(sorted(runs.items())):
-        color = f"C{i % 10}"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    order = model_order({arms.get(n, n) for n in runs})
+    for i, (name, df) in enumerate(sorted(runs.items(), key=lambda kv: (order.index(arms.get(kv[0], kv[0])), kv[0]))):
+        arm = arms.get(name, name)
+        style = arm_style(arm)
+        size = max(3.0, 7.0 - 1.5 * i)  # later runs' markers smaller: coinciding points stay visible
+        shown = style.label if name == arm else f"{style.label} (run {name})"
+        line = dict(color=style.color, linestyle=style.linestyle, linewidth=1.5)
         if "loss" in df:
             rows = df.dropna(subset=["loss"])
             window = max(1, len(rows) // 50)
-            left.plot(rows[xkey], rows["loss"].rolling(window, min_periods=1).mean(), color=color, label=name)
+            left.plot(rows[xkey], rows["loss"].rolling(window, min_periods=1).mean(), label=shown, **line)
         if "val_loss" in df:
             rows = df.dropna(subset=["val_loss"])
-            right.plot(rows[xkey], rows["val_loss"], "o-", ms=3, color=color, label=f"{name}")
+            right.plot(rows[xkey], rows["val_loss"], marker=style.marker, ms=size, label=shown, **line)
         if "val_loss_adapted" in df:
             rows = df.dropna(subset=["val_loss_adapted"])
-            right.plot(rows[xkey], rows["val_loss_adapted"], "s--", ms=3, color=color, label=f"{name} (after inner steps)")
-    left.set_title("training loss (SFT: batch loss; meta: query loss), smoothed")
-    right.set_title("validation loss (mean over meta-training tasks)")
+            right.plot(rows[xkey], rows["val_loss_adapted"], marker=style.marker, ms=size, markerfacecolor="white",
+                       color=style.color, linestyle=":", linewidth=1.2, label=f"{shown}, after inner steps")
+    left.set_title("training loss (SFT: batch loss; meta: query loss), smoothed", fontsize=10)
+    right.set_title("validation loss (mean over meta-training tasks)", fontsize=10)
     for ax in (left, right):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss (token-mean cross-entropy)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    _finish(fig, path, footer)
-    return True
-
+    return _finish(fig, path, footer)

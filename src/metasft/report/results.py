@@ -8,16 +8,17 @@ import random
 import numpy as np
 import pandas as pd
 
-from metasft.report import plots
+from metasft.report import bands, plots
 from metasft.report import tables as T
 from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_METRICS, FOMAML,
-    PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, is_tiny, no_results, result_tasks)
-from metasft.report.doc import Callout, Code, Document, Heading, Image, Para, Table
-from metasft.eval.results import CELL_COLUMNS, CELL_KEYS
+    PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, no_results, result_tasks)
+from metasft.report.doc import Callout, Code, Document, Heading, Para, Table
+from metasft.eval.results import CELL_KEYS
 from metasft.report.load import error_rows
-from metasft.rundir import atomic_write_text, write_json
+from metasft.report.summary import caveats, status_badge, verdict_number
+from metasft.rundir import atomic_write_text
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
-    sample_efficiency, sample_efficiency_interpolated, verdicts)
+    sample_efficiency, sample_efficiency_interpolated)
 
 
 def curves_section(ctx: Context, doc: Document) -> None:
@@ -25,27 +26,33 @@ def curves_section(ctx: Context, doc: Document) -> None:
     if no_results(doc, ctx):
         return
     cells, summary = ctx.exp.cells, ctx.summary
-    doc.add(Para(f"Source: {CELLS_SOURCE}. Each point is the mean over seeds of the accuracy (left) and of the "
-                 "token-mean loss of the test questions' reference solutions (right) at the final adaptation step "
-                 "of each (model, task, N-shot, seed); the band is ± 1 sample std (ddof = 1). "
-                 "0-shot cells are evaluated once (seed 0), so they have no band. The dotted line is the target "
-                 f"accuracy {ctx.target_acc:g} ({ctx.target_from})."))
+    acc_bands = bands.final_bands(cells, ctx.exp.predictions, ACCURACY, ctx.n_boot)
+    loss_bands = bands.final_bands(cells, ctx.exp.predictions, LOSS, ctx.n_boot)
+    doc.add(Para(f"Source: {CELLS_SOURCE} and {PREDICTIONS_SOURCE}. Each point is the mean accuracy (left) and the "
+                 "token-mean loss of the test questions' reference solutions (right) at the final adaptation step of "
+                 "each (model, task, N-shot). The band is a 95% bootstrap interval over test questions (each "
+                 "question's score averaged over seeds; the questions, not the seeds, are the unit, as in the "
+                 "verdicts); n in the legend is questions × seeds. 0-shot cells are evaluated once (seed 0). Arms "
+                 "are drawn slightly apart so equal values stay visible. The dotted line is the target accuracy "
+                 f"{ctx.target_acc:g} ({ctx.target_from})."))
     present = set(summary["model"])
-
-
     absent = [plots.label(m) for m in DESIGN_MODELS if m not in present]
     if absent:
         doc.add(Callout("note", f"No results for {', '.join(absent)}: curves and comparisons that need them are missing."))
     one_seed = summary[(summary["n_shots"] > 0) & (summary["n_seeds"] < 2)]
     if len(one_seed):
-        doc.add(Callout("note", f"{len(one_seed)} few-shot cell(s) have a single seed: no spread and no paired "
-                                "t-test there (e.g. " + ", ".join(f"{plots.label(r.model)}/{r.task}/{r.n_shots}-shot"
-                                                                  for r in one_seed.head(3).itertuples()) + ")."))
+        doc.add(Callout("note", f"{len(one_seed)} few-shot cell(s) have a single seed: no paired t-test over seeds "
+                                "there (e.g. " + ", ".join(f"{plots.label(r.model)}/{r.task}/{r.n_shots}-shot"
+                                                           for r in one_seed.head(3).itertuples()) + ")."))
     for task in result_tasks(ctx):
         doc.add(Heading(2, task))
+        at = summary[summary["task"] == task]
+        acc = _points(acc_bands, at, task, "mean")
+        loss = _points(loss_bands, at, task, "loss")
         path, rel = ctx.figure(f"curve_{task}")
-        plots.learning_curve(summary[summary["task"] == task], task, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
-        doc.add(Image(rel, f"{task}: accuracy and loss vs N-shot"))
+        plots.learning_curve(acc, loss, task, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
+        doc.add(ctx.image(rel, f"{task}: accuracy and loss vs N-shot",
+                          _band_caption({"accuracy panel": acc, "loss panel": loss})))
         few = cells[(cells["task"] == task) & (cells["n_shots"] > 0)]
         if few.empty:
             doc.add(Para("Only 0-shot results for this task: no adaptation-speed plot."))
@@ -56,9 +63,42 @@ def curves_section(ctx: Context, doc: Document) -> None:
             doc.add(Para(f"Only one adaptation step was recorded at {largest} shots: no adaptation-speed plot "
                          "(set eval.record_steps)."))
             continue
+        points = bands.step_bands(cells, ctx.exp.predictions, task, largest, ctx.n_boot)
+        if points is None or points.empty:  # no per-question scores: the cell means, no band
+            grouped = at.groupby(["model", "step"])
+            points = grouped["accuracy"].mean().rename("mean").reset_index().assign(
+                lo=math.nan, hi=math.nan, n_questions=math.nan,
+                n_seeds=grouped["seed"].nunique().to_numpy())
         path, rel = ctx.figure(f"adaptation_{task}")
-        plots.adaptation_curve(at, task, largest, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
-        doc.add(Image(rel, f"{task}: accuracy vs adaptation step at {largest} shots"))
+        plots.adaptation_curve(points, task, largest, path, ctx.target_acc, ctx.source(CELLS_SOURCE))
+        doc.add(ctx.image(rel, f"{task}: accuracy vs adaptation step at {largest} shots", _band_caption({"": points})))
+
+
+def _points(band: pd.DataFrame | None, summary: pd.DataFrame, task: str, column: str) -> pd.DataFrame:
+    """The plotted points of one task: the bands where there are per-question values, else the cell
+    means of `summary` (column `mean` or `loss`) without a band."""
+    if band is not None:
+        rows = band[band["task"] == task]
+        if not rows.empty:
+            return rows
+    return pd.DataFrame({"model": summary["model"], "n_shots": summary["n_shots"], "mean": summary[column],
+                         "lo": math.nan, "hi": math.nan, "n_questions": math.nan, "n_seeds": summary["n_seeds"]})
+
+
+def _band_caption(panels: dict[str, pd.DataFrame]) -> str:
+    """Says what the band is and over what n (few-shot points), or, per panel, that there is none."""
+    with_band = {name: f.dropna(subset=["lo", "hi"]) for name, f in panels.items()}
+    drawn = pd.concat([f for f in with_band.values() if not f.empty] or [pd.DataFrame()])
+    without = [name for name, f in with_band.items() if f.empty]
+    if drawn.empty:
+        return "No band: the stored predictions carry no per-question values (cell means over seeds shown)."
+    few = drawn[drawn["n_shots"] > 0] if "n_shots" in drawn and (drawn["n_shots"] > 0).any() else drawn
+    q = "/".join(str(n) for n in sorted({int(n) for n in few["n_questions"]}))
+    s = "/".join(str(n) for n in sorted({int(n) for n in few["n_seeds"]}))
+    zero = " (0-shot: one evaluation, seed 0)" if "n_shots" in drawn and (drawn["n_shots"] == 0).any() else ""
+    return (f"Band: 95% bootstrap interval over test questions; n = {q} questions × {s} seed(s) per point{zero}."
+            + (f" {', '.join(without).capitalize()}: no band, the stored predictions carry no per-question values "
+               "(cell means over seeds shown)." if without else ""))
 
 
 def transfer_section(ctx: Context, doc: Document) -> None:
@@ -72,7 +112,7 @@ def transfer_section(ctx: Context, doc: Document) -> None:
     plots.similarity_heatmap(sim.names, sim.matrix, sim.meta_train, path, ctx.source(SIMILARITY_SOURCE), sim.adapter)
     doc.add(Para(f"Source: `{SIMILARITY_SOURCE}`: cosine similarity of each task's mean loss gradient with respect to "
                  f"the LoRA adapter, taken at: {sim.adapter or 'not recorded'}."),
-            Image(rel, "task similarity heatmap"))
+            ctx.image(rel, "task similarity heatmap"))
     if not sim.meta_train:
         doc.add(Para("The similarity file does not say which tasks are meta-training tasks (and dataset/manifest.json "
                      "does not list them): task distance is undefined, no transfer plot."))
@@ -108,7 +148,8 @@ def transfer_section(ctx: Context, doc: Document) -> None:
         return
     path, rel = ctx.figure("transfer_vs_distance")
     plots.transfer(frame, path, ctx.source(f"{SIMILARITY_SOURCE} + {CELLS_SOURCE}"))
-    doc.add(Image(rel, "transfer vs task distance"))
+    doc.add(ctx.image(rel, "transfer vs task distance", "Differences of mean accuracy over questions and seeds; "
+                                                         "the per-task intervals are in section 4."))
 
 
 def tables_section(ctx: Context, doc: Document) -> None:
@@ -160,7 +201,7 @@ def _comparisons(ctx: Context, doc: Document) -> None:
                  "The unit of independence is the test question, seeds nested inside it (Miller 2024): each question's "
                  "score is the mean over the seeds both models ran; the interval is a bootstrap over questions "
                  f"({ctx.n_boot:,} replicates), p a sign-flip permutation test over questions, Holm-corrected over "
-                 "every row of the table. Stars (* p < 0.05, ** < 0.01, *** < 0.001) are given for the Holm p only. "
+                 "every row of the table. Stars (`*` p < 0.05, `**` < 0.01, `***` < 0.001) are given for the Holm p only. "
                  "MDE: the smallest true difference this test finds with 80% power at α = 0.05 (normal approximation "
                  "from the observed per-question variance; 'assumed sd' where the answers do not vary, e.g. both at "
                  "floor). The design's paired t-test over seeds is shown last; it has no test (—) with fewer than "
@@ -242,13 +283,10 @@ def _zero_shot(ctx: Context, doc: Document) -> None:
 
 
 def verdicts_section(ctx: Context, doc: Document) -> None:
-    exp = ctx.exp
     doc.add(Heading(1, "5. Verdicts"))
-    cells = exp.cells if exp.cells is not None else pd.DataFrame(columns=list(CELL_COLUMNS))
-    judged = {outcome.name: verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen,
-                                     cross_domain_tasks=ctx.cross_domain, target_acc=ctx.target_acc,
-                                     n_boot=ctx.n_boot, outcome=outcome) for outcome in (ACCURACY, LOSS)}
-    write_json(ctx.out / "verdicts.json", [v.to_dict() for result in judged.values() for v in result])
+    if ctx.verdicts is None:
+        doc.add(Callout("warning", f"The verdicts could not be computed: {ctx.verdicts_error}"))
+        return
     doc.add(Para(f"Judged by `metasft.stats.verdicts` from {PREDICTIONS_SOURCE}: unseen tasks {ctx.unseen or 'none'}, "
                  f"cross-domain tasks {ctx.cross_domain or 'none'} (from {ctx.task_flags_from}); target accuracy "
                  f"{ctx.target_acc:g} ({ctx.target_from}). Each claim is judged per task on that task's own N-shot "
@@ -258,45 +296,27 @@ def verdicts_section(ctx: Context, doc: Document) -> None:
                  "models sit at floor; **not measurable** when the run lacks the cells the claim needs. Intervals are "
                  "bootstraps over test questions; MDE is the smallest effect on the quantity this run detects with "
                  "80% power. The numbers behind each verdict are below the tables and in `report/verdicts.json`."))
-    caveats = []
-    if is_tiny(ctx):
-        caveats.append("the model is the tiny test model: these verdicts are a pipeline check")
-    if ctx.budget_mismatch:
-        caveats.append("FOMAML-SFT and SFT-Mixed had unequal example budgets (see Setup)")
-    if exp.cells is None:
-        caveats.append("there are no results: every claim is unmeasurable")
-    primary, secondary = judged[ACCURACY.name], judged[LOSS.name]
-    effects = [v.mde for v in primary if T.isnum(v.mde)]
-    if effects and min(effects) > DEMO_MDE:
-        caveats.append(f"this is a demo-size run: the smallest accuracy effect any claim could detect with 80% power "
-                       f"is {min(effects):.2f} ({100 * min(effects):.0f} points); effects of the size the design "
-                       "expects would mostly read as inconclusive. More test questions per task shrink the MDE "
-                       "(it falls with the square root of their number); more seeds help less")
-    if caveats:
-        doc.add(Callout("warning", "Read with care: " + "; ".join(caveats) + "."))
+    warnings = caveats(ctx)
+    if warnings:
+        doc.add(Callout("warning", "Read with care: " + "; ".join(warnings) + "."))
+    primary, secondary = ctx.verdicts[ACCURACY.name], ctx.verdicts[LOSS.name]
     doc.add(_verdict_table(primary, "Accuracy, the design's outcome"))
     doc.add(Para("Secondary outcome: the token-mean loss of the test questions' reference solutions (lower is "
                  "better). It moves where accuracy sits at floor, so it can show a direction a small run cannot show "
                  "in accuracy; it is not the design's criterion, and a verdict here is not a verdict on accuracy."))
     doc.add(_verdict_table(secondary, "Reference-solution loss, secondary outcome"))
-    ctx.verdict_line.text = ("Verdicts (section 5, accuracy): " + "; ".join(f"{v.name} **{v.status}**" for v in primary)
-                             + (" — a pipeline check only (tiny model)." if is_tiny(ctx) else "."))
+    doc.add(Heading(2, "Evidence"))
+    doc.add(Para("The per-task numbers each verdict was read from (`report/verdicts.json` holds them in full)."))
     for v in primary + secondary:
-        doc.add(Heading(3, f"{v.label}: evidence ({v.status})"), Code(T.evidence_text(v.evidence)))
-    if all(v.status == UNMEASURABLE for v in primary) and exp.cells is not None:
+        doc.add(Heading(3, f"{v.label}: evidence ({v.status})"))
+        doc.add(*T.evidence_blocks(v.to_dict()["evidence"]))  # the verdicts.json values
+    if all(v.status == UNMEASURABLE for v in primary) and ctx.exp.cells is not None:
         doc.add(Para("No claim could be judged: see each explanation for what the run lacks."))
 
 
-DEMO_MDE = 0.10  # above 10 accuracy points a run cannot see the effects the design predicts (5-point C2)
-
-
 def _verdict_table(result: list, caption: str) -> Table:
-    rows = []
-    for v in result:
-        number = T.DASH
-        if T.isnum(v.estimate):
-            number = f"{T.num(v.estimate, 3)} {T.interval(v.ci_lo, v.ci_hi)}" if T.isnum(v.ci_lo) else T.num(v.estimate, 3)
-        rows.append([v.label, v.statement, f"**{v.status}**", number, T.num(v.mde, 3), v.explanation])
+    rows = [[v.label, v.statement, status_badge(v.status), verdict_number(v), T.num(v.mde, 3), v.explanation]
+            for v in result]
     return Table(["claim", "statement", "status", "estimate [95% CI]", "MDE (80%)", "numbers and explanation"], rows,
                  caption)
 

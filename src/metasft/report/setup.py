@@ -1,16 +1,17 @@
-"""Report section 1: setup (model, data, budgets, seeds, provenance, stage times) and the
-training curves."""
+"""Report section 1 (training: the curves and whether the arms' budgets match) and Appendix A
+(setup: model, data, budgets, seeds, provenance, stage times), which closes the report so the
+verdicts come first."""
 from __future__ import annotations
 
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
-from metasft.report.doc import Bullets, Callout, Document, Heading, Image, Para, Table
+from metasft.report.doc import Bullets, Callout, Document, Heading, Para, Table
 
 
 def setup_section(ctx: Context, doc: Document) -> None:
     exp = ctx.exp
-    doc.add(Heading(1, "1. Setup"))
+    doc.add(Heading(1, "Appendix A. Setup and provenance"))
     cfg = exp.config
     doc.add(Heading(2, "Model"))
     if cfg is None:
@@ -115,37 +116,44 @@ def _budgets(ctx: Context, doc: Document) -> None:
     doc.add(Table(["run", "arm", "status", "seed", "examples", "distinct", "tokens", "response tokens",
                    "optimizer steps", "inner steps", "best step", "best value (metric)", "train time", "git commit"],
                   rows, "Source: runs/<run>/manifest.json (budget, best, train_seconds)"))
-    not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
-    if not_finished:
-        doc.add(Callout("warning", f"Run(s) not finished: {', '.join(not_finished)}."))
     no_budget = [n for n, m in exp.runs.items() if not m.get("budget")]
     if no_budget:
         doc.add(Para(f"No budget recorded for: {', '.join(no_budget)}."))
 
+
+def check_budgets(ctx: Context) -> None:
+    """Compare FOMAML-SFT's and SFT-Mixed's example budgets (runs/*/manifest.json) before any section
+    is written: the summary, section 1 and the comparisons all need the answer. Sets
+    ctx.budget_note and, when they differ by more than one SFT batch, ctx.budget_mismatch."""
+    exp = ctx.exp
+    if not exp.runs:
+        ctx.budget_note = ("note", "Budget match not checked: no run directories under `runs/`.")
+        return
     fom, sft = _run_named(ctx, FOMAML), _run_named(ctx, SFT)
     if fom is None or sft is None:
-        doc.add(Para(f"Budget match not checked: no {'FOMAML' if fom is None else 'SFT-Mixed'} run under runs/."))
+        ctx.budget_note = ("note", f"Budget match not checked: no {'FOMAML' if fom is None else 'SFT-Mixed'} run "
+                                   "under runs/.")
         return
     a = (exp.runs[fom].get("budget") or {}).get("examples")
     b = (exp.runs[sft].get("budget") or {}).get("examples")
     if not (T.isnum(a) and T.isnum(b)):
-        doc.add(Para("Budget match not checked: runs/fomaml or runs/sft_mixed has no budget.examples."))
+        ctx.budget_note = ("note", "Budget match not checked: runs/fomaml or runs/sft_mixed has no budget.examples.")
         return
     cfg = exp.run_configs.get(sft) or exp.config
     batch = cfg.data.train_batch_size if cfg is not None else None
     batch_from = f"runs/{sft}/config.yaml" if sft in exp.run_configs else "config.yaml"
     mode = f" (data.budget = {cfg.data.budget})" if cfg is not None else ""
     if batch is None:
-        doc.add(Para(f"Budget match not checked: the SFT batch size is unknown (no config). Examples: FOMAML-SFT "
-                     f"{a:,}, SFT-Mixed {b:,}."))
+        ctx.budget_note = ("note", f"Budget match not checked: the SFT batch size is unknown (no config). Examples: "
+                                   f"FOMAML-SFT {a:,}, SFT-Mixed {b:,}.")
     elif abs(a - b) > batch:
         ctx.budget_mismatch = (f"FOMAML-SFT processed {a:,} training examples and SFT-Mixed {b:,}: they differ by "
                                f"{abs(a - b):,}, more than one SFT batch ({batch}, {batch_from} data.train_batch_size)"
                                f"{mode}. Their comparison is not at an equal example budget.")
-        doc.add(Callout("warning", f"**Budget mismatch.** {ctx.budget_mismatch}"))
+        ctx.budget_note = ("warning", f"**Budget mismatch.** {ctx.budget_mismatch}")
     else:
-        doc.add(Para(f"Example budgets match: FOMAML-SFT {a:,}, SFT-Mixed {b:,} (difference {abs(a - b):,} ≤ one SFT "
-                     f"batch of {batch}){mode}."))
+        ctx.budget_note = ("note", f"Example budgets match: FOMAML-SFT {a:,}, SFT-Mixed {b:,} (difference "
+                                   f"{abs(a - b):,} ≤ one SFT batch of {batch}){mode}.")
 
 
 def _seeds(ctx: Context, doc: Document) -> None:
@@ -207,10 +215,18 @@ def _stages(ctx: Context, doc: Document) -> None:
 
 
 def training_section(ctx: Context, doc: Document) -> None:
-    doc.add(Heading(2, "Training curves"))
+    exp = ctx.exp
+    doc.add(Heading(1, "1. Training"))
+    kind, text = ctx.budget_note
+    doc.add(Callout("warning", text) if kind == "warning" else Para(text))
+    not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
+    if not_finished:
+        doc.add(Callout("warning", f"Run(s) not finished: {', '.join(not_finished)}."))
     path, rel = ctx.figure("training_curves")
-    if plots.training_curves(ctx.exp.metrics, path, ctx.source("runs/*/metrics.jsonl")):
-        doc.add(Image(rel, "training and validation loss per run"),
-                Para("Source: `runs/<run>/metrics.jsonl` (`loss`, `val_loss`, `val_loss_adapted`)."))
+    arms = {name: m["arm"] for name, m in exp.runs.items() if m.get("arm")}
+    if plots.training_curves(exp.metrics, arms, path, ctx.source("runs/*/metrics.jsonl")) is not None:
+        doc.add(ctx.image(rel, "training and validation loss per run",
+                          "Source: `runs/<run>/metrics.jsonl` (`loss`, `val_loss`, `val_loss_adapted`); one run per "
+                          "arm and seed, so no band. Budgets and the rest of the setup: Appendix A."))
     else:
         doc.add(Para("No run logged a loss in runs/<run>/metrics.jsonl."))

@@ -1,12 +1,11 @@
 """Number formatting and the report's tables built from the statistics frames."""
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 
-from metasft.report.doc import Table
+from metasft.report.doc import Para, Table
 from metasft.report.plots import label, model_order
 
 DASH = "—"
@@ -67,20 +66,96 @@ def seconds(s) -> str:
     return f"{s:,.1f} s ({h}:{m:02d}:{sec:02d})"
 
 
-def rounded(value, digits: int = 4):
-    """Floats rounded to `digits` significant digits (inf/nan as strings), for printing evidence."""
+# Column names for the keys of `Verdict.evidence` (metasft.stats.verdicts); others are shown as they are.
+EVIDENCE_NAMES = {
+    "estimate": "advantage", "advantage": "advantage", "ci": "95% CI", "n_questions": "questions",
+    "n_seeds": "seeds", "at_bound": "both at floor/ceiling", "status": "status", "n_shots": "N-shot",
+    "fomaml_shots": "FOMAML-SFT shots", "sft_shots": "SFT-Mixed shots", "sft_shots_to_match": "SFT-Mixed shots to match",
+    "ratio": "ratio", "fomaml_steps": "FOMAML-SFT steps", "sft_steps": "SFT-Mixed steps",
+    "fomaml_curve": "FOMAML-SFT accuracy by step", "sft_curve": "SFT-Mixed accuracy by step", "p": "p",
+    "p_holm": "p (Holm)", "mde": "MDE", "not_judged": "not judged because", "shot_levels": "N-shot levels",
+    "fomaml_in_20_50": "FOMAML-SFT in 20-50 steps", "sft_in_100_200": "SFT-Mixed in 100-200 steps",
+    "fomaml_over_sft": "FOMAML-SFT over SFT-Mixed [95% CI]", "sft_over_base": "SFT-Mixed over Base [95% CI]",
+    "target_accuracy": "target accuracy", "task": "task", "tasks": "tasks", "significant": "significantly better",
+    "worse": "worse at every level", "undecided": "undecided", "unseen_tasks": "unseen tasks",
+    "cross_domain_tasks": "cross-domain tasks",
+    "family": "The family of comparisons (sign-flip p over questions, Holm-corrected over these rows)",
+}
+_SIGNED = {"estimate", "advantage"}
+
+
+def _evidence_value(key: str, value) -> str:
+    """One evidence value (plain JSON, as `Verdict.to_dict` gives it) as table text: intervals in
+    brackets, p-values as p, curves as 'step: value'."""
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return {"inf": "∞", "-inf": "−∞"}.get(value, value)
     if isinstance(value, dict):
-        return {str(k): rounded(v, digits) for k, v in value.items()}
+        return ", ".join(f"{_step(k)}: {_evidence_value('', v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return [rounded(v, digits) for v in value]
-    if isinstance(value, float):
-        return str(value) if not math.isfinite(value) else float(f"{value:.{digits}g}")
-    return value
+        if key == "ci" and len(value) == 2:
+            lo, hi = (float(x) if x in ("inf", "-inf") else x for x in value)  # JSON spells infinity "inf"
+            if any(isnum(x) and math.isinf(x) for x in (lo, hi)):
+                return f"[{_evidence_value('', lo)}, {_evidence_value('', hi)}]"
+            return interval(lo, hi)
+        if len(value) == 3 and all(isnum(x) for x in value):  # (estimate, lo, hi)
+            return f"{signed(value[0])} {interval(value[1], value[2])}"
+        return ", ".join(_evidence_value("", v) for v in value)
+    if key in ("p", "p_holm"):
+        return pval(value)
+    if key in _SIGNED and isnum(value):
+        return signed(value)
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return num(value, 3) if isinstance(value, float) else num(value)
 
 
-def evidence_text(evidence: dict) -> str:
-    """One line per top-level key, its value as compact JSON (floats to 4 significant digits)."""
-    return "\n".join(f"{k}: {json.dumps(rounded(v), ensure_ascii=False)}" for k, v in evidence.items()) or "(none)"
+def _step(key) -> str:
+    """A curve's key (a step, stored as '10.0' in JSON) as '10'."""
+    try:
+        return f"{float(key):g}"
+    except (TypeError, ValueError):
+        return str(key)
+
+
+def evidence_blocks(evidence: dict) -> list:
+    """A verdict's evidence (`Verdict.to_dict()["evidence"]`) as small tables, not JSON.
+
+    Every top-level entry keyed by task (`per_task`, `shots`, `not_judged`, `design_ranges`, ...)
+    becomes columns of one table with a row per task; a list of records (C3's `family`) a table of
+    its own; the remaining scalars and lists a two-column table.
+    """
+    by_task: dict[str, dict[str, object]] = {}
+    records, facts = [], []
+    for key, value in evidence.items():
+        if isinstance(value, dict) and value:
+            for task, inner in value.items():
+                row = by_task.setdefault(str(task), {})
+                if isinstance(inner, dict):
+                    for k, v in inner.items():
+                        row[k if k not in row else f"{key}.{k}"] = v
+                else:
+                    row[key] = inner
+        elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            records.append((key, value))
+        elif not (isinstance(value, dict) and not value):
+            facts.append((key, value))
+    blocks: list = []
+    if by_task:
+        columns = list(dict.fromkeys(k for row in by_task.values() for k in row))
+        blocks.append(Table(["task"] + [EVIDENCE_NAMES.get(c, c) for c in columns],
+                            [[task] + [_evidence_value(c, row.get(c)) for c in columns] for task, row in by_task.items()]))
+    for key, rows in records:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        blocks.append(Table([EVIDENCE_NAMES.get(c, c) for c in columns],
+                            [[_evidence_value(c, row.get(c)) for c in columns] for row in rows],
+                            EVIDENCE_NAMES.get(key, key)))
+    if facts:
+        blocks.append(Table(["what", "value"], [[EVIDENCE_NAMES.get(k, k), _evidence_value(k, v)] for k, v in facts]))
+    return blocks or [Para("No evidence recorded.")]
 
 
 # ------------------------------------------------------------------------------------------ tables
