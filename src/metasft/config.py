@@ -457,8 +457,8 @@ def _validate_sources(cfg: Config, need) -> None:
     for kind, tasks in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks)):
         for t in tasks:
             need(t.source.lower() in known or t.source in names,
-                 f"{kind}[{t.name}].source {t.source!r} is neither a built-in source {sorted(SOURCE_MODULES)} "
-                 f"nor a data.sources entry {names}")
+                 f"{kind}[{t.name}]: unknown source {t.source!r}; expected a built-in source "
+                 f"{sorted(SOURCE_MODULES)} or a data.sources entry {names}")
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:

@@ -125,7 +125,7 @@ def test_cli_error_for_a_bad_row_is_one_line(tmp_path, capsys):
 
 def test_config_checks_sources(tmp_path):
     config = write_config(tmp_path, tmp_path / "mine.jsonl")
-    with pytest.raises(ConfigError, match=r"source 'nope' is neither a built-in source"):
+    with pytest.raises(ConfigError, match=r"data.tasks\[my_algebra\]: unknown source 'nope'; expected a built-in source"):
         load_config(config, ["data.tasks.0.source=nope"])
     with pytest.raises(ConfigError, match=r"give path \(a file\) or hub"):
         load_config(config, ["data.sources.0.hub=org/name"])

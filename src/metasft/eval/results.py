@@ -232,29 +232,24 @@ def find_results(path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise ResultsError(f"{path}: no {RESULTS_FILE} here or in {path / 'eval'}; expected an experiment "
-                            f"directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) or the file")
+                       f"directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) or the file")
 
 
 def export_predictions(store: ResultsStore, out: str | Path) -> int:
     """Write every stored prediction (columns PREDICTION_COLUMNS; `correct` is the verdict) to `out`,
     JSON lines or CSV by its suffix, atomically; return the number of rows. In CSV `shot_ids` is a JSON list."""
-    from metasft.rundir import atomic_write_text
+    from metasft.rundir import atomic_write_text, strict_json
 
     out = Path(out)
     if out.suffix.lower() not in EXPORT_FORMATS:
         raise ResultsError(f"{out}: unknown format {out.suffix!r}; expected one of {EXPORT_FORMATS}")
     frame = store.predictions()
     if out.suffix.lower() == ".jsonl":
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        text = "".join(json.dumps(r, ensure_ascii=False, default=_plain_json) + "\n" for r in records)
+        text = "".join(json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n"
+                       for r in frame.to_dict("records"))
     else:
         frame = frame.assign(shot_ids=frame["shot_ids"].map(json.dumps))
         text = frame.to_csv(index=False)
     atomic_write_text(out, text)
     return len(frame)
 
-
-def _plain_json(value):
-    if hasattr(value, "item"):
-        return value.item()  # numpy scalars
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -22,10 +22,11 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from metasft.answers import last_boxed
 from metasft.config import UserSource
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import hub_rows, last_boxed, read_csv, read_json, read_jsonl, require_file, snake
+from metasft.data.sources._files import hub_rows, read_csv, read_json, read_jsonl, require_file, snake
 from metasft.rundir import file_sha256
 
 log = logging.getLogger(__name__)
