@@ -1,4 +1,5 @@
-"""The `metasft` command: parse, load the config, call one stage. Every command takes key=value overrides."""
+"""The `metasft` command: parse, load the config, call one stage. Commands that read a config take
+key=value overrides; those that read a directory (report, data stats, export, compare) do not."""
 from __future__ import annotations
 
 import argparse
@@ -8,44 +9,134 @@ from pathlib import Path
 
 from metasft.config import ConfigError, load_config, save_config
 from metasft.data.records import DataError
+from metasft.eval.results import ResultsError
 from metasft.train.batching import TruncationError
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.common import NonFiniteLoss
 
 
+def _command(sub, name: str, help: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help gives a description and examples."""
+    return sub.add_parser(name, help=help, description=description,
+                          epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides applied after the YAML, e.g. meta.inner_lr=1e-4 data_root=../shared/data")
+
+
+def _version() -> str:
+    from metasft import __version__
+    from metasft.rundir import git_commit
+    commit = git_commit()
+    return f"metasft {__version__}" + (f" (git {commit})" if commit else "")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metasft", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="metasft", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Does FOMAML on top of SFT give an LLM better few-shot adaptation on math and science "
+                    "reasoning than plain SFT? Build task data, train the arms, evaluate, report.",
+        epilog="examples:\n  metasft run                                  the embedded default experiment\n"
+               "  metasft config show configs/tiny/experiment.yaml meta.inner_lr=1e-4\n"
+               "  metasft ls configs/data/embedded.yaml\n"
+               "  metasft compare runs/exp1 runs/exp3\n"
+               "`metasft COMMAND --help` describes each command.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = sub.add_parser("data", help="build or inspect task data").add_subparsers(dest="data_command", required=True)
-    b = data.add_parser("build", help="build meta-training and evaluation tasks")
-    b.add_argument("config")
-    b.add_argument("--out", required=True, type=Path)
-    b.add_argument("overrides", nargs="*", metavar="key=value")
-    s = data.add_parser("stats", help="print counts per task, split and level")
-    s.add_argument("dir", type=Path)
+    data = sub.add_parser("data", help="build or inspect task data",
+                          description="Build the meta-training and evaluation tasks of a data config, or count them.")
+    data = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    b = _command(data, "build", "build meta-training and evaluation tasks",
+                 "Load every source of the config's data.tasks and data.eval_tasks, split each task into "
+                 "support/query/val/test (stratified by level, no problem in two files), and write them with a "
+                 "manifest.json (counts, seed, sha256 per file).",
+                 ["metasft data build configs/data/embedded.yaml --out runs/data",
+                  "metasft data build configs/data/math_scheme_a.yaml --out runs/data_a data_root=../shared/data"])
+    b.add_argument("config", help="YAML config (its data section is used)")
+    b.add_argument("--out", required=True, type=Path, help="directory to write (replaced atomically)")
+    _overrides(b)
+    s = _command(data, "stats", "print counts per task, split and level",
+                 "Counts per task, split and level from a built data directory's manifest.json (an experiment "
+                 "directory of `metasft run` works too: its dataset/ is read). Reads files only: no overrides.",
+                 ["metasft data stats runs/data", "metasft data stats runs/embedded_default"])
+    s.add_argument("dir", type=Path, help="a `metasft data build --out` directory or an experiment directory")
 
-    t = sub.add_parser("train", help="train one arm (the config's `arm`) into a run directory")
-    t.add_argument("config")
-    t.add_argument("--out", required=True, type=Path)
+    t = _command(sub, "train", "train one arm (the config's `arm`) into a run directory",
+                 "Train one arm (fomaml | reptile | sft_mixed | sft_task | base) into a run directory: config.yaml, "
+                 "manifest.json, metrics.jsonl, train.log (a line per trainer.log_freq steps), checkpoints, adapter.",
+                 ["metasft train configs/tiny/fomaml_sft.yaml --out runs/fomaml",
+                  "metasft train configs/tiny/baseline_sft.yaml --out runs/sft trainer.paired_run=runs/fomaml",
+                  "metasft train configs/tiny/fomaml_sft.yaml --out runs/fomaml --resume"])
+    t.add_argument("config", help="YAML config")
+    t.add_argument("--out", required=True, type=Path, help="the run directory")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    t.add_argument("overrides", nargs="*", metavar="key=value")
+    _overrides(t)
 
-    e = sub.add_parser("eval", help="few-shot curves and zero-shot transfer for the models in eval.models")
-    e.add_argument("config")
-    e.add_argument("--out", required=True, type=Path)
+    e = _command(sub, "eval", "few-shot curves and zero-shot transfer for the models in eval.models",
+                 "Protocol A (few-shot adaptation curves per task, n_shots and seed) and protocol B (zero-shot on "
+                 "unseen tasks) for every model in eval.models, into OUT/results.sqlite (every prediction stored) "
+                 "and OUT/eval.log (one accuracy line per cell). Resumable: finished groups are skipped.",
+                 ["metasft eval configs/tiny/experiment.yaml --out runs/eval --data runs/data "
+                  "eval.models=[base,fomaml=runs/fomaml]"])
+    e.add_argument("config", help="YAML config")
+    e.add_argument("--out", required=True, type=Path, help="the evaluation directory")
     e.add_argument("--data", type=Path, help="built data directory (default: data.dir, else build into OUT/dataset)")
-    e.add_argument("overrides", nargs="*", metavar="key=value")
+    _overrides(e)
 
-    r = sub.add_parser("report", help="write report.md, report.html and plots for an experiment directory")
-    r.add_argument("dir", type=Path)
+    r = _command(sub, "report", "write report.md, report.html and plots for an experiment directory",
+                 "Write report/ (report.md, report.html, figures, verdicts.json) from an experiment directory's "
+                 "files; its settings come from the directory's config.yaml, so it takes no overrides.",
+                 ["metasft report runs/embedded_default"])
+    r.add_argument("dir", type=Path, help="an experiment directory (`metasft run --out`)")
 
-    run = sub.add_parser("run", help="the whole experiment: data, every arm, evaluation, report")
+    run = _command(sub, "run", "the whole experiment: data, every arm, evaluation, report",
+                   "Data build, every arm of `arms`, evaluation, task similarity and the report, in one directory. "
+                   "A rerun skips the stages finished with the same settings; a stage recorded with other settings "
+                   "stops the run (use --force or a new --out). Ends by printing the verdicts.",
+                   ["metasft run", "metasft run configs/tiny/experiment.yaml --out runs/tiny",
+                    "metasft run meta.inner_lr=1e-4 --out runs/lr1e-4"])
     run.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
-    run.add_argument("--out", type=Path, default=Path("runs/embedded_default"))
+    run.add_argument("--out", type=Path, default=Path("runs/embedded_default"), help="the experiment directory")
     run.add_argument("--force", action="store_true",
                      help="redo the stages whose settings changed since OUT was run, and all that depends on them")
-    run.add_argument("overrides", nargs="*", metavar="key=value")
+    _overrides(run)
+
+    config = sub.add_parser("config", help="show a resolved config",
+                            description="Inspect configs without running anything.")
+    config = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    cs = _command(config, "show", "print the resolved, validated config; nothing runs",
+                  "Print the config as a run would use it: defaults, the YAML with its includes, then the overrides, "
+                  "validated (an unknown key or a wrong type is a one-line error).",
+                  ["metasft config show configs/experiment.yaml",
+                   "metasft config show configs/tiny/experiment.yaml meta.inner_lr=1e-4 arms=[base,fomaml]"])
+    cs.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
+    _overrides(cs)
+
+    ls = _command(sub, "ls", "list shipped configs, sources, and a data config's tasks",
+                  "List the shipped configs (with the command in their first comment line), the built-in sources, "
+                  "and, given a config, its data.sources and tasks.",
+                  ["metasft ls", "metasft ls configs/data/math_scheme_a.yaml"])
+    ls.add_argument("config", nargs="?", help="a config whose tasks to list")
+    _overrides(ls)
+
+    x = _command(sub, "export", "write every stored prediction to JSON lines or CSV",
+                 "Every prediction in results.sqlite: model, task, n_shots, seed, step, question_id, prompt, output, "
+                 "extracted (answer), gold, correct (the verdict), timed_out, shot_ids, loss, ...",
+                 ["metasft export runs/embedded_default --predictions preds.jsonl",
+                  "metasft export runs/eval --predictions preds.csv"])
+    x.add_argument("run", type=Path, help="an experiment directory, an evaluation directory or a results.sqlite")
+    x.add_argument("--predictions", required=True, type=Path, help="output file: .jsonl or .csv")
+
+    c = _command(sub, "compare", "compare experiment directories: differing config keys, accuracy table, plot",
+                 "For each experiment (or evaluation) directory: the config keys whose values differ between them, "
+                 "and per (task, n_shots) the final-step accuracy of every model, mean over seeds; plus a PNG plot.",
+                 ["metasft compare runs/exp1 runs/exp2 runs/exp3 runs/exp4 runs/exp5 --plot sweep.png"])
+    c.add_argument("dirs", nargs="+", type=Path, metavar="EXP_DIR", help="experiment or evaluation directories")
+    c.add_argument("--plot", type=Path, default=Path("compare.png"), help="where the PNG goes (default: compare.png)")
     return p
 
 
@@ -61,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *rest]
     try:
         return _dispatch(args)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, TruncationError) as e:
+    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, TruncationError, ResultsError) as e:
         print(f"metasft: error: {e}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args) -> int:
+    config = getattr(args, "config", None)
+    if args.command in ("run", "config", "ls") and config and "=" in config and not Path(config).is_file():
+        args.overrides, args.config = [config, *args.overrides], None  # `metasft run key=value`: no config
     if args.command == "data" and args.data_command == "build":
         from metasft.data.build import build_data
         cfg = load_config(args.config, args.overrides)
@@ -101,16 +195,53 @@ def _dispatch(args) -> int:
         print(write_report(args.dir))
         return 0
     if args.command == "run":
-        from metasft.pipeline import DEFAULT_CONFIG, run_experiment
-        if args.config and "=" in args.config and not Path(args.config).is_file():
-            args.overrides, args.config = [args.config, *args.overrides], None  # `metasft run key=value`
-        config = args.config or DEFAULT_CONFIG
-        if args.config is None and not Path(config).is_file():
-            raise ConfigError(f"the default experiment config {config} is missing (run from a metasft checkout)")
+        from metasft.pipeline import run_experiment
+        config = _default_config(args.config)
         out = run_experiment(load_config(config, args.overrides), args.out, force=args.force)
         print(out / "report" / "report.md")
+        verdicts = out / "report" / "verdicts.json"
+        if verdicts.is_file():
+            from metasft.stats.verdicts import read_verdicts, summary_lines
+            print("verdicts (status, the estimate behind it; details in the report):")
+            print("\n".join("  " + line for line in summary_lines(read_verdicts(verdicts))))
+        return 0
+    if args.command == "config":
+        cfg = load_config(_default_config(args.config), args.overrides)
+        import yaml
+        from metasft.config import to_dict
+        print(f"# resolved from {_default_config(args.config)}" + (f" with {args.overrides}" if args.overrides else ""))
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    if args.command == "ls":
+        from metasft.catalog import listing
+        from metasft.pipeline import REPO_CONFIGS
+        cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
+        print(listing(REPO_CONFIGS, cfg, args.config or ""))
+        return 0
+    if args.command == "export":
+        from metasft.eval.results import ResultsStore, export_predictions, find_results
+        path = find_results(args.run)
+        with ResultsStore(path) as store:
+            n = export_predictions(store, args.predictions)
+        print(f"wrote {n} predictions from {path} to {args.predictions}")
+        return 0
+    if args.command == "compare":
+        from metasft.compare import labels, load_experiment, plot, render
+        experiments = [load_experiment(d, name) for d, name in zip(args.dirs, labels(args.dirs))]
+        print(render(experiments))
+        print(f"\nplot: {plot(experiments, args.plot)}")
         return 0
     raise AssertionError(args)
+
+
+def _default_config(config: str | None) -> str | Path:
+    """`config`, or the embedded experiment's YAML when none is given."""
+    from metasft.pipeline import DEFAULT_CONFIG
+    if config is not None:
+        return config
+    if not DEFAULT_CONFIG.is_file():
+        raise ConfigError(f"the default experiment config {DEFAULT_CONFIG} is missing (run from a metasft checkout)")
+    return DEFAULT_CONFIG
 
 
 if __name__ == "__main__":

@@ -108,6 +108,32 @@ class EvalTask:
 
 
 @dataclass
+class Columns:
+    """Which column of a user's data holds each record field (metasft.data.sources.custom)."""
+    problem: str = "problem"
+    solution: str | None = "solution"   # None: no worked solution ("The answer is X."; data.cot can add one)
+    answer: str | None = "answer"       # None: the last \boxed{} of the solution
+    subject: str | None = None          # None: every row's subject is the source's name
+    level: str | None = None            # 1-5 or "Level 3"; None (or an empty cell): no level
+    choices: str | None = None          # a list of options (in CSV, a JSON list): multiple choice
+    id: str | None = None               # None: the row number
+
+
+@dataclass
+class UserSource:
+    """Your own data as a source: a JSONL / JSON / CSV / parquet file or a Hugging Face dataset id.
+    Tasks (data.tasks, data.eval_tasks) name it in `source:` like a built-in source."""
+    name: str
+    path: str | None = None         # a file, relative to the working directory; `{split}` becomes the split name
+    hub: str | None = None          # or a hub dataset id (the task's split is the hub's split)
+    hub_config: str | None = None
+    split_column: str | None = None  # rows whose column equals the split name; None: every split reads all rows
+    columns: Columns = field(default_factory=Columns)
+    domain: str = "mixed"
+    answer_type: str = "math"       # how answers are graded: math | integer | float | bool | list (choice: set columns.choices)
+
+
+@dataclass
 class CotArgs:
     base_url: str | None = None     # any OpenAI-compatible endpoint; None: keep the source's solution
     model: str | None = None
@@ -119,6 +145,7 @@ class CotArgs:
 class DataArgs:
     tasks: list[TaskSource] = field(default_factory=list)
     eval_tasks: list[EvalTask] = field(default_factory=list)
+    sources: list[UserSource] = field(default_factory=list)  # your own files / hub datasets, by name
     support_ratio: float = 0.2
     query_ratio: float = 0.3        # the rest is the task's held-out test split
     val_ratio: float = 0.1          # share of the held-out part kept for checkpoint selection
@@ -430,8 +457,34 @@ def validate(cfg: Config) -> None:
         need(all(1 <= lv <= 5 for lv in t.levels), f"data.eval_tasks[{t.name}].levels must be within 1-5, got {t.levels}")
         need(t.level is None or not t.levels, f"data.eval_tasks[{t.name}]: give level or levels, not both")
         need(all(n >= 0 for n in t.n_shots), f"data.eval_tasks[{t.name}].n_shots must be >= 0")
+    _validate_sources(cfg, need)
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
+
+
+def _validate_sources(cfg: Config, need) -> None:
+    """data.sources entries are well formed, and every task names a source that exists."""
+    from metasft.data.records import ANSWER_TYPES
+    from metasft.data.sources import SOURCE_MODULES
+
+    names = [s.name for s in cfg.data.sources]
+    for s in cfg.data.sources:
+        where = f"data.sources[{s.name}]"
+        need(s.name.lower() not in SOURCE_MODULES, f"{where}: the name is a built-in source's; pick another")
+        need(names.count(s.name) == 1, f"{where}: the name is used twice")
+        need((s.path is None) != (s.hub is None), f"{where}: give path (a file) or hub (a dataset id), one of them")
+        need(s.hub_config is None or s.hub is not None, f"{where}: hub_config needs hub")
+        need(s.answer_type in ANSWER_TYPES and s.answer_type != "choice",
+             f"{where}.answer_type must be one of {[t for t in ANSWER_TYPES if t != 'choice']} (multiple "
+             f"choice: set columns.choices), got {s.answer_type!r}")
+        need(s.columns.solution is not None or s.columns.answer is not None,
+             f"{where}.columns: solution and answer cannot both be null")
+    known = set(SOURCE_MODULES) | set(names)
+    for kind, tasks in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks)):
+        for t in tasks:
+            need(t.source.lower() in known or t.source in names,
+                 f"{kind}[{t.name}]: unknown source {t.source!r}; expected a built-in source "
+                 f"{sorted(SOURCE_MODULES)} or a data.sources entry {names}")
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:

@@ -9,6 +9,7 @@ A fingerprint is a flat, JSON-ready {key: value} of
     after.<stage>         the digest of each upstream stage's fingerprint, so a change reaches
                           everything downstream
     input.data            sha256 of an external `data.dir`'s file hashes (when the run builds none)
+    input.source.<name>   sha256 of a data.sources file's content (the data stage: your file edited)
 and its digest is the sha256 of that dict as canonical JSON. `metasft run` stores both per stage in
 the experiment's manifest.json and reuses a recorded stage only when the digests match.
 """
@@ -108,7 +109,11 @@ def plan(cfg: Config, runs: list[tuple[str, str, str | None]], external_data: Pa
     data_in: dict = {}
     data_after: list[str] = []
     if external_data is None:
-        add("data", "data", config_keys(cfg, _DATA, _DATA_IGNORE), [])
+        from metasft.data.sources.custom import content_sha256
+        # data.sources only when used, so directories from before it existed keep their digests
+        keys = config_keys(cfg, (*_DATA, "data.sources") if cfg.data.sources else _DATA, _DATA_IGNORE)
+        files = {f"input.source.{s.name}": digest(content_sha256(s)) for s in cfg.data.sources if s.path}
+        add("data", "data", {**keys, **files}, [])
         data_after = ["data"]
     else:
         data_in = {"input.data": data_files_digest(external_data)}
@@ -145,7 +150,8 @@ def changes(old: dict, new: dict, limit: int = 4) -> str:
             out.append(f"other {stage} results" if key in old and key in new
                        else f"{stage}, now without it" if key in old else f"no {stage}, now with it")
         elif key.startswith("input."):
-            out.append("other data.dir files" if key in old and key in new
+            what = "data.dir files" if key == "input.data" else f"{key.removeprefix('input.source.')} file content"
+            out.append(f"other {what}" if key in old and key in new
                        else f"{key}, now without it" if key in old else f"no {key}, now with it")
         else:
             was = f"{key}={_show(old[key])}" if key in old else f"{key} unset"

@@ -11,6 +11,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -107,7 +108,12 @@ def add_lora(model: PreTrainedModel, *, rank: int, alpha: int, dropout: float,
                          f"{sorted(m for m in present if m.endswith('proj'))}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft's PeftModel.__init__ reads transformers' deprecated `is_gradient_checkpointing` (a
+        # FutureWarning at every stage that builds a model); the call is inside peft, so only that
+        # one message is silenced, and only here. Drop this once peft reads `is_activation_checkpointing`.
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     for p in peft_model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # small inner steps must not round away on bf16 weights

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -180,3 +181,34 @@ class RunWarning:
 def run_warnings(manifest: dict) -> list[RunWarning]:
     """The warnings a run manifest records (none for manifests written before they existed)."""
     return [RunWarning(w["kind"], w["message"]) for w in manifest.get("warnings") or []]
+
+
+# Per-step lines (training steps, evaluation cells) go to the stage's log file only: the console
+# has the progress bar, and a line per step would bury it.
+STEP_LOG = "metasft.steps"
+logging.getLogger(STEP_LOG).propagate = False
+
+
+@contextlib.contextmanager
+def stage_log(path: Path, enabled: bool = True) -> Iterator[None]:
+    """While the block runs, append every log record (INFO and up for metasft's loggers) and the
+    per-step lines of STEP_LOG to `path`, e.g. `<run>/train.log`. `enabled=False` (ranks > 0): nothing."""
+    if not enabled:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root, package, steps = logging.getLogger(), logging.getLogger("metasft"), logging.getLogger(STEP_LOG)
+    level = package.level
+    if package.getEffectiveLevel() > logging.INFO:  # called as a library (tests): still log to the file
+        package.setLevel(logging.INFO)
+    root.addHandler(handler)
+    steps.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        steps.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()

@@ -178,6 +178,10 @@ def test_cell_counts_and_zero_shot_cells(full_run):
     zero = cells[cells["n_shots"] == 0]
     assert len(zero) == 4 and set(zero["step"]) == {0} and set(zero["seed"]) == {0}
     assert len(preds) == len(cells) * 3
+    out = full_run[0]
+    lines = [line for line in (out / "eval.log").read_text().splitlines() if "metasft.steps: " in line]
+    assert len(lines) == len(cells)  # one accuracy line per stored cell
+    assert any(" tuned arith 2-shot seed 1 step 2: accuracy " in line for line in lines)
     assert cells["accuracy_ll"].notna().tolist() == (cells["task"] == "mcq").tolist()
     assert cells[cells["task"] == "arith"]["step_correctness"].notna().all()
     assert cells[cells["task"] == "mcq"]["step_correctness"].isna().all()

@@ -47,10 +47,22 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     for key in ("support_loss_pre", "support_loss_post", "query_loss", "adaptation_gap", "lr", "tokens_per_s", "tasks"):
         assert key in rows[1], key
     assert "val_loss" in rows[3] and "val_loss_adapted" in rows[3]  # validation adapts with grads on
+    # train.log carries the per-step lines at trainer.log_freq (default 1), with validation when it ran
+    steps = [line.split("metasft.steps: ", 1)[1] for line in (fomaml / "train.log").read_text().splitlines()
+             if "metasft.steps: " in line]
+    assert [s.split()[1] for s in steps] == [f"{i}/6" for i in range(7)]
+    assert all(k in steps[1] for k in ("loss ", "tok/s ", "lr ")) and "val_loss " in steps[3]
 
     from peft import PeftModel
     from metasft.models import tiny_llama
     PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / "adapter"))
+
+
+def test_log_freq_thins_train_log_lines(tmp_path, data_dir):
+    run = train(cfg(FOMAML, data_dir, "trainer.log_freq=4", "trainer.test_freq=0"), tmp_path / "run")
+    steps = [line.split("metasft.steps: step ", 1)[1].split()[0] for line in (run / "train.log").read_text().splitlines()
+             if "metasft.steps: " in line]
+    assert steps == ["4/6", "6/6"]  # every 4th step and the last
 
 
 def test_batches_are_not_redrawn(tmp_path, data_dir):

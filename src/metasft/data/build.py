@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 class _Loader:
     """Loads each (source, split) once per build."""
 
-    def __init__(self, data_root: str | None, seed: int):
-        self.data_root, self.seed, self._cache = data_root, seed, {}
+    def __init__(self, data_root: str | None, seed: int, user=()):
+        self.data_root, self.seed, self.user, self._cache = data_root, seed, user, {}
 
     def __call__(self, source: str, split: str, size: int | None) -> list[Record]:
         key = (source.lower(), split, size)
         if key not in self._cache:
-            self._cache[key] = load_source(source, split, self.data_root, seed=self.seed, size=size)
+            self._cache[key] = load_source(source, split, self.data_root, seed=self.seed, size=size, user=self.user)
         return self._cache[key]
 
 
@@ -109,7 +109,7 @@ def build_data(cfg: Config, out: Path) -> dict:
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     relations = held_out_relations(cfg)
-    load = _Loader(cfg.data_root, cfg.seed)
+    load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources)
     dedup = T.Dedup()
     meta = build_meta_tasks(cfg, load, dedup)
     evals = {spec.name: build_eval_task(spec, cfg, load, dedup, i)

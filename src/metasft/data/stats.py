@@ -10,9 +10,14 @@ from metasft.rundir import read_json
 def stats_table(data_dir: Path) -> str:
     """A plain-text table: one row per (task, split) with the total and the count per level."""
     path = Path(data_dir) / "manifest.json"
+    if (Path(data_dir) / "dataset" / "manifest.json").is_file():
+        path = Path(data_dir) / "dataset" / "manifest.json"  # an experiment directory of `metasft run`
     if not path.is_file():
         raise DataError(f"{path}: not found; expected a directory written by `metasft data build`")
     manifest = read_json(path)
+    if not isinstance(manifest, dict) or "tasks" not in manifest or "eval_tasks" not in manifest:
+        raise DataError(f"{path}: not a data manifest (no tasks / eval_tasks); expected a directory written by "
+                        f"`metasft data build` or an experiment directory holding dataset/")
     rows = []
     for group in ("tasks", "eval_tasks"):
         for name, task in manifest[group].items():

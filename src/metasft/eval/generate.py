@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections import defaultdict
 from typing import Iterator, Sequence
 
@@ -33,6 +34,14 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def cache_kwarg(model) -> str:
+    """The name `model.forward` takes its KV cache under: transformers 5.x renamed `past_key_values`
+    to `cache` (the old name raises a FutureWarning at every call, and is due to go in 5.40); older
+    versions know only `past_key_values`. A PEFT wrapper passes keywords through to its base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -136,6 +145,7 @@ class HFBackend:
         self.stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._stop = torch.tensor(self.stop_ids, device=self.device)
+        self._cache_kw = cache_kwarg(model)
 
     # ------------------------------------------------------------------------------ helpers
     def encode(self, text: str) -> list[int]:
@@ -195,8 +205,8 @@ class HFBackend:
             return new
         ids, mask, positions = self._left_pad(seqs)
         cache = Cache(layer_class_to_replicate=functools.partial(PreallocatedLayer, longest))
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
         rows = torch.arange(len(seqs), device=self.device)  # original row of each running sequence
         limit = torch.tensor(limits, device=self.device)
         next_pos = positions[:, -1] + 1
@@ -215,7 +225,7 @@ class HFBackend:
                 rows, tok, mask, next_pos = rows[keep], tok[keep], mask[keep], next_pos[keep]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             logits = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                past_key_values=cache, use_cache=True).logits[:, -1]
+                                use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
             next_pos = next_pos + 1
         return new
 

@@ -27,9 +27,10 @@ from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_names
 from metasft.eval.tasks import TaskData, load_task
-from metasft.rundir import EVAL_DATA_PREFIX, read_json
+from metasft.rundir import EVAL_DATA_PREFIX, STEP_LOG, read_json, stage_log
 
 log = logging.getLogger(__name__)
+step_log = logging.getLogger(STEP_LOG)  # eval.log only: one line per stored cell
 
 
 def _settings(cfg: Config, manifest: dict) -> dict:
@@ -87,7 +88,8 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     task_info = manifest["eval_tasks"]
     groups = enumerate_groups(models, {t: info["n_shots"] for t, info in task_info.items()}, cfg.eval.seeds)
     mine = rank_share(groups, rank, world_size)
-    with ResultsStore(out / RESULTS_FILE) as store:
+    log_file = out / ("eval.log" if rank == 0 else f"eval.rank{rank}.log")
+    with stage_log(log_file), ResultsStore(out / RESULTS_FILE) as store:
         store.check_meta("settings", _settings(cfg, manifest))
         store.check_meta("acc_k", acc_k)
         for spec in models:
@@ -136,6 +138,10 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[
                                      acc_k=acc_k)
             zero_shots.setdefault(zkey, step0(cells, preds))
             store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds)
+            for c in cells:
+                loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
+                step_log.info("%s %s %d-shot seed %d step %d: accuracy %.3f (%d/%d)%s", c["model"], c["task"],
+                              c["n_shots"], c["seed"], c["step"], c["accuracy"], c["n_correct"], c["n"], loss)
             bar.set_postfix(model=group.model, task=group.task, n=group.n_shots, acc=f"{cells[-1]['accuracy']:.2f}")
             if after_group is not None:
                 after_group(group)

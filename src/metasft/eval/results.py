@@ -248,3 +248,37 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     preds["correct"] = preds["correct"].astype(bool)
     preds["loss"] = preds["loss"].astype(float)
     return cells, preds
+
+
+# ----------------------------------------------------------------------------------------- export
+EXPORT_FORMATS = (".jsonl", ".csv")
+
+
+def find_results(path: str | Path) -> Path:
+    """The results.sqlite of `path`: the file itself, an evaluation directory or an experiment directory."""
+    path = Path(path)
+    for candidate in (path, path / RESULTS_FILE, path / "eval" / RESULTS_FILE):
+        if candidate.is_file():
+            return candidate
+    raise ResultsError(f"{path}: no {RESULTS_FILE} here or in {path / 'eval'}; expected an experiment "
+                       f"directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) or the file")
+
+
+def export_predictions(store: ResultsStore, out: str | Path) -> int:
+    """Write every stored prediction (columns PREDICTION_COLUMNS; `correct` is the verdict) to `out`,
+    JSON lines or CSV by its suffix, atomically; return the number of rows. In CSV `shot_ids` is a JSON list."""
+    from metasft.rundir import atomic_write_text, strict_json
+
+    out = Path(out)
+    if out.suffix.lower() not in EXPORT_FORMATS:
+        raise ResultsError(f"{out}: unknown format {out.suffix!r}; expected one of {EXPORT_FORMATS}")
+    frame = store.predictions()
+    if out.suffix.lower() == ".jsonl":
+        text = "".join(json.dumps(strict_json(r), ensure_ascii=False, allow_nan=False) + "\n"
+                       for r in frame.to_dict("records"))
+    else:
+        frame = frame.assign(shot_ids=frame["shot_ids"].map(json.dumps))
+        text = frame.to_csv(index=False)
+    atomic_write_text(out, text)
+    return len(frame)
+

@@ -448,3 +448,35 @@ def verdicts(
         judge.c5(cross_domain_tasks),
     ]
 
+
+
+def read_verdicts(path) -> list[Verdict]:
+    """The verdicts `metasft report` wrote to `report/verdicts.json` (the inverse of `to_dict`)."""
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    names = {f.name for f in fields(Verdict)}
+
+    def number(value):  # to_dict wrote NaN as None and infinities as "inf" / "-inf"
+        return math.nan if value is None else float(value)
+
+    out = []
+    for row in json.loads(Path(path).read_text()):
+        row = {k: v for k, v in row.items() if k in names}
+        for key in ("estimate", "ci_lo", "ci_hi", "threshold", "mde"):
+            if key in row:
+                row[key] = number(row[key])
+        out.append(Verdict(**row))
+    return out
+
+
+def summary_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    """One line per claim for a terminal: `H1           inconclusive    +0.012 [95% CI -0.050, +0.071]  (quantity)`."""
+    width = max((len(v.label) for v in verdicts), default=0)
+    lines = []
+    for v in verdicts:
+        number = _interval(v.estimate, v.ci_lo, v.ci_hi) if math.isfinite(v.estimate) else "-"
+        tail = f"  ({v.quantity})" if v.quantity and math.isfinite(v.estimate) else ""
+        lines.append(f"{v.label:<{width}}  {v.status:<15} {number}{tail}")
+    return lines

@@ -22,7 +22,7 @@ from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.models import add_lora, load_base
 from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, RunWarning, eval_task_file, meta_train_file, pooled_file,
-                            provenance, read_json, write_json)
+                            provenance, read_json, stage_log, write_json)
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
 from metasft.train.distributed import World, init_world, wrap
@@ -134,16 +134,8 @@ def train(cfg: Config, out: Path, resume: bool = False) -> Path:
     if (out / "manifest.json").is_file() and read_json(out / "manifest.json").get("status") == "finished":
         log.info("%s is finished; nothing to do", out)
         return out
-    handler = logging.FileHandler(out / "train.log") if world.main else None
-    if handler:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-    try:
+    with stage_log(out / "train.log", enabled=world.main):
         return _train(cfg, out, resume, world)
-    finally:
-        if handler:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
 
 
 def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
@@ -250,7 +242,7 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
     session = Session(out=out, model=model, named_params=named, optimizer=outer,
                       sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
-                      total_steps=cfg.trainer.total_steps,
+                      log_freq=cfg.trainer.log_freq, total_steps=cfg.trainer.total_steps,
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
                       save_adapter=save_adapter, select_by=_selection(cfg, meta=True))
 
@@ -305,7 +297,7 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
     session = Session(out=out, model=model, named_params=named, optimizer=optimizer,
                       sinks=Sinks(out, cfg.trainer.loggers, model.world.main, to_dict(cfg)),
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
-                      total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
+                      log_freq=cfg.trainer.log_freq, total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter,
                       select_by=_selection(cfg, meta=False))
     session.resume(lambda extra: sampler.load(extra["sampler"]))

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from metasft.rundir import JsonlWriter, atomic_dir
+from metasft.rundir import STEP_LOG, JsonlWriter, atomic_dir
 from metasft.train import checkpoint
 from metasft.train.batching import Example
 from metasft.train.common import TrainModel
 
 log = logging.getLogger(__name__)
+step_log = logging.getLogger(STEP_LOG)  # train.log only (rundir.stage_log)
 
 
 @dataclass
@@ -109,10 +110,12 @@ class Session:
     """Validation, checkpoints and logging for one run, shared by the SFT and meta loops."""
 
     def __init__(self, *, out: Path, model: TrainModel, named_params, optimizer, sinks: Sinks,
-                 save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str):
+                 save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str,
+                 log_freq: int = 1):
         """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best."""
         self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
         self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
+        self.log_freq = log_freq
         self.val_fn, self.save_adapter, self.select_by = val_fn, save_adapter, select_by
         self.best: dict = {"metric": select_by, "value": float("inf"), "step": None}
         self.budget = Budget()
@@ -147,7 +150,9 @@ class Session:
                         disable=not self.model.world.main)
         if self.start_step == 0 and self.test_freq:
             # the untrained adapter's validation loss: the baseline every later value is read against
-            self.sinks.write({"step": 0, "time": time.time(), **self.validate(0)})
+            row = {"step": 0, "time": time.time(), **self.validate(0)}
+            self.sinks.write(row)
+            self.log_line(row)
         self._t = time.perf_counter()
 
     def tokens_per_s(self, tokens: int) -> float:
@@ -162,12 +167,24 @@ class Session:
         if self.test_freq and (step % self.test_freq == 0 or step == self.total_steps):
             row.update(self.validate(step))
         self.sinks.write(row)
+        if (self.log_freq and step % self.log_freq == 0) or step == self.total_steps or "val_loss" in row:
+            self.log_line(row)
         if self.bar:
             shown = {k: f"{row[k]:.3f}" for k in ("loss", "query_loss", "val_loss") if row.get(k) is not None}
             self.bar.set_postfix(**shown, tok_s=f"{row.get('tokens_per_s', 0):.0f}")
             self.bar.update(1)
         if self.save_freq and step % self.save_freq == 0 and step < self.total_steps:
             self.checkpoint(step, extra_state())
+
+    def log_line(self, row: dict) -> None:
+        """One train.log line: `step 40/500 loss 1.2345 tok/s 812 lr 2e-05` (+ validation when it ran).
+        Written every trainer.log_freq steps, at the last step and at every validation."""
+        parts = [f"step {row['step']}/{self.total_steps}"]
+        for key, name, fmt in (("loss", "loss", ".4f"), ("tokens_per_s", "tok/s", ".0f"), ("lr", "lr", ".3g"),
+                               ("val_loss", "val_loss", ".4f"), ("val_loss_adapted", "val_loss_adapted", ".4f")):
+            if isinstance(row.get(key), (int, float)):
+                parts.append(f"{name} {row[key]:{fmt}}")
+        step_log.info("  ".join(parts))
 
     def validate(self, step: int) -> dict:
         """Validate; the adapter with the lowest `select_by` so far becomes adapter_best (step 0 included:

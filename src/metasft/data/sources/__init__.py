@@ -4,6 +4,8 @@ Every module exposes `load(split="train", data_root=None, *, seed=0, size=None) 
 `split` is the source's own split name ("train", "test", ...), `data_root` a local directory laid out
 like `../shared/data/` (None: the Hugging Face hub, or the package's own data), `seed` and `size` are
 read by the generators that make data (the embedded source) and ignored by file-backed sources.
+Your own files and hub datasets are `data.sources` entries read by `custom` through their column
+mapping; `load_source` reaches them by name through `user`.
 """
 from __future__ import annotations
 
@@ -28,11 +30,17 @@ SOURCE_MODULES = {
 
 
 def load_source(name: str, split: str = "train", data_root: str | Path | None = None, *,
-                seed: int = 0, size: int | None = None) -> list[Record]:
-    """Load source `name` (case-insensitive, see SOURCE_MODULES) as records."""
+                seed: int = 0, size: int | None = None, user=()) -> list[Record]:
+    """Load source `name` (a data.sources entry of `user`, else built-in: case-insensitive, see
+    SOURCE_MODULES) as records."""
+    for spec in user:
+        if spec.name == name:
+            from metasft.data.sources import custom
+            return custom.load(split, data_root, seed=seed, size=size, spec=spec)
     key = name.lower()
     if key not in SOURCE_MODULES:
-        raise DataError(f"unknown source {name!r}; expected one of {sorted(SOURCE_MODULES)}")
+        raise DataError(f"unknown source {name!r}; expected one of {sorted(SOURCE_MODULES)} "
+                        f"or a data.sources entry {[s.name for s in user]}")
     module = importlib.import_module(f"metasft.data.sources.{SOURCE_MODULES[key]}")
     root = Path(data_root) if data_root is not None else None
     return module.load(split, root, seed=seed, size=size)

@@ -1,0 +1,203 @@
+"""The command line: config show, ls, export, compare, run's verdict summary, --version, --help.
+
+Experiment directories are synthetic (a resolved config.yaml and a results.sqlite written through
+ResultsStore), so these tests run in seconds; test_pipeline.py runs the real tiny experiment.
+"""
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from conftest import CONFIGS
+from metasft import __version__
+from metasft.cli import _parser, main
+from metasft.config import load_config, save_config
+from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore
+from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
+
+TINY = CONFIGS / "tiny" / "experiment.yaml"
+COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["config", "show"],
+            ["ls"], ["export"], ["compare"]]
+
+
+def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, step: 0.5):
+    """An experiment directory: config.yaml and eval/results.sqlite with models base and fomaml,
+    task `algebra` at 0 and 4 shots, seeds 0 and 1, adaptation steps 0 and 2, 4 questions per cell."""
+    save_config(load_config(TINY, list(overrides)), path / "config.yaml")
+    with ResultsStore(path / "eval" / "results.sqlite") as store:
+        for model in ("base", "fomaml"):
+            for n_shots, seeds, steps in ((0, [0], [0]), (4, [0, 1], [0, 2])):
+                for seed in seeds:
+                    cells, preds = [], []
+                    for step in steps:
+                        acc = accuracy(model, n_shots, seed, step)
+                        key = {"model": model, "task": "algebra", "n_shots": n_shots, "seed": seed, "step": step}
+                        correct = [q < round(acc * 4) for q in range(4)]
+                        cells.append({**key, "accuracy": sum(correct) / 4, "loss": 1.0, "n": 4,
+                                      "n_correct": sum(correct), "n_timed_out": 0})
+                        preds += [{**key, "question_id": f"q{q}", "prompt": f"Problem {q}?\nAnswer:", "output": f"x = {q}",
+                                   "extracted": str(q) if q else None, "gold": "1", "correct": c, "timed_out": False,
+                                   "shot_ids": [f"s{i}" for i in range(n_shots)], "loss": 0.5 + q, "loss_tokens": 3}
+                                  for q, c in enumerate(correct)]
+                    store.write_group(model, "algebra", n_shots, seed, cells, preds)
+    return path
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    return make_experiment(tmp_path_factory.mktemp("exp") / "exp1")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"metasft {__version__}")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_a_description_and_an_example(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--help"])
+    text = capsys.readouterr().out
+    assert e.value.code == 0
+    description = text.split("\n\n")[1]
+    assert len(description.split()) >= 8, description
+    examples = text.split("examples:\n", 1)[1]
+    assert f"metasft {' '.join(command)}" in examples
+
+
+def test_every_argument_has_help():
+    parser = _parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if action.choices and isinstance(action.choices, dict):
+                stack += action.choices.values()
+            elif action.dest not in ("help", "command", "data_command", "config_command"):
+                assert action.help, f"{p.prog}: {action.dest}"
+
+
+def test_config_show_prints_the_resolved_validated_config(capsys):
+    assert main(["config", "show", str(TINY), "meta.inner_lr=1e-4", "arms=[base,fomaml]"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# resolved from {TINY}")
+    shown = yaml.safe_load(out)
+    assert shown["meta"]["inner_lr"] == 1e-4 and shown["arms"] == ["base", "fomaml"]
+    assert shown["model"]["partial_pretrain"] == "tiny-llama"  # from the include
+    assert shown["eval"]["seeds"] == [0, 1] and "log_freq" in shown["trainer"]  # defaults filled in
+
+
+def test_config_show_errors_are_one_line(capsys):
+    assert main(["config", "show", str(TINY), "meta.inner_lrr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "meta.inner_lrr" in err
+
+
+def test_ls_lists_configs_sources_and_tasks(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "configs/tiny/experiment.yaml" in out and "metasft run configs/tiny/experiment.yaml" in out
+    assert "math " in out and "MATH (Hendrycks" in out and "embedded" in out
+    assert main(["ls", str(CONFIGS / "tiny" / "data" / "embedded.yaml")]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.split("tasks of ", 1)[1].splitlines()[3:]]
+    assert [r[:3] for r in rows] == [["meta", "algebra", "embedded"], ["meta", "geometry", "embedded"],
+                                     ["meta", "number_theory", "embedded"], ["meta", "physics", "embedded"],
+                                     ["eval", "hard_algebra", "embedded"], ["eval", "statistics", "embedded"],
+                                     ["eval", "chemistry", "embedded"]]
+    assert rows[-1][-1] == "unseen,cross_domain"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_export_writes_every_stored_prediction(experiment, tmp_path, suffix, capsys):
+    out = tmp_path / f"preds{suffix}"
+    assert main(["export", str(experiment), "--predictions", str(out)]) == 0
+    with ResultsStore(experiment / "eval" / "results.sqlite") as store:
+        stored = store.predictions()
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    else:
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f))
+    assert len(rows) == len(stored) == 2 * (4 + 2 * 2 * 4) and f"wrote {len(rows)} predictions" in capsys.readouterr().out
+    assert list(rows[0]) == list(PREDICTION_COLUMNS)
+    keys = {(r["model"], int(r["n_shots"]), int(r["seed"]), int(r["step"]), r["question_id"]) for r in rows}
+    assert len(keys) == len(rows)
+    row = next(r for r in rows if r["model"] == "fomaml" and int(r["n_shots"]) == 4 and r["question_id"] == "q1"
+               and int(r["step"]) == 2 and int(r["seed"]) == 1)
+    assert row["prompt"] == "Problem 1?\nAnswer:" and row["output"] == "x = 1" and row["extracted"] == "1"
+    assert row["gold"] == "1" and float(row["loss"]) == 1.5
+    shots = row["shot_ids"] if suffix == ".jsonl" else json.loads(row["shot_ids"])
+    assert shots == ["s0", "s1", "s2", "s3"]
+    if suffix == ".jsonl":
+        assert row["correct"] is True and rows[0]["extracted"] is None  # q0: nothing extracted
+
+
+def test_export_errors_are_one_line(experiment, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--predictions", str(tmp_path / "p.jsonl")]) == 2
+    assert main(["export", str(experiment), "--predictions", str(tmp_path / "p.txt")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "no results.sqlite" in errors[0] and "unknown format '.txt'" in errors[1]
+
+
+def test_compare_names_differing_keys_and_tabulates_final_accuracy(tmp_path, capsys):
+    a = make_experiment(tmp_path / "sweep" / "exp1", ["meta.inner_lr=1e-4"])
+    # exp3: another inner lr and K; fomaml's accuracy grows with the step and differs by seed
+    b = make_experiment(tmp_path / "sweep" / "exp3", ["meta.inner_lr=1e-3", "meta.num_inner_steps=10"],
+                        accuracy=lambda m, n, seed, step: 0.25 + 0.25 * (step == 2) + 0.25 * (seed == 1 and m == "fomaml"))
+    plot = tmp_path / "cmp.png"
+    assert main(["compare", str(a), str(b), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    diff = out.split("config keys that differ (2; all other keys are equal):\n", 1)[1].split("\n\n")[0].splitlines()
+    assert diff[0].split() == ["key", "exp1", "exp3"]
+    assert [line.split() for line in diff[2:]] == [["meta.inner_lr", "0.0001", "0.001"], ["meta.num_inner_steps", "2", "10"]]
+    table = out.split("columns: experiment model):\n", 1)[1].splitlines()
+    assert table[0].split() == ["task", "n_shots", "exp1", "base", "exp1", "fomaml", "exp3", "base", "exp3", "fomaml"]
+    cells = {tuple(line.split()[:2]): line.split()[2:] for line in table[2:4]}
+    assert cells[("algebra", "0")] == ["0.500", "0.500", "0.250", "0.250"]
+    # 4 shots, final step 2: base 0.5 on both seeds; fomaml 0.5 (seed 0) and 0.75 (seed 1) -> 0.625
+    assert cells[("algebra", "4")] == ["0.500", "0.500", "0.500", "0.625"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in out
+
+
+def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(experiment), str(tmp_path / "empty"), "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "empty: no config.yaml" in err
+
+
+def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
+    verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", quantity="accuracy difference",
+                        estimate=0.0125, ci_lo=-0.05, ci_hi=0.071),
+                Verdict("C5", "accuracy", "...", "not measurable"),
+                Verdict("C2", "loss", "...", "met", quantity="loss advantage", estimate=0.2, ci_lo=0.1, ci_hi=math.inf)]
+
+    def fake_run(cfg, out, force=False):
+        (out / "report").mkdir(parents=True)
+        (out / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
+        return out
+
+    monkeypatch.setattr("metasft.pipeline.run_experiment", fake_run)
+    assert main(["run", str(TINY), "--out", str(tmp_path / "exp")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("report.md") and lines[1].startswith("verdicts")
+    assert lines[2].split()[:3] == ["H1", "inconclusive", "+0.013"] and "[95% CI -0.050, +0.071]" in lines[2]
+    assert lines[3].split()[:4] == ["C5", "not", "measurable", "-"]
+    assert lines[4].startswith("  C2 (loss)") and " met " in lines[4]
+    assert read_verdicts(tmp_path / "exp" / "report" / "verdicts.json")[2].ci_hi == math.inf
+    assert summary_lines([]) == []
+
+
+def test_data_stats_reads_an_experiment_directory_and_rejects_other_manifests(tmp_path, capsys):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "manifest.json").write_text(json.dumps({"stages": {}}))
+    assert main(["data", "stats", str(tmp_path / "exp")]) == 2
+    assert "not a data manifest" in capsys.readouterr().err
+    assert main(["data", "build", str(CONFIGS / "tiny" / "data" / "embedded.yaml"), "--out",
+                 str(tmp_path / "exp" / "dataset")]) == 0
+    built = capsys.readouterr().out
+    assert main(["data", "stats", str(tmp_path / "exp")]) == 0
+    assert capsys.readouterr().out == built
