@@ -16,6 +16,7 @@ import yaml
 from metasft.data.records import DataError
 from metasft.eval.results import ResultsStore, find_results
 from metasft.fingerprint import flatten
+from metasft.stats import summarize
 
 CONFIG_FILES = ("config.yaml", "eval_config.yaml", "eval/eval_config.yaml")
 # paths that differ between any two directories without changing what was run
@@ -46,9 +47,9 @@ def final_accuracy(cells: pd.DataFrame) -> pd.DataFrame:
     """Per (model, task, n_shots): the mean over seeds of each group's last-step accuracy."""
     if cells.empty:
         return pd.DataFrame(columns=["model", "task", "n_shots", "accuracy", "seeds"])
-    last = cells.loc[cells.groupby(["model", "task", "n_shots", "seed"])["step"].idxmax()]
-    return (last.groupby(["model", "task", "n_shots"], as_index=False)
-            .agg(accuracy=("accuracy", "mean"), seeds=("seed", "nunique")))
+    summary = summarize(cells)  # the report's own final-step mean over seeds
+    return summary[["model", "task", "n_shots", "mean", "n_seeds"]].rename(columns={"mean": "accuracy",
+                                                                                  "n_seeds": "seeds"})
 
 
 def labels(paths: list[Path]) -> list[str]:
