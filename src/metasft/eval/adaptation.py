@@ -48,7 +48,6 @@ def run_group(ev: Evaluator, spec: ModelSpec, group: Group, task: TaskData, grad
     """
     e = ev.cfg.eval
     ev.load(spec)
-    key = {"model": group.model, "task": group.task, "n_shots": group.n_shots, "seed": group.seed}
     results: dict[int, StepResult] = {}
     shot_ids: list[str] = []
     if group.n_shots == 0:
@@ -68,6 +67,12 @@ def run_group(ev: Evaluator, spec: ModelSpec, group: Group, task: TaskData, grad
               batch_size=e.adaptation_batch_size, seed=stable_seed("batches", task.name, group.n_shots, group.seed),
               on_step=on_step)
         ev.load(spec)
+    return group_rows(group, results, shot_ids)
+
+
+def group_rows(group: Group, results: dict[int, StepResult], shot_ids: list[str]) -> tuple[list[dict], list[dict]]:
+    """A group's cell rows and prediction rows from its evaluation at each recorded step."""
+    key = {"model": group.model, "task": group.task, "n_shots": group.n_shots, "seed": group.seed}
     cells = [{**key, "step": step, **r.cell} for step, r in sorted(results.items())]
     preds = [{**key, "step": step, **p, "shot_ids": shot_ids} for step, r in sorted(results.items()) for p in r.predictions]
     return cells, preds

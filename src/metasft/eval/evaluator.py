@@ -75,12 +75,16 @@ class Evaluator:
         """Context in which the adapter is folded into the base weights (float32 bases only)."""
         return self._merger() if self._merger is not None else contextlib.nullcontext()
 
-    def load(self, spec: ModelSpec) -> None:
-        """Copy `spec`'s adapter into the LoRA tensors (read from disk once per process)."""
+    def state(self, spec: ModelSpec) -> dict[str, torch.Tensor]:
+        """`spec`'s adapter as a state dict keyed like the LoRA parameters (read once per process)."""
         if spec.key not in self._states:
             self._states[spec.key] = (self.fresh if spec.adapter is None
                                       else read_peft_adapter(spec.adapter, self.peft))
-        load_adapter_state(self.peft, self._states[spec.key])
+        return self._states[spec.key]
+
+    def load(self, spec: ModelSpec) -> None:
+        """Copy `spec`'s adapter into the LoRA tensors."""
+        load_adapter_state(self.peft, self.state(spec))
 
 
 def evaluate_step(ev: Evaluator, task: TaskData, grader, acc_k: int | None = None) -> StepResult:
@@ -106,11 +110,11 @@ def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | No
     for task, (losses, ll_choice, samples) in zip(tasks, scored):
         task_outputs = outputs[start:start + len(task.prompts)]
         start += len(task.prompts)
-        results.append(_step_result(task, task_outputs, losses, ll_choice, samples, grader, acc_k))
+        results.append(step_result(task, task_outputs, losses, ll_choice, samples, grader, acc_k))
     return results
 
 
-def _step_result(task: TaskData, outputs: list[str], losses: list[tuple[float, int]], ll_choice: dict[int, str],
+def step_result(task: TaskData, outputs: list[str], losses: list[tuple[float, int]], ll_choice: dict[int, str],
                  samples: list[list[str]] | None, grader, acc_k: int | None) -> StepResult:
     """`losses`: (summed CE, tokens) of each question's reference solution. The cell's loss is their
     token mean; each prediction row keeps its own token mean, the per-question loss outcome."""

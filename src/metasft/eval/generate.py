@@ -237,7 +237,7 @@ class HFBackend:
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     # ------------------------------------------------------------------------------ scoring
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's split: trailing spaces of the context go to the continuation, and the
         continuation's tokens are those of the whole string after the context's tokens."""
         n_spaces = len(context) - len(context.rstrip())
@@ -262,7 +262,7 @@ class HFBackend:
             raise ValueError("loglikelihood needs one continuation per context")
         by_input: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for i, (c, x) in enumerate(zip(contexts, continuations)):
-            ctx, cont = self._encode_pair(c, x)
+            ctx, cont = self.encode_pair(c, x)
             by_input[tuple(ctx + cont[:-1])].append((i, cont))
         inputs = list(by_input)
         out = [0.0] * len(contexts)

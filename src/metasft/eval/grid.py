@@ -1,0 +1,98 @@
+"""The grid engine (issue 10): several groups of one task adapt and evaluate together.
+
+A stack is up to `eval.cells_per_batch` few-shot groups of one task (any models, shot levels and
+seeds). Their adapters live in one `StackedLora`; each adaptation step draws each cell's own batch
+exactly as `adaptation.adapt` does for that group (same shot indices, same `Sampler` seed and order:
+the paired design is unchanged), runs one forward and backward over all cells' rows, and one AdamW
+step over the stacked tensors. AdamW is elementwise, so one optimizer over (C, ...) tensors is C
+optimizers, one per cell; each cell's objective is its own token-mean loss, and the cells share no
+trainable tensor, so the gradient of their sum is each cell's own gradient. At each recorded step all
+cells are evaluated in shared batches (`grid_eval.GridScorer`). `adaptation.run_group` stays the
+one-cell reference path (`eval.cells_per_batch: 1`); tests/eval/test_grid.py checks the two agree.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from metasft.eval.adaptation import group_rows
+from metasft.eval.evaluator import Evaluator, StepResult, step_result
+from metasft.eval.grid_eval import GridScorer
+from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
+from metasft.eval.specs import ModelSpec
+from metasft.eval.stacked_lora import RowCells, StackedLora
+from metasft.eval.tasks import TaskData
+from metasft.train.batching import Example, Sampler, collate
+from metasft.train.common import check_finite
+
+
+def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *, steps: int, lr: float,
+                  batch_size: int, seeds: list[int], pad_id: int,
+                  on_step: Callable[[int], None] | None = None) -> list[list[float]]:
+    """`adaptation.adapt` for every cell of `lora` at once, in place: cell c draws min(batch_size,
+    len(shots[c])) of its shots per step from `Sampler(len(shots[c]), seeds[c])`.
+
+    `loss_module`: the model's `ResponseLoss`. Returns each cell's loss before each step.
+    """
+    n_cells = lora.n_cells
+    if not (len(shots) == len(seeds) == n_cells):
+        raise ValueError(f"{len(shots)} shot lists and {len(seeds)} seeds for {n_cells} cells")
+    device = lora.A[0].device
+    optimizer = torch.optim.AdamW(lora.params, lr=lr)   # adapt()'s optimizer: torch's defaults but lr
+    samplers = [Sampler(len(s), seed=seed) for s, seed in zip(shots, seeds)]
+    ks = [min(batch_size, len(s)) for s in shots]
+    rows = RowCells.blocks(ks, device)                  # cell-major: cell 0's k rows, then cell 1's, ...
+    losses: list[list[float]] = [[] for _ in range(n_cells)]
+    for step in range(1, steps + 1):
+        examples = [shots[c][i] for c in range(n_cells) for i in samplers[c].next(ks[c])]
+        b = collate(examples, pad_id).to(device)        # (sum k, T), right-padded to the longest of all
+        for p in lora.params:
+            p.grad = None
+        with lora.active(rows):
+            sums, counts = loss_module(b.input_ids, b.attention_mask, b.labels, per_row=True)  # (N,), (N,)
+        cell_sum = sums.new_zeros(n_cells).index_add(0, rows.cells, sums)
+        cell_tokens = counts.new_zeros(n_cells).index_add(0, rows.cells, counts)
+        cell_loss = cell_sum / cell_tokens                                                 # (C,) token means
+        cell_loss.sum().backward()
+        for c, value in enumerate(cell_loss.tolist()):
+            check_finite(value, f"adaptation step {step} (stacked cell {c})")
+            losses[c].append(value)
+        optimizer.step()
+        if on_step is not None:
+            on_step(step)
+    for p in lora.params:
+        p.grad = None
+    return losses
+
+
+def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: TaskData, grader,
+              zero_shots: list[StepResult]) -> list[tuple[list[dict], list[dict]]]:
+    """Cell rows and prediction rows of each group of a stack (all few-shot groups of `task`), as
+    `adaptation.run_group` gives them one at a time. `zero_shots[c]`: step 0 of group c (its model's
+    0-shot result on the task). The evaluator's own adapter is not touched."""
+    e = ev.cfg.eval
+    if any(g.n_shots == 0 or g.task != task.name for g in groups):
+        raise ValueError(f"a stack holds few-shot groups of task {task.name} only, got {groups}")
+    lora = StackedLora(ev.peft, len(groups))
+    shots, seeds, shot_ids = [], [], []
+    for c, (spec, g) in enumerate(zip(specs, groups)):
+        lora.load(c, ev.state(spec))
+        idx = shot_indices(task.name, g.n_shots, g.seed, len(task.shots))
+        shots.append([task.shots[i] for i in idx])
+        shot_ids.append([task.shot_ids[i] for i in idx])
+        seeds.append(stable_seed("batches", task.name, g.n_shots, g.seed))
+    results: list[dict[int, StepResult]] = [{0: z} for z in zero_shots]
+    record = set(recorded_steps(e.record_steps, e.adaptation_steps))
+    scorer = GridScorer(ev.peft, ev.tokenizer, task, rows_per_batch=e.batch_size, loss_module=ev.model.loss_module,
+                        backend=ev.backend)
+
+    def on_step(step: int) -> None:
+        if step in record:
+            for c, s in enumerate(scorer.score(lora)):
+                results[c][step] = step_result(task, s.outputs, s.losses, s.ll_choice, None, grader, None)
+
+    ev.peft.train()
+    adapt_stacked(ev.model.loss_module, lora, shots, steps=e.adaptation_steps, lr=e.adaptation_lr,
+                  batch_size=e.adaptation_batch_size, seeds=seeds, pad_id=ev.model.pad_id, on_step=on_step)
+    return [group_rows(g, results[c], shot_ids[c]) for c, g in enumerate(groups)]

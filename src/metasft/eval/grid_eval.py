@@ -1,0 +1,221 @@
+"""One evaluation of C stacked cells of a task, in shared batches (issue 10).
+
+What `evaluator.evaluate_step` computes for one adapter (greedy outputs, each reference solution's
+summed CE and token count, the option letter of highest log-likelihood), here for every cell of a
+`StackedLora` at once: a batch holds the same questions for all C cells, cell-major, each row
+through its cell's adapter. Questions are sorted by prompt length (less left padding) and taken
+`rows_per_batch // C` at a time.
+
+One prompt forward per question and cell serves everything (the issue's "less work per cell"):
+the prompt is prefilled once into our `KVCache`; the reference solution is scored by continuing
+from that cache with its tokens (then the cache is rewound), the choice prefill "The answer is ("
+likewise, and greedy decoding starts from the prompt's last logits. Today's one-cell path computes
+each prompt twice (generation, then the loss over prompt + reference). If a reference example does
+not start with its prompt's tokens (left truncation), the loss falls back to one full forward of
+the examples (`ResponseLoss`) for the task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from metasft.data.records import OPTION_LETTERS
+from metasft.eval.evaluator import CHOICE_PREFILL
+from metasft.eval.generate import eval_mode, stop_token_ids
+from metasft.eval.lora_forward import KVCache, check_supported, forward, new_cache
+from metasft.eval.specs import EvalError
+from metasft.eval.stacked_lora import RowCells, StackedLora
+from metasft.eval.tasks import TaskData
+from metasft.train.batching import collate
+from metasft.train.loss import _decoder_and_head
+
+
+@dataclass
+class CellScores:
+    """One cell's evaluation before grading, as `evaluator.step_result` takes it."""
+    outputs: list[str]                    # greedy output per question
+    losses: list[tuple[float, int]]       # (summed CE, tokens) of each question's reference solution
+    ll_choice: dict[int, str]             # choice question -> option letter of highest log-likelihood
+
+
+class GridScorer:
+    """A task's token ids prepared once; `score(lora)` evaluates every cell of `lora` on it.
+
+    `lm`: the (PEFT-wrapped) causal LM whose projections `lora` hooks; `loss_module`: its
+    `ResponseLoss` (the fallback for examples that do not extend their prompt); `backend`: the
+    one-cell `HFBackend`, whose tokenization and stop tokens (unless `stop_ids`) are used.
+    """
+
+    def __init__(self, lm, tokenizer, task: TaskData, *, rows_per_batch: int, loss_module, backend,
+                 stop_ids: list[int] | None = None):
+        check_supported(lm)
+        self.lm, self.tokenizer, self.task = lm, tokenizer, task
+        self.rows_per_batch, self.loss_module = rows_per_batch, loss_module
+        _, self.head = _decoder_and_head(lm)
+        self.device = self.head.weight.device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[0]
+        self.stop = torch.tensor(backend.stop_ids if stop_ids is None else stop_ids, device=self.device)
+        self.prompts = [backend.encode(p) for p in task.prompts]
+        # reference tokens after the prompt, when every example starts with its prompt's tokens
+        refs = [list(e.input_ids[e.n_prompt:]) for e in task.examples]
+        shared = all(list(e.input_ids[:e.n_prompt]) == p for e, p in zip(task.examples, self.prompts))
+        self.refs = refs if shared else None
+        # choice questions: the prefill's tokens after the prompt and each option letter's token
+        self.choices: dict[int, tuple[list[int], list[tuple[str, int]]]] = {}
+        for q, r in enumerate(task.records):
+            if r.answer_type != "choice":
+                continue
+            letters = []
+            for letter in OPTION_LETTERS[:len(r.choices)]:
+                ctx, cont = backend.encode_pair(task.prompts[q] + CHOICE_PREFILL, letter)
+                p = self.prompts[q]
+                if ctx[:len(p)] != p or len(ctx) == len(p) or len(cont) != 1:
+                    raise EvalError(f"task {task.name} question {r.id}: the choice prefill does not extend the "
+                                    f"prompt's tokens by whole tokens; use eval.cells_per_batch: 1")
+                letters.append((letter, cont[0]))
+            self.choices[q] = (ctx[len(p):], letters)
+
+    # ------------------------------------------------------------------------------ entry point
+    def score(self, lora: StackedLora) -> list[CellScores]:
+        """Every cell of `lora` on every question of the task, in shared batches."""
+        n_cells, q_all = lora.n_cells, len(self.prompts)
+        out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}) for _ in range(n_cells)]
+        order = sorted(range(q_all), key=lambda q: -len(self.prompts[q]))
+        per_batch = max(1, self.rows_per_batch // n_cells)
+        with eval_mode(self.lm):
+            for start in range(0, q_all, per_batch):
+                self._batch(lora, order[start:start + per_batch], out)
+        return out
+
+    def _batch(self, lora: StackedLora, qs: list[int], out: list[CellScores]) -> None:
+        """Questions `qs` for all cells: rows (cell 0: qs, cell 1: qs, ...)."""
+        n_cells = lora.n_cells
+        row_q = [q for _ in range(n_cells) for q in qs]                      # question of each row
+        rows = RowCells.blocks([len(qs)] * n_cells, self.device)
+        ids, valid, positions = self._left_pad([self.prompts[q] for q in row_q])
+        width = ids.shape[1]
+        ref_len = max((len(self.refs[q]) for q in qs), default=0) if self.refs is not None else 0
+        suffix_len = max((len(self.choices[q][0]) for q in qs if q in self.choices), default=0)
+        capacity = width + max(self.task.max_new_tokens, ref_len, suffix_len, 1)
+        cache = new_cache(self.lm, len(row_q), capacity)
+        with lora.active(rows):
+            last = self._logits(forward(self.lm, ids, positions, valid, cache)[:, -1])   # (N, V)
+            plen = valid.sum(1)                                                          # (N,) real prompt tokens
+            losses = (self._reference_losses(cache, row_q, last, plen) if self.refs is not None
+                      else self._full_losses(row_q))
+            choices = self._choices(cache, row_q, plen) if any(q in self.choices for q in qs) else {}
+            outputs = self._greedy(lora, rows, cache, last, plen)
+        for r, q in enumerate(row_q):
+            cell = out[r // len(qs)]
+            cell.outputs[q] = outputs[r]
+            cell.losses[q] = losses[r]
+            if r in choices:
+                cell.ll_choice[q] = choices[r]
+
+    # ------------------------------------------------------------------------------ pieces
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden).float()
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, valid, positions), each (N, T), left-padded; positions count real tokens only."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            valid[i, width - len(s):] = True
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), valid.to(self.device), positions.to(self.device)
+
+    def _right_pad(self, seqs: list[list[int]], start: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(ids, valid, positions) of continuations, right-padded; row i's positions start at start[i]."""
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, s in enumerate(seqs):
+            if s:
+                ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+                valid[i, :len(s)] = True
+        ids, valid = ids.to(self.device), valid.to(self.device)
+        positions = start[:, None] + torch.arange(width, device=self.device)[None]
+        return ids, valid, positions
+
+    def _reference_losses(self, cache: KVCache, row_q: list[int], last: torch.Tensor,
+                          plen: torch.Tensor) -> list[tuple[float, int]]:
+        """(summed CE, tokens) of each row's reference solution, continuing from the prompt's cache:
+        its first token is scored by the prompt's last logits, token j >= 1 by the continuation's
+        output j - 1. The cache is rewound afterwards."""
+        refs = [self.refs[q] for q in row_q]
+        first = torch.tensor([r[0] for r in refs], device=self.device)
+        sums = F.cross_entropy(last, first, reduction="none")                        # (N,)
+        rest = [r[1:] for r in refs]
+        if any(rest):
+            filled = cache.length
+            ids, valid, positions = self._right_pad([r[:-1] for r in refs], plen)
+            hidden = forward(self.lm, ids, positions, valid, cache)                  # (N, R-1, d)
+            cache.truncate(filled)
+            targets, scored = self._right_pad(rest, plen)[:2]                       # (N, R-1)
+            ce = F.cross_entropy(self._logits(hidden[scored]), targets[scored], reduction="none")
+            sums = sums.index_add(0, scored.nonzero()[:, 0], ce)
+        return [(float(s), len(r)) for s, r in zip(sums.tolist(), refs)]
+
+    def _full_losses(self, row_q: list[int]) -> list[tuple[float, int]]:
+        """The same from one forward of prompt + reference (`ResponseLoss`), for examples whose
+        tokens do not start with their prompt's."""
+        b = collate([self.task.examples[q] for q in row_q], self.pad_id).to(self.device)
+        sums, counts = self.loss_module(b.input_ids, b.attention_mask, b.labels, per_row=True)
+        return [(float(s), int(c)) for s, c in zip(sums.tolist(), counts.tolist())]
+
+    def _choices(self, cache: KVCache, row_q: list[int], plen: torch.Tensor) -> dict[int, str]:
+        """Row -> the option letter of highest log P(letter | prompt + "The answer is ("), continuing
+        from the prompt's cache (rewound afterwards); ties go to the earlier letter, as in
+        `evaluator._choice_by_loglikelihood`."""
+        filled = cache.length
+        suffixes = [self.choices[q][0] if q in self.choices else [] for q in row_q]
+        ids, valid, positions = self._right_pad(suffixes, plen)
+        hidden = forward(self.lm, ids, positions, valid, cache)                      # (N, S, d)
+        cache.truncate(filled)
+        rows = [r for r, q in enumerate(row_q) if q in self.choices]
+        at = torch.tensor([len(suffixes[r]) - 1 for r in rows], device=self.device)
+        logprobs = torch.log_softmax(self._logits(hidden[torch.tensor(rows, device=self.device), at]), dim=-1)
+        best = {}
+        for j, r in enumerate(rows):
+            scores = [(float(logprobs[j, tok]), letter) for letter, tok in self.choices[row_q[r]][1]]
+            top = scores[0]
+            for s in scores[1:]:
+                if s[0] > top[0]:
+                    top = s
+            best[r] = top[1]
+        return best
+
+    def _greedy(self, lora: StackedLora, rows: RowCells, cache: KVCache, last: torch.Tensor,
+                plen: torch.Tensor) -> list[str]:
+        """Greedy continuation of every row up to a stop token or the task's max_new_tokens, finished
+        rows leaving the batch (and the cache, and the LoRA row layout)."""
+        limit = self.task.max_new_tokens
+        new: list[list[int]] = [[] for _ in range(len(plen))]
+        if limit > 0:
+            alive = torch.arange(len(plen), device=self.device)    # original row of each running row
+            pos = plen.clone()
+            logits = last
+            for step in range(limit):
+                tok = logits.argmax(dim=-1)
+                stopped = torch.isin(tok, self.stop)
+                for r, t, s in zip(alive.tolist(), tok.tolist(), stopped.tolist()):
+                    if not s:
+                        new[r].append(t)
+                finished = stopped if step + 1 < limit else torch.ones_like(stopped)
+                if finished.any():
+                    keep = (~finished).nonzero().squeeze(1)
+                    if keep.numel() == 0:
+                        break
+                    cache.keep(keep)
+                    rows = rows.select(keep)
+                    lora.set_rows(rows)
+                    alive, tok, pos = alive[keep], tok[keep], pos[keep]
+                valid = torch.ones((len(alive), 1), dtype=torch.bool, device=self.device)
+                logits = self._logits(forward(self.lm, tok[:, None], pos[:, None], valid, cache)[:, -1])
+                pos = pos + 1
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]

@@ -1,0 +1,120 @@
+"""Our own forward of a Llama-family decoder over a KV cache we own, for the grid engine (issue 10).
+
+The grid decodes, scores reference solutions and scores option letters for many cells in one batch,
+continuing from one prompt prefill: it needs to rewind the cache after a scored continuation,
+drop finished rows, and mark left and right padding slot by slot. Owning both pieces keeps that
+simple and independent of transformers' private cache classes (nanochat's `engine.py` does the same).
+
+The forward calls the HF model's own modules (embedding, norms, rotary embedding, projections, MLP),
+so the weights, rope scaling and any LoRA hooks on the projections (`metasft.eval.stacked_lora`) are
+the model's; only the attention over the cache is ours (SDPA with an explicit boolean mask).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from metasft.train.loss import _decoder_and_head
+
+SUPPORTED = ("llama",)   # SmolLM2 and Llama 3.x; other architectures keep eval.cells_per_batch: 1
+
+
+def check_supported(lm: nn.Module) -> None:
+    decoder, _ = _decoder_and_head(lm)
+    kind = getattr(decoder.config, "model_type", None)
+    if kind not in SUPPORTED:
+        raise ValueError(f"the grid engine runs {SUPPORTED} models, this one is {kind!r}; "
+                         f"set eval.cells_per_batch: 1")
+
+
+class KVCache:
+    """Keys and values of every layer for N rows, preallocated for `capacity` slots.
+
+    keys[l], values[l]: (N, kv_heads, capacity, head_dim); `valid` (N, capacity): the slots that hold a
+    real token (not left padding of a prompt nor right padding of a continuation); `length` slots are
+    filled. `truncate` rewinds (a scored continuation is forgotten), `keep` drops rows.
+    """
+
+    def __init__(self, n_layers: int, n_rows: int, kv_heads: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (n_rows, kv_heads, capacity, head_dim)
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.valid = torch.zeros((n_rows, capacity), dtype=torch.bool, device=device)
+        self.length = 0
+        self._adding = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.valid.shape[1]
+
+    def open(self, valid_new: torch.Tensor) -> torch.Tensor:
+        """Reserve S slots for the tokens of the next forward (`valid_new` (N, S)); returns the
+        attention mask (N, 1, S, length + S): a real key slot at or before the query's slot."""
+        n, s = valid_new.shape
+        start, end = self.length, self.length + s
+        if end > self.capacity:
+            raise RuntimeError(f"KVCache: {end} slots needed, capacity {self.capacity}")
+        self.valid[:, start:end] = valid_new
+        q_slot = torch.arange(start, end, device=valid_new.device)[:, None]    # (S, 1)
+        k_slot = torch.arange(end, device=valid_new.device)[None, :]           # (1, L)
+        mask = self.valid[:, None, :end] & (k_slot <= q_slot)[None]            # (N, S, L)
+        mask = mask | (k_slot == q_slot)[None]  # a padding query sees itself: no all-masked row (NaN)
+        self._adding = s
+        return mask[:, None]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer `layer`'s new keys/values (N, kv_heads, S, head_dim); return all filled ones."""
+        end = self.length + self._adding
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def close(self) -> None:
+        self.length += self._adding
+        self._adding = 0
+
+    def truncate(self, length: int) -> None:
+        self.length = length
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only rows `rows` (indices into the current rows)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        self.valid = self.valid.index_select(0, rows)
+
+
+def new_cache(lm: nn.Module, n_rows: int, capacity: int) -> KVCache:
+    decoder, _ = _decoder_and_head(lm)
+    c = decoder.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    w = decoder.embed_tokens.weight
+    return KVCache(c.num_hidden_layers, n_rows, c.num_key_value_heads, head_dim, capacity, w.dtype, w.device)
+
+
+def forward(lm: nn.Module, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+            cache: KVCache) -> torch.Tensor:
+    """Final hidden states (N, S, d) of tokens `ids` (N, S) at `positions` (N, S), appended to `cache`
+    (`valid` (N, S): which of them are real tokens). The LM head is left to the caller, who usually
+    needs it at a few positions only."""
+    decoder, _ = _decoder_and_head(lm)
+    mask = cache.open(valid)
+    h = decoder.embed_tokens(ids)
+    cos, sin = decoder.rotary_emb(h, positions)
+    n, s = ids.shape
+    for i, layer in enumerate(decoder.layers):
+        att = layer.self_attn
+        x = layer.input_layernorm(h)
+        q = att.q_proj(x).view(n, s, -1, att.head_dim).transpose(1, 2)      # (N, H, S, hd)
+        k = att.k_proj(x).view(n, s, -1, att.head_dim).transpose(1, 2)      # (N, kvH, S, hd)
+        v = att.v_proj(x).view(n, s, -1, att.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        k, v = cache.write(i, k, v)                                          # (N, kvH, L, hd)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=att.scaling,
+                                           enable_gqa=q.shape[1] != k.shape[1])
+        h = h + att.o_proj(o.transpose(1, 2).reshape(n, s, -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    cache.close()
+    return decoder.norm(h)
