@@ -26,7 +26,8 @@ def test_plan_lists_every_stage_in_run_order():
 @pytest.mark.parametrize("overrides, stale", [
     # execution details: no stage's result changes
     (["trainer.loggers=[jsonl,tensorboard]", "trainer.log_freq=5", "trainer.save_freq=2",
-      "trainer.device=cpu", "model.cache_dir=/tmp/elsewhere", "eval.batch_size=3"], []),
+      "trainer.device=cpu", "model.cache_dir=/tmp/elsewhere", "eval.batch_size=3",
+      "eval.cells_per_batch=4"], []),
     (["meta.inner_lr=1e-4"], ["train/fomaml", "train/sft_mixed", "eval", "report"]),  # SFT's budget is FOMAML's
     (["trainer.lr=1e-2"], ["train/sft_mixed", "eval", "report"]),
     (["data.mixture=pooled"], ["train/sft_mixed", "eval", "report"]),

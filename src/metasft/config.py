@@ -210,6 +210,9 @@ class EvalArgs:
     grade_timeout_s: float = 5.0
     similarity_batches: int = 4
     acc_k: int = 0                  # > 0: also sample k answers per question for acc@k (k x the cost)
+    # > 1: up to this many few-shot groups of one task adapt and decode together (eval/grid.py); the
+    # results equal one at a time (1). A decoding batch then holds batch_size rows across the cells.
+    cells_per_batch: int = 1
     allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
 
 
@@ -458,6 +461,7 @@ def validate(cfg: Config) -> None:
         need(t.level is None or not t.levels, f"data.eval_tasks[{t.name}]: give level or levels, not both")
         need(all(n >= 0 for n in t.n_shots), f"data.eval_tasks[{t.name}].n_shots must be >= 0")
     _validate_sources(cfg, need)
+    need(cfg.eval.cells_per_batch >= 1, f"eval.cells_per_batch must be >= 1, got {cfg.eval.cells_per_batch}")
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
 

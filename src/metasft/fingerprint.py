@@ -45,11 +45,12 @@ _SFT = ("trainer.lr", "trainer.total_epochs", "trainer.micro_batch_size", "data.
         "data.mixture", "meta.tasks")
 _SFT_UNPAIRED = ("meta.algorithm", "meta.num_inner_steps", "meta.inner_batch_size", "meta.query_batch_size",
                  "meta.meta_batch_size")
-# eval.models is the trained arms (after.train/*); batch size and grading timeout are left out as in
+# eval.models is the trained arms (after.train/*); batch size, cells per batch (same results, see
+# tests/eval/test_grid.py) and grading timeout are left out as in
 # eval's own resume check (eval/protocols.py _settings); seeds, steps and rates all count
 _EVAL = ("seed", "model", *_TOKENIZE, "eval")
 _EVAL_IGNORE = ("eval.models", "eval.similarity_batches", "eval.target_acc", "eval.allow_budget_mismatch",
-                "eval.batch_size", "eval.grade_timeout_s")
+                "eval.batch_size", "eval.grade_timeout_s", "eval.cells_per_batch")
 # task similarity is measured at the base model with a fresh LoRA: no trained arm enters it
 _SIMILARITY = ("seed", "model", *_TOKENIZE, "eval.similarity_batches", "eval.adaptation_batch_size")
 _REPORT = ("name", "eval.target_acc")

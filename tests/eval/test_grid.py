@@ -161,3 +161,94 @@ def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup):
             assert together[c].outputs == backend.generate(task.prompts, task.max_new_tokens)
     rows = [(a, b) for t, f in zip(together, first) for a, b in zip(t.outputs, f.outputs)]
     assert any(a == b for a, b in rows) and any(a != b for a, b in rows)  # some rows stopped early, some not
+
+
+# ----------------------------------------------------------------------------------------- whole runs
+def _rows(out):
+    with ResultsStore(out / "results.sqlite") as store:
+        return store.cells(), store.predictions(), store.done()
+
+
+def _assert_same_store(a, b):
+    """Accuracy, counts and outputs exact; losses within 1e-5."""
+    cells_a, preds_a, _ = a
+    cells_b, preds_b, _ = b
+    exact = ["model", "task", "n_shots", "seed", "step", "accuracy", "n", "n_correct", "n_timed_out",
+             "reasoning_steps", "step_correctness", "accuracy_ll"]
+    assert cells_a[exact].equals(cells_b[exact])
+    assert cells_a["loss"].tolist() == pytest.approx(cells_b["loss"].tolist(), rel=1e-5)
+    exact = ["model", "task", "n_shots", "seed", "step", "question_id", "output", "extracted", "correct",
+             "shot_ids", "ll_choice", "loss_tokens"]
+    assert preds_a[exact].equals(preds_b[exact])
+    assert preds_a["loss"].tolist() == pytest.approx(preds_b["loss"].tolist(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(setup):
+    root, data, models = setup
+    out = P.run_eval(tiny_config(seeds=[0, 1], max_new_tokens=8), data, models, root / "one")
+    return _rows(out)
+
+
+def test_stacked_run_writes_the_rows_of_one_at_a_time(setup, one_at_a_time, monkeypatch):
+    """run_eval with eval.cells_per_batch 3 (stacks mixing models and seeds, decoding batches of 4 rows
+    across cells) stores what cells_per_batch 1 stores."""
+    root, data, models = setup
+    stack_sizes = []
+    original = P.run_stack
+    monkeypatch.setattr(P, "run_stack", lambda ev, specs, *a: stack_sizes.append(len(specs)) or original(ev, specs, *a))
+    seen = []
+    out = P.run_eval(tiny_config(seeds=[0, 1], max_new_tokens=8, cells_per_batch=3), data, models,
+                     root / "stacked", after_group=seen.append)
+    groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
+    assert sorted(seen) == sorted(groups) and len(seen) == len(groups)
+    assert stack_sizes == [3, 3, 3, 3]  # each task's 6 few-shot groups in two stacks
+    stacked = _rows(out)
+    assert len(stacked[0]) == 6 + 12 * 3  # 3 models x 2 tasks 0-shot; 12 few-shot groups at steps 0, 1, 2
+    _assert_same_store(stacked, one_at_a_time)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_killed_stacked_evaluation_resumes_without_redoing_finished_groups(setup, one_at_a_time):
+    """Killed right after storing the first group of a stack (the stack's other groups are lost), the
+    rerun computes only the groups not done, keeps the stored ones, and ends with the same store."""
+    root, data, models = setup
+    cfg = tiny_config(seeds=[0, 1], max_new_tokens=8, cells_per_batch=3)
+    out = root / "killed"
+    first: list = []
+
+    def die_after_seven(group):
+        first.append(group)
+        if len(first) == 7:
+            raise Interrupt  # 6 zero-shot groups, then the first group of the first stack
+
+    with pytest.raises(Interrupt):
+        P.run_eval(cfg, data, models, out, after_group=die_after_seven)
+    finished = _rows(out)[2]
+    assert len(finished) == 7 and first[-1].n_shots == 2
+    second: list = []
+    P.run_eval(cfg, data, models, out, after_group=second.append)
+    groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
+    assert sorted(first + second) == sorted(groups) and not set(first) & set(second)
+    resumed = _rows(out)
+    kept = resumed[2].merge(finished, on=["model", "task", "n_shots", "seed"], suffixes=("", "_before"))
+    assert len(kept) == 7 and (kept["finished_at"] == kept["finished_at_before"]).all()  # not rewritten
+    _assert_same_store(resumed, one_at_a_time)
+    P.run_eval(cfg, data, models, out, after_group=lambda g: pytest.fail("recomputed a finished group"))
+
+
+def test_stacks_keep_zero_shot_groups_alone_and_tasks_apart():
+    gs = [G.Group("a", "t", 0, 0), G.Group("a", "t", 2, 0), G.Group("a", "u", 2, 0), G.Group("a", "t", 2, 1),
+          G.Group("b", "t", 2, 0), G.Group("b", "u", 2, 0)]
+    assert G.stacks(gs, 2) == [[gs[0]], [gs[1], gs[3]], [gs[2], gs[5]], [gs[4]]]
+    assert G.stacks(gs, 1) == [[g] for g in gs]
+
+
+def test_grid_settings_that_it_cannot_honour_are_refused(setup):
+    root, data, models = setup
+    from metasft.config import ConfigError
+    with pytest.raises(ConfigError, match="acc_k"):
+        P.run_eval(tiny_config(cells_per_batch=2, acc_k=2), data, models, root / "refused")

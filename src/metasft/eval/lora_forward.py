@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from metasft.config import ConfigError
 from metasft.train.loss import _decoder_and_head
 
 SUPPORTED = ("llama",)   # SmolLM2 and Llama 3.x; other architectures keep eval.cells_per_batch: 1
@@ -25,7 +26,7 @@ def check_supported(lm: nn.Module) -> None:
     decoder, _ = _decoder_and_head(lm)
     kind = getattr(decoder.config, "model_type", None)
     if kind not in SUPPORTED:
-        raise ValueError(f"the grid engine runs {SUPPORTED} models, this one is {kind!r}; "
+        raise ConfigError(f"the grid engine (eval.cells_per_batch > 1) runs {SUPPORTED} models, this one is {kind!r}; "
                          f"set eval.cells_per_batch: 1")
 
 

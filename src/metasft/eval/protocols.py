@@ -8,7 +8,8 @@ model's LoRA on n shots and evaluate at each recorded step. Protocol B, cross-ta
 A group's rows are written in one transaction with its `done` mark, so a rerun skips finished groups
 (`metasft.eval.results`); the groups are split across torchrun ranks (`metasft.eval.schedule`). A
 model's pending 0-shot groups are evaluated together (`evaluate_steps`): the questions of all tasks
-share generation batches, and each later few-shot group reuses that result as its step 0.
+share generation batches, and each later few-shot group reuses that result as its step 0. With
+`eval.cells_per_batch` > 1 the few-shot groups of a task adapt and decode in stacks (`metasft.eval.grid`).
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from tqdm import tqdm
 
 from metasft.config import Config, ConfigError, save_config
 from metasft.eval.adaptation import run_group, step0, stored_zero_shot
-from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_steps
+from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_step, evaluate_steps
+from metasft.eval.grid import run_stack
+from metasft.eval.lora_forward import check_supported
 from metasft.eval.results import RESULTS_FILE, ResultsStore
-from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_steps
+from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_steps, stacks
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_names
 from metasft.eval.tasks import TaskData, load_task
@@ -60,6 +63,9 @@ def validate_eval(cfg: Config, manifest: dict, models: list[ModelSpec]) -> None:
     beyond = [s for s in e.record_steps if s > e.adaptation_steps or s < 0]
     if beyond:
         raise ConfigError(f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
+    if e.cells_per_batch > 1 and (e.acc_k or cfg.model.lora_dropout):
+        raise ConfigError("eval.cells_per_batch > 1 (the grid engine) samples no acc@k answers and applies "
+                          "no LoRA dropout: set eval.acc_k: 0 and model.lora_dropout: 0, or eval.cells_per_batch: 1")
     check_names(models)
     tasks = manifest.get("eval_tasks") or {}
     if not tasks:
@@ -109,39 +115,61 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
 
 def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[str, str], ModelSpec],
                 todo: list[Group], store: ResultsStore, after_group, acc_k, *, bar_desc: str, show_bar: bool) -> None:
+    """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`) or a stack of
+    few-shot groups of one task (`grid.run_stack`); every group is stored as soon as it is finished."""
     ev = Evaluator(cfg, device_for(cfg))
+    if cfg.eval.cells_per_batch > 1:
+        check_supported(ev.peft)
     tasks: dict[str, TaskData] = {}
     zero_shots: dict[tuple[str, str], StepResult] = {}
-    bar = tqdm(todo, desc=bar_desc, dynamic_ncols=True, disable=not show_bar)
+    bar = tqdm(total=len(todo), desc=bar_desc, dynamic_ncols=True, disable=not show_bar)
 
     def task(name: str) -> TaskData:
         if name not in tasks:
             tasks[name] = load_task(data_dir, name, task_info[name], ev.tokenizer, cfg)
         return tasks[name]
 
+    def store_group(group: Group, cells: list[dict], preds: list[dict]) -> None:
+        zero_shots.setdefault((group.model, group.task), step0(cells, preds))
+        store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds)
+        for c in cells:
+            loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
+            step_log.info("%s %s %d-shot seed %d step %d: accuracy %.3f (%d/%d)%s", c["model"], c["task"],
+                          c["n_shots"], c["seed"], c["step"], c["accuracy"], c["n_correct"], c["n"], loss)
+        bar.update(1)
+        bar.set_postfix(model=group.model, task=group.task, n=group.n_shots, acc=f"{cells[-1]['accuracy']:.2f}")
+        if after_group is not None:
+            after_group(group)
+
     with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader:
-        for group in bar:
-            zkey = (group.model, group.task)
-            if zkey not in zero_shots:
-                stored = stored_zero_shot(store, *zkey)
-                if stored is not None:
-                    zero_shots[zkey] = stored
-            if zkey not in zero_shots and group.n_shots == 0:
-                # this model's pending 0-shot groups, all tasks in one generation
-                spec = specs[zkey]
-                names = [g.task for g in todo if g.n_shots == 0 and g.model == group.model
-                         and specs[(g.model, g.task)].key == spec.key and (g.model, g.task) not in zero_shots]
-                ev.load(spec)
-                for name, result in zip(names, evaluate_steps(ev, [task(n) for n in names], grader, acc_k)):
-                    zero_shots[(group.model, name)] = result
-            cells, preds = run_group(ev, specs[zkey], group, task(group.task), grader, zero_shots.get(zkey),
-                                     acc_k=acc_k)
-            zero_shots.setdefault(zkey, step0(cells, preds))
-            store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds)
-            for c in cells:
-                loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
-                step_log.info("%s %s %d-shot seed %d step %d: accuracy %.3f (%d/%d)%s", c["model"], c["task"],
-                              c["n_shots"], c["seed"], c["step"], c["accuracy"], c["n_correct"], c["n"], loss)
-            bar.set_postfix(model=group.model, task=group.task, n=group.n_shots, acc=f"{cells[-1]['accuracy']:.2f}")
-            if after_group is not None:
-                after_group(group)
+        for unit in stacks(todo, cfg.eval.cells_per_batch):
+            for group in unit:
+                zkey = (group.model, group.task)
+                if zkey not in zero_shots:
+                    stored = stored_zero_shot(store, *zkey)
+                    if stored is not None:
+                        zero_shots[zkey] = stored
+                if zkey not in zero_shots and group.n_shots == 0:
+                    # this model's pending 0-shot groups, all tasks in one generation
+                    spec = specs[zkey]
+                    names = [g.task for g in todo if g.n_shots == 0 and g.model == group.model
+                             and specs[(g.model, g.task)].key == spec.key and (g.model, g.task) not in zero_shots]
+                    ev.load(spec)
+                    for name, result in zip(names, evaluate_steps(ev, [task(n) for n in names], grader, acc_k)):
+                        zero_shots[(group.model, name)] = result
+            if len(unit) == 1 and (unit[0].n_shots == 0 or cfg.eval.cells_per_batch == 1):
+                group = unit[0]
+                zkey = (group.model, group.task)
+                store_group(group, *run_group(ev, specs[zkey], group, task(group.task), grader, zero_shots.get(zkey),
+                                              acc_k=acc_k))
+                continue
+            for group in unit:  # step 0 of each cell: its model's 0-shot result, computed once
+                zkey = (group.model, group.task)
+                if zkey not in zero_shots:
+                    ev.load(specs[zkey])
+                    zero_shots[zkey] = evaluate_step(ev, task(group.task), grader, acc_k)
+            rows = run_stack(ev, [specs[(g.model, g.task)] for g in unit], unit, task(unit[0].task), grader,
+                             [zero_shots[(g.model, g.task)] for g in unit])
+            for group, (cells, preds) in zip(unit, rows):
+                store_group(group, cells, preds)
+    bar.close()

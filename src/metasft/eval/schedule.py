@@ -1,7 +1,8 @@
 """Which cells an evaluation computes, in which order, on which rank, with which shots.
 
 Work is split in groups (model, task, n_shots, seed), enumerated in a fixed order: 0-shot groups
-first, then few-shot ones. Under torchrun, rank r takes groups i with i % world_size == r.
+first, then few-shot ones. Under torchrun, rank r takes groups i with i % world_size == r; each rank
+stacks its own few-shot groups of a task for the grid engine (`stacks`, eval.cells_per_batch).
 
 Paired design: shots and adaptation batches are drawn with seeds that depend only on (task,
 n_shots, seed), so every model adapts on the same examples in the same order.
@@ -38,6 +39,24 @@ def enumerate_groups(models: list[ModelSpec], task_shots: dict[str, list[int]], 
 def rank_share(groups: list[Group], rank: int, world_size: int) -> list[Group]:
     """Groups i with i % world_size == rank: ranks together take every group exactly once."""
     return [g for i, g in enumerate(groups) if i % world_size == rank]
+
+
+def stacks(groups: list[Group], cells_per_batch: int) -> list[list[Group]]:
+    """Units of work in the order of `groups`: each 0-shot group alone; few-shot groups of one task
+    in stacks of up to `cells_per_batch` (any models, shot levels and seeds), a task's stack starting
+    where its first group stands. With cells_per_batch 1, one group per unit as before."""
+    units: list[list[Group]] = []
+    open_stack: dict[str, list[Group]] = {}
+    for g in groups:
+        if g.n_shots == 0 or cells_per_batch == 1:
+            units.append([g])
+            continue
+        stack = open_stack.get(g.task)
+        if stack is None or len(stack) == cells_per_batch:
+            stack = open_stack[g.task] = []
+            units.append(stack)
+        stack.append(g)
+    return units
 
 
 def stable_seed(*parts) -> int:
