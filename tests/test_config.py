@@ -99,6 +99,7 @@ def test_overrides_types_and_list_indices(tmp_path):
     ("optim: {optimizer_type: sgd}\n", [], r"optim\.optimizer_type must be AdamW or Adam"),
     ("", ["nosuch=1"], r"unknown key"),
     ("", ["data.truncation=middle"], r"data\.truncation"),
+    ("", ["eval.cells_per_batch=0"], r"eval\.cells_per_batch must be >= 1"),
     ("- a\n- b\n", [], "mapping"),
     ("data:\n  eval_tasks:\n    - {name: s, source: embedded, level: 5, levels: [1]}\n", [],
      r"data\.eval_tasks\[s\]: give level or levels, not both"),

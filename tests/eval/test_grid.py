@@ -71,9 +71,13 @@ def test_stacked_lora_delta_against_plain_matmuls(setup):
         torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-6)
 
 
-def test_stacked_adaptation_equals_one_at_a_time(setup):
+@pytest.mark.parametrize("passes", ["by length", "one row each"])
+def test_stacked_adaptation_equals_one_at_a_time(setup, passes, monkeypatch):
     """4 cells (3 models, 1/2/4/6 shots, different seeds; batches of 1 and 2 together): adapter
-    tensors and losses after 3 AdamW steps equal `adaptation.adapt` run for each group alone."""
+    tensors and losses after 3 AdamW steps equal `adaptation.adapt` run for each group alone, whether
+    a step's rows run in passes of similar length or one row per pass (a cell's batch split apart)."""
+    if passes == "one row each":
+        monkeypatch.setattr(GR, "_similar_lengths", lambda drawn: [[row] for row in drawn])
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))

@@ -3,8 +3,8 @@
 A stack is up to `eval.cells_per_batch` few-shot groups of one task (any models, shot levels and
 seeds). Their adapters live in one `StackedLora`; each adaptation step draws each cell's own batch
 exactly as `adaptation.adapt` does for that group (same shot indices, same `Sampler` seed and order:
-the paired design is unchanged), runs one forward and backward over all cells' rows, and one AdamW
-step over the stacked tensors. AdamW is elementwise, so one optimizer over (C, ...) tensors is C
+the paired design is unchanged), runs forward and backward over all cells' rows (in passes of
+similar length, to cut padding), and one AdamW step over the stacked tensors. AdamW is elementwise, so one optimizer over (C, ...) tensors is C
 optimizers, one per cell; each cell's objective is its own token-mean loss, and the cells share no
 trainable tensor, so the gradient of their sum is each cell's own gradient. At each recorded step all
 cells are evaluated in shared batches (`grid_eval.GridScorer`). `adaptation.run_group` stays the
@@ -42,19 +42,24 @@ def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *,
     optimizer = torch.optim.AdamW(lora.params, lr=lr)   # adapt()'s optimizer: torch's defaults but lr
     samplers = [Sampler(len(s), seed=seed) for s, seed in zip(shots, seeds)]
     ks = [min(batch_size, len(s)) for s in shots]
-    rows = RowCells.blocks(ks, device)                  # cell-major: cell 0's k rows, then cell 1's, ...
     losses: list[list[float]] = [[] for _ in range(n_cells)]
     for step in range(1, steps + 1):
-        examples = [shots[c][i] for c in range(n_cells) for i in samplers[c].next(ks[c])]
-        b = collate(examples, pad_id).to(device)        # (sum k, T), right-padded to the longest of all
+        drawn = [(c, shots[c][i]) for c in range(n_cells) for i in samplers[c].next(ks[c])]
+        tokens = torch.zeros(n_cells, device=device)
+        for c, e in drawn:  # ResponseLoss's count: response positions after the first token
+            tokens[c] += len(e.input_ids) - max(e.n_prompt, 1)
         for p in lora.params:
             p.grad = None
-        with lora.active(rows):
-            sums, counts = loss_module(b.input_ids, b.attention_mask, b.labels, per_row=True)  # (N,), (N,)
-        cell_sum = sums.new_zeros(n_cells).index_add(0, rows.cells, sums)
-        cell_tokens = counts.new_zeros(n_cells).index_add(0, rows.cells, counts)
-        cell_loss = cell_sum / cell_tokens                                                 # (C,) token means
-        cell_loss.sum().backward()
+        cell_sum = torch.zeros(n_cells, device=device)
+        for part in _similar_lengths(drawn):    # fewer padded tokens than one batch of all cells' rows
+            rows = RowCells.of(torch.tensor([c for c, _ in part], device=device))
+            b = collate([e for _, e in part], pad_id).to(device)                          # (n, T) right-padded
+            with lora.active(rows):
+                sums, _ = loss_module(b.input_ids, b.attention_mask, b.labels, per_row=True)  # (n,)
+            part_sum = sums.new_zeros(n_cells).index_add(0, rows.cells, sums)
+            (part_sum / tokens).sum().backward()    # each cell's token mean: its own tokens, all parts
+            cell_sum += part_sum.detach()
+        cell_loss = cell_sum / tokens                                                        # (C,)
         for c, value in enumerate(cell_loss.tolist()):
             check_finite(value, f"adaptation step {step} (stacked cell {c})")
             losses[c].append(value)
@@ -64,6 +69,25 @@ def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *,
     for p in lora.params:
         p.grad = None
     return losses
+
+
+def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> list[list[tuple[int, Example]]]:
+    """The (cell, example) rows of one step in forward passes of similar length: longest first, a
+    pass grows while its padding stays within `waste` of its real tokens; rows sorted by cell
+    inside each pass (the `RowCells` order). The loss is a sum over rows, so the split changes
+    nothing but the padding."""
+    order = sorted(drawn, key=lambda ce: -len(ce[1].input_ids))
+    parts: list[list[tuple[int, Example]]] = []
+    real = 0
+    for c, e in order:
+        n = len(e.input_ids)
+        if parts and (len(parts[-1]) + 1) * len(parts[-1][0][1].input_ids) <= (1 + waste) * (real + n):
+            parts[-1].append((c, e))
+            real += n
+        else:
+            parts.append([(c, e)])
+            real = n
+    return [sorted(p, key=lambda ce: ce[0]) for p in parts]
 
 
 def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: TaskData, grader,
