@@ -217,10 +217,28 @@ class EvalArgs:
 
 
 @dataclass
+class Variant:
+    """One more training run of the experiment matrix (the design's Exp 1-5) in `metasft run`.
+
+    A meta variant (arm fomaml | reptile) is compared with an SFT-Mixed run matched to its own example
+    budget: `partner`, the name of an SFT variant or "sft_mixed", else one trained for it (metasft.matrix).
+    An SFT variant (arm sft_mixed) matches the budget of the meta run `paired` (data.budget_scale
+    then scales it: Exp 5's 2x data is twice the distinct examples and twice the examples processed).
+    """
+    name: str                       # the run's name: runs/<name>, the model's name in the results
+    arm: str
+    overrides: dict = field(default_factory=dict)  # dotted key -> value on top of the experiment's config
+    partner: str | None = None      # meta variants: the SFT run compared with it
+    paired: str = "fomaml"          # SFT variants: the meta run whose budget they match
+    label: str | None = None        # e.g. "Exp 3", shown in the report
+
+
+@dataclass
 class Config:
     name: str = "metasft"
     arm: str = "fomaml"             # fomaml | reptile | sft_mixed | sft_task | base
     arms: list[str] = field(default_factory=lambda: ["base", "fomaml", "sft_mixed"])  # `metasft run`
+    variants: list[Variant] = field(default_factory=list)  # `metasft run`: the matrix's other runs
     seed: int = 0
     data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -462,6 +480,10 @@ def validate(cfg: Config) -> None:
         need(all(n >= 0 for n in t.n_shots), f"data.eval_tasks[{t.name}].n_shots must be >= 0")
     _validate_sources(cfg, need)
     need(cfg.eval.cells_per_batch >= 1, f"eval.cells_per_batch must be >= 1, got {cfg.eval.cells_per_batch}")
+    need(cfg.data.budget_scale > 0, f"data.budget_scale must be > 0, got {cfg.data.budget_scale}")
+    if cfg.variants:
+        from metasft.matrix import check_variants  # the matrix's own rules, next to the code that runs it
+        check_variants(cfg)
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
 

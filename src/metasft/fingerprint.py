@@ -26,6 +26,9 @@ from metasft.config import Config
 # data 2: eval-task relations in the manifest (issue 9); train 2: balanced task draws, best checkpoint
 # by each arm's objective, inner-loop drop and warnings (issue 9)
 VERSIONS = {"data": 2, "train": 2, "eval": 1, "similarity": 1, "report": 1}
+# SFT arms' own version (code.sft), so a change to them leaves the meta runs' fingerprints alone.
+# sft 1: sft_task trains total_epochs over its pool; data.budget_scale scales the distinct examples (issue 9)
+SFT_VERSION = 1
 
 # Never part of a result: where the model is cached, how it is sharded or checkpointed, where it runs.
 _EXECUTION = ("model.cache_dir", "model.gradient_checkpointing", "model.use_fsdp")
@@ -93,12 +96,14 @@ def data_files_digest(data_dir: Path) -> str:
     return digest({rel: info.get("sha256") for rel, info in files.items()})
 
 
-def plan(cfg: Config, runs: list[tuple[str, str, str | None]], external_data: Path | None) -> dict[str, dict]:
+def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str, dict]:
     """{stage: fingerprint keys} in run order for `metasft run`.
 
-    runs: (run name, arm, name of the meta run an SFT arm's budget is matched to, else None), as the
-    pipeline trains them; external_data: a pre-built `data.dir`, else None (the run builds `data`).
+    runs: (run name, arm, name of the meta run an SFT arm's budget is matched to, else None[, the run's
+    own config: a matrix variant's, metasft.matrix; default `cfg`]), as the pipeline trains them;
+    external_data: a pre-built `data.dir`, else None (the run builds `data`).
     """
+    from metasft.matrix import pool_scale
     stages: dict[str, dict] = {}
 
     def add(name: str, kind: str, keys: dict, after: list[str]) -> None:
@@ -114,22 +119,25 @@ def plan(cfg: Config, runs: list[tuple[str, str, str | None]], external_data: Pa
         # data.sources only when used, so directories from before it existed keep their digests
         keys = config_keys(cfg, (*_DATA, "data.sources") if cfg.data.sources else _DATA, _DATA_IGNORE)
         files = {f"input.source.{s.name}": digest(content_sha256(s)) for s in cfg.data.sources if s.path}
-        add("data", "data", {**keys, **files}, [])
+        scale = pool_scale(cfg)  # > 1: the build sets extra distinct examples aside (Exp 5)
+        add("data", "data", {**keys, **files, **({"pool_scale": scale} if scale > 1 else {})}, [])
         data_after = ["data"]
     else:
         data_in = {"input.data": data_files_digest(external_data)}
-    for name, arm, paired in runs:
+    for name, arm, paired, *own in runs:
+        run_cfg = own[0] if own else cfg
         if arm == "base":
-            add(f"train/{name}", "train", {**config_keys(cfg, _BASE), "arm": arm}, [])
+            add(f"train/{name}", "train", {**config_keys(run_cfg, _BASE), "arm": arm}, [])
             continue
         if arm in ("fomaml", "reptile"):
-            keys = config_keys(cfg, (*_TRAINED, *_META))
+            keys = config_keys(run_cfg, (*_TRAINED, *_META))
         else:
-            extra = () if paired or cfg.data.budget != "matched" else _SFT_UNPAIRED
-            keys = config_keys(cfg, (*_TRAINED, *_SFT, *extra))
+            # sft_task's budget is its own (total_epochs over its pool), never FOMAML's
+            extra = () if paired or arm == "sft_task" or run_cfg.data.budget != "matched" else _SFT_UNPAIRED
+            keys = {**config_keys(run_cfg, (*_TRAINED, *_SFT, *extra)), "code.sft": SFT_VERSION}
         add(f"train/{name}", "train", {**keys, **data_in, "arm": arm},
             data_after + ([f"train/{paired}"] if paired else []))
-    trained = [f"train/{name}" for name, _, _ in runs]
+    trained = [f"train/{run[0]}" for run in runs]
     add("eval", "eval", {**config_keys(cfg, _EVAL, _EVAL_IGNORE), **data_in}, data_after + trained)
     add("similarity", "similarity", {**config_keys(cfg, _SIMILARITY), **data_in}, data_after)
     add("report", "report", config_keys(cfg, _REPORT), data_after + trained + ["eval", "similarity"])

@@ -2,7 +2,8 @@
 unless its settings changed (stage fingerprints, metasft.fingerprint; `--force` redoes what changed).
 
     <exp>/config.yaml  manifest.json (per stage: fingerprint, status, wall time; versions)
-    <exp>/dataset/     data build                <exp>/runs/<arm>/   one training run per arm
+    <exp>/dataset/     data build                <exp>/runs/<run>/   one training run per arm and
+                                                                     matrix variant (metasft.matrix)
     <exp>/eval/        results.sqlite, task_similarity.json
     <exp>/report/      report.md, report.html, plots
 """
@@ -18,6 +19,7 @@ from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.results import RESULTS_FILE
 from metasft.fingerprint import changes, digest, plan
+from metasft.matrix import Run, pairs, plan_runs
 from metasft.rundir import provenance, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -26,33 +28,24 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIG = REPO_CONFIGS / "experiment.yaml"
 
 
-def arm_runs(cfg: Config, eval_tasks: list[str]) -> list[tuple[str, str, str | None]]:
-    """(run name, arm, sft task) in training order: meta arms first, so SFT can match their budget."""
-    order = {"fomaml": 0, "reptile": 1, "sft_mixed": 2, "sft_task": 3, "base": 4}
-    out = []
-    for arm in sorted(dict.fromkeys(cfg.arms), key=order.__getitem__):
-        if arm == "sft_task":
-            out += [(f"sft_task_{t}", arm, t) for t in eval_tasks]
-        else:
-            out.append((arm, arm, None))
-    return out
-
-
-def _arm_config(cfg: Config, arm: str, data_dir: Path, paired: Path | None, sft_task: str | None) -> Config:
-    data = dataclasses.replace(cfg.data, dir=str(data_dir), sft_task=sft_task)
+def _arm_config(run: Run, data_dir: Path, paired: Path | None) -> Config:
+    cfg = run.cfg
+    data = dataclasses.replace(cfg.data, dir=str(data_dir), sft_task=run.sft_task)
     trainer = dataclasses.replace(cfg.trainer, paired_run=str(paired) if paired else cfg.trainer.paired_run)
-    return dataclasses.replace(cfg, arm=arm, data=data, trainer=trainer)
+    return dataclasses.replace(cfg, arm=run.arm, data=data, trainer=trainer)
 
 
-def check_budgets(run_a: Path, run_b: Path, batch: int, allow: bool) -> dict:
-    """Refuse a paired comparison whose example budgets differ by more than one batch."""
+def check_budgets(run_a: Path, run_b: Path, batch: int, allow: bool, scale: float = 1.0) -> dict:
+    """Refuse a paired comparison whose example budgets differ by more than one batch (`scale`: the
+    budget run_b was meant to have over run_a's, data.budget_scale)."""
     a, b = (read_json(r / "manifest.json")["budget"] for r in (run_a, run_b))
-    diff = abs(a["examples"] - b["examples"])
+    diff = abs(round(a["examples"] * scale) - b["examples"])
     if diff > batch and not allow:
+        meant = f" (meant: {scale:g} x)" if scale != 1 else ""
         raise ConfigError(f"budgets differ: {run_a.name} processed {a['examples']} examples, {run_b.name} "
-                          f"{b['examples']} (more than one batch of {batch}); set eval.allow_budget_mismatch=true "
-                          f"to compare them anyway")
-    return {"a": a, "b": b, "examples_diff": diff}
+                          f"{b['examples']}{meant} (more than one batch of {batch} off); set "
+                          f"eval.allow_budget_mismatch=true to compare them anyway")
+    return {"a": a, "b": b, "examples_diff": diff, "scale": scale}
 
 
 class StaleStage(ConfigError):
@@ -167,11 +160,8 @@ def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
         eval_tasks = list(read_json(data_dir / "manifest.json")["eval_tasks"])
     else:
         eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
-    runs = arm_runs(cfg, eval_tasks)
-    meta_name = next((name for name, arm, _ in runs if arm in ("fomaml", "reptile")), None)
-    paired = {name: meta_name if arm in ("sft_mixed", "sft_task") and cfg.data.budget == "matched" else None
-              for name, arm, _ in runs}
-    stages = _Stages(out, plan(cfg, [(name, arm, paired[name]) for name, arm, _ in runs],
+    runs = plan_runs(cfg, eval_tasks)
+    stages = _Stages(out, plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs],
                                data_dir if cfg.data.dir else None))
     stages.check(force)
 
@@ -180,15 +170,23 @@ def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
     stages.save()
     if not cfg.data.dir:
         stages.run("data", lambda: build_data(cfg, data_dir))
-    for name, arm, task in runs:
-        arm_cfg = _arm_config(cfg, arm, data_dir, out / "runs" / paired[name] if paired[name] else None, task)
-        stages.run(f"train/{name}", lambda c=arm_cfg, n=name: train(c, out / "runs" / n, resume=True))
+    for run in runs:
+        arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
+        stages.run(f"train/{run.name}", lambda c=arm_cfg, n=run.name: train(c, out / "runs" / n, resume=True))
 
-    names = {name for name, _, _ in runs}
-    if {"fomaml", "sft_mixed"} <= names:
-        stages.manifest["budget_check"] = check_budgets(out / "runs" / "fomaml", out / "runs" / "sft_mixed",
-                                                        cfg.data.train_batch_size, cfg.eval.allow_budget_mismatch)
-    models = parse_model_specs([f"{name}={out / 'runs' / name}" for name, _, _ in runs])
+    names = {run.name for run in runs}
+    checks = {}
+    for p in pairs(cfg):  # every compared pair, each at the budget it was meant to have
+        if {p.meta, p.sft} <= names:
+            sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
+            checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
+                                                           sft_cfg.data.train_batch_size,
+                                                           cfg.eval.allow_budget_mismatch, p.scale)
+            if p.primary:
+                stages.manifest["budget_check"] = checks[f"{p.meta} vs {p.sft}"]
+    if cfg.variants:
+        stages.manifest["budget_checks"] = checks
+    models = parse_model_specs([f"{run.model}={out / 'runs' / run.name}" for run in runs])
     stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
     # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
     stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))

@@ -167,11 +167,12 @@ class JsonlWriter:
 # than its name says. Written by metasft.train.run, read by the report (which opens with a banner).
 NO_ADAPTATION = "inner_loop_did_not_adapt"
 BEST_AT_STEP_0 = "best_checkpoint_at_step_0"
+POOL_SHORT = "pool_short_of_budget_scale"  # an SFT run got fewer new distinct examples than budget_scale asks
 
 
 @dataclass(frozen=True)
 class RunWarning:
-    kind: str       # NO_ADAPTATION | BEST_AT_STEP_0
+    kind: str       # NO_ADAPTATION | BEST_AT_STEP_0 | POOL_SHORT
     message: str    # one line, with the measured numbers
 
     def to_dict(self) -> dict:

@@ -2,9 +2,16 @@
 
 Layout under the output directory:
     data/meta_train/<task>_{support,query,val,test}.parquet
+    data/meta_train/<task>_extra.parquet     only when an SFT-Mixed run asks for more than 1x data
+                                             (data.budget_scale, Exp 5): (scale - 1) x support ∪ query more
+                                             distinct examples, taken from the held-out remainder
     data/processed/<task>_all.parquet        support ∪ query: the pool both FOMAML and SFT draw from
     data/eval/<task>_{test,shots}.parquet    held-out few-shot tasks: test items and the pool of shots
     manifest.json                            counts per task, split and level; seed; sha256 per file
+The shots file is the eval task's whole training pool: every item of its `shots_split` in the task's
+slice, less its test items and anything meta-training saw. Few-shot evaluation draws its shots from
+it, and task-specific SFT (Baseline 2, arm sft_task) trains total_epochs over all of it; with
+`shots_split: train` that is the source's own train split, as the design's "完整训练集".
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from metasft.data import tasks as T
 from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import load_source
 from metasft.data.store import write_examples
+from metasft.matrix import extra_size, pool_scale
 from metasft.rundir import (atomic_dir, eval_task_file, file_sha256, meta_train_file, pooled_file, provenance,
                             write_json)
 
@@ -42,6 +50,7 @@ def _subjects(spec: TaskSource | EvalTask) -> list[str]:
 def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, dict[str, list[Record]]]:
     """Every data.tasks entry split into support / query / val / test."""
     d = cfg.data
+    scale = pool_scale(cfg)
     out = {}
     for i, spec in enumerate(d.tasks):
         records = T.select(load(spec.source, spec.split, spec.size), task=spec.name, source=spec.source,
@@ -50,6 +59,14 @@ def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, di
         sizes = T.split_sizes(len(records), task=spec.name, support_ratio=d.support_ratio,
                               query_ratio=d.query_ratio, val_ratio=d.val_ratio, val_max=d.val_max_samples,
                               support_max=spec.support_max_samples, query_max=spec.query_max_samples)
+        if scale > 1:  # carved from the held-out remainder (the task's test split, which no stage reads)
+            want = extra_size(sizes["support"] + sizes["query"], scale)
+            extra = min(want, sizes["test"])
+            if extra < want:
+                log.warning("task %r: %sx data asks for %d extra distinct examples, only %d are left; the SFT "
+                            "run records the shortfall", spec.name, scale, want, extra)
+            sizes = {"support": sizes["support"], "query": sizes["query"], "val": sizes["val"], "extra": extra,
+                     "test": sizes["test"] - extra}
         out[spec.name] = T.stratified_split(records, sizes, seed=cfg.seed + i)
     return out
 

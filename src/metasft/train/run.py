@@ -20,8 +20,9 @@ import torch
 from metasft.config import Config, ConfigError, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
+from metasft.matrix import extra_size, meta_budget
 from metasft.models import add_lora, load_base
-from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, RunWarning, eval_task_file, meta_train_file, pooled_file,
+from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, RunWarning, eval_task_file, meta_train_file, pooled_file,
                             provenance, read_json, stage_log, write_json)
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
@@ -72,17 +73,19 @@ def _tokenize(rows, tokenizer, cfg: Config, where: str) -> list[Example]:
 
 def fomaml_budget(cfg: Config, n_tasks: int) -> int:
     """Examples one FOMAML/Reptile run processes (support + query over every outer step)."""
-    per_task = cfg.meta.num_inner_steps * cfg.meta.inner_batch_size
-    if cfg.meta.algorithm == "fomaml" and cfg.arm != "reptile":
-        per_task += cfg.meta.query_batch_size
-    return cfg.trainer.total_steps * min(cfg.meta.meta_batch_size, n_tasks) * per_task
+    return meta_budget(cfg, n_tasks)
 
 
 def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
-    """(examples to process, where the number came from) under data.budget and data.budget_scale."""
-    if cfg.data.budget == "unique":
-        base, why = pool_size * cfg.trainer.total_epochs, f"{pool_size} distinct x {cfg.trainer.total_epochs} epochs"
-    elif cfg.trainer.paired_run:
+    """(examples to process, where the number came from) under data.budget and data.budget_scale.
+
+    sft_task (Baseline 2, "3 epochs on the task's full training data") ignores both: total_epochs passes
+    over its pool."""
+    if cfg.arm == "sft_task":
+        return pool_size * cfg.trainer.total_epochs, f"{pool_size} distinct x {cfg.trainer.total_epochs} epochs"
+    if cfg.data.budget == "unique":  # the pool is already data.budget_scale times the distinct examples
+        return pool_size * cfg.trainer.total_epochs, f"{pool_size} distinct x {cfg.trainer.total_epochs} epochs"
+    if cfg.trainer.paired_run:
         manifest = Path(cfg.trainer.paired_run) / "manifest.json"
         if not manifest.is_file():
             raise ConfigError(f"trainer.paired_run={cfg.trainer.paired_run}: no manifest.json there")
@@ -270,19 +273,70 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                                       "inner_loop": guard.summary(), "warnings": _warnings(session, guard)}
 
 
-def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[str], dict]:
+    """(rows, task of each row, files read, pool record) of an SFT arm.
+
+    sft_task: the eval task's pool of shots, data/eval/<task>_shots.parquet: every item of its
+    `shots_split` in the task's slice less its test items and anything meta-training saw, i.e. the
+    task's training data (its own train split where the source has one and the config names it).
+    sft_mixed: the meta-training tasks' support ∪ query (data.train_files, at most data.total_samples),
+    scaled per task by data.budget_scale: above 1 with that many times the distinct examples, the
+    extra ones from data/meta_train/<task>_extra.parquet (Exp 5's 2x data: new examples, not the
+    same ones repeated); below 1 a seeded subsample.
+    """
     if cfg.arm == "sft_task":
         if not cfg.data.sft_task:
             raise ConfigError("arm sft_task needs data.sft_task: the eval task whose data to train on")
         files = [eval_task_file(cfg.data.sft_task, "shots")]
-    else:
-        files = cfg.data.train_files or [pooled_file(t.name) for t in specs]
-    limit = cfg.data.total_samples if cfg.arm == "sft_mixed" else None  # the design's mixed-pool size
+        rows = _read_files(data_dir, files, None, cfg.seed, "data.sft_task")
+        split = next((t.shots_split for t in cfg.data.eval_tasks if t.name == cfg.data.sft_task), None)
+        return rows, [cfg.data.sft_task] * len(rows), files, {
+            "file": files[0], "distinct": len(rows), "split": split, "epochs": cfg.trainer.total_epochs}
+    specs = meta_tasks(cfg)
+    files = cfg.data.train_files or [pooled_file(t.name) for t in specs]
+    limit = cfg.data.total_samples  # the design's mixed-pool size
     rows = _read_files(data_dir, files, limit, cfg.seed, "data.total_samples", strict=True)
+    # a file is a task: data/processed/<task>_all.parquet
+    task_of = [Path(r["_file"]).stem.removesuffix("_all") for r in rows]
+    scale = cfg.data.budget_scale
+    record = {"scale": scale, "base_distinct": len(rows)}
+    if scale != 1:
+        by_task: dict[str, list[dict]] = {}
+        for r, t in zip(rows, task_of):
+            by_task.setdefault(t, []).append(r)
+        rows, task_of, short = [], [], []
+        for i, (t, base) in enumerate(by_task.items()):
+            if scale < 1:
+                keep = random.Random(cfg.seed * 7919 + i).sample(base, max(1, round(scale * len(base))))
+            else:
+                extra_file = meta_train_file(t, "extra")
+                if not (data_dir / extra_file).is_file():
+                    raise DataError(f"data.budget_scale={scale} needs {extra_file} under {data_dir} (the data build "
+                                    f"writes it when a run of the experiment asks for more than 1x data); each train "
+                                    f"file must be a task's pooled file, {pooled_file('<task>')}")
+                extra = [{**r, "_file": extra_file} for r in read_sft(data_dir / extra_file)]
+                want = extra_size(len(base), scale)
+                if want > len(extra):
+                    short.append(f"{t} {len(extra)} of {want}")
+                keep = base + random.Random(cfg.seed * 7919 + i).sample(extra, min(want, len(extra)))
+            rows += keep
+            task_of += [t] * len(keep)
+        record.update(distinct=len(rows), distinct_scale=round(len(rows) / record["base_distinct"], 4),
+                      per_task={t: task_of.count(t) for t in by_task})
+        if short:
+            record["short"] = short
+    else:
+        record["distinct"] = len(rows)
+    return rows, task_of, files, record
+
+
+def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+    rows, task_of, files, pool_record = _sft_pool(cfg, data_dir)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
-    # a file is a task: data/processed/<task>_all.parquet (or the eval task's shots for sft_task)
-    task_of = [cfg.data.sft_task if cfg.arm == "sft_task" else Path(r["_file"]).stem.removesuffix("_all")
-               for r in rows]
+    if cfg.arm == "sft_task":
+        # Baseline 2 is the design's 3 epochs, evaluated as trained: the meta-training tasks' validation
+        # loss says nothing about this task, so it picks no checkpoint (adapter/ is evaluated)
+        val_sets = {}
     budget_examples, why = sft_budget(cfg, len(pool), len(specs))
     log.info("SFT budget: %d examples (%s) from a pool of %d, %s mixture", budget_examples, why, len(pool),
              cfg.data.mixture)
@@ -307,5 +361,12 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
                   warmup_steps=cfg.optim.warmup_steps, clip_grad=cfg.optim.clip_grad)
     finally:
         session.close()
+    warnings = _warnings(session)
+    if pool_record.get("short"):
+        warnings.append(RunWarning(POOL_SHORT, f"data.budget_scale={cfg.data.budget_scale} asked for that many times "
+                                               f"the distinct examples, but the data has fewer left for "
+                                               f"{', '.join(pool_record['short'])}: the pool is "
+                                               f"{pool_record['distinct_scale']}x").to_dict())
     return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "mixture": cfg.data.mixture,
-                                      "budget_rule": why, "train_files": files, "warnings": _warnings(session)}
+                                      "budget_rule": why, "train_files": files, "pool": pool_record,
+                                      "warnings": warnings}
