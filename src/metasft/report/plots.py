@@ -119,9 +119,11 @@ def learning_curve(acc: pd.DataFrame, loss: pd.DataFrame, task: str, path: Path,
     """
     shots = sorted(set(acc["n_shots"]) | set(loss["n_shots"]))
     pos = {n: i for i, n in enumerate(shots)}
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
+    upper_reference(acc_ax, loss_ax, acc, loss)
+    acc, loss = acc[acc["model"] != UPPER_REFERENCE], loss[loss["model"] != UPPER_REFERENCE]
     models = model_order(set(acc["model"]) | set(loss["model"]))
     shift = _offsets(models, 0.07)
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
     for model in models:
         for ax, frame, legend in ((acc_ax, acc, True), (loss_ax, loss, False)):
             rows = frame[frame["model"] == model].sort_values("n_shots")
@@ -141,6 +143,21 @@ def learning_curve(acc: pd.DataFrame, loss: pd.DataFrame, task: str, path: Path,
     acc_ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{task}: few-shot learning curve (mean; band: 95% CI over questions)")
     return _finish(fig, path, footer)
+
+
+UPPER_REFERENCE = "sft_task"  # Baseline 2: the design's "性能上界参考", trained on the task's whole pool
+
+
+def upper_reference(acc_ax, loss_ax, acc: pd.DataFrame, loss: pd.DataFrame) -> None:
+    """Baseline 2 as a horizontal line, not a curve: task-specific SFT trained total_epochs on the task's
+    whole training pool, scored 0-shot (its accuracy and loss without further adaptation)."""
+    style = arm_style(UPPER_REFERENCE)
+    for ax, frame in ((acc_ax, acc), (loss_ax, loss)):
+        rows = frame[(frame["model"] == UPPER_REFERENCE) & (frame["n_shots"] == 0)]
+        value = float(rows["mean"].iloc[0]) if len(rows) else float("nan")
+        if np.isfinite(value):
+            ax.axhline(value, color=style.color, linestyle="--", linewidth=1.5,
+                       label=f"{style.label} upper reference (whole pool, 0-shot): {value:.3g}")
 
 
 def adaptation_curve(points: pd.DataFrame, task: str, n_shots: int, path: Path, target_acc: float | None,
@@ -263,4 +280,37 @@ def training_curves(metrics: dict[str, pd.DataFrame], arms: dict[str, str], path
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    return _finish(fig, path, footer)
+
+
+def matrix_sweep(points: pd.DataFrame, path: Path, footer: str) -> plt.Figure:
+    """The K / inner_lr sweep of the experiment matrix: one panel per eval task, x = K (inner steps),
+    one series per inner_lr; filled markers the meta runs, hollow ones their matched SFT-Mixed runs at
+    the same x, joined by a thin line (the gap is the matched comparison).
+
+    points: task, run, partner, k, inner_lr, acc, partner_acc, n_shots (the largest both ran), n_seeds.
+    """
+    tasks = list(dict.fromkeys(points["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks) + 0.6, 4.4), squeeze=False)
+    lrs = sorted(points["inner_lr"].unique())
+    for ax, task in zip(axes[0], tasks):
+        at = points[points["task"] == task]
+        for j, lr in enumerate(lrs):
+            rows = at[at["inner_lr"] == lr].sort_values("k")
+            color = f"C{j % 10}"
+            ax.plot(rows["k"], rows["acc"], "o-", color=color, ms=7, label=f"FOMAML, inner_lr {lr:g}")
+            ax.plot(rows["k"], rows["partner_acc"], "o", mfc="none", color=color, ms=9,
+                    label=f"matched SFT-Mixed (inner_lr {lr:g} run's budget)")
+            for r in rows.itertuples():
+                ax.plot([r.k, r.k], [r.acc, r.partner_acc], color=color, linewidth=0.8, alpha=0.6)
+                ax.annotate(r.run, (r.k, r.acc), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        shots = ", ".join(str(int(n)) for n in sorted(at["n_shots"].unique()))
+        ax.set_title(f"{task} ({shots}-shot, final step)", fontsize=10)
+        ax.set_xlabel("K: inner-loop steps (meta.num_inner_steps)")
+        ax.set_xticks(sorted(at["k"].unique()))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy, mean over seeds")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.suptitle("Experiment matrix: K / inner_lr sweep, each FOMAML run beside its budget-matched SFT-Mixed")
     return _finish(fig, path, footer)

@@ -16,6 +16,7 @@ Output (replaced as a whole, atomically):
     <exp>/report/summary.csv              summarize(cells) plus the other metrics at the final step
     <exp>/report/comparison.csv           compare_models(fomaml, sft_mixed) on accuracy (comparison_loss.csv: loss)
     <exp>/report/verdicts.json            the verdicts with their evidence
+    <exp>/report/verdicts_matrix.json     with `variants`: the verdicts of every compared pair (section 7)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from metasft.report.context import Context, build_context
 from metasft.report.doc import Callout, Contents, Document, Heading, to_html, to_markdown
 from metasft.report.load import load_experiment
+from metasft.report.matrix import matrix_section
 from metasft.report.results import (curves_section, errors_section, tables_section, transfer_section,
     verdicts_section)
 from metasft.report.setup import check_budgets, setup_section, training_section
@@ -60,7 +62,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         _run_section(summary_section, ctx, doc)
         doc.add(Heading(1, "Contents"), Contents(depth=2))
         for section in (training_section, curves_section, transfer_section, tables_section, verdicts_section,
-                        errors_section, setup_section):
+                        errors_section, matrix_section, setup_section):
             _run_section(section, ctx, doc)
         atomic_write_text(out / "report.md", to_markdown(doc))
         atomic_write_text(out / "report.html", to_html(doc, base=out))

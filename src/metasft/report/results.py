@@ -168,6 +168,14 @@ def tables_section(ctx: Context, doc: Document) -> None:
                  "Also in `report/summary.csv` with the loss and the other stored metrics."))
     for task in result_tasks(ctx):
         doc.add(T.cells_table(summary, task))
+    upper = T.upper_reference_table(summary, exp.runs, result_tasks(ctx))
+    if upper is not None:
+        doc.add(Heading(2, "Upper reference: task-specific SFT (Baseline 2)"),
+                Para("SFT-Task is trained `trainer.total_epochs` over the task's whole training pool "
+                     "(dataset/data/eval/<task>_shots.parquet, the pool the shots are drawn from) and scored 0-shot: "
+                     "what a model reaches with enough data of the task, the line the few-shot curves aim at "
+                     "(dashed in the learning-curve plots)."),
+                upper)
     if extras:
         _quality_table(ctx, doc, final, extras)
 

@@ -13,7 +13,7 @@ from metasft.report import tables as T
 from metasft.report.context import PREDICTIONS_SOURCE, Context, is_tiny
 from metasft.eval.results import CELL_COLUMNS
 from metasft.report.doc import Badge, Bullets, Callout, Document, Heading, Para, Table
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, run_warnings, write_json
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, run_warnings, write_json
 from metasft.stats import ACCURACY, INCONCLUSIVE, LOSS, MET, NOT_MET, UNMEASURABLE, Verdict, verdicts
 from metasft.stats.verdicts import SPEED_RATIO
 
@@ -65,6 +65,9 @@ RUN_WARNING_MEANING = {
                     "The meta-gradient was taken at θ′ ≈ θ, so this arm was trained as SFT on its query batches "
                     "alone, not meta-learned: a difference from SFT-Mixed below is no evidence for or against "
                     "meta-learning."),
+    POOL_SHORT: ("Fewer new examples than data.budget_scale asks",
+                 "The data held fewer unused examples than this SFT run's scaled pool needs, so its 'more data' "
+                 "is less than its budget_scale: the pool's real multiple is in the message."),
     BEST_AT_STEP_0: ("The evaluated checkpoint is the untrained step 0",
                      "Validation never improved on the untrained adapter, so `adapter_best` is the base model: "
                      "this arm's results are the base model's under the arm's name."),

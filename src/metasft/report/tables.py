@@ -175,6 +175,36 @@ def cells_table(summary: pd.DataFrame, task: str) -> Table:
     return Table(["model"] + [f"{n}-shot" for n in shots], body, caption)
 
 
+def upper_reference_table(summary: pd.DataFrame, runs: dict[str, dict], tasks: list[str]) -> Table | None:
+    """Baseline 2 (sft_task, the design's upper reference) per task beside the few-shot models' best.
+
+    runs: run dir name -> runs/<name>/manifest.json; the task's run is runs/sft_task_<task>. None when
+    no task has sft_task results."""
+    ref = summary[(summary["model"] == "sft_task") & (summary["n_shots"] == 0)].set_index("task")
+    body = []
+    for task in tasks:
+        if task not in ref.index:
+            continue
+        manifest = runs.get(f"sft_task_{task}", {})
+        pool, budget = manifest.get("pool") or {}, manifest.get("budget") or {}
+        others = summary[(summary["task"] == task) & (summary["model"].isin(["fomaml", "sft_mixed"]))]
+        largest = int(others["n_shots"].max()) if len(others) else None
+        best = {m: others.loc[(others["model"] == m) & (others["n_shots"] == largest), "mean"]
+                for m in ("fomaml", "sft_mixed")}
+        best = {m: float(v.iloc[0]) if len(v) else float("nan") for m, v in best.items()}
+        upper = float(ref.at[task, "mean"])
+        body.append([task, f"{num(pool.get('distinct'))} ({pool.get('split') or DASH})",
+                     f"{num(pool.get('epochs'))} epochs, {num(budget.get('examples'))} examples",
+                     acc(upper), str(int(largest)) if isnum(largest) else DASH, acc(best["fomaml"]),
+                     acc(best["sft_mixed"]), signed(best["fomaml"] - upper)])
+    if not body:
+        return None
+    return Table(["task", "training pool (split)", "trained", "SFT-Task, 0-shot", "N-shot (largest)",
+                  "FOMAML-SFT at N", "SFT-Mixed at N", "FOMAML-SFT − upper"], body,
+                 "Baseline 2, task-specific SFT: the upper reference (runs/sft_task_<task>/manifest.json pool and "
+                 "budget; accuracy at the final step, mean over seeds)")
+
+
 def interval(lo, hi) -> str:
     return f"[{lo:+.3f}, {hi:+.3f}]" if isnum(lo) and isnum(hi) else DASH
 
