@@ -161,11 +161,13 @@ class DataArgs:
     train_batch_size: int = 32
     total_samples: int | None = None  # SFT budget; None: matched to the paired FOMAML run
     budget: str = "matched"         # matched (same examples processed) | unique (same distinct, epochs)
-    budget_scale: float = 1.0       # Exp 5: 2x data
+    # Exp 5's "2x data": SFT-Mixed's distinct examples (new ones, set aside by the data build) and examples
+    # processed, both x this; sft_task ignores it
+    budget_scale: float = 1.0
     # SFT arms over several tasks: balanced (every task an equal share of the examples, as FOMAML samples
     # tasks uniformly) | pooled (examples drawn uniformly from all tasks' data together)
     mixture: str = "balanced"
-    sft_task: str | None = None     # arm sft_task: the eval task to train on
+    sft_task: str | None = None     # arm sft_task: the eval task whose pool it trains total_epochs over
 
 
 @dataclass
