@@ -87,22 +87,17 @@ def test_sft_task_budget_is_its_epochs_over_its_pool_whatever_the_pairing():
 def test_the_upper_reference_is_a_line_not_a_curve(tmp_path):
     from metasft.report import plots
     rows = [("fomaml", 0, 0.2), ("fomaml", 2, 0.3), ("sft_task", 0, 0.8), ("sft_task", 2, 0.9)]
-    summary = pd.DataFrame([{"task": "t", "model": m, "n_shots": n, "mean": a, "std": 0.0, "loss": 1 - a,
-                             "loss_std": 0.0, "n_seeds": 1, "step": 1} for m, n, a in rows])
-    captured = {}
-    real_finish = plots._finish
-    plots._finish = lambda fig, path, footer: captured.update(fig=fig)
-    try:
-        plots.learning_curve(summary, "t", tmp_path / "c.png", None, "")
-    finally:
-        plots._finish = real_finish
-    acc_ax = captured["fig"].axes[0]
+    acc = pd.DataFrame([{"model": m, "n_shots": n, "mean": a, "lo": a - 0.1, "hi": a + 0.1, "n_questions": 3,
+                         "n_seeds": 1} for m, n, a in rows])
+    loss = acc.assign(mean=1 - acc["mean"], lo=float("nan"), hi=float("nan"))
+    fig = plots.learning_curve(acc, loss, "t", tmp_path / "c.png", None, "")
+    acc_ax = fig.axes[0]
     labels = [line.get_label() for line in acc_ax.lines]
-    assert any(lbl.startswith("SFT-Task upper reference") for lbl in labels)
-    reference = next(line for line in acc_ax.lines if line.get_label().startswith("SFT-Task"))
-    assert list(reference.get_ydata()) == [0.8, 0.8]  # the 0-shot accuracy of the whole-pool run
-    assert not any(lbl.startswith("SFT-Task (") for lbl in labels)  # no SFT-Task curve
-    matplotlib.pyplot.close(captured["fig"])
+    reference = [line for line in acc_ax.lines if line.get_label().startswith("SFT-Task upper reference")]
+    assert len(reference) == 1 and list(reference[0].get_ydata()) == [0.8, 0.8]  # its 0-shot accuracy
+    assert not any(lbl.startswith("SFT-Task (") for lbl in labels)  # and no SFT-Task curve
+    assert any(lbl.startswith("FOMAML-SFT") for lbl in labels)
+    matplotlib.pyplot.close(fig)
 
 
 # ------------------------------------------------------------------ one tiny matrix run, end to end
