@@ -83,7 +83,7 @@ def matrix_table(summary: pd.DataFrame, runs: list[str], tasks: list[str]) -> Ta
 def sweep_points(ctx: Context, compared) -> pd.DataFrame:
     """One row per (meta run, task): its K and inner_lr, its accuracy and its partner's at the largest
     N-shot both ran."""
-    summary, cfg = ctx.summary, ctx.exp.config
+    summary = ctx.summary
     rows = []
     for p in compared:
         run_cfg = ctx.exp.run_configs.get(p.meta)
