@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
+from metasft.errors import MetasftError
 from metasft.rundir import meta_train_file
 
 
-class ConfigError(ValueError):
+class ConfigError(MetasftError, ValueError):
     """A config key is unknown, mistyped, missing or inconsistent; the message names it."""
 
 
@@ -185,8 +186,9 @@ class TrainerArgs:
     total_epochs: int = 3
     lr: float = 2e-5                # SFT arms
     micro_batch_size: int = 8       # SFT arms: gradient accumulation splits train_batch_size
-    save_freq: int = 500
-    test_freq: int = 100
+    save_freq: int = 500            # a resumable checkpoint every N steps (and at the last step)
+    keep_checkpoints: int = 3       # the last N checkpoints are kept, plus the best step's; 0: all
+    test_freq: int = 100            # validation every N steps (0: none)
     val_batch_size: int = 8
     log_freq: int = 1
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
@@ -465,7 +467,8 @@ def validate(cfg: Config) -> None:
          f"data.support_ratio + data.query_ratio must be <= 1, got {cfg.data.support_ratio + cfg.data.query_ratio}")
     for key in ("inner_batch_size", "query_batch_size", "meta_batch_size"):
         need(getattr(cfg.meta, key) >= 1, f"meta.{key} must be >= 1")
-    need(cfg.meta.num_inner_steps >= 0, "meta.num_inner_steps must be >= 0")
+    need(cfg.meta.num_inner_steps >= 1, f"meta.num_inner_steps must be >= 1, got {cfg.meta.num_inner_steps}")
+    _check_ranges(cfg, need)
     need(cfg.data.train_batch_size % cfg.trainer.micro_batch_size == 0 or cfg.data.train_batch_size < cfg.trainer.micro_batch_size,
          f"data.train_batch_size ({cfg.data.train_batch_size}) must be a multiple of trainer.micro_batch_size ({cfg.trainer.micro_batch_size})")
     names = [t.name for t in cfg.data.tasks] + [t.name for t in cfg.data.eval_tasks]
@@ -513,6 +516,54 @@ def _validate_sources(cfg: Config, need) -> None:
             need(t.source.lower() in known or t.source in names,
                  f"{kind}[{t.name}]: unknown source {t.source!r}; expected a built-in source "
                  f"{sorted(SOURCE_MODULES)} or a data.sources entry {names}")
+
+
+def _check_ranges(cfg: Config, need) -> None:
+    """Every numeric key within its range (positive counts, finite positive learning rates, ...)."""
+    def positive(key: str, value, allow_none: bool = False) -> None:
+        if value is None and allow_none:
+            return
+        need(value is not None and math.isfinite(value) and value > 0, f"{key} must be > 0, got {value}")
+
+    def at_least_0(key: str, value) -> None:
+        need(math.isfinite(value) and value >= 0, f"{key} must be >= 0, got {value}")
+
+    m, t, o, d, e = cfg.model, cfg.trainer, cfg.optim, cfg.data, cfg.eval
+    for key in ("lora_rank", "lora_alpha"):
+        positive(f"model.{key}", getattr(m, key))
+    need(0 <= m.lora_dropout < 1, f"model.lora_dropout must be in [0, 1), got {m.lora_dropout}")
+    for key in ("inner_lr", "outer_lr"):
+        positive(f"meta.{key}", getattr(cfg.meta, key))
+    for key in ("total_steps", "total_epochs", "lr", "micro_batch_size", "save_freq", "val_batch_size", "log_freq"):
+        positive(f"trainer.{key}", getattr(t, key))
+    at_least_0("trainer.test_freq", t.test_freq)
+    at_least_0("trainer.keep_checkpoints", t.keep_checkpoints)
+    at_least_0("optim.weight_decay", o.weight_decay)
+    at_least_0("optim.clip_grad", o.clip_grad)
+    at_least_0("optim.warmup_steps", o.warmup_steps)
+    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+    for key in ("max_length", "train_batch_size", "budget_scale"):
+        positive(f"data.{key}", getattr(d, key))
+    at_least_0("data.val_max_samples", d.val_max_samples)
+    positive("data.total_samples", d.total_samples, allow_none=True)
+    for task in d.tasks:
+        for key in ("size", "support_max_samples", "query_max_samples"):
+            positive(f"data.tasks[{task.name}].{key}", getattr(task, key), allow_none=True)
+    for task in d.eval_tasks:
+        where = f"data.eval_tasks[{task.name}]"
+        positive(f"{where}.size", task.size, allow_none=True)
+        positive(f"{where}.test_size", task.test_size)
+        positive(f"{where}.max_new_tokens", task.max_new_tokens)
+        need(task.n_shots and len(set(task.n_shots)) == len(task.n_shots),
+             f"{where}.n_shots must be a non-empty list without repeats, got {task.n_shots}")
+    need(e.seeds and len(set(e.seeds)) == len(e.seeds), f"eval.seeds must be a non-empty list without repeats, got {e.seeds}")
+    for key in ("adaptation_steps", "adaptation_lr", "adaptation_batch_size", "batch_size", "max_new_tokens",
+                "grade_timeout_s", "similarity_batches"):
+        positive(f"eval.{key}", getattr(e, key))
+    need(0 < e.target_acc <= 1, f"eval.target_acc must be in (0, 1], got {e.target_acc}")
+    at_least_0("eval.acc_k", e.acc_k)
+    beyond = [s for s in e.record_steps if not 0 <= s <= e.adaptation_steps]
+    need(not beyond, f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:

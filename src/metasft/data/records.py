@@ -10,6 +10,9 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, fields
 
+from metasft.errors import MetasftError
+
+
 # How an answer is graded (see metasft.eval.scoring): a mathematical expression, a multiple-choice
 # letter, TheoremQA's typed answers.
 ANSWER_TYPES = ("math", "choice", "integer", "float", "bool", "list")
@@ -29,7 +32,7 @@ DOMAINS = (
 )
 
 
-class DataError(ValueError):
+class DataError(MetasftError, ValueError):
     """Bad input data: the message names the file, row or key and what was expected."""
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import torch
 
 from metasft.data.formats import chat_text
+from metasft.errors import MetasftError
 
 IGNORE = -100
 
 
-class TruncationError(ValueError):
+class TruncationError(MetasftError, ValueError):
     """An example is longer than data.max_length and data.truncation is 'error'."""
 
 

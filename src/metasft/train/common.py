@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from metasft.errors import MetasftError
 from metasft.train.batching import Example, collate
 from metasft.train.distributed import World, all_reduce_sum, average_grads
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(MetasftError, RuntimeError):
     """The loss became NaN or infinite; the message names the step, task and batch."""
 
 
