@@ -7,12 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from metasft.config import ConfigError, load_config, save_config
-from metasft.data.records import DataError
-from metasft.eval.results import ResultsError
-from metasft.train.batching import TruncationError
-from metasft.train.checkpoint import CheckpointError
-from metasft.train.common import NonFiniteLoss
+from metasft.config import ConfigError, load_config
+from metasft.errors import MetasftError
+
+OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
 
 def _command(sub, name: str, help: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
@@ -45,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                "  metasft compare runs/exp1 runs/exp3\n"
                "`metasft COMMAND --help` describes each command.")
     p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (accepted anywhere)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="build or inspect task data",
@@ -57,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                  ["metasft data build configs/data/embedded.yaml --out runs/data",
                   "metasft data build configs/data/math_scheme_a.yaml --out runs/data_a data_root=../shared/data"])
     b.add_argument("config", help="YAML config (its data section is used)")
-    b.add_argument("--out", required=True, type=Path, help="directory to write (replaced atomically)")
+    b.add_argument("--out", required=True, type=Path,
+                   help="directory to write (replaced atomically): new, empty or an earlier build")
+    b.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(b)
     s = _command(data, "stats", "print counts per task, split and level",
                  "Counts per task, split and level from a built data directory's manifest.json (an experiment "
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config")
     t.add_argument("--out", required=True, type=Path, help="the run directory")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(t)
 
     e = _command(sub, "eval", "few-shot curves and zero-shot transfer for the models in eval.models",
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("config", help="YAML config")
     e.add_argument("--out", required=True, type=Path, help="the evaluation directory")
     e.add_argument("--data", type=Path, help="built data directory (default: data.dir, else build into OUT/dataset)")
+    e.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(e)
 
     r = _command(sub, "report", "write report.md, report.html and plots for an experiment directory",
@@ -103,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/embedded_default"), help="the experiment directory")
     run.add_argument("--force", action="store_true",
                      help="redo the stages whose settings changed since OUT was run, and all that depends on them")
+    run.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(run)
 
     config = sub.add_parser("config", help="show a resolved config",
@@ -143,8 +147,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
     # key=value overrides may come before or after options: collect the ones argparse left over
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     stray = [r for r in rest if "=" not in r or r.startswith("-")]
     if stray or (rest and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
@@ -152,9 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *rest]
     try:
         return _dispatch(args)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLoss, TruncationError, ResultsError) as e:
-        print(f"metasft: error: {e}", file=sys.stderr)
+    except (MetasftError, OSError) as e:  # OSError: a path the user gave cannot be read or written
+        if args.debug:
+            raise
+        print(f"metasft: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, MetasftError) else f"{type(e).__name__}: {text}"
 
 
 def _dispatch(args) -> int:
@@ -162,11 +176,13 @@ def _dispatch(args) -> int:
     if args.command in ("run", "config", "ls") and config and "=" in config and not Path(config).is_file():
         args.overrides, args.config = [config, *args.overrides], None  # `metasft run key=value`: no config
     if args.command == "data" and args.data_command == "build":
-        from metasft.data.build import build_data
         cfg = load_config(args.config, args.overrides)
-        build_data(cfg, args.out)
-        save_config(cfg, args.out / "config.yaml")
+        from metasft.data.build import build_data
         from metasft.data.stats import stats_table
+        from metasft.rundir import OutputDir
+        with OutputDir(args.out, "data", overwrite=args.overwrite) as claim:
+            build_data(cfg, args.out)
+            claim.commit()
         print(stats_table(args.out))
         return 0
     if args.command == "data" and args.data_command == "stats":
@@ -175,20 +191,27 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "train":
         from metasft.train.run import train
-        train(load_config(args.config, args.overrides), args.out, resume=args.resume)
+        train(load_config(args.config, args.overrides), args.out, resume=args.resume, overwrite=args.overwrite)
         return 0
     if args.command == "eval":
         from metasft.eval.protocols import run_eval
         from metasft.eval.specs import parse_model_specs
+        from metasft.models import check_model_source
+        from metasft.rundir import OutputDir
         cfg = load_config(args.config, args.overrides)
-        data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
-        if data_dir is None:
-            from metasft.train.distributed import World
-            from metasft.train.run import ensure_data
-            data_dir = ensure_data(cfg, args.out, World())
         if not cfg.eval.models:
             raise ConfigError("eval.models is empty: list run directories, adapter hub ids or 'base'")
-        run_eval(cfg, data_dir, parse_model_specs(cfg.eval.models), args.out)
+        models = parse_model_specs(cfg.eval.models)
+        check_model_source(cfg.model.partial_pretrain)
+        data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
+        with OutputDir(args.out, "eval", overwrite=args.overwrite) as claim:
+            if data_dir is None:
+                from metasft.train.distributed import World
+                from metasft.train.run import ensure_data
+                claim.start()
+                data_dir = ensure_data(cfg, args.out, World())
+            run_eval(cfg, data_dir, models, args.out)
+            claim.commit()
         return 0
     if args.command == "report":
         from metasft.report import write_report
@@ -197,7 +220,8 @@ def _dispatch(args) -> int:
     if args.command == "run":
         from metasft.pipeline import run_experiment
         config = _default_config(args.config)
-        out = run_experiment(load_config(config, args.overrides), args.out, force=args.force)
+        out = run_experiment(load_config(config, args.overrides), args.out, force=args.force,
+                             overwrite=args.overwrite)
         print(out / "report" / "report.md")
         verdicts = out / "report" / "verdicts.json"
         if verdicts.is_file():

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from metasft.config import ConfigError
 from metasft.rundir import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,32 @@ def tiny_llama(cache_dir: str | Path | None = None, seed: int = 0) -> tuple[PreT
     return model, tokenizer
 
 
+def check_model_source(name: str) -> None:
+    """Raise ConfigError when model.partial_pretrain names a local path that is not a model
+    directory (checked before any work; a hub id is checked when it loads)."""
+    if name == TINY or name in EMBEDDED:
+        return
+    path = Path(os.path.expanduser(name))
+    looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") > 1
+    if looks_local and not (path / "config.json").is_file():
+        raise ConfigError(f"model.partial_pretrain={name!r}: no model directory (with config.json) there, and "
+                          f"not a hub id (org/name), {TINY!r} or one of {sorted(EMBEDDED)}")
+
+
 def load_base(name: str, *, dtype: str = "float32", cache_dir: str | Path | None = None):
     """Return (model, tokenizer) for a hub id, local directory, embedded name or `tiny-llama`."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     if name == TINY:
         model, tokenizer = tiny_llama(cache_dir)
         return model.to(torch_dtype), tokenizer
+    check_model_source(name)
     path = embedded_model_dir(name, cache_dir) if name in EMBEDDED else name
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except (OSError, ValueError) as e:  # no such hub id, no network, gated weights, not a model
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.partial_pretrain={name!r}: could not load it: {first}") from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -20,7 +20,7 @@ from metasft.data.records import DataError
 from metasft.eval.results import RESULTS_FILE
 from metasft.fingerprint import changes, digest, plan
 from metasft.matrix import Run, pairs, plan_runs
-from metasft.rundir import provenance, read_json, write_json
+from metasft.rundir import OutputDir, provenance, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,13 @@ class _Stages:
     recorded running with it (a killed run), and stale when recorded with another one.
     """
 
-    def __init__(self, out: Path, plan: dict[str, dict]):
-        self.out, self.plan = out, plan
+    def __init__(self, out: Path, plan: dict[str, dict], claim: OutputDir):
+        self.out, self.plan, self.claim = out, plan, claim
         self.path = out / "manifest.json"
         self.manifest = read_json(self.path) if self.path.is_file() else {}
         self.manifest.setdefault("stages", {})
+        self.manifest["kind"] = "run"
+        self.manifest.pop("status", None)  # OutputDir's mark of a started directory; stages say more
 
     def _fingerprint(self, name: str) -> dict:
         return {"sha256": digest(self.plan[name]), "keys": self.plan[name]}
@@ -136,23 +138,29 @@ class _Stages:
         self.manifest["stages"][name] = {"status": "finished", "seconds": round(time.time() - t0, 1),
                                          "fingerprint": self._fingerprint(name)}
         self.save()
+        self.claim.commit()  # a finished stage is worth keeping whatever happens next
 
 
-def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
+def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool = False) -> Path:
     """Data build, every arm's training, both evaluation protocols, task similarity, report.
 
-    Before any work (config.yaml included) every stage recorded in `out` is checked against this
-    run's fingerprints: a stale one is a StaleStage error, or with `force` is redone with all that
-    depends on it.
+    Before any work (config.yaml included) every stage's settings are checked (config ranges when
+    loaded; here what needs the file system), and every stage recorded in `out` against this run's
+    fingerprints: a stale one is a StaleStage error, or with `force` is redone with all that depends
+    on it. `out` must be new, empty or an experiment directory, unless `overwrite` (rundir.OutputDir).
     """
     from metasft.data.build import build_data
     from metasft.eval.protocols import run_eval
     from metasft.eval.specs import parse_model_specs
     from metasft.eval.similarity import run_similarity
+    from metasft.models import check_model_source
     from metasft.report import write_report
     from metasft.train.run import train
 
     out = Path(out)
+    check_model_source(cfg.model.partial_pretrain)
+    if not cfg.data.dir and not cfg.data.tasks:
+        raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
     if cfg.data.dir:
         if not (data_dir / "manifest.json").is_file():
@@ -161,34 +169,35 @@ def run_experiment(cfg: Config, out: Path, force: bool = False) -> Path:
     else:
         eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
     runs = plan_runs(cfg, eval_tasks)
-    stages = _Stages(out, plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs],
-                               data_dir if cfg.data.dir else None))
-    stages.check(force)
+    with OutputDir(out, "run", overwrite=overwrite) as claim:
+        stages = _Stages(out, plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs],
+                                   data_dir if cfg.data.dir else None), claim)
+        stages.check(force)
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    stages.save()
-    if not cfg.data.dir:
-        stages.run("data", lambda: build_data(cfg, data_dir))
-    for run in runs:
-        arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
-        stages.run(f"train/{run.name}", lambda c=arm_cfg, n=run.name: train(c, out / "runs" / n, resume=True))
+        claim.start()
+        save_config(cfg, out / "config.yaml")
+        stages.save()
+        if not cfg.data.dir:
+            stages.run("data", lambda: build_data(cfg, data_dir))
+        for run in runs:
+            arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
+            stages.run(f"train/{run.name}", lambda c=arm_cfg, n=run.name: train(c, out / "runs" / n, resume=True))
 
-    names = {run.name for run in runs}
-    checks = {}
-    for p in pairs(cfg):  # every compared pair, each at the budget it was meant to have
-        if {p.meta, p.sft} <= names:
-            sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
-            checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
-                                                           sft_cfg.data.train_batch_size,
-                                                           cfg.eval.allow_budget_mismatch, p.scale)
-            if p.primary:
-                stages.manifest["budget_check"] = checks[f"{p.meta} vs {p.sft}"]
-    if cfg.variants:
-        stages.manifest["budget_checks"] = checks
-    models = parse_model_specs([f"{run.model}={out / 'runs' / run.name}" for run in runs])
-    stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
-    # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
-    stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))
-    stages.run("report", lambda: write_report(out))
+        names = {run.name for run in runs}
+        checks = {}
+        for p in pairs(cfg):  # every compared pair, each at the budget it was meant to have
+            if {p.meta, p.sft} <= names:
+                sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
+                checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
+                                                               sft_cfg.data.train_batch_size,
+                                                               cfg.eval.allow_budget_mismatch, p.scale)
+                if p.primary:
+                    stages.manifest["budget_check"] = checks[f"{p.meta} vs {p.sft}"]
+        if cfg.variants:
+            stages.manifest["budget_checks"] = checks
+        models = parse_model_specs([f"{run.model}={out / 'runs' / run.name}" for run in runs])
+        stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
+        # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
+        stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))
+        stages.run("report", lambda: write_report(out))
     return out

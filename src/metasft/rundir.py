@@ -2,22 +2,49 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
+from metasft.errors import MetasftError
+
+log = logging.getLogger(__name__)
+
 PACKAGES = ("metasft", "torch", "transformers", "peft", "datasets", "math-verify", "numpy", "scipy")
+
+
+KINDS = ("data", "train", "eval", "run")  # what wrote an output directory (its manifest's `kind`)
+MANIFEST = "manifest.json"
+
+
+class OutputError(MetasftError):
+    """`--out` is not this command's to write: a file, or a directory something else wrote."""
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp / mkdtemp create 0600 / 0700: give the temp the mode a plain open / mkdir would."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -26,6 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _default_mode(Path(tmp), is_dir=False)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -87,15 +115,18 @@ def read_json(path: Path):
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, owned: set[str] | None = None) -> Iterator[Path]:
     """Yield a temp directory beside `path`; on success it replaces `path`, on error it is removed.
 
-    No half-written output directory is ever left at `path`.
+    No half-written output directory is ever left at `path`. `owned`: the relative paths of the old
+    `path` that metasft wrote; only those are deleted, anything else is moved into the new directory
+    (or, where the new one has that name, kept beside it). None: the old directory is all metasft's.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        _default_mode(tmp, is_dir=True)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -105,9 +136,60 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
         os.replace(tmp, path)
+        if owned is not None:
+            _keep_foreign(old, path, owned)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def _keep_foreign(old: Path, new: Path, owned: set[str]) -> None:
+    """Move the files of `old` that are not `owned` to the same place in `new`; the rest to a
+    visible `<new>.old-<time>` (whatever name the new directory already uses)."""
+    clash = []
+    for f in sorted(p for p in old.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = f.relative_to(old).as_posix()
+        if rel in owned:
+            continue
+        if (new / rel).exists():
+            clash.append(rel)
+        else:
+            os.renames(f, new / rel)
+    if clash:
+        aside = _aside_name(new)
+        for rel in clash:
+            os.renames(old / rel, aside / rel)
+        log.warning("%s: kept %d file(s) metasft did not write in %s (their names are taken now)",
+                    new, len(clash), aside)
+
+
+def _aside_name(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = path.with_name(f"{path.name}.old-{stamp}"), 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = path.with_name(f"{path.name}.old-{stamp}-{n}")
+    return aside
+
+
+def remove_stale_temps(directory: Path, name_pattern: str) -> list[Path]:
+    """Remove the temp files / directories that an atomic write of a name matching `name_pattern`
+    left in `directory` when it was killed (`.NAME.xxxxxxxx.tmp`, `.NAME.old`); return them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = re.compile(rf"^\.(?:{name_pattern})\.(?:[a-z0-9_]{{8}}\.tmp|old)$")
+    removed = []
+    for p in directory.iterdir():
+        if stale.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted write in %s", len(removed), directory)
+    return removed
 
 
 def file_sha256(path: Path) -> str:
@@ -213,3 +295,88 @@ def stage_log(path: Path, enabled: bool = True) -> Iterator[None]:
         steps.removeHandler(handler)
         package.setLevel(level)
         handler.close()
+# ----------------------------------------------------------------------------------------- --out
+def dir_kind(path: Path) -> str | None:
+    """Which command kind wrote directory `path` (KINDS), from its manifest; None if not metasft's."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        try:
+            manifest = read_json(path / MANIFEST)
+        except (ValueError, OSError):
+            return None
+        if not isinstance(manifest, dict):
+            return None
+        if manifest.get("kind") in KINDS:
+            return manifest["kind"]
+        # manifests written before they named their kind
+        for kind, key in (("run", "stages"), ("train", "arm"), ("data", "eval_tasks")):
+            if key in manifest:
+                return kind
+        return None
+    return "eval" if (path / "results.sqlite").is_file() else None  # evaluations before their manifest
+
+
+class OutputDir:
+    """`--out` of one command: a new path, an empty directory or one the same kind wrote before.
+
+    Anything else is refused, unless `overwrite`, which first moves it aside to a visible
+    `<path>.old-<time>`. Used as a context: if the command fails (an exception, not a kill) before
+    `commit()`, what it created there is removed again, so a refused or failed command leaves nothing.
+    `start()` marks a directory that has no manifest yet as this kind's (a killed attempt is
+    recognised on the rerun).
+    """
+
+    def __init__(self, path: Path, kind: str, *, overwrite: bool = False, flag: str = "--out"):
+        self.path, self.kind, self.committed = Path(path), kind, False
+        path = self.path
+        if path.is_symlink() and not path.exists():
+            raise OutputError(f"{flag} {path}: a broken symbolic link")
+        if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or dir_kind(path) == kind)):
+            if not overwrite:
+                found = ("a file" if not path.is_dir() else
+                         f"a {dir_kind(path)} directory" if dir_kind(path) else "a non-empty directory metasft did not write")
+                raise OutputError(f"{flag} {path} is {found}, not a {kind} directory; choose a new path "
+                                  f"or pass --overwrite to move it aside")
+        if overwrite and path.exists() and (not path.is_dir() or any(path.iterdir())):
+            aside = _aside_name(path)
+            os.replace(path, aside)
+            log.warning("--overwrite: moved the old %s to %s", path, aside)
+        self._created = self._missing_ancestors(path)
+        self._before = set(os.listdir(path)) if path.is_dir() else set()
+
+    @staticmethod
+    def _missing_ancestors(path: Path) -> list[Path]:
+        out = []
+        while not path.exists() and path != path.parent:
+            out.append(path)
+            path = path.parent
+        return out  # deepest first
+
+    def start(self, **fields) -> None:
+        """Create the directory and, if it has no manifest, write one naming this kind."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"--out {self.path}: cannot create it: {e.strerror}") from None
+        if not (self.path / MANIFEST).is_file():
+            write_json(self.path / MANIFEST, {"kind": self.kind, "status": "started", **fields})
+
+    def commit(self) -> None:
+        """From here on the directory holds a record worth keeping, even if the command fails."""
+        self.committed = True
+
+    def __enter__(self) -> "OutputDir":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or self.committed or not issubclass(exc_type, Exception):
+            return
+        if self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for p in self._created[1:]:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if empty
+        elif self.path.is_dir():
+            for name in set(os.listdir(self.path)) - self._before:
+                p = self.path / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)

@@ -16,16 +16,17 @@ it, and task-specific SFT (Baseline 2, arm sft_task) trains total_epochs over al
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
-from metasft.config import Config, ConfigError, EvalTask, TaskSource
+from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_config
 from metasft.data import tasks as T
 from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import load_source
 from metasft.data.store import write_examples
 from metasft.matrix import extra_size, pool_scale
-from metasft.rundir import (atomic_dir, eval_task_file, file_sha256, meta_train_file, pooled_file, provenance,
-                            write_json)
+from metasft.rundir import (atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
+                            provenance, read_json, remove_stale_temps, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def build_data(cfg: Config, out: Path) -> dict:
             files[eval_task_file(name, split)] = records
 
     manifest = {
+        "kind": "data",
         "seed": cfg.seed,
         "template": cfg.data.template,
         "data_root": cfg.data_root,
@@ -165,13 +167,23 @@ def build_data(cfg: Config, out: Path) -> dict:
         "code": {k: v for k, v in provenance().items() if k != "command"},
     }
     _check_disjoint(files)
-    with atomic_dir(Path(out)) as tmp:
+    out = Path(out)
+    remove_stale_temps(out.parent, re.escape(out.name))
+    with atomic_dir(out, owned=_written_before(out)) as tmp:
         for rel, records in files.items():
             write_examples(tmp / rel, records, cfg.data.template)
         manifest["files"] = {rel: {"sha256": file_sha256(tmp / rel), "n": len(files[rel])}
                              for rel in sorted(files)}
+        save_config(cfg, tmp / "config.yaml")
         write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _written_before(out: Path) -> set[str]:
+    """The files of an earlier build in `out` (a rebuild deletes those only; others are kept)."""
+    if dir_kind(out) != "data":
+        return set()
+    return {"manifest.json", "config.yaml", *read_json(out / "manifest.json").get("files", {})}
 
 
 def _check_disjoint(files: dict[str, list[Record]]) -> None:
