@@ -272,16 +272,48 @@ STEP_LOG = "metasft.steps"
 logging.getLogger(STEP_LOG).propagate = False
 
 
+class _LogFile(logging.Handler):
+    """A log file that, when `deferred`, holds its records until `open()`: a command that fails
+    before its record is written leaves the file as it was."""
+
+    def __init__(self, path: Path, deferred: bool):
+        super().__init__()
+        self.path, self._buffer, self._file = Path(path), [], None
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if not deferred:
+            self.open()
+
+    def open(self) -> None:
+        if self._file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = logging.FileHandler(self.path, encoding="utf-8")
+        self._file.setFormatter(self.formatter)
+        for record in self._buffer:
+            self._file.emit(record)
+        self._buffer = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is not None:
+            self._file.emit(record)
+        else:
+            self._buffer.append(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
 @contextlib.contextmanager
-def stage_log(path: Path, enabled: bool = True) -> Iterator[None]:
+def stage_log(path: Path, enabled: bool = True, deferred: bool = False) -> Iterator[_LogFile | None]:
     """While the block runs, append every log record (INFO and up for metasft's loggers) and the
-    per-step lines of STEP_LOG to `path`, e.g. `<run>/train.log`. `enabled=False` (ranks > 0): nothing."""
+    per-step lines of STEP_LOG to `path`, e.g. `<run>/train.log`. `enabled=False` (ranks > 0): nothing.
+    `deferred`: the file is written from the yielded handler's `open()` on (earlier records included)."""
     if not enabled:
-        yield
+        yield None
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = _LogFile(path, deferred)
     root, package, steps = logging.getLogger(), logging.getLogger("metasft"), logging.getLogger(STEP_LOG)
     level = package.level
     if package.getEffectiveLevel() > logging.INFO:  # called as a library (tests): still log to the file
@@ -289,12 +321,14 @@ def stage_log(path: Path, enabled: bool = True) -> Iterator[None]:
     root.addHandler(handler)
     steps.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         steps.removeHandler(handler)
         package.setLevel(level)
         handler.close()
+
+
 # ----------------------------------------------------------------------------------------- --out
 def dir_kind(path: Path) -> str | None:
     """Which command kind wrote directory `path` (KINDS), from its manifest; None if not metasft's."""

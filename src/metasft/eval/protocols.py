@@ -13,6 +13,7 @@ share generation batches, and each later few-shot group reuses that result as it
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -28,9 +29,10 @@ from metasft.eval.lora_forward import check_supported
 from metasft.eval.results import RESULTS_FILE, ResultsStore
 from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_steps, stacks
 from metasft.eval.scoring import Grader
-from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_names
+from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
 from metasft.eval.tasks import TaskData, load_task
-from metasft.rundir import EVAL_DATA_PREFIX, STEP_LOG, read_json, stage_log
+from metasft.rundir import (EVAL_DATA_PREFIX, STEP_LOG, OutputDir, provenance, read_json, remove_stale_temps,
+                            stage_log, write_json)
 
 log = logging.getLogger(__name__)
 step_log = logging.getLogger(STEP_LOG)  # eval.log only: one line per stored cell
@@ -53,20 +55,19 @@ def _settings(cfg: Config, manifest: dict) -> dict:
 
 
 def validate_eval(cfg: Config, manifest: dict, models: list[ModelSpec]) -> None:
-    e = cfg.eval
+    """What evaluating `models` on the data of `manifest` needs beyond the config's own checks
+    (`config.validate`: ranges, seeds), before any model loads."""
     if not models:
         raise ConfigError("no models to evaluate (eval.models is empty)")
-    if not e.seeds:
-        raise ConfigError("eval.seeds is empty")
-    if e.adaptation_steps < 1 or e.adaptation_batch_size < 1 or e.batch_size < 1:
-        raise ConfigError("eval.adaptation_steps, eval.adaptation_batch_size and eval.batch_size must be >= 1")
-    beyond = [s for s in e.record_steps if s > e.adaptation_steps or s < 0]
-    if beyond:
-        raise ConfigError(f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
+    e = cfg.eval
     if e.cells_per_batch > 1 and (e.acc_k or cfg.model.lora_dropout):
         raise ConfigError("eval.cells_per_batch > 1 (the grid engine) samples no acc@k answers and applies "
                           "no LoRA dropout: set eval.acc_k: 0 and model.lora_dropout: 0, or eval.cells_per_batch: 1")
     check_names(models)
+    m = cfg.model
+    for spec in models:
+        if spec.adapter is not None and Path(spec.adapter).is_dir():
+            check_lora_settings(Path(spec.adapter), m.lora_rank, m.lora_alpha, m.target_modules)
     tasks = manifest.get("eval_tasks") or {}
     if not tasks:
         raise EvalError("the data manifest lists no eval_tasks")
@@ -82,7 +83,8 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
 
     Resumable (finished groups are skipped) and shardable under torchrun (env RANK / WORLD_SIZE).
     `after_group(group)` runs after each group is stored; `acc_k` samples k answers per question at
-    every evaluation for acc@k (k times the generation cost). Returns `out`.
+    every evaluation for acc@k (k times the generation cost). The settings are recorded with the
+    first group stored, so an evaluation that fails before that leaves `out` as it was. Returns `out`.
     """
     data_dir, out = Path(data_dir), Path(out)
     acc_k = acc_k or cfg.eval.acc_k or None
@@ -94,29 +96,46 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     task_info = manifest["eval_tasks"]
     groups = enumerate_groups(models, {t: info["n_shots"] for t, info in task_info.items()}, cfg.eval.seeds)
     mine = rank_share(groups, rank, world_size)
-    log_file = out / ("eval.log" if rank == 0 else f"eval.rank{rank}.log")
-    with stage_log(log_file), ResultsStore(out / RESULTS_FILE) as store:
-        store.check_meta("settings", _settings(cfg, manifest))
-        store.check_meta("acc_k", acc_k)
-        for spec in models:
-            store.check_meta(f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""),
-                             adapter_fingerprint(spec, cfg.seed))
+    meta = {"settings": _settings(cfg, manifest), "acc_k": acc_k,
+            **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
+               adapter_fingerprint(spec, cfg.seed) for spec in models}}
+    claim = OutputDir(out, "eval") if rank == 0 else contextlib.nullcontext()
+    with claim:
         if rank == 0:
-            save_config(cfg, out / "eval_config.yaml")
-        done = store.done_groups()
-        todo = [g for g in mine if (g.model, g.task, g.n_shots, g.seed) not in done]
-        log.info("eval: %d groups in all, %d for rank %d, %d left to do", len(groups), len(mine), rank, len(todo))
-        if todo:
-            specs = {(m.name, t): m for m in models for t in (m.tasks or task_info)}
-            _run_groups(cfg, data_dir, task_info, specs, todo, store, after_group, acc_k,
-                        bar_desc=f"eval rank {rank}" if world_size > 1 else "eval", show_bar=rank == 0)
+            remove_stale_temps(out, r"eval_config\.yaml|manifest\.json|task_similarity\.json")
+            claim.start()
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+        log_file = out / ("eval.log" if rank == 0 else f"eval.rank{rank}.log")
+        with stage_log(log_file, deferred=True) as log_handler, ResultsStore(out / RESULTS_FILE) as store:
+
+            def recorded() -> None:
+                """After the first group is stored: the config and log beside the results; a record now."""
+                log_handler.open()
+                if rank == 0 and not claim.committed:
+                    save_config(cfg, out / "eval_config.yaml")
+                    write_json(out / "manifest.json", {"kind": "eval", "data_dir": str(data_dir), **provenance()})
+                    claim.commit()
+
+            store.check_settings(meta)
+            done = store.done_groups()
+            todo = [g for g in mine if (g.model, g.task, g.n_shots, g.seed) not in done]
+            log.info("eval: %d groups in all, %d for rank %d, %d left to do", len(groups), len(mine), rank, len(todo))
+            if todo:
+                specs = {(m.name, t): m for m in models for t in (m.tasks or task_info)}
+                _run_groups(cfg, data_dir, task_info, specs, todo, store, after_group, acc_k, meta, recorded,
+                            bar_desc=f"eval rank {rank}" if world_size > 1 else "eval", show_bar=rank == 0)
+            if done:
+                recorded()
     return out
 
 
 def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[str, str], ModelSpec],
-                todo: list[Group], store: ResultsStore, after_group, acc_k, *, bar_desc: str, show_bar: bool) -> None:
+                todo: list[Group], store: ResultsStore, after_group, acc_k, meta: dict, recorded: Callable[[], None],
+                *, bar_desc: str, show_bar: bool) -> None:
     """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`) or a stack of
-    few-shot groups of one task (`grid.run_stack`); every group is stored as soon as it is finished."""
+    few-shot groups of one task (`grid.run_stack`); every group is stored as soon as it is finished,
+    with `meta` (the settings) recorded in the same transaction; `recorded()` runs after each store."""
     ev = Evaluator(cfg, device_for(cfg))
     if cfg.eval.cells_per_batch > 1:
         check_supported(ev.peft)
@@ -131,7 +150,8 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[
 
     def store_group(group: Group, cells: list[dict], preds: list[dict]) -> None:
         zero_shots.setdefault((group.model, group.task), step0(cells, preds))
-        store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds)
+        store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds, meta=meta)
+        recorded()
         for c in cells:
             loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
             step_log.info("%s %s %d-shot seed %d step %d: accuracy %.3f (%d/%d)%s", c["model"], c["task"],

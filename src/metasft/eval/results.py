@@ -5,7 +5,8 @@ Tables
     predictions  one row per question per cell: prompt, output, extracted answer, verdict, shot ids
     done         (model, task, n_shots, seed) whose rows are complete, written in the same
                  transaction as those rows: a killed evaluation leaves either a whole group or nothing
-    meta         settings the stored numbers depend on (checked when an evaluation is resumed)
+    meta         settings the stored numbers depend on: recorded with the first group written,
+                 checked when an evaluation is resumed
 
 Every aggregate in `cells` is computed from the `predictions` rows of that cell (`loss`, the
 token mean over all reference solutions, from their `loss` x `loss_tokens`; except `acc_at_k`). Concurrent writers (torchrun ranks)
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from metasft.errors import MetasftError
+
 
 RESULTS_FILE = "results.sqlite"  # in the evaluation's output directory
 
@@ -70,7 +74,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class ResultsError(RuntimeError):
+class ResultsError(MetasftError, RuntimeError):
     """Rows that do not fit their group, a group written twice, or settings that changed on resume."""
 
 
@@ -129,10 +133,11 @@ class ResultsStore:
         return {tuple(r) for r in self._db.execute("SELECT model, task, n_shots, seed FROM done")}
 
     def write_group(self, model: str, task: str, n_shots: int, seed: int, cells: list[dict],
-                    predictions: list[dict]) -> None:
+                    predictions: list[dict], meta: dict | None = None) -> None:
         """Store one group's cell rows (one per step) and prediction rows, and mark it done, atomically.
 
         Rows must carry this group's key (and a `step` present among the cells); extra keys are an error.
+        `meta`: the settings the rows depend on, checked and recorded in the same transaction.
         """
         key = {"model": model, "task": task, "n_shots": n_shots, "seed": seed}
         steps = set()
@@ -148,6 +153,7 @@ class ResultsStore:
         cell_rows = [tuple(_nullable(row.get(c)) for c in CELL_COLUMNS) for row in cells]
         pred_rows = [tuple(_nullable(self._encode(c, row.get(c))) for c in PREDICTION_COLUMNS) for row in predictions]
         with self._transaction():
+            self._check_meta(meta or {}, record=True)
             if self._db.execute("SELECT 1 FROM done WHERE model=? AND task=? AND n_shots=? AND seed=?",
                                 tuple(key.values())).fetchone():
                 raise ResultsError(f"group {key} is already done in {self.path}")
@@ -180,15 +186,23 @@ class ResultsStore:
     # ------------------------------------------------------------------------------ meta
     def check_meta(self, key: str, value) -> None:
         """Record `value` under `key`, or raise ResultsError if a different value is recorded."""
-        text = json.dumps(value, sort_keys=True, default=str)
         with self._transaction():
+            self._check_meta({key: value}, record=True)
+
+    def check_settings(self, meta: dict) -> None:
+        """Raise ResultsError if a value of `meta` differs from the one recorded; record nothing
+        (`write_group(..., meta=)` records them with the first group, so a failed start leaves none)."""
+        self._check_meta(meta, record=False)
+
+    def _check_meta(self, meta: dict, record: bool) -> None:
+        for key, value in meta.items():
+            text = json.dumps(value, sort_keys=True, default=str)
             row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-            if row is None:
+            if row is None and record:
                 self._db.execute("INSERT INTO meta VALUES (?, ?)", (key, text))
-                return
-        if row[0] != text:
-            raise ResultsError(f"{self.path}: {key} was {row[0]} when these results were written, now {text}; "
-                               f"evaluate into a new output directory (or delete it) to change it")
+            elif row is not None and row[0] != text:
+                raise ResultsError(f"{self.path}: {key} was {row[0]} when these results were written, now {text}; "
+                                   f"evaluate into a new output directory (or pass --overwrite) to change it")
 
     def meta(self) -> dict:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}

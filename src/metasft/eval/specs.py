@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from metasft.config import ConfigError, load_config
+from metasft.errors import MetasftError
 from metasft.rundir import file_sha256
 
 ADAPTER_NAME = "default"          # PEFT's adapter name inside parameter names
 
 
-class EvalError(RuntimeError):
+class EvalError(MetasftError, RuntimeError):
     """Bad evaluation input: an unknown task or model, an adapter that does not fit, a missing file."""
 
 
@@ -97,6 +98,21 @@ def _adapter_dir(adapter: Path | str) -> Path:
     return Path(snapshot_download(str(adapter), allow_patterns=["adapter_config.json", "adapter_model.safetensors"]))
 
 
+def check_lora_settings(path: Path, rank: int, alpha: int, target_modules) -> None:
+    """Raise EvalError if the adapter in directory `path` has other LoRA settings than model.*."""
+    try:
+        config = json.loads((path / "adapter_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise EvalError(f"adapter {path}: unreadable adapter_config.json ({type(e).__name__}: {e})") from None
+    theirs = {"r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
+              "target_modules": sorted(config.get("target_modules") or [])}
+    mine = {"r": rank, "lora_alpha": alpha, "target_modules": sorted(target_modules)}
+    if theirs != mine:
+        diff = ", ".join(f"model.{k if k != 'r' else 'lora_rank'}={mine[k]} but the adapter has {theirs[k]}"
+                         for k in mine if mine[k] != theirs[k])
+        raise EvalError(f"adapter {path}: LoRA settings differ from the config: {diff}")
+
+
 def read_peft_adapter(adapter: Path | str, model) -> dict[str, torch.Tensor]:
     """A PEFT adapter (directory or hub id) as a state dict keyed like `model`'s LoRA parameters.
 
@@ -104,14 +120,12 @@ def read_peft_adapter(adapter: Path | str, model) -> dict[str, torch.Tensor]:
     one to one in name and shape, so no weight is silently left at its initial value.
     """
     path = _adapter_dir(adapter)
-    config = json.loads((path / "adapter_config.json").read_text())
     ours = model.peft_config[ADAPTER_NAME]
-    theirs = {"r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
-              "target_modules": sorted(config.get("target_modules") or [])}
-    mine = {"r": ours.r, "lora_alpha": ours.lora_alpha, "target_modules": sorted(ours.target_modules)}
-    if theirs != mine:
-        raise EvalError(f"adapter {adapter}: LoRA settings {theirs} differ from model.* {mine}")
-    tensors = load_file(str(path / "adapter_model.safetensors"))
+    check_lora_settings(path, ours.r, ours.lora_alpha, ours.target_modules)
+    try:
+        tensors = load_file(str(path / "adapter_model.safetensors"))
+    except Exception as e:  # missing, truncated or not safetensors at all
+        raise EvalError(f"adapter {adapter}: adapter_model.safetensors is unreadable ({type(e).__name__}: {e})") from None
     params = dict(model.named_parameters())
     by_saved = {n.replace(f".{ADAPTER_NAME}.", "."): n for n, p in params.items() if p.requires_grad}
     missing, unknown = sorted(set(by_saved) - set(tensors)), sorted(set(tensors) - set(by_saved))

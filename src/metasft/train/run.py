@@ -11,25 +11,28 @@ checkpoint is the untrained step 0; the report opens with them.
 from __future__ import annotations
 
 import logging
+import contextlib
 import random
 import time
 from pathlib import Path
 
 import torch
 
-from metasft.config import Config, ConfigError, meta_tasks, save_config, to_dict
+from metasft.config import Config, ConfigError, load_config, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.matrix import extra_size, meta_budget
-from metasft.models import add_lora, load_base
-from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, RunWarning, eval_task_file, meta_train_file, pooled_file,
-                            provenance, read_json, stage_log, write_json)
+from metasft.models import add_lora, check_model_source, load_base
+from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
+                            meta_train_file, pooled_file, provenance, read_json, remove_stale_temps, stage_log,
+                            write_json)
+from metasft.train import checkpoint
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
 from metasft.train.distributed import World, init_world, wrap
 from metasft.train.fomaml import InnerLoopGuard, TaskData, adapt, inner_optimizer, restore, snapshot, train_meta
 from metasft.train.loss import ResponseLoss
-from metasft.train.session import Session, Sinks, save_peft_adapter
+from metasft.train.session import Session, Sinks, rng_from_json, save_peft_adapter
 from metasft.train.sft import train_sft
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,9 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
     path = out / "dataset"
     if world.main and not (path / "manifest.json").is_file():
         from metasft.data.build import build_data
-        build_data(cfg, path)
+        with OutputDir(path, "data", flag="the data directory") as claim:
+            build_data(cfg, path)
+            claim.commit()
     if world.distributed:
         torch.distributed.barrier()
     return path
@@ -125,41 +130,105 @@ def check_world(cfg: Config, world_size: int) -> None:
                               f"no examples and hang; use at least {world_size} or fewer processes")
 
 
-def train(cfg: Config, out: Path, resume: bool = False) -> Path:
-    """Train `cfg.arm` into run directory `out`; return it."""
+def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train `cfg.arm` into run directory `out`; return it.
+
+    Nothing in `out` is written before the config, the data and (on resume) the checkpoint have been
+    checked: a refused or failed start leaves the run's record as it was.
+    """
     out = Path(out)
+    check_model_source(cfg.model.partial_pretrain)
+    if cfg.data.dir and not (Path(cfg.data.dir) / "manifest.json").is_file():
+        raise DataError(f"data.dir={cfg.data.dir}: no manifest.json; build it with `metasft data build`")
     world = init_world(cfg.trainer.device, cfg.model.use_fsdp)
     check_world(cfg, world.size)
-    if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
-        if not resume:
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "manifest.json").is_file() and read_json(out / "manifest.json").get("status") == "finished":
-        log.info("%s is finished; nothing to do", out)
-        return out
-    with stage_log(out / "train.log", enabled=world.main):
-        return _train(cfg, out, resume, world)
+    claim = OutputDir(out, "train", overwrite=overwrite) if world.main else contextlib.nullcontext()
+    with claim:
+        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
+            if not resume:
+                raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        amendments = check_resume(cfg, out) if resume else {}
+        manifest_path = out / "manifest.json"
+        finished = manifest_path.is_file() and read_json(manifest_path).get("status") == "finished"
+        if finished and not amendments:
+            log.info("%s is finished; nothing to do", out)
+            return out
+        if world.main:
+            remove_stale_temps(out, r"adapter|adapter_best|dataset|config\.yaml|manifest\.json")
+            remove_stale_temps(out / "checkpoints", checkpoint.STEP_NAMES)
+            claim.start(arm=cfg.arm, name=cfg.name)
+        with stage_log(out / "train.log", enabled=world.main, deferred=True) as log_file:
+            return _train(cfg, out, world, claim, amendments, log_file)
 
 
-def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
+# Keys a resume may change: they do not change what the finished run computes (total_steps extends it)
+RESUME_MAY_CHANGE = ("trainer.total_steps", "trainer.loggers", "trainer.log_freq", "trainer.save_freq",
+                     "trainer.keep_checkpoints")
+_PATH_KEYS = ("data.dir", "data_root", "trainer.paired_run", "model.cache_dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = str(Path(v).resolve()) if key in _PATH_KEYS and v is not None else v
+    return out
+
+
+def check_resume(cfg: Config, out: Path) -> dict:
+    """The changes from the run's stored config.yaml that a resume may make, as {key: [old, new]}.
+
+    A change to anything else is refused with the keys named; so is a shorter trainer.total_steps.
+    """
+    stored_path = out / "config.yaml"
+    if not stored_path.is_file():
+        return {}  # killed before its config was recorded: nothing to compare with
+    old, new = _flat(to_dict(load_config(stored_path))), _flat(to_dict(cfg))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    if refused:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:5])
+        raise ConfigError(f"--resume {out}: the config differs from the run's config.yaml in {shown}"
+                          f"{' ...' if len(refused) > 5 else ''}; a resume may change only {list(RESUME_MAY_CHANGE)}; "
+                          f"train into a new --out to change the others")
+    if new["trainer.total_steps"] < old["trainer.total_steps"]:
+        raise ConfigError(f"--resume {out}: trainer.total_steps can only grow ({old['trainer.total_steps']} -> "
+                          f"{new['trainer.total_steps']})")
+    return {k: [old[k], new[k]] for k in changed}
+
+
+def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_file) -> Path:
     data_dir = ensure_data(cfg, out, world)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     lm, tokenizer, named, model = build_model(cfg, world)
     data_manifest = read_json(data_dir / "manifest.json")
 
-    manifest = {"status": "running", "arm": cfg.arm, "name": cfg.name, "seed": cfg.seed,
+    previous = read_json(out / "manifest.json") if (out / "manifest.json").is_file() else {}
+    manifest = {"kind": "train", "status": "running", "arm": cfg.arm, "name": cfg.name, "seed": cfg.seed,
                 "data_dir": str(data_dir), "data_files": data_manifest.get("files", {}),
-                "world_size": world.size, "fsdp": world.fsdp, **provenance()}
-    if world.main:
-        save_config(cfg, out / "config.yaml")
-        write_json(out / "manifest.json", manifest)
+                "world_size": world.size, "fsdp": world.fsdp, **provenance(),
+                "amendments": previous.get("amendments", []) + ([{"time": time.time(), "changed": amendments,
+                                                                   "command": provenance()["command"]}]
+                                                                 if amendments else [])}
+
+    def record() -> None:
+        """Config and manifest, once the data, the model and the checkpoint to resume from have loaded."""
+        if world.main:
+            save_config(cfg, out / "config.yaml")
+            write_json(out / "manifest.json", manifest)
+            claim.commit()
+            log_file.open()
 
     def save_adapter(path: Path) -> None:
         save_peft_adapter(lm, named, path, world)
 
     t0 = time.time()
     if cfg.arm == "base":
+        record()
         save_adapter(out / "adapter")
         budget = {"examples": 0, "distinct_examples": 0, "tokens": 0, "response_tokens": 0,
                   "optimizer_steps": 0, "inner_steps": 0}
@@ -171,10 +240,8 @@ def _train(cfg: Config, out: Path, resume: bool, world: World) -> Path:
         val_sets = {t.name: _tokenize(read_sft(data_dir / meta_train_file(t.name, "val")), tokenizer, cfg,
                                       f"{t.name} val") for t in specs
                     if (data_dir / meta_train_file(t.name, "val")).is_file()}
-        if cfg.arm in ("fomaml", "reptile"):
-            budget, extra = _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
-        else:
-            budget, extra = _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets)
+        run = _run_meta if cfg.arm in ("fomaml", "reptile") else _run_sft
+        budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
         save_adapter(out / "adapter")
     for w in extra.get("warnings", []):
         log.warning("%s", w["message"])
@@ -213,7 +280,7 @@ def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
     return run
 
 
-def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     m = cfg.meta
     tasks = []
     for i, spec in enumerate(specs):
@@ -247,10 +314,11 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       log_freq=cfg.trainer.log_freq, total_steps=cfg.trainer.total_steps,
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
-                      save_adapter=save_adapter, select_by=_selection(cfg, meta=True))
+                      save_adapter=save_adapter, select_by=_selection(cfg, meta=True),
+                      keep_checkpoints=cfg.trainer.keep_checkpoints)
 
     def load_extra(extra):
-        task_rng.setstate(extra["task_rng"])
+        task_rng.setstate(rng_from_json(extra["task_rng"]))
         task_counts.update(extra["task_counts"])
         guard.drops[:] = extra["inner_drops"]
         for t in tasks:
@@ -258,6 +326,7 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
             t.query_sampler.load(extra["samplers"][t.name][1])
 
     session.resume(load_extra)
+    record()
     try:
         train_meta(session, model, outer, tasks, algorithm=algorithm, total_steps=cfg.trainer.total_steps,
                    meta_batch_size=m.meta_batch_size, num_inner_steps=m.num_inner_steps,
@@ -330,7 +399,7 @@ def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[
     return rows, task_of, files, record
 
 
-def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets):
+def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     rows, task_of, files, pool_record = _sft_pool(cfg, data_dir)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
     if cfg.arm == "sft_task":
@@ -353,8 +422,9 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       log_freq=cfg.trainer.log_freq, total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter,
-                      select_by=_selection(cfg, meta=False))
+                      select_by=_selection(cfg, meta=False), keep_checkpoints=cfg.trainer.keep_checkpoints)
     session.resume(lambda extra: sampler.load(extra["sampler"]))
+    record()
     try:
         train_sft(session, model, optimizer, pool, task_of, sampler, budget_examples=budget_examples,
                   batch_size=cfg.data.train_batch_size, micro=cfg.trainer.micro_batch_size, lr=cfg.trainer.lr,

@@ -2,6 +2,7 @@
 checkpoint selection, periodic resumable checkpoints and the progress bar."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from metasft.data.records import DataError
 from metasft.rundir import STEP_LOG, JsonlWriter, atomic_dir
 from metasft.train import checkpoint
 from metasft.train.batching import Example
@@ -95,15 +97,36 @@ class Sinks:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again)."""
-    import json
+    """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again).
+
+    A last line cut short by a kill is dropped too; a malformed line elsewhere is an error.
+    """
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError) as e:
+            if i == len(lines):
+                log.warning("%s: dropping its last line, cut short when the run was killed", path)
+                continue
+            raise DataError(f"{path}:{i}: not a metrics line ({type(e).__name__}: {e}); "
+                            f"repair or delete that line to resume") from None
+        if step <= last_step:
+            keep.append(line)
     # in place, not by rename: the run's open append-mode writer must keep pointing at this file
     with open(path, "r+", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in keep))
         f.truncate()
+
+
+def rng_from_json(state: list) -> tuple:
+    """random.getstate() back from its JSON form (tuples stored as lists)."""
+    return (state[0], tuple(state[1]), state[2])
 
 
 class Session:
@@ -111,12 +134,14 @@ class Session:
 
     def __init__(self, *, out: Path, model: TrainModel, named_params, optimizer, sinks: Sinks,
                  save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str,
-                 log_freq: int = 1):
-        """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best."""
+                 log_freq: int = 1, keep_checkpoints: int = 0):
+        """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best;
+        `keep_checkpoints`: the last N checkpoints kept, plus the best step's (0: all)."""
         self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
         self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
         self.log_freq = log_freq
         self.val_fn, self.save_adapter, self.select_by = val_fn, save_adapter, select_by
+        self.keep_checkpoints = keep_checkpoints
         self.best: dict = {"metric": select_by, "value": float("inf"), "step": None}
         self.budget = Budget()
         self.start_step = 0
@@ -126,19 +151,31 @@ class Session:
 
     # ------------------------------------------------------------------ resume
     def resume(self, extra_load) -> None:
-        path = checkpoint.latest(self.out / "checkpoints")
-        if path is None:
+        """Continue from the newest checkpoint that loads; warn about each newer one that does not."""
+        candidates = checkpoint.steps(self.out / "checkpoints")
+        if not candidates:
             if (self.out / "metrics.jsonl").exists() and (self.out / "metrics.jsonl").stat().st_size:
                 log.info("no checkpoint in %s; starting again from step 0", self.out)
                 if self.model.world.main:
                     truncate_metrics(self.out / "metrics.jsonl", -1)  # step 0 is validated again
             return
-        state = checkpoint.load(path, self.named_params, self.optimizer, self.model.world)
+        errors = []
+        for path in candidates:
+            try:
+                state = checkpoint.load(path, self.named_params, self.optimizer, self.model.world)
+            except checkpoint.CheckpointError as e:
+                errors.append(str(e))
+                log.warning("%s; trying the previous checkpoint", e)
+                continue
+            break
+        else:
+            raise checkpoint.CheckpointError(f"no usable checkpoint in {self.out / 'checkpoints'}: {errors[0]}"
+                                             + (f" (and {len(errors) - 1} older ones fail too)" if len(errors) > 1 else ""))
         self.start_step = state["step"]
         self.budget = Budget.from_state(state["budget"])
-        self.best = state["best"]
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
+        self.best = {**state["best"], "value": float(state["best"]["value"])}  # stored "inf" before any validation
+        torch.set_rng_state(torch.as_tensor(state["torch_rng"], dtype=torch.uint8))
+        random.setstate(rng_from_json(state["python_rng"]))
         extra_load(state["extra"])
         if self.model.world.main:
             truncate_metrics(self.out / "metrics.jsonl", self.start_step)
@@ -173,7 +210,8 @@ class Session:
             shown = {k: f"{row[k]:.3f}" for k in ("loss", "query_loss", "val_loss") if row.get(k) is not None}
             self.bar.set_postfix(**shown, tok_s=f"{row.get('tokens_per_s', 0):.0f}")
             self.bar.update(1)
-        if self.save_freq and step % self.save_freq == 0 and step < self.total_steps:
+        # the last step too: a finished run can be extended (trainer.total_steps) from where it ended
+        if self.save_freq and (step % self.save_freq == 0 or step == self.total_steps):
             self.checkpoint(step, extra_state())
 
     def log_line(self, row: dict) -> None:
@@ -205,9 +243,11 @@ class Session:
 
     def checkpoint(self, step: int, extra: dict) -> None:
         state = {"step": step, "budget": self.budget.state(), "best": self.best, "extra": extra,
-                 "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+                 "torch_rng": torch.get_rng_state().tolist(), "python_rng": random.getstate()}
         checkpoint.save(self.out / "checkpoints", step, self.named_params, self.optimizer, state,
                         self.model.world)
+        if self.model.world.main:
+            checkpoint.prune(self.out / "checkpoints", self.keep_checkpoints, self.best["step"])
 
     def close(self) -> None:
         if self.bar:
