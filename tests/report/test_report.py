@@ -355,14 +355,14 @@ def test_missing_pieces_do_not_crash(tmp_path):
     assert rows["C3"][2] != "**not measurable**"  # one seed: no t-test, but the test over questions stands
 
 
-def test_no_results_at_all(tmp_path):
+def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
+    from metasft.report.report import ReportError
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
     (root / "eval" / "results.sqlite").unlink()
-    md = write_report(root, n_boot=50).read_text()
-    assert "could not be built" not in md, md
-    assert "`eval/results.sqlite`: not found" in md
-    assert {r[2] for r in verdict_rows(md).values()} == {"**not measurable**"}
+    with pytest.raises(ReportError, match="no results to report.*results.sqlite: not found"):
+        write_report(root, n_boot=50)
+    assert not (root / "report").exists()
 
 
 def test_rerun_replaces_the_report(tmp_path):

@@ -19,6 +19,8 @@ def select(records: list[Record], *, task: str, source: str, subjects: list[str]
            levels: list[int] = (), exclude_levels: list[int] = ()) -> list[Record]:
     """Records of the given subjects and levels, less `exclude_levels`; an unknown subject or an absent
     level is an error."""
+    if not records:
+        raise DataError(f"task {task!r}: source {source!r} has no records at all (an empty file or split?)")
     if subjects:
         available = sorted({r.subject for r in records})
         unknown = [s for s in subjects if s not in available]

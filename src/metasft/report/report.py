@@ -3,7 +3,8 @@
 Reads only files (never metasft.train): config.yaml, manifest.json, dataset/manifest.json,
 runs/*/manifest.json and metrics.jsonl, eval/results.sqlite, eval/task_similarity.json. Every
 number is computed by metasft.stats from the stored cells and predictions; the report presents,
-it does not judge. A piece that is missing leaves its section saying so instead of failing.
+it does not judge. A piece that is missing leaves its section saying so instead of failing; no
+results at all (results.sqlite missing, empty or unreadable) is an error.
 
 The report leads with the answer: a summary (the question, every claim's status and the number
 behind it, what the run can and cannot say), a table of contents, sections 1-6, and the setup and
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from metasft.errors import MetasftError
 from metasft.report.context import Context, build_context
 from metasft.report.doc import Callout, Contents, Document, Heading, to_html, to_markdown
 from metasft.report.load import load_experiment
@@ -37,6 +39,10 @@ from metasft.rundir import atomic_dir, atomic_write_text
 log = logging.getLogger(__name__)
 
 
+class ReportError(MetasftError):
+    """The directory holds no experiment whose results can be reported."""
+
+
 def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 3) -> Path:
     """Write `<exp_dir>/report/` (see the module docstring) and return the path of report.md.
 
@@ -45,8 +51,11 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
     """
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
-        raise FileNotFoundError(f"experiment directory {exp_dir} does not exist")
+        raise ReportError(f"{exp_dir}: no such directory; expected an experiment directory (`metasft run --out`)")
     exp = load_experiment(exp_dir)
+    if exp.cells is None:  # a report of nothing but "not measurable" verdicts would read as a finding
+        why = next((m for m in exp.missing if m.startswith("eval/results.sqlite")), "eval/results.sqlite: unusable")
+        raise ReportError(f"{exp_dir}: no results to report ({why}); run `metasft run` or `metasft eval` first")
 
 
     with atomic_dir(exp_dir / "report") as out:

@@ -33,8 +33,12 @@ def require_file(path: Path, what: str) -> Path:
 
 def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line of a JSONL file."""
-    with require_file(path, what).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with require_file(path, what).open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line: {e.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -53,6 +57,8 @@ def read_json(path: Path, what: str):
             return json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def read_csv(path: Path, what: str, *, ncols: int | None = None,
@@ -81,6 +87,8 @@ def read_csv(path: Path, what: str, *, ncols: int | None = None,
                 yield lineno, fields
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: near line {start}: not UTF-8 text ({e.reason})") from None
 
 
 def hub_rows(dataset_id: str, config: str | None, split: str) -> list[dict]:

@@ -63,6 +63,9 @@ def row_to_record(row: dict, where: str) -> Record | None:
         level = row["level"]
     except KeyError as e:
         raise DataError(f"{where}: missing field {e}") from None
+    for key, value in (("problem", problem), ("solution", solution), ("unique_id", unique_id), ("type", subject_name)):
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {value!r}")
     answer = last_boxed(solution)
     if answer is None:
         return None

@@ -1,0 +1,280 @@
+"""Bad input, as a new user would give it, to every command: one line on stderr, exit code 2, and the
+directories involved exactly as they were (nothing lost, nothing half-written). Issue 13."""
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIGS, REPO
+from metasft.cli import main
+from metasft.config import load_config
+from metasft.data.build import build_data
+from metasft.train.run import train
+
+DATA_CFG = CONFIGS / "tiny" / "data" / "embedded.yaml"
+FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
+SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
+EXP = CONFIGS / "tiny" / "experiment.yaml"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A built data directory and a finished tiny FOMAML run on it (3 steps), shared by every case."""
+    root = tmp_path_factory.mktemp("shared")
+    build_data(load_config(FOMAML), root / "data")
+    train(load_config(FOMAML, [f"data.dir={root / 'data'}", "trainer.total_steps=3"]), root / "run")
+    return root
+
+
+def snapshot(*roots) -> dict:
+    """Every file under `roots` (hidden ones included) with its content hash; directories as such."""
+    out = {}
+    for root in roots:
+        if not root.exists():
+            continue
+        for p in sorted(root.rglob("*")):
+            rel = str(p)
+            out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _math_root(ws, line: bytes) -> str:
+    (ws / "root" / "math").mkdir(parents=True)
+    (ws / "root" / "math" / "train.jsonl").write_bytes(line)
+    return str(ws / "root")
+
+
+MATH_TASK = ["data.tasks=[{name: alg, source: math, subject: algebra}]", "data.eval_tasks=[]"]
+
+
+def _file(ws, name="f", content=b"user's file\n"):
+    (ws / name).write_bytes(content)
+    return str(ws / name)
+
+
+def _foreign(ws, name="d"):
+    (ws / name).mkdir()
+    (ws / name / "notes.txt").write_text("mine")
+    return str(ws / name)
+
+
+def _readonly_parent(ws):
+    (ws / "ro").mkdir()
+    os.chmod(ws / "ro", 0o555)
+    return str(ws / "ro" / "out")
+
+
+def _garbage_results(ws, content: bytes):
+    (ws / "exp" / "eval").mkdir(parents=True)
+    (ws / "exp" / "eval" / "results.sqlite").write_bytes(content)
+    return str(ws / "exp")
+
+
+def _empty_results(ws):
+    from metasft.eval.results import ResultsStore
+    ResultsStore(ws / "exp" / "eval" / "results.sqlite").close()
+    return str(ws / "exp")
+
+
+def _truncated_results(ws):
+    path = ws / "exp" / "eval" / "results.sqlite"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.execute("create table cells (x)")
+        db.executemany("insert into cells values (?)", [("y" * 500,)] * 50)
+    db.close()
+    path.write_bytes(path.read_bytes()[:3000])
+    return str(ws / "exp")
+
+
+def _corrupt_checkpoints(ws, run):
+    copy = ws / "run"
+    shutil.copytree(run, copy)
+    for ckpt in (copy / "checkpoints").iterdir():
+        (ckpt / "adapter.safetensors").write_bytes(b"garbage")
+    return str(copy)
+
+
+def _not_utf8(ws):
+    (ws / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    return str(ws / "latin1.yaml")
+
+
+# (id, argv(ws, shared) -> list[str], expected text in the error)
+D, R = "data", "run"
+CASES = [
+    # ---- data build
+    ("build-out-is-a-file", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", _file(ws)], "is a file"),
+    ("build-out-foreign-dir", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", _foreign(ws)], "did not write"),
+    ("build-out-is-a-train-run", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(s / R)], "train directory"),
+    ("build-config-missing", lambda ws, s: ["data", "build", str(ws / "nope.yaml"), "--out", str(ws / "o")], "does not exist"),
+    ("build-config-not-utf8", lambda ws, s: ["data", "build", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),
+    ("build-config-bad-yaml", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"a: [1\n"), "--out", str(ws / "o")], "not valid YAML"),
+    ("build-unknown-key", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.nope=1"], "data.nope"),
+    ("build-no-tasks", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.tasks=[]"], "data.tasks is empty"),
+    ("build-test-size-0", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.test_size=0"], "test_size"),
+    ("build-n-shots-repeat", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.n_shots=[0,4,4]"], "n_shots"),
+    ("build-val-ratio", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.val_ratio=2"], "data.val_ratio"),
+    ("build-seed-not-int", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "seed=abc"], "seed"),
+    ("build-null-solution", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), *MATH_TASK,
+     "data_root=" + _math_root(ws, b'{"problem": "1+1", "solution": null, "level": "Level 1", "type": "Algebra", "unique_id": "a"}\n')],
+     "'solution' must be a string"),
+    ("build-jsonl-not-utf8", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), *MATH_TASK,
+     "data_root=" + _math_root(ws, b'{"problem": "caf\xe9"}\n')], "train.jsonl:1: not UTF-8"),
+    ("build-jsonl-empty", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), *MATH_TASK,
+     "data_root=" + _math_root(ws, b"")], "no records at all"),
+    ("build-out-new-under-missing-parents", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "a" / "b" / "o"),
+     "data.eval_tasks.0.n_shots=[0,100000]"], "n_shots 100000"),
+    pytest.param("build-readonly-parent", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", _readonly_parent(ws)], "ermission",
+                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
+    # ---- data stats
+    ("stats-missing-dir", lambda ws, s: ["data", "stats", str(ws / "nope")], "not found"),
+    ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "not a directory written by `metasft data build`"),
+    ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, "manifest.json", b"{garbage") else [], "not a directory"),
+    # ---- train
+    *[(f"train-{key}={value}", lambda ws, s, kv=f"{key}={value}": ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}", kv],
+       key.split(".")[-1])
+      for key, value in [("trainer.total_steps", 0), ("trainer.total_steps", -1), ("trainer.save_freq", -1),
+                         ("trainer.micro_batch_size", 0), ("model.lora_rank", 0), ("meta.num_inner_steps", 0),
+                         ("meta.outer_lr", "nan"), ("trainer.lr", "inf"), ("optim.betas", "[0.9,1.5]"),
+                         ("trainer.keep_checkpoints", -1)]],
+    ("train-model-path-missing", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}",
+     f"model.partial_pretrain={ws / 'no_model'}"], "model.partial_pretrain"),
+    ("train-out-is-a-file", lambda ws, s: ["train", str(FOMAML), "--out", _file(ws), f"data.dir={s / D}"], "is a file"),
+    ("train-out-foreign-dir", lambda ws, s: ["train", str(FOMAML), "--out", _foreign(ws), f"data.dir={s / D}"], "did not write"),
+    ("train-out-is-a-data-dir", lambda ws, s: ["train", str(FOMAML), "--out", str(s / D), f"data.dir={s / D}"], "data directory"),
+    ("train-data-dir-not-built", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={ws}"], "no manifest.json"),
+    ("train-existing-run-without-resume", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), f"data.dir={s / D}",
+     "trainer.total_steps=3"], "--resume"),
+    ("train-resume-changed-seed", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
+     "trainer.total_steps=3", "seed=7"], "seed: 0 -> 7"),
+    ("train-resume-changed-lr", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
+     "trainer.total_steps=3", "meta.outer_lr=0.05"], "meta.outer_lr"),
+    ("train-resume-other-arm", lambda ws, s: ["train", str(SFT), "--out", str(s / R), "--resume", f"data.dir={s / D}",
+     "trainer.total_steps=3"], "arm: 'fomaml' -> 'sft_mixed'"),
+    ("train-resume-other-rank", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
+     "trainer.total_steps=3", "model.lora_rank=8"], "model.lora_rank"),
+    ("train-resume-shorter", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
+     "trainer.total_steps=2"], "can only grow"),
+    ("train-resume-all-checkpoints-corrupt", lambda ws, s: ["train", str(FOMAML), "--out", _corrupt_checkpoints(ws, s / R),
+     "--resume", f"data.dir={s / D}", "trainer.total_steps=4"], "no usable checkpoint"),
+    ("train-sft-pool-too-small", lambda ws, s: ["train", str(SFT), "--out", str(ws / "o"), f"data.dir={s / D}",
+     "data.total_samples=100000"], "100000 distinct examples"),
+    # ---- eval
+    ("eval-no-models", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D)], "eval.models is empty"),
+    ("eval-seeds-empty", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D), f"eval.models=[{s / R}]",
+     "eval.seeds=[]"], "eval.seeds"),
+    ("eval-seeds-repeat", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D), f"eval.models=[{s / R}]",
+     "eval.seeds=[0,0]"], "eval.seeds"),
+    ("eval-other-lora-rank", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D), f"eval.models=[{s / R}]",
+     "model.lora_rank=8"], "model.lora_rank=8 but the adapter has 4"),
+    ("eval-model-missing", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D),
+     f"eval.models=[{ws / 'nope'}]"], "neither 'base'"),
+    ("eval-record-steps-beyond", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D), "eval.models=[base]",
+     "eval.record_steps=[5]"], "eval.record_steps"),
+    ("eval-adaptation-lr-0", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(s / D), "eval.models=[base]",
+     "eval.adaptation_lr=0"], "eval.adaptation_lr"),
+    ("eval-data-not-built", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(ws), "eval.models=[base]"],
+     "not a built data directory"),
+    ("eval-out-foreign-dir", lambda ws, s: ["eval", str(EXP), "--out", _foreign(ws), "--data", str(s / D), "eval.models=[base]"],
+     "did not write"),
+    ("eval-out-is-a-train-run", lambda ws, s: ["eval", str(EXP), "--out", str(s / R), "--data", str(s / D), "eval.models=[base]"],
+     "train directory"),
+    # ---- report
+    ("report-missing-dir", lambda ws, s: ["report", str(ws / "nope")], "no such directory"),
+    ("report-empty-dir", lambda ws, s: ["report", str(ws)], "no results to report"),
+    ("report-garbage-results", lambda ws, s: ["report", _garbage_results(ws, b"not a database" * 100)], "not readable"),
+    ("report-zero-byte-results", lambda ws, s: ["report", _garbage_results(ws, b"")], "not readable"),
+    ("report-empty-results", lambda ws, s: ["report", _empty_results(ws)], "table cells is empty"),
+    ("report-truncated-results", lambda ws, s: ["report", _truncated_results(ws)], "results.sqlite"),
+    # ---- run: every stage's settings are checked before the first stage starts
+    ("run-eval-seeds-empty", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "eval.seeds=[]"], "eval.seeds"),
+    ("run-total-steps-0", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "trainer.total_steps=0"], "total_steps"),
+    ("run-model-path-missing", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), f"model.partial_pretrain={ws / 'm'}"],
+     "model.partial_pretrain"),
+    ("run-data-dir-not-built", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), f"data.dir={ws}"], "no manifest.json"),
+    ("run-out-is-a-train-run", lambda ws, s: ["run", str(EXP), "--out", str(s / R)], "train directory"),
+    ("run-out-foreign-dir", lambda ws, s: ["run", str(EXP), "--out", _foreign(ws)], "did not write"),
+    ("run-config-not-utf8", lambda ws, s: ["run", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),
+]
+
+
+def _param(case):
+    if hasattr(case, "values"):
+        return pytest.param(*case.values[1:], id=case.values[0], marks=case.marks)
+    return pytest.param(*case[1:], id=case[0])
+
+
+@pytest.mark.parametrize("argv,expected", [_param(c) for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(argv, expected, tmp_path, shared, capsys):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    args = argv(ws, shared)
+    before = snapshot(ws, shared)
+    rc = main(args)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("metasft: error:")]
+    assert rc == 2, err
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert err.rstrip().splitlines()[-1] == errors[0]
+    assert expected in errors[0], errors[0]
+    assert snapshot(ws, shared) == before
+
+
+def test_error_is_exactly_one_line_and_debug_shows_the_traceback(tmp_path):
+    argv = [sys.executable, "-m", "metasft.cli", "data", "build", str(FOMAML), "--out", str(tmp_path / "o"),
+            "trainer.total_steps=0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    plain = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert plain.returncode == 2
+    assert plain.stderr.splitlines() == [plain.stderr.strip()] and "trainer.total_steps must be > 0" in plain.stderr
+    debug = subprocess.run(argv + ["--debug"], capture_output=True, text=True, env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_moves_the_old_content_aside_and_says_where(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "build", str(DATA_CFG), "--out", str(out), "--overwrite"]) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("d.old-")]
+    assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"
+    assert (out / "manifest.json").is_file() and not (out / "notes.txt").exists()
+    # a rebuild into its own directory is allowed, and keeps a file the user put there
+    (out / "notes.txt").write_text("again")
+    assert main(["data", "build", str(DATA_CFG), "--out", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "again"
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "data"
+
+
+def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
+    """The settings and adapter fingerprints are recorded with the first group, not before the models
+    load: a failed evaluation leaves nothing that a corrected rerun would trip over."""
+    run = tmp_path / "run"
+    shutil.copytree(shared / R, run)
+    for name in ("adapter_best", "adapter"):
+        shutil.rmtree(run / name, ignore_errors=True)
+    shutil.copytree(shared / R / "adapter", run / "adapter")
+    good = (run / "adapter" / "adapter_model.safetensors").read_bytes()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"garbage")
+    out = tmp_path / "eval"
+    argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]",
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]"]
+    assert main(argv + ["eval.models=[base]"]) == 0  # an evaluation directory with results already
+    before = snapshot(out)
+    assert main(argv + [f"eval.models=[base,{run}]"]) == 2
+    assert snapshot(out) == before  # the broken adapter's fingerprint is not recorded
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(good)
+    assert main(argv + [f"eval.models=[base,{run}]"]) == 0
+    with sqlite3.connect(out / "results.sqlite") as db:
+        meta = dict(db.execute("select key, value from meta"))
+        assert db.execute("select count(*) from done").fetchone()[0] == 12
+    db.close()
+    assert set(meta) == {"settings", "acc_k", "adapter:base", "adapter:fomaml"}
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "eval" and (out / "eval_config.yaml").is_file()
