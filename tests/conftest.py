@@ -27,3 +27,25 @@ def tiny():
     """(model, tokenizer): a 2-layer Llama with the real SmolLM2 tokenizer."""
     from metasft.models import tiny_llama
     return tiny_llama()
+
+
+class Killed(Exception):
+    pass
+
+
+def killed_after(step_to_die: int, run_once):
+    """Run `run_once()` with the process 'killed' right after training step `step_to_die` is logged."""
+    from metasft.train import session as session_mod
+    real_end = session_mod.Session.end_step
+
+    def dying(self, step, row, extra):
+        real_end(self, step, row, extra)
+        if step == step_to_die:
+            raise Killed()
+
+    session_mod.Session.end_step = dying
+    try:
+        with pytest.raises(Killed):
+            run_once()
+    finally:
+        session_mod.Session.end_step = real_end

@@ -5,10 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CONFIGS
+from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
 from metasft.data.build import build_data
-from metasft.train import session as session_mod
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
 
@@ -69,27 +68,6 @@ def test_batches_are_not_redrawn(tmp_path, data_dir):
     run = train(cfg(FOMAML, data_dir), tmp_path / "r")
     distinct = json.loads((run / "manifest.json").read_text())["budget"]["distinct_examples"]
     assert distinct > 2 * 2 + 2  # next(iter(loader)) would see the same few examples every step
-
-
-class Killed(Exception):
-    pass
-
-
-def killed_after(step_to_die: int, run_once):
-    """Run `run_once()` with the process 'killed' right after step `step_to_die` is logged."""
-    real_end = session_mod.Session.end_step
-
-    def dying(self, step, row, extra):
-        real_end(self, step, row, extra)
-        if step == step_to_die:
-            raise Killed()
-
-    session_mod.Session.end_step = dying
-    try:
-        with pytest.raises(Killed):
-            run_once()
-    finally:
-        session_mod.Session.end_step = real_end
 
 
 @pytest.mark.parametrize("config", [FOMAML, SFT], ids=["fomaml", "sft"])
