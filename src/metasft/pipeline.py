@@ -94,6 +94,7 @@ class _Stages:
         if name.startswith("train/"):
             return [self.out / "runs" / name.removeprefix("train/")]
         if name == "eval":
+            # eval/manifest.json stays: it marks eval/ as an evaluation's (rundir.OutputDir) and is rewritten
             return [*sorted((self.out / "eval").glob(f"{RESULTS_FILE}*")), self.out / "eval" / "eval_config.yaml"]
         if name == "similarity":
             return [self.out / "eval" / "task_similarity.json"]
