@@ -32,12 +32,15 @@ def shared(tmp_path_factory):
 
 
 def snapshot(*roots) -> dict:
-    """Every file under `roots` (hidden ones included) with its content hash; directories as such."""
+    """Every file under `roots` (hidden ones included) with its content hash; directories as such.
+    SQLite's -wal / -shm side files are left out: a read-only reader of a WAL store may create them."""
     out = {}
     for root in roots:
         if not root.exists():
             continue
         for p in sorted(root.rglob("*")):
+            if p.name.endswith(("-wal", "-shm")):
+                continue
             rel = str(p)
             out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
