@@ -137,8 +137,9 @@ CASES = [
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
     # ---- data stats
     ("stats-missing-dir", lambda ws, s: ["data", "stats", str(ws / "nope")], "not found"),
-    ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "not a directory written by `metasft data build`"),
-    ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, "manifest.json", b"{garbage") else [], "not a directory"),
+    ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "not a data manifest"),
+    ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, "manifest.json", b"{garbage") else [],
+     "not valid JSON"),
     # ---- train
     *[(f"train-{key}={value}", lambda ws, s, kv=f"{key}={value}": ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}", kv],
        key.split(".")[-1])

@@ -175,7 +175,7 @@ def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
                 Verdict("C5", "accuracy", "...", "not measurable"),
                 Verdict("C2", "loss", "...", "met", quantity="loss advantage", estimate=0.2, ci_lo=0.1, ci_hi=math.inf)]
 
-    def fake_run(cfg, out, force=False):
+    def fake_run(cfg, out, force=False, overwrite=False):
         (out / "report").mkdir(parents=True)
         (out / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
         return out

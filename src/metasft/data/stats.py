@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metasft.data.records import DataError
-from metasft.rundir import dir_kind, read_json
+from metasft.rundir import read_json
 
 
 def stats_table(data_dir: Path) -> str:
@@ -14,10 +14,10 @@ def stats_table(data_dir: Path) -> str:
         path = Path(data_dir) / "dataset" / "manifest.json"  # an experiment directory of `metasft run`
     if not path.is_file():
         raise DataError(f"{path}: not found; expected a directory written by `metasft data build`")
-    if dir_kind(data_dir) != "data":
-        hint = " (its data is in dataset/)" if (Path(data_dir) / "dataset" / "manifest.json").is_file() else ""
-        raise DataError(f"{data_dir}: not a directory written by `metasft data build`{hint}")
-    manifest = read_json(path)
+    try:
+        manifest = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); expected a directory written by `metasft data build`") from None
     if not isinstance(manifest, dict) or "tasks" not in manifest or "eval_tasks" not in manifest:
         raise DataError(f"{path}: not a data manifest (no tasks / eval_tasks); expected a directory written by "
                         f"`metasft data build` or an experiment directory holding dataset/")
