@@ -121,7 +121,7 @@ def test_force_redoes_exactly_the_changed_stages_and_their_downstream(exp):
     assert all(now[s]["status"] == "finished" for s in STAGES)
     assert now["train/fomaml"]["fingerprint"]["keys"]["meta.inner_lr"] == 1e-4
     assert rewritten(before, files(exp)) == {"manifest.json", "config.yaml", "runs/fomaml", "runs/sft_mixed",
-                                             "eval/results.sqlite", "eval/eval_config.yaml", "eval/manifest.json",
+                                             "eval/results.sqlite", "eval/eval_config.yaml", "eval/manifest.json", "eval/eval.log",
                                              "report"}
     run_cfg = (exp / "runs" / "fomaml" / "config.yaml").read_text()
     assert "inner_lr: 0.0001" in run_cfg
