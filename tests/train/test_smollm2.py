@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 SMALL = ["model.partial_pretrain=smollm2-135m-instruct", "model.lora_rank=8", "model.lora_alpha=16",
          "data.max_length=256", "data.val_max_samples=4", "meta.num_inner_steps=1", "meta.inner_batch_size=2",
          "meta.query_batch_size=2", "meta.meta_batch_size=2", "meta.inner_lr=1e-3", "meta.outer_lr=1e-3",
-         "trainer.total_steps=6", "trainer.test_freq=6", "trainer.save_freq=0", "trainer.lr=1e-3",
+         "trainer.total_steps=6", "trainer.test_freq=6", "trainer.lr=1e-3",
          "data.train_batch_size=4", "trainer.micro_batch_size=4", "trainer.val_batch_size=8"]
 
 
