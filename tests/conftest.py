@@ -29,6 +29,16 @@ def tiny():
     return tiny_llama()
 
 
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The tiny FOMAML config's data (embedded source), built once for the training tests."""
+    from metasft.config import load_config
+    from metasft.data.build import build_data
+    out = tmp_path_factory.mktemp("data")
+    build_data(load_config(CONFIGS / "tiny" / "fomaml_sft.yaml"), out)
+    return out
+
+
 class Killed(Exception):
     pass
 

@@ -7,7 +7,6 @@ import pytest
 
 from conftest import CONFIGS
 from metasft.config import ConfigError, load_config
-from metasft.data.build import build_data
 from metasft.eval.results import RESULTS_FILE, ResultsStore
 from metasft.report import write_report
 from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, pooled_file, run_warnings
@@ -19,12 +18,6 @@ from metasft.train.run import train
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    build_data(load_config(FOMAML), out)
-    return out
 
 
 def rows(run):

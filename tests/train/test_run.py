@@ -7,19 +7,12 @@ from safetensors.torch import load_file
 
 from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
-from metasft.data.build import build_data
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
 
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    build_data(load_config(FOMAML), out)
-    return out
 
 
 def cfg(path, data_dir, *overrides):
