@@ -131,6 +131,19 @@ class PreallocatedLayer(DynamicLayer):
         raise NotImplementedError("PreallocatedLayer does not crop")
 
 
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each (B, T), padded on the left; positions count real
+    tokens only, so a padded prompt sees the positions it would see alone."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
 class HFBackend:
     """generate / sample / loglikelihood over a causal LM, batched.
 
@@ -157,15 +170,7 @@ class HFBackend:
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask, position_ids), each (B, T), padded on the left."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        return left_pad(seqs, self.pad_id, self.device)
 
     # ------------------------------------------------------------------------------ generation
     def generate(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[str]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from metasft.data.records import OPTION_LETTERS
 from metasft.eval.evaluator import CHOICE_PREFILL
-from metasft.eval.generate import eval_mode, stop_token_ids
+from metasft.eval.generate import eval_mode, left_pad, stop_token_ids
 from metasft.eval.lora_forward import KVCache, check_supported, forward, new_cache
 from metasft.eval.specs import EvalError
 from metasft.eval.stacked_lora import RowCells, StackedLora
@@ -119,15 +119,9 @@ class GridScorer:
         return self.head(hidden).float()
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids, valid, positions), each (N, T), left-padded; positions count real tokens only."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        valid = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            valid[i, width - len(s):] = True
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), valid.to(self.device), positions.to(self.device)
+        """(ids, valid, positions), each (N, T), left-padded (`generate.left_pad`, the mask as bool)."""
+        ids, mask, positions = left_pad(seqs, self.pad_id, self.device)
+        return ids, mask.bool(), positions
 
     def _right_pad(self, seqs: list[list[int]], start: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(ids, valid, positions) of continuations, right-padded; row i's positions start at start[i]."""
