@@ -60,6 +60,15 @@ def _file(ws, name="f", content=b"user's file\n"):
     return str(ws / name)
 
 
+def _older_layout(ws, data):
+    """A copy of the built data directory whose manifest lacks `schema`, as before typed manifests."""
+    shutil.copytree(data, ws / "old")
+    manifest = json.loads((ws / "old" / "manifest.json").read_text())
+    del manifest["schema"]
+    (ws / "old" / "manifest.json").write_text(json.dumps(manifest))
+    return str(ws / "old")
+
+
 def _foreign(ws, name="d"):
     (ws / name).mkdir()
     (ws / name / "notes.txt").write_text("mine")
@@ -137,7 +146,7 @@ CASES = [
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
     # ---- data stats
     ("stats-missing-dir", lambda ws, s: ["data", "stats", str(ws / "nope")], "not found"),
-    ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "not a data manifest"),
+    ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "expected 'data'"),
     ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, "manifest.json", b"{garbage") else [],
      "not valid JSON"),
     # ---- train
@@ -153,6 +162,10 @@ CASES = [
     ("train-out-foreign-dir", lambda ws, s: ["train", str(FOMAML), "--out", _foreign(ws), f"data.dir={s / D}"], "did not write"),
     ("train-out-is-a-data-dir", lambda ws, s: ["train", str(FOMAML), "--out", str(s / D), f"data.dir={s / D}"], "data directory"),
     ("train-data-dir-not-built", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={ws}"], "no manifest.json"),
+    ("train-data-dir-older-layout", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"),
+     f"data.dir={_older_layout(ws, s / D)}"], "written by an older metasft"),
+    ("train-unknown-task", lambda ws, s: ["train", str(SFT), "--out", str(ws / "o"), f"data.dir={s / D}", "arm=sft_task",
+     "data.sft_task=nosuchtask"], "data.sft_task='nosuchtask' is not an eval task"),
     ("train-existing-run-without-resume", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), f"data.dir={s / D}",
      "trainer.total_steps=3"], "--resume"),
     ("train-resume-changed-seed", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
@@ -185,6 +198,8 @@ CASES = [
      "eval.adaptation_lr=0"], "eval.adaptation_lr"),
     ("eval-data-not-built", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", str(ws), "eval.models=[base]"],
      "not a built data directory"),
+    ("eval-data-older-layout", lambda ws, s: ["eval", str(EXP), "--out", str(ws / "o"), "--data", _older_layout(ws, s / D),
+     "eval.models=[base]"], "written by an older metasft"),
     ("eval-out-foreign-dir", lambda ws, s: ["eval", str(EXP), "--out", _foreign(ws), "--data", str(s / D), "eval.models=[base]"],
      "did not write"),
     ("eval-out-is-a-train-run", lambda ws, s: ["eval", str(EXP), "--out", str(s / R), "--data", str(s / D), "eval.models=[base]"],
@@ -202,6 +217,8 @@ CASES = [
     ("run-model-path-missing", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), f"model.partial_pretrain={ws / 'm'}"],
      "model.partial_pretrain"),
     ("run-data-dir-not-built", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), f"data.dir={ws}"], "no manifest.json"),
+    ("run-data-dir-older-layout", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"),
+     f"data.dir={_older_layout(ws, s / D)}"], "written by an older metasft"),
     ("run-out-is-a-train-run", lambda ws, s: ["run", str(EXP), "--out", str(s / R)], "train directory"),
     ("run-out-foreign-dir", lambda ws, s: ["run", str(EXP), "--out", _foreign(ws)], "did not write"),
     ("run-config-not-utf8", lambda ws, s: ["run", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),

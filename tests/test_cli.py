@@ -195,7 +195,7 @@ def test_data_stats_reads_an_experiment_directory_and_rejects_other_manifests(tm
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "manifest.json").write_text(json.dumps({"stages": {}}))
     assert main(["data", "stats", str(tmp_path / "exp")]) == 2
-    assert "not a data manifest" in capsys.readouterr().err
+    assert "expected 'data'" in capsys.readouterr().err
     assert main(["data", "build", str(CONFIGS / "tiny" / "data" / "embedded.yaml"), "--out",
                  str(tmp_path / "exp" / "dataset")]) == 0
     built = capsys.readouterr().out

@@ -52,3 +52,37 @@ def test_data_directory_paths_come_from_rundir():
                 if "meta_train/" in text or "data/eval/" in text or text.endswith(".parquet"):
                     found.append(f"{rel}:{node.lineno}")
     assert not found, "data paths built outside rundir: " + ", ".join(found)
+
+
+MANIFEST_MODULES = {"manifests.py", "rundir.py"}
+
+
+def _manifest_reads(tree: ast.AST):
+    """Lines that build a manifest path by hand (`d / "manifest.json"`) or read a manifest as a dict
+    (`<a name with "manifest">.get(...)`; `manifest.stages.get` reads a typed field's dict)."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                and node.right.value == "manifest.json"):
+            yield node.lineno
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            receiver = node.func.value
+            name = receiver.attr if isinstance(receiver, ast.Attribute) else getattr(receiver, "id", "")
+            if "manifest" in name.lower():
+                yield node.lineno
+
+
+def test_manifests_are_read_through_their_schema():
+    """Every manifest is a typed dataclass read by metasft.manifests.read_manifest (a renamed key is
+    an error there, not a silent default in the reader)."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel not in MANIFEST_MODULES:
+            found += [f"{rel}:{line}" for line in _manifest_reads(ast.parse(path.read_text()))]
+    assert not found, "manifests read outside metasft.manifests: " + ", ".join(found)
+
+
+def test_the_manifest_check_finds_a_raw_read():
+    tree = ast.parse('m = json.loads((d / "manifest.json").read_text())\nx = data_manifest.get("files", {})\n'
+                     'y = cfg.get("files")\nz = self.manifest.stages.get(name)\nw = "Source: manifest.json"\n')
+    assert sorted(set(_manifest_reads(tree))) == [1, 2]

@@ -1,11 +1,11 @@
 """Stage fingerprints (metasft.fingerprint): which stages a config change reaches, without running any."""
-import json
 
 import pytest
 
 from conftest import CONFIGS
 from metasft.config import load_config
 from metasft.fingerprint import changes, digest, flatten, plan
+from metasft.manifests import DataFile, DataManifest, Provenance, write_manifest
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 RUNS = [("fomaml", "fomaml", None), ("sft_mixed", "sft_mixed", "fomaml"), ("base", "base", None)]
@@ -51,12 +51,13 @@ def test_dropping_an_arm_changes_eval_and_report_only():
 
 
 def test_an_external_data_dir_enters_by_its_file_hashes(tmp_path):
-    manifest = {"eval_tasks": {}, "files": {"data/a.parquet": {"sha256": "1" * 64, "n": 3}}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    manifest = DataManifest(seed=0, template="en", data_root=None, tasks={}, eval_tasks={}, dedup_removed={},
+                            overlap_check="", code=Provenance(None, {}), files={"data/a.parquet": DataFile("1" * 64, 3)})
+    write_manifest(tmp_path, manifest)
     before = plan(load_config(TINY), RUNS, tmp_path)
     assert "data" not in before and "input.data" in before["train/fomaml"]
-    manifest["files"]["data/a.parquet"]["sha256"] = "2" * 64
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    manifest.files["data/a.parquet"].sha256 = "2" * 64
+    write_manifest(tmp_path, manifest)
     after = plan(load_config(TINY), RUNS, tmp_path)
     assert [s for s in after if digest(after[s]) != digest(before[s])] == [s for s in ALL if s not in ("data", "train/base")]
     assert changes(before["train/fomaml"], after["train/fomaml"]) == "other data.dir files"

@@ -139,7 +139,7 @@ def test_exp5_doubles_the_distinct_examples_not_the_repeats(matrix_run):
     out = matrix_run
     pool = manifest(out / "runs" / EXP5 / "manifest.json")["pool"]
     plain = manifest(out / "runs" / "sft_mixed" / "manifest.json")["pool"]
-    assert pool["distinct"] == 2 * plain["distinct"] and pool["distinct_scale"] == 2.0 and "short" not in pool
+    assert pool["distinct"] == 2 * plain["distinct"] and pool["distinct_scale"] == 2.0 and pool["short"] is None
     data = out / "dataset" / "data"
     for task in pool["per_task"]:
         seen = {r["id"] for r in read_sft(data / "processed" / f"{task}_all.parquet")}

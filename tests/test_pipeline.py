@@ -93,13 +93,26 @@ def test_a_changed_setting_stops_the_run_before_it_writes_anything(exp, capsys, 
     assert files(exp) == before  # config.yaml and manifest.json included
 
 
-def test_an_experiment_without_fingerprints_is_stale(exp, capsys):
+@pytest.mark.parametrize("where", ["manifest.json", "runs/fomaml/manifest.json", "dataset/manifest.json"])
+def test_a_manifest_from_an_older_layout_is_a_one_line_error(exp, capsys, where):
+    """Manifests before typed ones had no `schema` (and no stage fingerprints): refused, nothing rewritten."""
+    m = json.loads((exp / where).read_text())
+    del m["schema"]
+    (exp / where).write_text(json.dumps(m))
+    before = files(exp)
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{where}: written by an older metasft (no schema key)" in err
+    assert files(exp) == before
+
+
+def test_a_malformed_manifest_names_the_file_and_key(exp, capsys):
     m = manifest(exp)
-    for record in m["stages"].values():
-        del record["fingerprint"]
+    m["stages"]["eval"]["seconds"] = "fast"
     (exp / "manifest.json").write_text(json.dumps(m))
     assert main(["run", TINY, "--out", str(exp)]) == 2
-    assert "stage data has no fingerprint" in capsys.readouterr().err
+    assert "manifest.json: stages.eval.seconds must be a finite number, got 'fast'" in capsys.readouterr().err
 
 
 def test_a_logger_change_is_not_stale(exp):

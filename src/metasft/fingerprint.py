@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from metasft.config import Config
+from metasft.manifests import DataManifest, read_manifest
 
 # Bump a stage's version when its code starts producing different results for the same settings.
 # data 2: eval-task relations in the manifest (issue 9); train 2: balanced task draws, best checkpoint
@@ -92,8 +93,8 @@ def digest(keys: dict) -> str:
 
 def data_files_digest(data_dir: Path) -> str:
     """sha256 of a built data directory's per-file hashes (its manifest's `files`)."""
-    files = json.loads((Path(data_dir) / "manifest.json").read_text()).get("files", {})
-    return digest({rel: info.get("sha256") for rel, info in files.items()})
+    files = read_manifest(Path(data_dir), DataManifest).files
+    return digest({rel: info.sha256 for rel, info in files.items()})
 
 
 def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str, dict]:

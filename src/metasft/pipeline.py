@@ -20,7 +20,9 @@ from metasft.data.records import DataError
 from metasft.eval.results import RESULTS_FILE
 from metasft.fingerprint import changes, digest, plan
 from metasft.matrix import Run, pairs, plan_runs
-from metasft.rundir import OutputDir, provenance, read_json, write_json
+from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
+                               StageRecord, TrainManifest, has_record, manifest_path, read_manifest, write_manifest)
+from metasft.rundir import OutputDir
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +37,24 @@ def _arm_config(run: Run, data_dir: Path, paired: Path | None) -> Config:
     return dataclasses.replace(cfg, arm=run.arm, data=data, trainer=trainer)
 
 
-def check_budgets(run_a: Path, run_b: Path, batch: int, allow: bool, scale: float = 1.0) -> dict:
+def check_budgets(run_a: Path, run_b: Path, batch: int, allow: bool, scale: float = 1.0) -> BudgetCheck:
     """Refuse a paired comparison whose example budgets differ by more than one batch (`scale`: the
     budget run_b was meant to have over run_a's, data.budget_scale)."""
-    a, b = (read_json(r / "manifest.json")["budget"] for r in (run_a, run_b))
-    diff = abs(round(a["examples"] * scale) - b["examples"])
+    a, b = (_finished_budget(r) for r in (run_a, run_b))
+    diff = abs(round(a.examples * scale) - b.examples)
     if diff > batch and not allow:
         meant = f" (meant: {scale:g} x)" if scale != 1 else ""
-        raise ConfigError(f"budgets differ: {run_a.name} processed {a['examples']} examples, {run_b.name} "
-                          f"{b['examples']}{meant} (more than one batch of {batch} off); set "
+        raise ConfigError(f"budgets differ: {run_a.name} processed {a.examples} examples, {run_b.name} "
+                          f"{b.examples}{meant} (more than one batch of {batch} off); set "
                           f"eval.allow_budget_mismatch=true to compare them anyway")
-    return {"a": a, "b": b, "examples_diff": diff, "scale": scale}
+    return BudgetCheck(a, b, diff, scale)
+
+
+def _finished_budget(run: Path) -> Budget:
+    budget = read_manifest(run, TrainManifest).budget
+    if budget is None:
+        raise ConfigError(f"{run}: the run has not finished (its manifest records no budget)")
+    return budget
 
 
 class StaleStage(ConfigError):
@@ -61,30 +70,23 @@ class _Stages:
 
     def __init__(self, out: Path, plan: dict[str, dict], claim: OutputDir):
         self.out, self.plan, self.claim = out, plan, claim
-        self.path = out / "manifest.json"
-        self.manifest = read_json(self.path) if self.path.is_file() else {}
-        self.manifest.setdefault("stages", {})
-        self.manifest["kind"] = "run"
-        self.manifest.pop("status", None)  # OutputDir's mark of a started directory; stages say more
+        self.path = manifest_path(out)
+        self.manifest = read_manifest(out, ExperimentManifest) if has_record(out) else ExperimentManifest(Provenance.now())
 
-    def _fingerprint(self, name: str) -> dict:
-        return {"sha256": digest(self.plan[name]), "keys": self.plan[name]}
+    def _fingerprint(self, name: str) -> Fingerprint:
+        return Fingerprint(digest(self.plan[name]), self.plan[name])
 
     def stale(self) -> list[tuple[str, str]]:
         """(stage, why) for every recorded stage this run may not reuse, the cause first."""
-        recorded = self.manifest["stages"]
+        recorded = self.manifest.stages
         # a stage no longer planned (an arm dropped from `arms`) is the cause of its downstream's change
         out = [(name, "is recorded here but is not part of this config") for name in recorded if name not in self.plan]
         for name, keys in self.plan.items():
             record = recorded.get(name)
             if record is None:
                 continue
-            fp = record.get("fingerprint") if isinstance(record, dict) else None
-            if not isinstance(fp, dict) or not isinstance(fp.get("keys"), dict):
-                out.append((name, "has no fingerprint (it ran before metasft recorded them), so its settings "
-                                  "are unknown"))
-            elif fp.get("sha256") != digest(keys):
-                out.append((name, f"was run with {changes(fp['keys'], keys)}"))
+            if record.fingerprint.sha256 != digest(keys):
+                out.append((name, f"was run with {changes(record.fingerprint.keys, keys)}"))
         return out
 
     def outputs(self, name: str) -> list[Path]:
@@ -106,8 +108,14 @@ class _Stages:
         """Raise StaleStage on the first stale stage; with `force`, forget every stale stage and its outputs.
 
         Fingerprints chain (after.<stage>), so the stale set is the changed stages and all downstream
-        of them, and nothing else.
+        of them, and nothing else. The manifests of finished stages that later ones read must be
+        readable (ManifestError otherwise), so an older layout is refused before anything is written.
         """
+        for name, record in self.manifest.stages.items():
+            if record.status == "finished" and name == "data":
+                read_manifest(self.out / "dataset", DataManifest)
+            elif record.status == "finished" and name.startswith("train/"):
+                read_manifest(self.out / "runs" / name.removeprefix("train/"), TrainManifest)
         stale = self.stale()
         if stale and not force:
             name, why = stale[0]
@@ -120,24 +128,23 @@ class _Stages:
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
-            del self.manifest["stages"][name]
+            del self.manifest.stages[name]
 
     def save(self) -> None:
-        self.manifest.update(provenance())
-        write_json(self.path, self.manifest)
+        self.manifest.code = Provenance.now()
+        write_manifest(self.out, self.manifest)
 
     def run(self, name: str, fn) -> None:
-        record = self.manifest["stages"].get(name)
-        if record is not None and record["status"] == "finished":  # fingerprint matched in check()
+        record = self.manifest.stages.get(name)
+        if record is not None and record.status == "finished":  # fingerprint matched in check()
             log.info("stage %s: finished before with the same settings, skipped", name)
             return
         log.info("stage %s%s", name, " (continuing a killed run)" if record is not None else "")
-        self.manifest["stages"][name] = {"status": "running", "fingerprint": self._fingerprint(name)}
+        self.manifest.stages[name] = StageRecord("running", self._fingerprint(name))
         self.save()
         t0 = time.time()
         fn()
-        self.manifest["stages"][name] = {"status": "finished", "seconds": round(time.time() - t0, 1),
-                                         "fingerprint": self._fingerprint(name)}
+        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(time.time() - t0, 1))
         self.save()
         self.claim.commit()  # a finished stage is worth keeping whatever happens next
 
@@ -164,9 +171,9 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
     if cfg.data.dir:
-        if not (data_dir / "manifest.json").is_file():
+        if not manifest_path(data_dir).is_file():
             raise DataError(f"data.dir={data_dir}: no manifest.json; build it with `metasft data build`")
-        eval_tasks = list(read_json(data_dir / "manifest.json")["eval_tasks"])
+        eval_tasks = list(read_manifest(data_dir, DataManifest).eval_tasks)
     else:
         eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
     runs = plan_runs(cfg, eval_tasks)
@@ -193,9 +200,9 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
                                                                sft_cfg.data.train_batch_size,
                                                                cfg.eval.allow_budget_mismatch, p.scale)
                 if p.primary:
-                    stages.manifest["budget_check"] = checks[f"{p.meta} vs {p.sft}"]
+                    stages.manifest.budget_check = checks[f"{p.meta} vs {p.sft}"]
         if cfg.variants:
-            stages.manifest["budget_checks"] = checks
+            stages.manifest.budget_checks = checks
         models = parse_model_specs([f"{run.model}={out / 'runs' / run.name}" for run in runs])
         stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
         # the design's first debugging step: cosine similarity of the tasks' gradients at the base model

@@ -110,10 +110,6 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
-
-
 @contextlib.contextmanager
 def atomic_dir(path: Path, owned: set[str] | None = None) -> Iterator[Path]:
     """Yield a temp directory beside `path`; on success it replaces `path`, on error it is removed.
@@ -261,11 +257,6 @@ class RunWarning:
         return asdict(self)
 
 
-def run_warnings(manifest: dict) -> list[RunWarning]:
-    """The warnings a run manifest records (none for manifests written before they existed)."""
-    return [RunWarning(w["kind"], w["message"]) for w in manifest.get("warnings") or []]
-
-
 # Per-step lines (training steps, evaluation cells) go to the stage's log file only: the console
 # has the progress bar, and a line per step would bury it.
 STEP_LOG = "metasft.steps"
@@ -335,7 +326,7 @@ def dir_kind(path: Path) -> str | None:
     path = Path(path)
     if (path / MANIFEST).is_file():
         try:
-            manifest = read_json(path / MANIFEST)
+            manifest = json.loads((path / MANIFEST).read_text())
         except (ValueError, OSError):
             return None
         if not isinstance(manifest, dict):
@@ -393,7 +384,8 @@ class OutputDir:
         except OSError as e:
             raise OutputError(f"--out {self.path}: cannot create it: {e.strerror}") from None
         if not (self.path / MANIFEST).is_file():
-            write_json(self.path / MANIFEST, {"kind": self.kind, "status": "started", **fields})
+            from metasft.manifests import started_record  # manifests builds on this module
+            write_json(self.path / MANIFEST, started_record(self.kind, **fields))
 
     def commit(self) -> None:
         """From here on the directory holds a record worth keeping, even if the command fails."""

@@ -73,11 +73,11 @@ def test_eval_tasks_follow_the_design(scheme_a):
 def test_rebuild_is_byte_identical(tmp_path):
     cfg = load_config(TINY)
     a, b = build_data(cfg, tmp_path / "a"), build_data(cfg, tmp_path / "b")
-    assert a["files"] == b["files"]
-    for rel in a["files"]:
+    assert a.files == b.files
+    for rel in a.files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     other = build_data(load_config(TINY, ["seed=1"]), tmp_path / "c")
-    assert other["files"] != a["files"]
+    assert other.files != a.files
 
 
 def test_eval_task_levels_select_the_test_items_and_shots(tmp_path):

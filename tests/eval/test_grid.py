@@ -81,7 +81,7 @@ def test_stacked_adaptation_equals_one_at_a_time(setup, passes, monkeypatch):
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
-    task = T.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 4, ev.tokenizer, cfg)
     specs, shots, seeds = _cells(ev, task, models)
     lr, steps, batch = 1e-2, 3, 2
 
@@ -125,7 +125,7 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
-    task = T.load_task(data, task_name, {"max_new_tokens": 12}, ev.tokenizer, cfg)
+    task = T.load_task(data, task_name, 12, ev.tokenizer, cfg)
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch)
     together = scorer.score(lora)
     for c in range(len(CELLS)):
@@ -150,7 +150,7 @@ def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup):
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
-    task = T.load_task(data, "arith", {"max_new_tokens": 12}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 12, ev.tokenizer, cfg)
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch=64)
     first = scorer.score(lora)
     # a token some rows emit early: the 3rd generated token of cell 0's first question
@@ -274,7 +274,7 @@ def test_per_row_decoding_on_smollm2_matches_each_cell_alone(tmp_path):
                  data=DataArgs(max_length=512), eval=EvalArgs(batch_size=16, max_new_tokens=24),
                  trainer=TrainerArgs(device="cpu"))
     ev = E.Evaluator(cfg, torch.device("cpu"))
-    task = T.load_task(data, "arith", {"max_new_tokens": 24}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 24, ev.tokenizer, cfg)
     cells = [(2, 0), (4, 1), (6, 2)]
     lora = StackedLora(ev.peft, len(cells))
     shots = [[task.shots[i] for i in G.shot_indices(task.name, n, s, len(task.shots))] for n, s in cells]

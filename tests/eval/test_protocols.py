@@ -95,7 +95,7 @@ def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     loaded = adapter_state(ev.peft)
     saved = S.read_peft_adapter(tuned.adapter, ev.peft)
     assert all(torch.equal(loaded[n], saved[n]) for n in saved)
-    task = T.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 4, ev.tokenizer, cfg)
     A.adapt(ev.model, task.shots[:2], steps=2, lr=1e-2, batch_size=2, seed=0)
     assert not all(torch.equal(p, loaded[n]) for n, p in adapter_state(ev.peft).items())
     ev.load(models[0])  # another model in between
@@ -121,8 +121,8 @@ def test_tasks_evaluated_together_equal_one_at_a_time(setup):
     cfg = tiny_config(batch_size=8)
     ev = E.Evaluator(cfg, torch.device("cpu"))
     ev.load(models[1])
-    tasks = [T.load_task(data, "arith", {"max_new_tokens": 4}, ev.tokenizer, cfg),
-             T.load_task(data, "mcq", {"max_new_tokens": 2}, ev.tokenizer, cfg)]
+    tasks = [T.load_task(data, "arith", 4, ev.tokenizer, cfg),
+             T.load_task(data, "mcq", 2, ev.tokenizer, cfg)]
     with Grader(n_workers=1) as grader:
         together = E.evaluate_steps(ev, tasks, grader)
         alone = [E.evaluate_step(ev, t, grader) for t in tasks]
@@ -141,7 +141,7 @@ def test_per_question_loss_against_plain_pytorch(setup):
     cfg = tiny_config(batch_size=2)
     ev = E.Evaluator(cfg, torch.device("cpu"))
     ev.load(models[1])
-    task = T.load_task(data, "arith", {"max_new_tokens": 2}, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 2, ev.tokenizer, cfg)
     with Grader(n_workers=1) as grader:
         result = E.evaluate_step(ev, task, grader)
     ev.peft.eval()

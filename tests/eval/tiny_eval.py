@@ -10,7 +10,7 @@ from metasft.config import Config, DataArgs, EvalArgs, ModelArgs, TrainerArgs
 from metasft.data.records import Record
 from metasft.data.store import write_examples
 from metasft.models import add_lora, tiny_llama
-from metasft.rundir import write_json
+from metasft.manifests import DataManifest, EvalTaskEntry, MetaTaskEntry, Provenance, Relation, write_manifest
 
 LORA = dict(rank=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
@@ -36,14 +36,11 @@ def write_data_dir(root: Path) -> Path:
         write_examples(root / "data" / "eval" / f"{name}_test.parquet", [make(i, f"{name}-test") for i in range(3)], "en")
         write_examples(root / "data" / "eval" / f"{name}_shots.parquet", [make(i, f"{name}-shot") for i in range(10, 16)], "en")
     write_examples(root / "data" / "meta_train" / "alg_support.parquet", [_arith(i, "alg") for i in range(20, 26)], "en")
-    write_json(root / "manifest.json", {
-        "tasks": {"alg": {"source": "toy"}},
-        "eval_tasks": {
-            "arith": {"source": "toy", "n_shots": [0, 2], "unseen": False, "cross_domain": False, "max_new_tokens": 4},
-            "mcq": {"source": "toy", "n_shots": [0, 2], "unseen": True, "cross_domain": True, "max_new_tokens": 4},
-        },
-        "files": {},
-    })
+    relation = Relation("unseen_source", "unseen source")
+    entry = lambda unseen: EvalTaskEntry("toy", [0, 2], unseen, relation, unseen, 4, {})
+    write_manifest(root, DataManifest(seed=0, template="en", data_root=None, tasks={"alg": MetaTaskEntry("toy", {})},
+                                      eval_tasks={"arith": entry(False), "mcq": entry(True)}, dedup_removed={},
+                                      overlap_check="", code=Provenance(None, {})))
     return root
 
 

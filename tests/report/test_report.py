@@ -17,6 +17,10 @@ import pytest
 from matplotlib.image import imread
 
 from metasft.config import load_config, save_config
+from metasft.manifests import (Best, Budget, DataFile, DataManifest, EvalTaskEntry, ExperimentManifest, Fingerprint,
+                               MetaTaskEntry, Provenance, Relation, SplitCounts, StageRecord, TrainManifest,
+                               read_manifest, write_manifest)
+from metasft.rundir import RunWarning
 from metasft.report import bands, browser, plots, write_report
 from metasft.report import tables as T
 from metasft.report.doc import Document, Para, Table, to_html, to_markdown
@@ -50,28 +54,31 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
     root.mkdir(parents=True, exist_ok=True)
     save_config(load_config(None, [f"model.partial_pretrain={model}", "eval.target_acc=0.6",
                                    f"eval.seeds={list(seeds)}", "data.train_batch_size=32"]), root / "config.yaml")
-    (root / "manifest.json").write_text(json.dumps({
-        "stages": {"data": {"seconds": 12.5}, "train/fomaml": {"seconds": 3725.0}, "eval": {"seconds": 99.0}},
-        "git_commit": "0123456789abcdef", "versions": {"python": "3.12", "torch": "2.13.0"}}))
-    files = {f"data/meta_train/{t}_{s}.parquet": {"sha256": f"{i:02d}" * 32, "n": 10}
+    code = Provenance("0123456789abcdef", {"python": "3.12", "torch": "2.13.0"})
+    fp = Fingerprint("0" * 64, {})
+    write_manifest(root, ExperimentManifest(code, stages={
+        "data": StageRecord("finished", fp, 12.5), "train/fomaml": StageRecord("finished", fp, 3725.0),
+        "eval": StageRecord("finished", fp, 99.0)}))
+    files = {f"data/meta_train/{t}_{s}.parquet": DataFile(f"{i:02d}" * 32, 10)
              for i, (t, s) in enumerate((t, s) for t in META for s in ("support", "query"))}
-    (root / "dataset").mkdir()
-    (root / "dataset" / "manifest.json").write_text(json.dumps({
-        "seed": 7,
-        "tasks": {t: {"source": "embedded", "splits": {"support": {"n": 10, "levels": {"1": 10}},
-                                                       "query": {"n": 10, "levels": {"2": 10}}}} for t in META},
-        "eval_tasks": {t: {"source": "embedded", "n_shots": list(SHOTS), **flags,
-                           "splits": {"test": {"n": N_Q}, "shots": {"n": 30}}} for t, flags in EVAL.items()},
-        "files": files, "code": {"git_commit": "0123456789abcdef", "versions": {}}}))
+    relation = Relation("unseen_level", "unseen level")
+    write_manifest(root / "dataset", DataManifest(
+        seed=7, template="en", data_root=None,
+        tasks={t: MetaTaskEntry("embedded", {"support": SplitCounts(10, {"1": 10}), "query": SplitCounts(10, {"2": 10})})
+               for t in META},
+        eval_tasks={t: EvalTaskEntry("embedded", list(SHOTS), flags["unseen"], relation, flags["cross_domain"], 64,
+                                     {"test": SplitCounts(N_Q, {}), "shots": SplitCounts(30, {})})
+                    for t, flags in EVAL.items()},
+        dedup_removed={}, overlap_check="", code=Provenance("0123456789abcdef", {}), files=files))
     budgets = {"fomaml": examples[0], "sft_mixed": examples[1], "base": 0, "reptile": examples[0]}
     for arm in models:
         run = root / "runs" / arm
         run.mkdir(parents=True)
-        (run / "manifest.json").write_text(json.dumps({
-            "arm": arm, "status": "finished", "seed": 0, "train_seconds": 60.0, "git_commit": "0123456789abcdef",
-            "budget": {"examples": budgets[arm], "distinct_examples": 40, "tokens": 9000, "response_tokens": 4000,
-                       "optimizer_steps": 30, "inner_steps": 450 if arm == "fomaml" else 0},
-            "best": {"step": 20, "val_loss": 1.25}, "data_files": files}))
+        write_manifest(run, TrainManifest(
+            status="finished", arm=arm, name=arm, seed=0, data_dir="dataset", data_files=files, world_size=1,
+            fsdp=False, code=Provenance("0123456789abcdef", {}), train_seconds=60.0,
+            budget=Budget(budgets[arm], 40, 9000, 4000, 30, 450 if arm == "fomaml" else 0),
+            best=Best("val_loss", 1.25, 20, 1.25)))
         lines = [{"step": s, "examples": 32 * s, "loss": 2.0 - 0.03 * s,
                   **({"val_loss": 2.1 - 0.03 * s} if s % 10 == 0 else {})} for s in range(1, 31)]
         lines = lines if arm != "base" else []
@@ -295,9 +302,10 @@ def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
     calls, real = [], summary.verdicts
     monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
     make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
-    manifest = tmp_path / "exp" / "runs" / "fomaml" / "manifest.json"  # a run that recorded a warning
-    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"warnings": [
-        {"kind": "inner_loop_did_not_adapt", "message": "support loss fell 0.00% over 4 inner steps"}]}))
+    run = tmp_path / "exp" / "runs" / "fomaml"  # a run that recorded a warning
+    manifest = read_manifest(run, TrainManifest)
+    manifest.warnings = [RunWarning("inner_loop_did_not_adapt", "support loss fell 0.00% over 4 inner steps")]
+    write_manifest(run, manifest)
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
     assert sorted(calls) == ["accuracy", "loss"]
     assert md.index("**FOMAML did not adapt** (run `fomaml`") < md.index("| claim |") < md.index("Experiment directory")

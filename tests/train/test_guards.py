@@ -9,7 +9,8 @@ from conftest import CONFIGS
 from metasft.config import ConfigError, load_config
 from metasft.eval.results import RESULTS_FILE, ResultsStore
 from metasft.report import write_report
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, pooled_file, run_warnings
+from metasft.manifests import TrainManifest, read_manifest
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, pooled_file
 from metasft.train import run as run_mod
 from metasft.train.distributed import World
 from metasft.train.session import Session
@@ -29,10 +30,10 @@ def test_a_run_that_cannot_adapt_or_improve_warns_records_and_the_report_opens_w
     # set after loading: a zero lr is what cannot adapt (inner) and cannot improve on step 0 (outer)
     cfg.meta.inner_lr = cfg.meta.outer_lr = 0.0
     run = train(cfg, tmp_path / "exp" / "runs" / "fomaml")
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["inner_loop"]["adapted"] is False and abs(manifest["inner_loop"]["mean_drop"]) < 1e-6
-    assert manifest["best"]["step"] == 0 and manifest["best"]["metric"] == "val_loss_adapted"
-    assert {w.kind for w in run_warnings(manifest)} == {NO_ADAPTATION, BEST_AT_STEP_0}
+    manifest = read_manifest(run, TrainManifest)
+    assert manifest.inner_loop.adapted is False and abs(manifest.inner_loop.mean_drop) < 1e-6
+    assert manifest.best.step == 0 and manifest.best.metric == "val_loss_adapted"
+    assert {w.kind for w in manifest.warnings} == {NO_ADAPTATION, BEST_AT_STEP_0}
     log = (run / "train.log").read_text()
     assert "WARNING" in log and "did not adapt" in log and "step-0 adapter" in log
     for row in rows(run)[1:]:  # logged per step and per task, from the same-batch losses
@@ -57,11 +58,11 @@ def test_an_adapting_run_records_no_warning(tmp_path, data_dir):
     # judge it against a threshold it can reach, so the test is about the bookkeeping, not the model
     run = train(load_config(FOMAML, [f"data.dir={data_dir}", "meta.inner_lr=3e-2", "meta.min_inner_drop=1e-3",
                                      "meta.inner_drop_steps=4"]), tmp_path / "r")
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = read_manifest(run, TrainManifest)
     drops = [r["inner_drop"] for r in rows(run)[1:]]
-    assert manifest["inner_loop"]["mean_drop"] == pytest.approx(sum(drops[:4]) / 4)  # the first 4 steps only
-    assert manifest["inner_loop"]["adapted"] is True
-    assert NO_ADAPTATION not in {w.kind for w in run_warnings(manifest)}
+    assert manifest.inner_loop.mean_drop == pytest.approx(sum(drops[:4]) / 4)  # the first 4 steps only
+    assert manifest.inner_loop.adapted is True
+    assert NO_ADAPTATION not in {w.kind for w in manifest.warnings}
 
 
 def test_shipped_design_inner_settings_move_the_tiny_models_support_loss_where_sgd_does_not(tmp_path, data_dir):

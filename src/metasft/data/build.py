@@ -25,8 +25,10 @@ from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import load_source
 from metasft.data.store import write_examples
 from metasft.matrix import extra_size, pool_scale
-from metasft.rundir import (atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
-                            provenance, read_json, remove_stale_temps, write_json)
+from metasft.manifests import (DataFile, DataManifest, EvalTaskEntry, ManifestError, MetaTaskEntry, Provenance,
+                               Relation, SplitCounts, read_manifest, write_manifest)
+from metasft.rundir import (MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
+                            provenance, remove_stale_temps)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def held_out_relations(cfg: Config) -> dict[str, dict]:
     return out
 
 
-def build_data(cfg: Config, out: Path) -> dict:
+def build_data(cfg: Config, out: Path) -> DataManifest:
     """Build every task of `cfg.data` into `out` (replaced atomically); return the manifest."""
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
@@ -148,42 +150,40 @@ def build_data(cfg: Config, out: Path) -> dict:
         for split, records in parts.items():
             files[eval_task_file(name, split)] = records
 
-    manifest = {
-        "kind": "data",
-        "seed": cfg.seed,
-        "template": cfg.data.template,
-        "data_root": cfg.data_root,
-        "tasks": {name: {"source": spec.source,
-                         "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)} for s, rs in meta[name].items()}}
-                  for name, spec in ((t.name, t) for t in cfg.data.tasks)},
-        "eval_tasks": {spec.name: {"source": spec.source, "n_shots": spec.n_shots, "unseen": spec.unseen,
-                                   "relation": relations[spec.name],
-                                   "cross_domain": spec.cross_domain, "max_new_tokens": spec.max_new_tokens,
-                                   "splits": {s: {"n": len(rs), "levels": T.level_counts(rs)}
-                                              for s, rs in evals[spec.name].items()}}
-                       for spec in cfg.data.eval_tasks},
-        "dedup_removed": {k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
-        "overlap_check": "no normalized problem text appears in two files",
-        "code": {k: v for k, v in provenance().items() if k != "command"},
-    }
+    manifest = DataManifest(
+        seed=cfg.seed, template=cfg.data.template, data_root=cfg.data_root,
+        tasks={spec.name: MetaTaskEntry(spec.source, _split_counts(meta[spec.name])) for spec in cfg.data.tasks},
+        eval_tasks={spec.name: EvalTaskEntry(spec.source, spec.n_shots, spec.unseen, Relation(**relations[spec.name]),
+                                             spec.cross_domain, spec.max_new_tokens, _split_counts(evals[spec.name]))
+                    for spec in cfg.data.eval_tasks},
+        dedup_removed={k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
+        overlap_check="no normalized problem text appears in two files",
+        code=Provenance(**{k: v for k, v in provenance().items() if k != "command"}))
     _check_disjoint(files)
     out = Path(out)
     remove_stale_temps(out.parent, re.escape(out.name))
     with atomic_dir(out, owned=_written_before(out)) as tmp:
         for rel, records in files.items():
             write_examples(tmp / rel, records, cfg.data.template)
-        manifest["files"] = {rel: {"sha256": file_sha256(tmp / rel), "n": len(files[rel])}
-                             for rel in sorted(files)}
+        manifest.files = {rel: DataFile(file_sha256(tmp / rel), len(files[rel])) for rel in sorted(files)}
         save_config(cfg, tmp / "config.yaml")
-        write_json(tmp / "manifest.json", manifest)
+        write_manifest(tmp, manifest)
     return manifest
+
+
+def _split_counts(parts: dict[str, list[Record]]) -> dict[str, SplitCounts]:
+    return {s: SplitCounts(len(rs), T.level_counts(rs)) for s, rs in parts.items()}
 
 
 def _written_before(out: Path) -> set[str]:
     """The files of an earlier build in `out` (a rebuild deletes those only; others are kept)."""
     if dir_kind(out) != "data":
         return set()
-    return {"manifest.json", "config.yaml", *read_json(out / "manifest.json").get("files", {})}
+    try:
+        files = read_manifest(out, DataManifest).files
+    except ManifestError:  # an older build: its files are the data/ tree
+        files = {p.relative_to(out).as_posix(): None for p in (out / "data").rglob("*") if p.is_file()}
+    return {MANIFEST, "config.yaml", *files}
 
 
 def _check_disjoint(files: dict[str, list[Record]]) -> None:

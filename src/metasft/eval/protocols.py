@@ -31,14 +31,15 @@ from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
 from metasft.eval.tasks import TaskData, load_task
-from metasft.rundir import (EVAL_DATA_PREFIX, STEP_LOG, OutputDir, provenance, read_json, remove_stale_temps,
-                            stage_log, write_json)
+from metasft.manifests import (DataManifest, EvalManifest, EvalTaskEntry, Provenance, manifest_path, read_manifest,
+                               write_manifest)
+from metasft.rundir import EVAL_DATA_PREFIX, STEP_LOG, OutputDir, remove_stale_temps, stage_log
 
 log = logging.getLogger(__name__)
 step_log = logging.getLogger(STEP_LOG)  # eval.log only: one line per stored cell
 
 
-def _settings(cfg: Config, manifest: dict) -> dict:
+def _settings(cfg: Config, manifest: DataManifest) -> dict:
     """What the stored numbers depend on besides the adapters (checked on resume)."""
     m, e, d = cfg.model, cfg.eval, cfg.data
     return {
@@ -48,13 +49,13 @@ def _settings(cfg: Config, manifest: dict) -> dict:
                  "adaptation_batch_size": e.adaptation_batch_size, "max_new_tokens": e.max_new_tokens,
                  "record_steps": recorded_steps(e.record_steps, e.adaptation_steps)},
         "data": {"use_chat_template": d.use_chat_template, "max_length": d.max_length, "truncation": d.truncation,
-                 "eval_files": {k: v.get("sha256") for k, v in sorted(manifest.get("files", {}).items())
+                 "eval_files": {k: v.sha256 for k, v in sorted(manifest.files.items())
                                 if k.startswith(EVAL_DATA_PREFIX)}},
         "seed": cfg.seed,
     }
 
 
-def validate_eval(cfg: Config, manifest: dict, models: list[ModelSpec]) -> None:
+def validate_eval(cfg: Config, manifest: DataManifest, models: list[ModelSpec]) -> None:
     """What evaluating `models` on the data of `manifest` needs beyond the config's own checks
     (`config.validate`: ranges, seeds), before any model loads."""
     if not models:
@@ -68,7 +69,7 @@ def validate_eval(cfg: Config, manifest: dict, models: list[ModelSpec]) -> None:
     for spec in models:
         if spec.adapter is not None and Path(spec.adapter).is_dir():
             check_lora_settings(Path(spec.adapter), m.lora_rank, m.lora_alpha, m.target_modules)
-    tasks = manifest.get("eval_tasks") or {}
+    tasks = manifest.eval_tasks
     if not tasks:
         raise EvalError("the data manifest lists no eval_tasks")
     for m in models:
@@ -88,13 +89,13 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     """
     data_dir, out = Path(data_dir), Path(out)
     acc_k = acc_k or cfg.eval.acc_k or None
-    if not (data_dir / "manifest.json").is_file():
+    if not manifest_path(data_dir).is_file():
         raise EvalError(f"{data_dir} is not a built data directory (no manifest.json)")
-    manifest = read_json(data_dir / "manifest.json")
+    manifest = read_manifest(data_dir, DataManifest)
     validate_eval(cfg, manifest, models)
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    task_info = manifest["eval_tasks"]
-    groups = enumerate_groups(models, {t: info["n_shots"] for t, info in task_info.items()}, cfg.eval.seeds)
+    task_info = manifest.eval_tasks
+    groups = enumerate_groups(models, {t: info.n_shots for t, info in task_info.items()}, cfg.eval.seeds)
     mine = rank_share(groups, rank, world_size)
     meta = {"settings": _settings(cfg, manifest), "acc_k": acc_k,
             **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
@@ -114,7 +115,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
                 log_handler.open()
                 if rank == 0 and not claim.committed:
                     save_config(cfg, out / "eval_config.yaml")
-                    write_json(out / "manifest.json", {"kind": "eval", "data_dir": str(data_dir), **provenance()})
+                    write_manifest(out, EvalManifest(str(data_dir), Provenance.now()))
                     claim.commit()
 
             store.check_settings(meta)
@@ -130,7 +131,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     return out
 
 
-def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[str, str], ModelSpec],
+def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry], specs: dict[tuple[str, str], ModelSpec],
                 todo: list[Group], store: ResultsStore, after_group, acc_k, meta: dict, recorded: Callable[[], None],
                 *, bar_desc: str, show_bar: bool) -> None:
     """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`) or a stack of
@@ -145,7 +146,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict, specs: dict[tuple[
 
     def task(name: str) -> TaskData:
         if name not in tasks:
-            tasks[name] = load_task(data_dir, name, task_info[name], ev.tokenizer, cfg)
+            tasks[name] = load_task(data_dir, name, task_info[name].max_new_tokens, ev.tokenizer, cfg)
         return tasks[name]
 
     def store_group(group: Group, cells: list[dict], preds: list[dict]) -> None:

@@ -20,7 +20,8 @@ import torch
 
 from metasft.config import Config
 from metasft.data.store import read_sft
-from metasft.rundir import eval_task_file, meta_train_file, read_json, write_json
+from metasft.manifests import DataManifest, read_manifest
+from metasft.rundir import eval_task_file, meta_train_file, write_json
 from metasft.train.batching import Example, tokenize
 from metasft.train.common import TrainModel
 
@@ -69,9 +70,9 @@ def similarity_examples(data_dir: Path, tokenizer, cfg: Config, n: int) -> dict[
     """Up to `n` tokenized examples per task, drawn with a fixed seed: each meta-training task's
     support file, each eval task's pool of shots (what the model adapts on in protocol A)."""
     data_dir = Path(data_dir)
-    manifest = read_json(data_dir / "manifest.json")
-    files = {t: data_dir / meta_train_file(t, "support") for t in manifest.get("tasks", {})}
-    files.update({t: data_dir / eval_task_file(t, "shots") for t in manifest.get("eval_tasks", {})})
+    manifest = read_manifest(data_dir, DataManifest)
+    files = {t: data_dir / meta_train_file(t, "support") for t in manifest.tasks}
+    files.update({t: data_dir / eval_task_file(t, "shots") for t in manifest.eval_tasks})
     d = cfg.data
     out = {}
     for name, path in files.items():
@@ -94,7 +95,7 @@ def run_similarity(cfg: Config, data_dir: Path, out: Path, adapter: Path | str |
     examples = similarity_examples(data_dir, ev.tokenizer, cfg, n)
     ev.peft.train()
     names, matrix = similarity_matrix(task_gradients(ev.model, examples, micro=cfg.eval.adaptation_batch_size))
-    manifest = read_json(Path(data_dir) / "manifest.json")
+    manifest = read_manifest(Path(data_dir), DataManifest)
     meta = {"adapter": str(adapter) if adapter else "fresh LoRA", "examples_per_task": n,
-            "meta_train_tasks": list(manifest.get("tasks", {})), "eval_tasks": list(manifest.get("eval_tasks", {}))}
+            "meta_train_tasks": list(manifest.tasks), "eval_tasks": list(manifest.eval_tasks)}
     return write_similarity(out, names, matrix, meta)

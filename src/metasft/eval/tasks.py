@@ -25,7 +25,8 @@ class TaskData:
     max_new_tokens: int                # the task's, capped by eval.max_new_tokens
 
 
-def load_task(data_dir: Path, name: str, info: dict, tokenizer, cfg: Config) -> TaskData:
+def load_task(data_dir: Path, name: str, task_max_new_tokens: int, tokenizer, cfg: Config) -> TaskData:
+    """Eval task `name` of a built data directory, tokenized; `task_max_new_tokens`: its data manifest's."""
     d = cfg.data
     test_file, shots_file = data_dir / eval_task_file(name, "test"), data_dir / eval_task_file(name, "shots")
     test_rows, shot_rows = read_sft(test_file), read_sft(shots_file)
@@ -37,4 +38,4 @@ def load_task(data_dir: Path, name: str, info: dict, tokenizer, cfg: Config) -> 
                     examples=tokenize(test_rows, tokenizer, where=str(test_file), **kw),
                     shots=tokenize(shot_rows, tokenizer, where=str(shots_file), **kw),
                     shot_ids=[r["id"] for r in shot_rows],
-                    max_new_tokens=min(info["max_new_tokens"], cfg.eval.max_new_tokens))
+                    max_new_tokens=min(task_max_new_tokens, cfg.eval.max_new_tokens))

@@ -84,8 +84,8 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
         ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
     else:
         ctx.target_from = "the design's 0.7 (config.yaml missing)"
-    if exp.data.get("eval_tasks"):
-        flags = {name: (bool(t.get("unseen")), bool(t.get("cross_domain"))) for name, t in exp.data["eval_tasks"].items()}
+    if exp.data is not None and exp.data.eval_tasks:
+        flags = {name: (t.unseen, t.cross_domain) for name, t in exp.data.eval_tasks.items()}
         ctx.task_flags_from = "dataset/manifest.json eval_tasks"
     elif exp.config is not None and exp.config.data.eval_tasks:
         flags = {t.name: (t.unseen, t.cross_domain) for t in exp.config.data.eval_tasks}

@@ -1,7 +1,9 @@
 """Read an experiment directory (what `metasft run` wrote) into one object, noting what is missing.
 
 Nothing here raises for a missing or unreadable piece: the piece is None (or empty) and `missing`
-says which file and why, so the report can say so in the section that needed it.
+says which file and why, so the report can say so in the section that needed it. A manifest from an
+older layout or a malformed one is the exception (metasft.manifests.ManifestError): the report would
+misread it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pandas as pd
 
 from metasft.config import Config, ConfigError, load_config
 from metasft.eval.results import read_results
+from metasft.manifests import DataManifest, ExperimentManifest, TrainManifest, has_record, manifest_path, read_manifest
 
 
 
@@ -36,9 +39,9 @@ class Similarity:
 class Experiment:
     root: Path
     config: Config | None = None
-    manifest: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict)              # dataset/manifest.json
-    runs: dict[str, dict] = field(default_factory=dict)   # run dir name -> runs/<name>/manifest.json
+    manifest: ExperimentManifest | None = None            # manifest.json
+    data: DataManifest | None = None                      # dataset/manifest.json
+    runs: dict[str, TrainManifest] = field(default_factory=dict)  # run dir name -> runs/<name>/manifest.json
     run_configs: dict[str, Config] = field(default_factory=dict)
     metrics: dict[str, pd.DataFrame] = field(default_factory=dict)  # run dir name -> metrics.jsonl
     cells: pd.DataFrame | None = None
@@ -58,19 +61,21 @@ def load_experiment(root: Path) -> Experiment:
     root = Path(root)
     exp = Experiment(root=root)
     exp.config = _config(exp, root / "config.yaml")
-    exp.manifest = _json(exp, root / "manifest.json") or {}
-    exp.data = _json(exp, root / "dataset" / "manifest.json") or {}
+    exp.manifest = _manifest(exp, root, ExperimentManifest)
+    exp.data = _manifest(exp, root / "dataset", DataManifest)
     runs_dir = root / "runs"
     if runs_dir.is_dir():
         for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-            exp.runs[run.name] = _json(exp, run / "manifest.json") or {}
+            manifest = _manifest(exp, run, TrainManifest)
+            if manifest is not None:
+                exp.runs[run.name] = manifest
             if (run / "config.yaml").is_file():
                 cfg = _config(exp, run / "config.yaml")
                 if cfg is not None:
                     exp.run_configs[run.name] = cfg
             if (run / "metrics.jsonl").is_file():
                 exp.metrics[run.name] = _jsonl(exp, run / "metrics.jsonl")
-            elif exp.runs[run.name].get("arm") != "base":  # the base arm trains nothing, logs nothing
+            elif manifest is None or manifest.arm != "base":  # the base arm trains nothing, logs nothing
                 exp.missing.append(f"{exp.rel(run / 'metrics.jsonl')}: not found")
     else:
         exp.missing.append("runs/: not found")
@@ -88,6 +93,18 @@ def _config(exp: Experiment, path: Path) -> Config | None:
     except ConfigError as e:
         exp.missing.append(f"{exp.rel(path)}: not readable as a metasft config ({e})")
         return None
+
+
+def _manifest(exp: Experiment, directory: Path, cls):
+    """`directory`'s manifest as `cls`; None (noted) when missing or claimed with nothing recorded."""
+    path = manifest_path(directory)
+    if not path.is_file():
+        exp.missing.append(f"{exp.rel(path)}: not found")
+        return None
+    if not has_record(directory):
+        exp.missing.append(f"{exp.rel(path)}: its command recorded nothing yet (killed at the start?)")
+        return None
+    return read_manifest(directory, cls)
 
 
 def _json(exp: Experiment, path: Path):
@@ -148,7 +165,7 @@ def _similarity(exp: Experiment, path: Path) -> Similarity | None:
     if matrix.shape != (len(names), len(names)):
         exp.missing.append(f"{exp.rel(path)}: matrix shape {matrix.shape} does not fit {len(names)} tasks")
         return None
-    meta_train = raw.get("meta_train_tasks") or [n for n in names if n in exp.data.get("tasks", {})]
+    meta_train = raw.get("meta_train_tasks") or [n for n in names if exp.data is not None and n in exp.data.tasks]
     return Similarity(list(names), matrix, list(meta_train), raw.get("adapter"))
 
 

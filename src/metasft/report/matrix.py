@@ -50,8 +50,7 @@ def _runs_table(ctx: Context, compared) -> Table:
     variants = {v.name: v for v in cfg.variants}
     rows = []
     for p in compared:
-        a, b = ((runs.get(n) or {}).get("budget") or {} for n in (p.meta, p.sft))
-        ea, eb = a.get("examples"), b.get("examples")
+        ea, eb = (runs[n].budget.examples if n in runs and runs[n].budget else None for n in (p.meta, p.sft))
         batch = (ctx.exp.run_configs.get(p.sft) or cfg).data.train_batch_size
         if T.isnum(ea) and T.isnum(eb):
             off = abs(round(ea * p.scale) - eb)

@@ -3,6 +3,7 @@
 verdicts come first."""
 from __future__ import annotations
 
+from metasft.manifests import SplitCounts
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
@@ -32,8 +33,8 @@ def setup_section(ctx: Context, doc: Document) -> None:
     _stages(ctx, doc)
 
 
-def _splits(splits: dict) -> str:
-    return ", ".join(f"{s} {v.get('n', '?')}" for s, v in splits.items()) or T.DASH
+def _splits(splits: dict[str, SplitCounts]) -> str:
+    return ", ".join(f"{s} {v.n}" for s, v in splits.items()) or T.DASH
 
 
 def _data_tables(ctx: Context, doc: Document) -> None:
@@ -41,52 +42,45 @@ def _data_tables(ctx: Context, doc: Document) -> None:
     doc.add(Heading(2, "Data"))
 
 
-    if not data:
+    if data is None:
         doc.add(Para("dataset/manifest.json missing: tasks, counts and file hashes unknown."))
         return
-    doc.add(Para(f"Source: `dataset/manifest.json` (data seed {data.get('seed', T.DASH)}, template "
-                 f"{data.get('template', T.DASH)}, data code {short_commit((data.get('code') or {}).get('git_commit'))})."))
-    tasks = data.get("tasks", {})
+    doc.add(Para(f"Source: `dataset/manifest.json` (data seed {data.seed}, template "
+                 f"{data.template}, data code {short_commit(data.code.git_commit)})."))
+    tasks = data.tasks
     if tasks:
         doc.add(Table(["meta-training task", "source", "examples per split", "levels (all splits)"],
-                      [[name, t.get("source", T.DASH), _splits(t.get("splits", {})), _levels(t.get("splits", {}))]
+                      [[name, t.source, _splits(t.splits), _levels(t.splits)]
                        for name, t in tasks.items()], "Meta-training tasks"))
     else:
         doc.add(Para("No meta-training tasks listed."))
-    evals = data.get("eval_tasks", {})
+    evals = data.eval_tasks
     if evals:
         doc.add(Table(["eval task", "source", "N-shot levels", "unseen (protocol B)", "cross-domain (C5)",
                        "relation to meta-training", "examples per split"],
-                      [[name, t.get("source", T.DASH), ", ".join(str(n) for n in t.get("n_shots", [])),
-                        "yes" if t.get("unseen") else "no", "yes" if t.get("cross_domain") else "no",
-                        _relation(t), _splits(t.get("splits", {}))] for name, t in evals.items()],
+                      [[name, t.source, ", ".join(str(n) for n in t.n_shots),
+                        "yes" if t.unseen else "no", "yes" if t.cross_domain else "no",
+                        t.relation.detail, _splits(t.splits)] for name, t in evals.items()],
                       "Evaluation tasks (`test`: scored questions; `shots`: the pool the shots are drawn from)"))
     else:
         doc.add(Para("No evaluation tasks listed."))
-    files = data.get("files", {})
+    files = data.files
     if files:
         doc.add(Table(["file", "records", "sha256 (first 12)"],
-                      [[rel, T.num(f.get("n")), str(f.get("sha256", ""))[:12] or T.DASH]
-                       for rel, f in sorted(files.items())],
+                      [[rel, T.num(f.n), f.sha256[:12]] for rel, f in sorted(files.items())],
                       "Data files (dataset/manifest.json files)"))
         for run, manifest in ctx.exp.runs.items():
-            used = manifest.get("data_files") or {}
-            differ = sorted(rel for rel in set(used) & set(files) if used[rel].get("sha256") != files[rel].get("sha256"))
+            used = manifest.data_files
+            differ = sorted(rel for rel in set(used) & set(files) if used[rel].sha256 != files[rel].sha256)
             if differ:
                 doc.add(Callout("warning", f"Run `{run}` trained on data files whose hashes differ from "
                                            f"dataset/manifest.json: {', '.join(differ)}."))
 
 
-def _relation(eval_task: dict) -> str:
-    """dataset/manifest.json eval_tasks[].relation (metasft.data.build.held_out_relations)."""
-    relation = eval_task.get("relation")
-    return relation["detail"] if relation else "not recorded (data built before the held-out check)"
-
-
-def _levels(splits: dict) -> str:
+def _levels(splits: dict[str, SplitCounts]) -> str:
     total: dict[str, int] = {}
     for v in splits.values():
-        for lvl, n in (v.get("levels") or {}).items():
+        for lvl, n in v.levels.items():
             total[str(lvl)] = total.get(str(lvl), 0) + int(n)
     return ", ".join(f"L{k}: {v}" for k, v in sorted(total.items())) or T.DASH
 
@@ -95,7 +89,7 @@ def _run_named(ctx: Context, arm: str) -> str | None:
     """The run directory of `arm`: runs/<arm>, else the first whose manifest says arm == `arm`."""
     if arm in ctx.exp.runs:
         return arm
-    return next((name for name, m in ctx.exp.runs.items() if m.get("arm") == arm), None)
+    return next((name for name, m in ctx.exp.runs.items() if m.arm == arm), None)
 
 
 def _budgets(ctx: Context, doc: Document) -> None:
@@ -107,16 +101,16 @@ def _budgets(ctx: Context, doc: Document) -> None:
     keys = ["examples", "distinct_examples", "tokens", "response_tokens", "optimizer_steps", "inner_steps"]
     rows = []
     for name, m in exp.runs.items():
-        budget, best = m.get("budget") or {}, m.get("best") or {}
-        rows.append([name, m.get("arm", T.DASH), m.get("status", T.DASH), T.num(m.get("seed"))]
-                    + [T.num(budget.get(k)) for k in keys]
-                    + [T.num(best.get("step")), f"{T.num(best.get('value'))} ({best.get('metric', T.DASH)})",
-                       T.seconds(m.get("train_seconds")),
-                       short_commit(m.get("git_commit"))])
+        budget, best = m.budget, m.best
+        rows.append([name, m.arm, m.status, T.num(m.seed)]
+                    + [T.num(getattr(budget, k) if budget else None) for k in keys]
+                    + [T.num(best.step if best else None),
+                       f"{T.num(best.value if best else None)} ({best.metric if best else T.DASH})",
+                       T.seconds(m.train_seconds), short_commit(m.code.git_commit)])
     doc.add(Table(["run", "arm", "status", "seed", "examples", "distinct", "tokens", "response tokens",
                    "optimizer steps", "inner steps", "best step", "best value (metric)", "train time", "git commit"],
                   rows, "Source: runs/<run>/manifest.json (budget, best, train_seconds)"))
-    no_budget = [n for n, m in exp.runs.items() if not m.get("budget")]
+    no_budget = [n for n, m in exp.runs.items() if m.budget is None]
     if no_budget:
         doc.add(Para(f"No budget recorded for: {', '.join(no_budget)}."))
 
@@ -134,11 +128,10 @@ def check_budgets(ctx: Context) -> None:
         ctx.budget_note = ("note", f"Budget match not checked: no {'FOMAML' if fom is None else 'SFT-Mixed'} run "
                                    "under runs/.")
         return
-    a = (exp.runs[fom].get("budget") or {}).get("examples")
-    b = (exp.runs[sft].get("budget") or {}).get("examples")
-    if not (T.isnum(a) and T.isnum(b)):
+    if exp.runs[fom].budget is None or exp.runs[sft].budget is None:
         ctx.budget_note = ("note", "Budget match not checked: runs/fomaml or runs/sft_mixed has no budget.examples.")
         return
+    a, b = exp.runs[fom].budget.examples, exp.runs[sft].budget.examples
     cfg = exp.run_configs.get(sft) or exp.config
     batch = cfg.data.train_batch_size if cfg is not None else None
     batch_from = f"runs/{sft}/config.yaml" if sft in exp.run_configs else "config.yaml"
@@ -162,10 +155,10 @@ def _seeds(ctx: Context, doc: Document) -> None:
     items = []
     if cfg is not None:
         items.append(f"Experiment seed {cfg.seed}; evaluation seeds {cfg.eval.seeds} (config.yaml).")
-    if "seed" in exp.data:
-        items.append(f"Data split seed {exp.data['seed']} (dataset/manifest.json).")
+    if exp.data is not None:
+        items.append(f"Data split seed {exp.data.seed} (dataset/manifest.json).")
     if exp.runs:
-        items.append("Training seed per run: " + ", ".join(f"{n} {T.num(m.get('seed'))}" for n, m in exp.runs.items())
+        items.append("Training seed per run: " + ", ".join(f"{n} {T.num(m.seed)}" for n, m in exp.runs.items())
                      + " (runs/<run>/manifest.json).")
     if exp.cells is not None:
         few = exp.cells[exp.cells["n_shots"] > 0]
@@ -179,17 +172,17 @@ def _seeds(ctx: Context, doc: Document) -> None:
 def _provenance(ctx: Context, doc: Document) -> None:
     exp = ctx.exp
     doc.add(Heading(2, "Code and versions"))
-    commits = {"experiment (manifest.json)": exp.manifest.get("git_commit"),
-               "data build (dataset/manifest.json)": (exp.data.get("code") or {}).get("git_commit")}
-    commits |= {f"run {n} (runs/{n}/manifest.json)": m.get("git_commit") for n, m in exp.runs.items()}
+    commits = {"experiment (manifest.json)": exp.manifest.code.git_commit if exp.manifest else None,
+               "data build (dataset/manifest.json)": exp.data.code.git_commit if exp.data else None}
+    commits |= {f"run {n} (runs/{n}/manifest.json)": m.code.git_commit for n, m in exp.runs.items()}
     doc.add(Table(["what", "git commit"], [[k, str(v) if v else "not recorded"] for k, v in commits.items()]))
     distinct = {str(v).split("+")[0] for v in commits.values() if v}
     if len(distinct) > 1:
         doc.add(Callout("warning", f"The stages ran from {len(distinct)} different commits."))
     if any(v and str(v).endswith("+dirty") for v in commits.values()):
         doc.add(Callout("note", "Some stages ran with uncommitted changes (`+dirty`)."))
-    versions = exp.manifest.get("versions") or (exp.data.get("code") or {}).get("versions") or {}
-    where = "manifest.json" if exp.manifest.get("versions") else "dataset/manifest.json code.versions"
+    versions = (exp.manifest.code.versions if exp.manifest else {}) or (exp.data.code.versions if exp.data else {})
+    where = "manifest.json" if exp.manifest and exp.manifest.code.versions else "dataset/manifest.json code.versions"
     if versions:
         doc.add(Table(["package", "version"], [[k, str(v) if v else "not installed"] for k, v in versions.items()],
                       f"Source: {where}"))
@@ -199,17 +192,13 @@ def _provenance(ctx: Context, doc: Document) -> None:
 
 def _stages(ctx: Context, doc: Document) -> None:
     doc.add(Heading(2, "Wall time per stage"))
-    stages = ctx.exp.manifest.get("stages")
+    stages = ctx.exp.manifest.stages if ctx.exp.manifest else {}
     if not stages:
         doc.add(Para("manifest.json records no `stages`: wall times unknown."))
         return
-    rows = []
-    for name, s in stages.items():
-        s = s if isinstance(s, dict) else {"seconds": s}
-        rest = ", ".join(f"{k}={v}" for k, v in s.items() if k != "seconds" and not isinstance(v, (dict, list)))
-        rows.append([name, T.seconds(s.get("seconds")), rest or T.DASH])
+    rows = [[name, T.seconds(s.seconds), f"status={s.status}"] for name, s in stages.items()]
     doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages"))
-    no_time = [n for n, s in stages.items() if not (isinstance(s, dict) and T.isnum(s.get("seconds")))]
+    no_time = [n for n, s in stages.items() if s.seconds is None]
     if no_time:
         doc.add(Para(f"No `seconds` recorded for: {', '.join(no_time)}."))
 
@@ -219,11 +208,11 @@ def training_section(ctx: Context, doc: Document) -> None:
     doc.add(Heading(1, "1. Training"))
     kind, text = ctx.budget_note
     doc.add(Callout("warning", text) if kind == "warning" else Para(text))
-    not_finished = [n for n, m in exp.runs.items() if m.get("status") != "finished"]
+    not_finished = [n for n, m in exp.runs.items() if m.status != "finished"]
     if not_finished:
         doc.add(Callout("warning", f"Run(s) not finished: {', '.join(not_finished)}."))
     path, rel = ctx.figure("training_curves")
-    arms = {name: m["arm"] for name, m in exp.runs.items() if m.get("arm")}
+    arms = {name: m.arm for name, m in exp.runs.items()}
     if plots.training_curves(exp.metrics, arms, path, ctx.source("runs/*/metrics.jsonl")) is not None:
         doc.add(ctx.image(rel, "training and validation loss per run",
                           "Source: `runs/<run>/metrics.jsonl` (`loss`, `val_loss`, `val_loss_adapted`); one run per "

@@ -13,7 +13,7 @@ from metasft.report import tables as T
 from metasft.report.context import PREDICTIONS_SOURCE, Context, is_tiny
 from metasft.eval.results import CELL_COLUMNS
 from metasft.report.doc import Badge, Bullets, Callout, Document, Heading, Para, Table
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, run_warnings, write_json
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, write_json
 from metasft.stats import ACCURACY, INCONCLUSIVE, LOSS, MET, NOT_MET, UNMEASURABLE, Verdict, verdicts
 from metasft.stats.verdicts import SPEED_RATIO
 
@@ -79,7 +79,7 @@ def run_warning_banners(ctx: Context) -> list[Callout]:
     before the verdicts they undermine."""
     out = []
     for run, manifest in ctx.exp.runs.items():
-        for w in run_warnings(manifest):
+        for w in manifest.warnings:
             title, meaning = RUN_WARNING_MEANING.get(w.kind, (w.kind, ""))
             out.append(Callout("warning", f"**{title}** (run `{run}`, runs/{run}/manifest.json): {w.message}. {meaning}"))
     return out

@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from metasft.manifests import TrainManifest
 from metasft.report.doc import Para, Table
 from metasft.report.plots import label, model_order
 
@@ -175,7 +176,7 @@ def cells_table(summary: pd.DataFrame, task: str) -> Table:
     return Table(["model"] + [f"{n}-shot" for n in shots], body, caption)
 
 
-def upper_reference_table(summary: pd.DataFrame, runs: dict[str, dict], tasks: list[str]) -> Table | None:
+def upper_reference_table(summary: pd.DataFrame, runs: dict[str, TrainManifest], tasks: list[str]) -> Table | None:
     """Baseline 2 (sft_task, the design's upper reference) per task beside the few-shot models' best.
 
     runs: run dir name -> runs/<name>/manifest.json; the task's run is runs/sft_task_<task>. None when
@@ -185,16 +186,16 @@ def upper_reference_table(summary: pd.DataFrame, runs: dict[str, dict], tasks: l
     for task in tasks:
         if task not in ref.index:
             continue
-        manifest = runs.get(f"sft_task_{task}", {})
-        pool, budget = manifest.get("pool") or {}, manifest.get("budget") or {}
+        manifest = runs.get(f"sft_task_{task}")
+        pool, budget = (manifest.pool, manifest.budget) if manifest else (None, None)
         others = summary[(summary["task"] == task) & (summary["model"].isin(["fomaml", "sft_mixed"]))]
         largest = int(others["n_shots"].max()) if len(others) else None
         best = {m: others.loc[(others["model"] == m) & (others["n_shots"] == largest), "mean"]
                 for m in ("fomaml", "sft_mixed")}
         best = {m: float(v.iloc[0]) if len(v) else float("nan") for m, v in best.items()}
         upper = float(ref.at[task, "mean"])
-        body.append([task, f"{num(pool.get('distinct'))} ({pool.get('split') or DASH})",
-                     f"{num(pool.get('epochs'))} epochs, {num(budget.get('examples'))} examples",
+        body.append([task, f"{num(pool.distinct if pool else None)} ({pool.split if pool and pool.split else DASH})",
+                     f"{num(pool.epochs if pool else None)} epochs, {num(budget.examples if budget else None)} examples",
                      acc(upper), str(int(largest)) if isnum(largest) else DASH, acc(best["fomaml"]),
                      acc(best["sft_mixed"]), signed(best["fomaml"] - upper)])
     if not body:

@@ -10,8 +10,10 @@ checkpoint is the untrained step 0; the report opens with them.
 """
 from __future__ import annotations
 
-import logging
 import contextlib
+import dataclasses
+import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -21,11 +23,12 @@ import torch
 from metasft.config import Config, ConfigError, load_config, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
+from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
+                               manifest_path, manifest_status, read_manifest, write_manifest)
 from metasft.matrix import extra_size, meta_budget
 from metasft.models import add_lora, check_model_source, load_base
 from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
-                            meta_train_file, pooled_file, provenance, read_json, remove_stale_temps, stage_log,
-                            write_json)
+                            meta_train_file, pooled_file, remove_stale_temps, stage_log)
 from metasft.train import checkpoint
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
@@ -42,11 +45,11 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
     """The data directory: `data.dir`, or a build of this config's data into `<out>/dataset`."""
     if cfg.data.dir:
         path = Path(cfg.data.dir)
-        if not (path / "manifest.json").is_file():
+        if not manifest_path(path).is_file():
             raise DataError(f"data.dir={path}: no manifest.json; build it with `metasft data build`")
         return path
     path = out / "dataset"
-    if world.main and not (path / "manifest.json").is_file():
+    if world.main and not manifest_path(path).is_file():
         from metasft.data.build import build_data
         with OutputDir(path, "data", flag="the data directory") as claim:
             build_data(cfg, path)
@@ -91,10 +94,10 @@ def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
     if cfg.data.budget == "unique":  # the pool is already data.budget_scale times the distinct examples
         return pool_size * cfg.trainer.total_epochs, f"{pool_size} distinct x {cfg.trainer.total_epochs} epochs"
     if cfg.trainer.paired_run:
-        manifest = Path(cfg.trainer.paired_run) / "manifest.json"
-        if not manifest.is_file():
-            raise ConfigError(f"trainer.paired_run={cfg.trainer.paired_run}: no manifest.json there")
-        base, why = read_json(manifest)["budget"]["examples"], f"matched to {cfg.trainer.paired_run}"
+        paired = read_manifest(Path(cfg.trainer.paired_run), TrainManifest)
+        if paired.budget is None:
+            raise ConfigError(f"trainer.paired_run={cfg.trainer.paired_run}: that run has not finished (no budget)")
+        base, why = paired.budget.examples, f"matched to {cfg.trainer.paired_run}"
     else:
         base, why = fomaml_budget(cfg, n_tasks), "matched to this config's FOMAML settings"
     return round(base * cfg.data.budget_scale), why + (f" x {cfg.data.budget_scale}" if cfg.data.budget_scale != 1 else "")
@@ -138,7 +141,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
     """
     out = Path(out)
     check_model_source(cfg.model.partial_pretrain)
-    if cfg.data.dir and not (Path(cfg.data.dir) / "manifest.json").is_file():
+    if cfg.data.dir and not manifest_path(Path(cfg.data.dir)).is_file():
         raise DataError(f"data.dir={cfg.data.dir}: no manifest.json; build it with `metasft data build`")
     world = init_world(cfg.trainer.device, cfg.model.use_fsdp)
     check_world(cfg, world.size)
@@ -148,9 +151,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
             if not resume:
                 raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         amendments = check_resume(cfg, out) if resume else {}
-        manifest_path = out / "manifest.json"
-        finished = manifest_path.is_file() and read_json(manifest_path).get("status") == "finished"
-        if finished and not amendments:
+        if manifest_status(out) == "finished" and not amendments:
             log.info("%s is finished; nothing to do", out)
             return out
         if world.main:
@@ -205,21 +206,19 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     lm, tokenizer, named, model = build_model(cfg, world)
-    data_manifest = read_json(data_dir / "manifest.json")
-
-    previous = read_json(out / "manifest.json") if (out / "manifest.json").is_file() else {}
-    manifest = {"kind": "train", "status": "running", "arm": cfg.arm, "name": cfg.name, "seed": cfg.seed,
-                "data_dir": str(data_dir), "data_files": data_manifest.get("files", {}),
-                "world_size": world.size, "fsdp": world.fsdp, **provenance(),
-                "amendments": previous.get("amendments", []) + ([{"time": time.time(), "changed": amendments,
-                                                                   "command": provenance()["command"]}]
-                                                                 if amendments else [])}
+    data_files = read_manifest(data_dir, DataManifest).files
+    previous = read_manifest(out, TrainManifest).amendments if has_record(out) else []
+    code = Provenance.now()
+    manifest = TrainManifest(status="running", arm=cfg.arm, name=cfg.name, seed=cfg.seed, data_dir=str(data_dir),
+                             data_files=data_files, world_size=world.size, fsdp=world.fsdp, code=code,
+                             amendments=previous + ([{"time": time.time(), "changed": amendments,
+                                                      "command": code.command}] if amendments else []))
 
     def record() -> None:
         """Config and manifest, once the data, the model and the checkpoint to resume from have loaded."""
         if world.main:
             save_config(cfg, out / "config.yaml")
-            write_json(out / "manifest.json", manifest)
+            write_manifest(out, manifest)
             claim.commit()
             log_file.open()
 
@@ -230,9 +229,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     if cfg.arm == "base":
         record()
         save_adapter(out / "adapter")
-        budget = {"examples": 0, "distinct_examples": 0, "tokens": 0, "response_tokens": 0,
-                  "optimizer_steps": 0, "inner_steps": 0}
-        extra = {}
+        budget, extra = Budget(0, 0, 0, 0, 0, 0), {}
     else:
         specs = meta_tasks(cfg)
         if not specs:
@@ -244,10 +241,11 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
         save_adapter(out / "adapter")
     for w in extra.get("warnings", []):
-        log.warning("%s", w["message"])
-    manifest.update(status="finished", budget=budget, train_seconds=round(time.time() - t0, 2), **extra)
+        log.warning("%s", w.message)
+    manifest = dataclasses.replace(manifest, status="finished", budget=budget,
+                                   train_seconds=round(time.time() - t0, 2), **extra)
     if world.main:
-        write_json(out / "manifest.json", manifest)
+        write_manifest(out, manifest)
     return out
 
 
@@ -256,14 +254,21 @@ def _selection(cfg: Config, meta: bool) -> str:
     return "val_loss_adapted" if meta and cfg.trainer.select_by == "objective" else "val_loss"
 
 
-def _warnings(session: Session, guard: InnerLoopGuard | None = None) -> list[dict]:
-    """The run's RunWarnings (as manifest dicts): no inner-loop adaptation, best checkpoint at step 0."""
+def _warnings(session: Session, guard: InnerLoopGuard | None = None) -> list[RunWarning]:
+    """The run's RunWarnings: no inner-loop adaptation, best checkpoint at step 0."""
     out = []
     if guard is not None and guard.adapted is False:
         out.append(RunWarning(NO_ADAPTATION, guard.message()))
     if (msg := session.best_at_step_0()) is not None:
         out.append(RunWarning(BEST_AT_STEP_0, msg))
-    return [w.to_dict() for w in out]
+    return out
+
+
+def _best(session: Session) -> Best:
+    """The manifest's record of adapter_best (value None when no validation ran)."""
+    best = session.best
+    value = best["value"] if math.isfinite(best["value"]) else None
+    return Best(best["metric"], value, best["step"], best.get("val_loss"))
 
 
 def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
@@ -338,8 +343,9 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
     finally:
         session.close()
     pool = {e.id for t in tasks for e in t.support + t.query}
-    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "algorithm": algorithm,
-                                      "inner_loop": guard.summary(), "warnings": _warnings(session, guard)}
+    return Budget(**session.budget.summary()), {
+        "best": _best(session), "pool_examples": len(pool), "algorithm": algorithm,
+        "inner_loop": InnerLoop(**guard.summary()), "warnings": _warnings(session, guard)}
 
 
 def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[str], dict]:
@@ -356,6 +362,10 @@ def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[
     if cfg.arm == "sft_task":
         if not cfg.data.sft_task:
             raise ConfigError("arm sft_task needs data.sft_task: the eval task whose data to train on")
+        eval_tasks = read_manifest(data_dir, DataManifest).eval_tasks
+        if cfg.data.sft_task not in eval_tasks:
+            raise ConfigError(f"data.sft_task={cfg.data.sft_task!r} is not an eval task of {data_dir} "
+                              f"({', '.join(eval_tasks) or 'it has none'})")
         files = [eval_task_file(cfg.data.sft_task, "shots")]
         rows = _read_files(data_dir, files, None, cfg.seed, "data.sft_task")
         split = next((t.shots_split for t in cfg.data.eval_tasks if t.name == cfg.data.sft_task), None)
@@ -436,7 +446,7 @@ def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
         warnings.append(RunWarning(POOL_SHORT, f"data.budget_scale={cfg.data.budget_scale} asked for that many times "
                                                f"the distinct examples, but the data has fewer left for "
                                                f"{', '.join(pool_record['short'])}: the pool is "
-                                               f"{pool_record['distinct_scale']}x").to_dict())
-    return session.budget.summary(), {"best": session.best, "pool_examples": len(pool), "mixture": cfg.data.mixture,
-                                      "budget_rule": why, "train_files": files, "pool": pool_record,
-                                      "warnings": warnings}
+                                               f"{pool_record['distinct_scale']}x"))
+    return Budget(**session.budget.summary()), {
+        "best": _best(session), "pool_examples": len(pool), "mixture": cfg.data.mixture,
+        "budget_rule": why, "train_files": files, "pool": Pool(**pool_record), "warnings": warnings}
