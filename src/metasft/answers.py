@@ -178,8 +178,9 @@ def _unwrap_text(s: str) -> str:
 def clean_answer(answer: str, answer_type: str = "math") -> str:
     """Strip what does not change an answer's value: math delimiters and `$`, a trailing period,
     a `\\text{...}` wrapper or trailing `\\text{units}`, a plain unit after a number ("10 m/s"),
-    a single `x =` left-hand side, thousands separators ("1,000", "10,\\!000")."""
-    s = str(answer).strip()
+    a single `x =` left-hand side, thousands separators ("1,000", "10,\\!000"); radicals written
+    as text ("2√2", "√(3)/3", "∛5", "sqrt2") become LaTeX, which math-verify does not parse otherwise."""
+    s = latex_radicals(str(answer).strip())
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):
             s = s[len(left) : -len(right)]
@@ -201,6 +202,52 @@ def clean_answer(answer: str, answer_type: str = "math") -> str:
     if answer_type == "bool" and s.lower() in _BOOLS:
         s = str(_BOOLS[s.lower()])
     return s.strip()
+
+
+_RADICAL_SIGN = {"√": "\\sqrt", "∛": "\\sqrt[3]", "∜": "\\sqrt[4]"}
+_RADICAND = re.compile(r"\s*(\d+(?:\.\d+)?|[A-Za-z]|\\[A-Za-z]+)")
+_SQRT_WORD = re.compile(r"(?<![\\A-Za-z])sqrt\s*(?=\d|\()")
+
+
+def latex_radicals(s: str) -> str:
+    """`√x`, `√(x)`, `√{x}` (and ∛, ∜), `sqrt2`, `sqrt (2)` as `\\sqrt{x}`; the rest unchanged.
+    The radicand is the bracketed group, else the number, letter or command right after the sign."""
+    s = _SQRT_WORD.sub("√", s)
+    out, i = [], 0
+    while i < len(s):
+        sign = _RADICAL_SIGN.get(s[i])
+        if sign is None:
+            out.append(s[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(s) and s[j] == " ":
+            j += 1
+        if j < len(s) and s[j] in "({":
+            close = _matching(s, j)
+            if close is None:
+                return s  # unbalanced: leave it to math-verify as it is
+            radicand, i = latex_radicals(s[j + 1:close]), close + 1
+        else:
+            match = _RADICAND.match(s, i + 1)
+            if match is None:
+                return s
+            radicand, i = match.group(1), match.end()
+        out.append(f"{sign}{{{radicand}}}")
+    return "".join(out)
+
+
+def _matching(s: str, start: int) -> int | None:
+    """The index of the bracket closing the one at `start`, None if it is never closed."""
+    pairs, depth = {"(": ")", "{": "}"}, 0
+    for k in range(start, len(s)):
+        if s[k] == s[start]:
+            depth += 1
+        elif s[k] == pairs[s[start]]:
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
 
 
 def answer_key(s: str) -> str:

@@ -20,8 +20,8 @@ from fractions import Fraction
 from multiprocessing.connection import wait as wait_for_connections
 from typing import Callable, Iterable, Sequence
 
-from metasft.answers import (INTEGER, answer_key, check_type, clean_answer, extract_answer, option_letter,
-                             split_list, to_bool, to_number)
+from metasft.answers import (INTEGER, answer_key, check_type, clean_answer, extract_answer, latex_radicals,
+                             option_letter, split_list, to_bool, to_number)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _math_verify_equivalent(pred: str, gold: str, answer_type: str) -> bool:
     """math-verify's `parse` + `verify` with its SIGALRM timeouts off (the caller bounds the time)."""
     from math_verify import parse, verify
 
-    gold = clean_answer(gold, answer_type)
+    gold, pred = clean_answer(gold, answer_type), latex_radicals(pred)
     gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
     pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
     if not gold_parsed or not pred_parsed:
