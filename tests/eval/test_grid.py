@@ -16,7 +16,7 @@ from metasft.eval import schedule as G
 from metasft.eval import specs as S
 from metasft.eval import tasks as T
 from metasft.eval.generate import eval_mode
-from metasft.eval.grid_eval import GridScorer
+from metasft.eval.grid_eval import GridScorer, shared_prefix_len
 from metasft.eval.results import ResultsStore
 from metasft.eval.stacked_lora import RowCells, StackedLora
 from metasft.models import adapter_state, load_adapter_state
@@ -127,6 +127,7 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
     ev = E.Evaluator(cfg, torch.device("cpu"))
     task = T.load_task(data, task_name, 12, ev.tokenizer, cfg)
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch)
+    assert scorer.prefix_len > 10  # the chat template's turns: the shared-prefix path is the one compared
     together = scorer.score(lora)
     for c in range(len(CELLS)):
         load_adapter_state(ev.peft, lora.cell_state(c))
@@ -141,6 +142,14 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
         assert [s for s, _ in together[c].losses] == pytest.approx([s for s, _ in losses], rel=1e-5)
         assert together[c].ll_choice == choices
     assert len({round(t.losses[0][0], 4) for t in together}) == len(CELLS)  # the cells differ
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix_len([[1, 2, 3], [1, 2, 4, 5]]) == 2
+    assert shared_prefix_len([[1, 2], [1, 2, 3]]) == 1
+    assert shared_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_len([[7], [7, 8]]) == 0 and shared_prefix_len([]) == 0
+    assert shared_prefix_len([[1, 2], [3, 2]]) == 0
 
 
 def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup):

@@ -7,7 +7,9 @@ through its cell's adapter. Questions are sorted by prompt length (less left pad
 `rows_per_batch // C` at a time.
 
 One prompt forward per question and cell serves everything (the issue's "less work per cell"):
-the prompt is prefilled once into our `KVCache`; the reference solution is scored by continuing
+the prompt is prefilled once into our `KVCache`, and the prefix every prompt of the task shares
+(the chat template's system turn and the instruction) once per cell and batch, copied into the
+rows of that cell; the reference solution is scored by continuing
 from that cache with its tokens (then the cache is rewound), the choice prefill "The answer is ("
 likewise, and greedy decoding starts from the prompt's last logits. Today's one-cell path computes
 each prompt twice (generation, then the loss over prompt + reference). If a reference example does
@@ -58,6 +60,7 @@ class GridScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[0]
         self.stop = torch.tensor(backend.stop_ids if stop_ids is None else stop_ids, device=self.device)
         self.prompts = [backend.encode(p) for p in task.prompts]
+        self.prefix_len = shared_prefix_len(self.prompts)
         # reference tokens after the prompt, when every example starts with its prompt's tokens
         refs = [list(e.input_ids[e.n_prompt:]) for e in task.examples]
         shared = all(list(e.input_ids[:e.n_prompt]) == p for e, p in zip(task.examples, self.prompts))
@@ -94,15 +97,18 @@ class GridScorer:
         n_cells = lora.n_cells
         row_q = [q for _ in range(n_cells) for q in qs]                      # question of each row
         rows = RowCells.blocks([len(qs)] * n_cells, self.device)
-        ids, valid, positions = self._left_pad([self.prompts[q] for q in row_q])
-        width = ids.shape[1]
+        shared = self.prefix_len
+        ids, valid, positions = self._left_pad([self.prompts[q][shared:] for q in row_q])
+        width = shared + ids.shape[1]
         ref_len = max((len(self.refs[q]) for q in qs), default=0) if self.refs is not None else 0
         suffix_len = max((len(self.choices[q][0]) for q in qs if q in self.choices), default=0)
         capacity = width + max(self.task.max_new_tokens, ref_len, suffix_len, 1)
         cache = new_cache(self.lm, len(row_q), capacity)
+        if shared:
+            cache.start_with(self._shared_prefix(lora, qs[0]), rows.cells)
         with lora.active(rows):
-            last = self._logits(forward(self.lm, ids, positions, valid, cache)[:, -1])   # (N, V)
-            plen = valid.sum(1)                                                          # (N,) real prompt tokens
+            last = self._logits(forward(self.lm, ids, positions + shared, valid, cache)[:, -1])   # (N, V)
+            plen = valid.sum(1) + shared                                                 # (N,) real prompt tokens
             losses = (self._reference_losses(cache, row_q, last, plen) if self.refs is not None
                       else self._full_losses(row_q))
             choices = self._choices(cache, row_q, plen) if any(q in self.choices for q in qs) else {}
@@ -115,6 +121,16 @@ class GridScorer:
                 cell.ll_choice[q] = choices[r]
 
     # ------------------------------------------------------------------------------ pieces
+    def _shared_prefix(self, lora: StackedLora, q: int) -> KVCache:
+        """The task's shared prompt prefix through each cell's adapter: a cache with one row per cell."""
+        n_cells, shared = lora.n_cells, self.prefix_len
+        cache = new_cache(self.lm, n_cells, shared)
+        ids = torch.tensor([self.prompts[q][:shared]] * n_cells, device=self.device)
+        positions = torch.arange(shared, device=self.device).expand(n_cells, shared)
+        with lora.active(RowCells.blocks([1] * n_cells, self.device)):
+            forward(self.lm, ids, positions, torch.ones_like(ids, dtype=torch.bool), cache)
+        return cache
+
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden).float()
 
@@ -213,3 +229,14 @@ class GridScorer:
                 logits = self._logits(forward(self.lm, tok[:, None], pos[:, None], valid, cache)[:, -1])
                 pos = pos + 1
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
+
+
+def shared_prefix_len(prompts: list[list[int]]) -> int:
+    """Tokens that every prompt starts with, leaving each prompt at least one token of its own."""
+    if not prompts:
+        return 0
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n

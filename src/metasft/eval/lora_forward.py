@@ -80,6 +80,16 @@ class KVCache:
     def truncate(self, length: int) -> None:
         self.length = length
 
+    def start_with(self, prefix: "KVCache", source: torch.Tensor) -> None:
+        """Begin every row i with the filled slots of `prefix`'s row source[i] (a prompt prefix that
+        several rows share, computed once); this cache must be empty."""
+        n = prefix.length
+        for mine, theirs in ((self.keys, prefix.keys), (self.values, prefix.values)):
+            for layer in range(len(mine)):
+                mine[layer][:, :, :n] = theirs[layer][source, :, :n]
+        self.valid[:, :n] = prefix.valid[source, :n]
+        self.length = n
+
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only rows `rows` (indices into the current rows)."""
         self.keys = [k.index_select(0, rows) for k in self.keys]
