@@ -8,6 +8,7 @@ import pytest
 
 from conftest import CONFIGS
 from metasft.cli import main
+from metasft.eval.results import ResultsStore
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
@@ -75,6 +76,24 @@ def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     after = files(exp)
     assert rewritten(before, after) <= {"manifest.json", "config.yaml"}  # provenance (command), the same config
     assert after["config.yaml"][1] == before["config.yaml"][1]
+
+
+def test_the_grid_engine_stores_what_one_group_at_a_time_stores(finished, tmp_path):
+    """The tiny twin runs few-shot groups stacked (eval.cells_per_batch 6, as the default); an
+    evaluation of the same runs one group at a time stores the same cells and predictions."""
+    models = [f"{arm}={finished / 'runs' / arm}" for arm in ("fomaml", "sft_mixed", "base")]
+    assert main(["eval", TINY, "--out", str(tmp_path / "one"), "--data", str(finished / "dataset"),
+                 f"eval.models=[{','.join(models)}]", "eval.cells_per_batch=1"]) == 0
+    stored = []
+    for d in (finished / "eval", tmp_path / "one"):
+        with ResultsStore(d / "results.sqlite") as store:
+            stored.append((store.cells(), store.predictions()))
+    key = ["model", "task", "n_shots", "seed", "step"]
+    for a, b in zip(*stored):
+        a, b = (f.sort_values(key + (["question_id"] if "question_id" in f else [])).reset_index(drop=True)
+                for f in (a, b))
+        assert a.drop(columns="loss").equals(b.drop(columns="loss")) and len(a) > 0
+        assert a["loss"].tolist() == pytest.approx(b["loss"].tolist(), rel=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [
