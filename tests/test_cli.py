@@ -6,7 +6,9 @@ ResultsStore), so these tests run in seconds; test_pipeline.py runs the real tin
 import csv
 import json
 import math
+import shutil
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,7 +16,7 @@ from conftest import CONFIGS
 from metasft import __version__
 from metasft.cli import _parser, main
 from metasft.config import load_config, save_config
-from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore
+from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore, store_file
 from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
@@ -140,6 +142,44 @@ def test_export_errors_are_one_line(experiment, tmp_path, capsys):
     assert main(["export", str(experiment), "--predictions", str(tmp_path / "p.txt")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and "no results.sqlite" in errors[0] and "unknown format '.txt'" in errors[1]
+
+
+def shard(experiment, dest, workers=2):
+    """A copy of `experiment` whose results are one store per worker (results.shard-<k>.sqlite), as
+    `metasft launch` or torchrun ranks write them."""
+    shutil.copytree(experiment, dest)
+    with ResultsStore(dest / "eval" / "results.sqlite") as whole:
+        done, cells, preds = whole.done(), whole.cells(), whole.predictions()
+    (dest / "eval" / "results.sqlite").unlink()
+    for i, key in enumerate(done[["model", "task", "n_shots", "seed"]].itertuples(index=False)):
+        mine = lambda f: f[(f["model"] == key.model) & (f["n_shots"] == key.n_shots) & (f["seed"] == key.seed)]
+        with ResultsStore(dest / "eval" / store_file(i % workers, workers)) as store:
+            store.write_group(*key, mine(cells).to_dict("records"), mine(preds).to_dict("records"))
+    return dest
+
+
+def test_export_compare_and_report_read_the_shards_as_one(tmp_path, capsys):
+    from metasft.compare import load_experiment
+    whole = make_experiment(tmp_path / "whole", accuracy=lambda m, n, seed, step: 0.25 * (1 + step // 2 + seed))
+    sharded = shard(whole, tmp_path / "sharded")
+    assert sorted(p.name for p in (sharded / "eval").glob("*.sqlite")) == ["results.shard-0.sqlite",
+                                                                          "results.shard-1.sqlite"]
+    for source in (whole, sharded):
+        assert main(["export", str(source), "--predictions", str(tmp_path / f"{source.name}.jsonl")]) == 0
+    assert f"from 2 stores in {sharded / 'eval'}" in capsys.readouterr().out
+    assert (tmp_path / "sharded.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    final = load_experiment(sharded, "s").final
+    pd.testing.assert_frame_equal(final, load_experiment(whole, "w").final)
+    assert sorted(final["accuracy"]) == [0.25, 0.25, 0.625, 0.625]
+    assert main(["compare", str(whole), str(sharded), "--plot", str(tmp_path / "both.png")]) == 0
+    # a group in two stores (a shard copied in from another evaluation) is refused, naming both files
+    shutil.copy(sharded / "eval" / "results.shard-0.sqlite", sharded / "eval" / "results.shard-2.sqlite")
+    for argv in (["export", str(sharded), "--predictions", str(tmp_path / "dup.jsonl")],
+                 ["compare", str(sharded), "--plot", str(tmp_path / "dup.png")], ["report", str(sharded)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is stored twice, in " in err and "results.shard-2.sqlite" in err, err
+    assert not (tmp_path / "dup.jsonl").exists() and not (sharded / "report").exists()
 
 
 def test_compare_names_differing_keys_and_tabulates_final_accuracy(tmp_path, capsys):

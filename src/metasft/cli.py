@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     _overrides(ls)
 
     x = _command(sub, "export", "write every stored prediction to JSON lines or CSV",
-                 "Every prediction in results.sqlite: model, task, n_shots, seed, step, question_id, prompt, output, "
-                 "extracted (answer), gold, correct (the verdict), timed_out, shot_ids, loss, ...",
+                 "Every prediction in results.sqlite (or in the shard stores of a sharded evaluation): model, task, "
+                 "n_shots, seed, step, question_id, prompt, output, extracted (answer), gold, correct (the verdict), "
+                 "timed_out, shot_ids, loss, ...",
                  ["metasft export runs/embedded_default --predictions preds.jsonl",
                   "metasft export runs/eval --predictions preds.csv"])
     x.add_argument("run", type=Path, help="an experiment directory, an evaluation directory or a results.sqlite")
@@ -222,12 +223,7 @@ def _dispatch(args) -> int:
         config = _default_config(args.config)
         out = run_experiment(load_config(config, args.overrides), args.out, force=args.force,
                              overwrite=args.overwrite)
-        print(out / "report" / "report.md")
-        verdicts = out / "report" / "verdicts.json"
-        if verdicts.is_file():
-            from metasft.stats.verdicts import read_verdicts, summary_lines
-            print("verdicts (status, the estimate behind it; details in the report):")
-            print("\n".join("  " + line for line in summary_lines(read_verdicts(verdicts))))
+        _print_outcome(out)
         return 0
     if args.command == "config":
         cfg = load_config(_default_config(args.config), args.overrides)
@@ -243,11 +239,12 @@ def _dispatch(args) -> int:
         print(listing(REPO_CONFIGS, cfg, args.config or ""))
         return 0
     if args.command == "export":
-        from metasft.eval.results import ResultsStore, export_predictions, find_results
-        path = find_results(args.run)
-        with ResultsStore(path) as store:
-            n = export_predictions(store, args.predictions)
-        print(f"wrote {n} predictions from {path} to {args.predictions}")
+        from metasft.eval.results import ResultsUnion, export_predictions, find_results
+        paths = find_results(args.run)
+        with ResultsUnion(paths) as stored:
+            n = export_predictions(stored, args.predictions)
+        source = paths[0] if len(paths) == 1 else f"{len(paths)} stores in {paths[0].parent}"
+        print(f"wrote {n} predictions from {source} to {args.predictions}")
         return 0
     if args.command == "compare":
         from metasft.compare import labels, load_experiment, plot, render
@@ -256,6 +253,16 @@ def _dispatch(args) -> int:
         print(f"\nplot: {plot(experiments, args.plot)}")
         return 0
     raise AssertionError(args)
+
+
+def _print_outcome(out: Path) -> None:
+    """A finished experiment: where its report is, and the verdicts."""
+    print(out / "report" / "report.md")
+    verdicts = out / "report" / "verdicts.json"
+    if verdicts.is_file():
+        from metasft.stats.verdicts import read_verdicts, summary_lines
+        print("verdicts (status, the estimate behind it; details in the report):")
+        print("\n".join("  " + line for line in summary_lines(read_verdicts(verdicts))))
 
 
 def _default_config(config: str | None) -> str | Path:

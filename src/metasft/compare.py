@@ -1,9 +1,9 @@
 """`metasft compare EXP_DIR...`: experiment directories side by side (the Exp 1-5 sweep).
 
 For each directory: its resolved config (`config.yaml` of `metasft run`, or `eval_config.yaml` of
-`metasft eval`) and its `results.sqlite`. The comparison names the config keys whose values differ
-between the directories, and gives per (task, n_shots) the final-step accuracy of every model, the
-mean over seeds (the last recorded adaptation step of each group; 0-shot cells have only step 0).
+`metasft eval`) and its results (`results.sqlite`, or the union of its shards). The comparison names
+the config keys whose values differ between the directories, and gives per (task, n_shots) the
+final-step accuracy of every model, the mean over seeds (the last recorded adaptation step of each group; 0-shot cells have only step 0).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from metasft.data.records import DataError
-from metasft.eval.results import ResultsStore, find_results
+from metasft.eval.results import ResultsUnion, find_results
 from metasft.fingerprint import flatten
 from metasft.stats import summarize
 
@@ -38,8 +38,8 @@ def load_experiment(path: Path, label: str) -> Experiment:
         raise DataError(f"{path}: no {' or '.join(CONFIG_FILES)}; expected an experiment directory "
                         f"(`metasft run --out`) or an evaluation directory (`metasft eval --out`)")
     config = flatten(yaml.safe_load(config_file.read_text()) or {})
-    with ResultsStore(find_results(path)) as store:
-        cells = store.cells()
+    with ResultsUnion(find_results(path)) as stored:
+        cells = stored.cells()
     return Experiment(label, path, config, final_accuracy(cells))
 
 

@@ -1,12 +1,14 @@
-"""The results store: atomic groups, reopening, concurrent writers, and a killed evaluation resuming."""
+"""The results store: atomic groups, reopening, concurrent writers, a killed evaluation resuming, and the
+union of an evaluation's shard stores."""
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
 
+import pandas as pd
 import pytest
 
-from metasft.eval.results import ResultsError, ResultsStore
+from metasft.eval.results import ResultsError, ResultsStore, ResultsUnion, read_results, store_file, store_paths
 
 
 def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1", "q2")):
@@ -173,3 +175,50 @@ def test_a_store_from_before_per_question_losses_gains_the_columns(tmp_path):
         frame = store.predictions()
     assert frame.loc[frame["model"] == "old", "loss"].isna().all()
     assert frame.loc[frame["model"] == "m", "loss"].tolist() == [0.5, 1.5, 2.5, 3.5]
+
+
+# ----------------------------------------------------------------------------------------- shards
+def test_the_stores_of_an_evaluation_read_as_one(tmp_path):
+    """One store per worker (results.shard-<k>.sqlite): the union gives what one store with every
+    group gives, in the same order; `read_results` (the report's reader) gives the same rows."""
+    groups = [_group(model=m, seed=s) for m in ("a", "b") for s in (0, 1)]
+    with ResultsStore(tmp_path / "one" / store_file(0, 1)) as one:
+        for key, cells, preds in groups:
+            one.write_group(**key, cells=cells, predictions=preds, meta={"settings": 1})
+        whole_cells, whole_preds = one.cells(), one.predictions()
+    shards = tmp_path / "sharded"
+    for i, (key, cells, preds) in enumerate(groups):
+        with ResultsStore(shards / store_file(i % 3, 3)) as store:
+            store.write_group(**key, cells=cells, predictions=preds, meta={"settings": 1})
+    assert [p.name for p in store_paths(shards)] == [f"results.shard-{k}.sqlite" for k in range(3)]
+    assert store_paths(tmp_path / "one") == [tmp_path / "one" / "results.sqlite"]
+    with ResultsUnion(store_paths(shards)) as union:
+        assert union.done_groups() == {tuple(k.values()) for k, _, _ in groups}
+        assert union.is_done("b", "t", 5, 1) and not union.is_done("b", "t", 5, 2)
+        pd.testing.assert_frame_equal(union.cells(), whole_cells)
+        pd.testing.assert_frame_equal(union.predictions(), whole_preds)
+        pd.testing.assert_frame_equal(union.predictions(model="b", seed=0), whole_preds[
+            (whole_preds["model"] == "b") & (whole_preds["seed"] == 0)].reset_index(drop=True))
+    cells, preds = read_results(store_paths(shards))
+    pd.testing.assert_frame_equal(cells, read_results(store_paths(tmp_path / "one"))[0])
+    assert len(preds) == len(whole_preds) and preds["question_id"].tolist() == whole_preds["question_id"].tolist()
+
+
+def test_a_group_in_two_stores_or_stores_of_two_settings_are_refused(tmp_path):
+    key, cells, preds = _group()
+    for k in (0, 1):
+        with ResultsStore(tmp_path / "dup" / store_file(k, 2)) as store:
+            store.write_group(**key, cells=cells, predictions=preds)
+    message = r"group model=m, task=t, n_shots=5, seed=0 is stored twice, in .*results.shard-0.sqlite and " \
+              r".*results.shard-1.sqlite"
+    with pytest.raises(ResultsError, match=message):
+        ResultsUnion(store_paths(tmp_path / "dup"))
+    with pytest.raises(ResultsError, match=message):
+        read_results(store_paths(tmp_path / "dup"))
+    for k, lr in ((0, 1e-4), (1, 2e-4)):
+        key, cells, preds = _group(seed=k)
+        with ResultsStore(tmp_path / "meta" / store_file(k, 2)) as store:
+            store.write_group(**key, cells=cells, predictions=preds, meta={"settings": {"lr": lr}})
+    with pytest.raises(ResultsError, match="results.shard-0.sqlite and .*results.shard-1.sqlite were written with "
+                                           "different settings"):
+        ResultsUnion(store_paths(tmp_path / "meta"))

@@ -1,4 +1,4 @@
-"""The results store: one SQLite file per evaluation, safe for several writing processes.
+"""The results store: one SQLite file per evaluation worker, safe for several writing processes.
 
 Tables
     cells        one row per (model, task, n_shots, seed, step): the aggregates of that evaluation
@@ -9,14 +9,21 @@ Tables
                  checked when an evaluation is resumed
 
 Every aggregate in `cells` is computed from the `predictions` rows of that cell (`loss`, the
-token mean over all reference solutions, from their `loss` x `loss_tokens`; except `acc_at_k`). Concurrent writers (torchrun ranks)
-are serialised by SQLite: WAL journal, `BEGIN IMMEDIATE` per group and a busy timeout.
+token mean over all reference solutions, from their `loss` x `loss_tokens`; except `acc_at_k`). Concurrent writers
+of one store are serialised by SQLite: WAL journal, `BEGIN IMMEDIATE` per group and a busy timeout.
+
+Shards (issue 14): a lone evaluation writes `results.sqlite`; worker k of several (a torchrun rank,
+a `metasft launch` array task) writes its own `results.shard-<k>.sqlite` (`store_file`), so no two
+machines write one SQLite file. Readers take the union of an evaluation directory's stores
+(`store_paths`, `ResultsUnion`, `read_results`), and refuse a group stored twice or stores recorded
+with different settings: the union is one evaluation only if every group has one source.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -26,7 +33,28 @@ import pandas as pd
 from metasft.errors import MetasftError
 
 
-RESULTS_FILE = "results.sqlite"  # in the evaluation's output directory
+RESULTS_FILE = "results.sqlite"  # a lone evaluation's store, in its output directory
+_SHARD_FILE = re.compile(r"results\.shard-(\d+)\.sqlite")
+
+
+def store_file(index: int, count: int) -> str:
+    """The store worker `index` of `count` writes: RESULTS_FILE alone, `results.shard-<index>.sqlite` of several."""
+    return RESULTS_FILE if count == 1 else f"results.shard-{index}.sqlite"
+
+
+def store_paths(eval_dir: str | Path) -> list[Path]:
+    """Every store of an evaluation directory: RESULTS_FILE first, then the shards by index."""
+    eval_dir = Path(eval_dir)
+    shards = sorted((int(m.group(1)), p) for p in eval_dir.glob("results.shard-*.sqlite")
+                    if (m := _SHARD_FILE.fullmatch(p.name)))
+    return [p for p in [eval_dir / RESULTS_FILE] if p.is_file()] + [p for _, p in shards]
+
+
+def store_files(eval_dir: str | Path) -> list[Path]:
+    """The stores of `store_paths` with their SQLite journals (-wal, -shm): what a redone evaluation removes."""
+    return sorted(p for p in Path(eval_dir).glob("results*.sqlite*")
+                  if _SHARD_FILE.fullmatch(p.name.removesuffix("-wal").removesuffix("-shm"))
+                  or p.name.startswith(RESULTS_FILE))
 
 # The contract between evaluation and statistics / report: every other module imports these.
 GROUP_KEYS = ("model", "task", "n_shots", "seed")
@@ -86,10 +114,15 @@ def _nullable(x):
 
 
 class ResultsStore:
-    """`results.sqlite`: write whole cell groups atomically; read cells and predictions as DataFrames."""
+    """One store: write whole cell groups atomically; read cells and predictions as DataFrames.
+    `readonly`: opened for reading only (another worker's store, or any store a reader opens)."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 600.0):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 600.0, readonly: bool = False):
         self.path = Path(path)
+        if readonly:
+            self._db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=busy_timeout_s,
+                                       isolation_level=None)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
@@ -130,7 +163,13 @@ class ResultsStore:
         return row is not None
 
     def done_groups(self) -> set[tuple[str, str, int, int]]:
+        if not self._has("done"):
+            return set()
         return {tuple(r) for r in self._db.execute("SELECT model, task, n_shots, seed FROM done")}
+
+    def _has(self, table: str) -> bool:
+        """False only in a read-only store its worker is creating right now (no tables yet)."""
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is not None
 
     def write_group(self, model: str, task: str, n_shots: int, seed: int, cells: list[dict],
                     predictions: list[dict], meta: dict | None = None) -> None:
@@ -192,7 +231,8 @@ class ResultsStore:
     def check_settings(self, meta: dict) -> None:
         """Raise ResultsError if a value of `meta` differs from the one recorded; record nothing
         (`write_group(..., meta=)` records them with the first group, so a failed start leaves none)."""
-        self._check_meta(meta, record=False)
+        if self._has("meta"):
+            self._check_meta(meta, record=False)
 
     def _check_meta(self, meta: dict, record: bool) -> None:
         for key, value in meta.items():
@@ -205,6 +245,8 @@ class ResultsStore:
                                    f"evaluate into a new output directory (or pass --overwrite) to change it")
 
     def meta(self) -> dict:
+        if not self._has("meta"):
+            return {}
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
 
     # ------------------------------------------------------------------------------ reading
@@ -212,6 +254,8 @@ class ResultsStore:
         unknown = set(filters) - set(CELL_KEYS)
         if unknown:
             raise ValueError(f"filters must be among {CELL_KEYS}, got {sorted(unknown)}")
+        if not self._has(table):
+            return pd.DataFrame(columns=list(columns))
         where = " AND ".join(f"{k}=?" for k in filters)
         sql = f"SELECT {', '.join(columns)} FROM {table}" + (f" WHERE {where}" if where else "")
         sql += f" ORDER BY {', '.join(order)}"
@@ -240,14 +284,104 @@ class ResultsStore:
         return pd.read_sql_query("SELECT * FROM done ORDER BY model, task, n_shots, seed", self._db)
 
 
-def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells, predictions without their texts: SCORE_PREDICTION_COLUMNS) of a store, opened read-only.
+class ResultsUnion:
+    """The stores of one evaluation read as one, read-only: cells, predictions and done groups of all
+    of them. Opening refuses (ResultsError) a group stored twice and stores recorded with different settings."""
 
-    Cells hold the CELL_COLUMNS the store has (a missing one is the caller's to report); a store
-    written before per-question losses reads them as NULL (NaN). Raises sqlite3.Error (or pandas'
-    DatabaseError) for a file that is not a results store.
+    def __init__(self, paths: list[Path]):
+        self.stores: list[ResultsStore] = []
+        try:
+            found = []
+            for path in paths:
+                self.stores.append(ResultsStore(path, readonly=True))
+                try:
+                    found.append((Path(path), self.stores[-1].done_groups(), self.stores[-1].meta()))
+                except sqlite3.DatabaseError as e:
+                    raise ResultsError(f"{path}: not a results store ({e})") from None
+            _check_union(found)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+    def __enter__(self) -> "ResultsUnion":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def done_groups(self) -> set[tuple[str, str, int, int]]:
+        return set().union(*(s.done_groups() for s in self.stores))
+
+    def is_done(self, model: str, task: str, n_shots: int, seed: int) -> bool:
+        return any((model, task, n_shots, seed) in s.done_groups() for s in self.stores)
+
+    def check_settings(self, meta: dict) -> None:
+        """ResultsError if a store recorded other values of `meta` (see ResultsStore.check_settings)."""
+        for store in self.stores:
+            store.check_settings(meta)
+
+    def cells(self, **filters) -> pd.DataFrame:
+        return _concat([s.cells(**filters) for s in self.stores], CELL_KEYS, CELL_COLUMNS)
+
+    def predictions(self, **filters) -> pd.DataFrame:
+        return _concat([s.predictions(**filters) for s in self.stores], CELL_KEYS + ("question_id",),
+                       PREDICTION_COLUMNS)
+
+
+def _concat(frames: list[pd.DataFrame], order: tuple, columns: tuple) -> pd.DataFrame:
+    """The rows of every store in one frame, in the order one store gives them (`order`)."""
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True).sort_values(list(order), kind="stable", ignore_index=True)
+
+
+def _check_union(stores: list[tuple[Path, set, dict]]) -> None:
+    """ResultsError for a group in two stores or a setting recorded differently, naming both files."""
+    seen: dict[tuple, Path] = {}
+    recorded: dict[str, tuple[Path, object]] = {}
+    for path, groups, meta in stores:
+        for group in sorted(groups):
+            if group in seen:
+                key = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, group))
+                raise ResultsError(f"group {key} is stored twice, in {seen[group]} and {path}; keep one "
+                                   f"evaluation per directory (move the other store away)")
+            seen[group] = path
+        for key, value in meta.items():
+            if key in recorded and recorded[key][1] != value:
+                raise ResultsError(f"{recorded[key][0]} and {path} were written with different {key}: they are "
+                                   f"not one evaluation; keep one per directory (move the other store away)")
+            recorded.setdefault(key, (path, value))
+
+
+def read_results(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, predictions without their texts: SCORE_PREDICTION_COLUMNS) of the union of `paths`
+    (an evaluation's stores, `store_paths`), each opened read-only.
+
+    Cells hold the CELL_COLUMNS every store has (a missing one is the caller's to report); a store
+    written before per-question losses reads them as NULL (NaN). Raises ResultsError for a group in
+    two stores, sqlite3.Error (or pandas' DatabaseError) for a file that is not a results store.
     """
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    parts = [_read_store(Path(p)) for p in paths]
+    _check_union([(Path(p), set(cells[list(GROUP_KEYS)].itertuples(index=False, name=None)), meta)
+                  for p, (cells, _, meta) in zip(paths, parts)])
+    if len(parts) == 1:
+        return parts[0][:2]
+    common = [c for c in CELL_COLUMNS if all(c in cells.columns for cells, _, _ in parts)]
+    cells = pd.concat([c[common] for c, _, _ in parts], ignore_index=True)
+    preds = pd.concat([p for _, p, _ in parts], ignore_index=True)
+    return (cells.sort_values(list(CELL_KEYS), kind="stable", ignore_index=True),
+            preds.sort_values(list(CELL_KEYS) + ["question_id"], kind="stable", ignore_index=True))
+
+
+def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    uri = path.resolve().as_uri() + "?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
         def have(table: str) -> set[str]:
             return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
@@ -257,28 +391,32 @@ def read_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         wanted = [c if c in have("predictions") or c not in added_later else f"NULL AS {c}"
                   for c in SCORE_PREDICTION_COLUMNS]
         preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")} if have("meta") else {}
     for c in set(SCORES + QUALITY) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
     preds["loss"] = preds["loss"].astype(float)
-    return cells, preds
+    return cells, preds, meta
 
 
 # ----------------------------------------------------------------------------------------- export
 EXPORT_FORMATS = (".jsonl", ".csv")
 
 
-def find_results(path: str | Path) -> Path:
-    """The results.sqlite of `path`: the file itself, an evaluation directory or an experiment directory."""
+def find_results(path: str | Path) -> list[Path]:
+    """The stores of `path`: the file itself, or every store of an evaluation or experiment directory."""
     path = Path(path)
-    for candidate in (path, path / RESULTS_FILE, path / "eval" / RESULTS_FILE):
-        if candidate.is_file():
-            return candidate
-    raise ResultsError(f"{path}: no {RESULTS_FILE} here or in {path / 'eval'}; expected an experiment "
-                       f"directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) or the file")
+    if path.is_file():
+        return [path]
+    for directory in (path, path / "eval"):
+        if store_paths(directory):
+            return store_paths(directory)
+    raise ResultsError(f"{path}: no {RESULTS_FILE} (or results.shard-*.sqlite) here or in {path / 'eval'}; expected an "
+                       f"experiment directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) "
+                       f"or a store")
 
 
-def export_predictions(store: ResultsStore, out: str | Path) -> int:
+def export_predictions(store: ResultsStore | ResultsUnion, out: str | Path) -> int:
     """Write every stored prediction (columns PREDICTION_COLUMNS; `correct` is the verdict) to `out`,
     JSON lines or CSV by its suffix, atomically; return the number of rows. In CSV `shot_ids` is a JSON list."""
     from metasft.rundir import atomic_write_text, strict_json

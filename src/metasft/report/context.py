@@ -78,7 +78,7 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
         try:
             ctx.summary = summarize(exp.cells)
         except ValueError as e:  # repeated or missing columns: say so, report the rest
-            exp.missing.append(f"{exp.rel(exp.results_path)}: table cells unusable ({e})")
+            exp.missing.append(f"{exp.results_name}: table cells unusable ({e})")
             exp.cells = exp.predictions = None
     if exp.config is not None:
         ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
@@ -111,7 +111,7 @@ def result_tasks(ctx: Context) -> list[str]:
 
 def no_results(doc: Document, ctx: Context) -> bool:
     if ctx.summary is None:
-        doc.add(Callout("note", f"No evaluation results ({ctx.exp.rel(ctx.exp.results_path)} missing or empty): "
+        doc.add(Callout("note", f"No evaluation results ({ctx.exp.results_name} missing or empty): "
                                 "nothing to show here."))
         return True
     return False

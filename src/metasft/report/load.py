@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from metasft.config import Config, ConfigError, load_config
-from metasft.eval.results import read_results
+from metasft.eval.results import RESULTS_FILE, ResultsError, read_results, store_paths
 from metasft.manifests import DataManifest, ExperimentManifest, TrainManifest, has_record, manifest_path, read_manifest
 
 
@@ -50,8 +50,16 @@ class Experiment:
     missing: list[str] = field(default_factory=list)      # "relpath: why", in reading order
 
     @property
-    def results_path(self) -> Path:
-        return self.root / "eval" / "results.sqlite"
+    def results_paths(self) -> list[Path]:
+        """The evaluation's stores: eval/results.sqlite, or one per worker (eval.results.store_file)."""
+        return store_paths(self.root / "eval")
+
+    @property
+    def results_name(self) -> str:
+        """How the report names the results: the one store, or the shards' names."""
+        paths = self.results_paths
+        return self.rel(paths[0]) if len(paths) == 1 else (f"eval/results.shard-*.sqlite ({len(paths)} stores)"
+                                                           if paths else f"eval/{RESULTS_FILE}")
 
     def rel(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
@@ -79,7 +87,7 @@ def load_experiment(root: Path) -> Experiment:
                 exp.missing.append(f"{exp.rel(run / 'metrics.jsonl')}: not found")
     else:
         exp.missing.append("runs/: not found")
-    exp.cells, exp.predictions = _results(exp, exp.results_path)
+    exp.cells, exp.predictions = _results(exp)
     exp.similarity = _similarity(exp, root / "eval" / "task_similarity.json")
     return exp
 
@@ -131,22 +139,23 @@ def _jsonl(exp: Experiment, path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _results(exp: Experiment, path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    if not path.is_file():
-        exp.missing.append(f"{exp.rel(path)}: not found")
+def _results(exp: Experiment) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    name = exp.results_name
+    if not exp.results_paths:
+        exp.missing.append(f"{name}: not found")
         return None, None
     try:
         # the statistics need the verdicts, not the texts (error cases fetch their few texts with
         # `error_rows`); a store from before per-question losses reads them as NULL
-        cells, preds = read_results(path)
-    except (sqlite3.Error, pd.errors.DatabaseError) as e:
-        exp.missing.append(f"{exp.rel(path)}: not readable ({e})")
+        cells, preds = read_results(exp.results_paths)
+    except (sqlite3.Error, pd.errors.DatabaseError, ResultsError) as e:
+        exp.missing.append(f"{name}: not readable ({e})")
         return None, None
     if cells.empty:
-        exp.missing.append(f"{exp.rel(path)}: table cells is empty")
+        exp.missing.append(f"{name}: table cells is empty")
         cells = None
     if preds.empty:
-        exp.missing.append(f"{exp.rel(path)}: table predictions is empty (no per-question tests, no error cases)")
+        exp.missing.append(f"{name}: table predictions is empty (no per-question tests, no error cases)")
         preds = None
     return cells, preds
 
@@ -169,13 +178,16 @@ def _similarity(exp: Experiment, path: Path) -> Similarity | None:
     return Similarity(list(names), matrix, list(meta_train), raw.get("adapter"))
 
 
-def error_rows(path: Path, model: str, task: str, n_shots: int, keys: list[tuple[int, int, str]]) -> pd.DataFrame:
-    """The stored texts of predictions (seed, step, question_id) of one (model, task, n_shots)."""
+def error_rows(paths: list[Path], model: str, task: str, n_shots: int, keys: list[tuple[int, int, str]]) -> pd.DataFrame:
+    """The stored texts of predictions (seed, step, question_id) of one (model, task, n_shots), from
+    whichever of the stores `paths` holds each."""
     if not keys:
         return pd.DataFrame()
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        frames = [pd.read_sql_query(
-            "SELECT seed, step, question_id, gold, extracted, output, timed_out FROM predictions "
-            "WHERE model = ? AND task = ? AND n_shots = ? AND seed = ? AND step = ? AND question_id = ?",
-            con, params=(model, task, int(n_shots), int(seed), int(step), str(qid))) for seed, step, qid in keys]
-    return pd.concat(frames, ignore_index=True)
+    frames = []
+    for path in paths:
+        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            frames += [pd.read_sql_query(
+                "SELECT seed, step, question_id, gold, extracted, output, timed_out FROM predictions "
+                "WHERE model = ? AND task = ? AND n_shots = ? AND seed = ? AND step = ? AND question_id = ?",
+                con, params=(model, task, int(n_shots), int(seed), int(step), str(qid))) for seed, step, qid in keys]
+    return pd.concat(frames, ignore_index=True).sort_values(["seed", "step", "question_id"], ignore_index=True)

@@ -1,7 +1,7 @@
 """`metasft report RUN_DIR`: one experiment directory -> report/report.md, report.html, figures.
 
 Reads only files (never metasft.train): config.yaml, manifest.json, dataset/manifest.json,
-runs/*/manifest.json and metrics.jsonl, eval/results.sqlite, eval/task_similarity.json. Every
+runs/*/manifest.json and metrics.jsonl, eval/results.sqlite (or its shards), eval/task_similarity.json. Every
 number is computed by metasft.stats from the stored cells and predictions; the report presents,
 it does not judge. A piece that is missing leaves its section saying so instead of failing; no
 results at all (results.sqlite missing, empty or unreadable) is an error.
@@ -54,7 +54,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         raise ReportError(f"{exp_dir}: no such directory; expected an experiment directory (`metasft run --out`)")
     exp = load_experiment(exp_dir)
     if exp.cells is None:  # a report of nothing but "not measurable" verdicts would read as a finding
-        why = next((m for m in exp.missing if m.startswith("eval/results.sqlite")), "eval/results.sqlite: unusable")
+        why = next((m for m in exp.missing if m.startswith(exp.results_name)), f"{exp.results_name}: unusable")
         raise ReportError(f"{exp_dir}: no results to report ({why}); run `metasft run` or `metasft eval` first")
 
 

@@ -358,7 +358,7 @@ def errors_section(ctx: Context, doc: Document) -> None:
             chosen = sorted(random.Random(f"errors/{task}/{model}").sample(keys, min(k, len(keys))))
             doc.add(Para(f"**{plots.label(model)}**, {n}-shot: {len(wrong)} of {len(rows)} answers wrong"
                          + (f"; {len(chosen)} shown." if chosen else ".")))
-            for r in error_rows(exp.results_path, model, task, n, chosen).itertuples():
+            for r in error_rows(exp.results_paths, model, task, n, chosen).itertuples():
                 timed = " (grading timed out)" if r.timed_out else ""
                 doc.add(Para(f"`{_plain(r.question_id)}` (seed {r.seed}, step {r.step}): gold `{_plain(r.gold)}`, "
                              f"extracted `{_plain(r.extracted)}`{timed}"),
