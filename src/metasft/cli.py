@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     e = _command(sub, "eval", "few-shot curves and zero-shot transfer for the models in eval.models",
                  "Protocol A (few-shot adaptation curves per task, n_shots and seed) and protocol B (zero-shot on "
                  "unseen tasks) for every model in eval.models, into OUT/results.sqlite (every prediction stored) "
-                 "and OUT/eval.log (one accuracy line per cell). Resumable: finished groups are skipped.",
+                 "and OUT/eval.log (one accuracy line per cell); under torchrun each rank writes its own "
+                 "OUT/results.shard-<rank>.sqlite. Resumable: finished groups are skipped.",
                  ["metasft eval configs/tiny/experiment.yaml --out runs/eval --data runs/data "
                   "eval.models=[base,fomaml=runs/fomaml]"])
     e.add_argument("config", help="YAML config")

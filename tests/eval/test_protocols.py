@@ -12,7 +12,7 @@ from metasft.eval import protocols as P
 from metasft.eval import schedule as G
 from metasft.eval import specs as S
 from metasft.eval import tasks as T
-from metasft.eval.results import ResultsStore
+from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
 from metasft.models import adapter_state, add_lora, tiny_llama
 
 @pytest.fixture(scope="module")
@@ -215,10 +215,15 @@ def test_two_ranks_cover_every_group_once_and_match_one_process(setup, full_run,
     groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
     assert sorted(seen[0] + seen[1]) == sorted(groups) and not set(seen[0]) & set(seen[1])
     assert seen[0] == G.rank_share(groups, 0, 2) and seen[1] == G.rank_share(groups, 1, 2)
-    with ResultsStore(out / "results.sqlite") as store:
-        cells = store.cells()
+    # each rank writes its own store; the union is the evaluation one process writes
+    assert [p.name for p in store_paths(out)] == ["results.shard-0.sqlite", "results.shard-1.sqlite"]
+    for rank in (0, 1):
+        with ResultsStore(out / f"results.shard-{rank}.sqlite") as store:
+            assert store.done_groups() == {(g.model, g.task, g.n_shots, g.seed) for g in seen[rank]}
+    with ResultsUnion(store_paths(out)) as stored:
+        cells = stored.cells()
     _, single, _ = full_run
     cols = ["model", "task", "n_shots", "seed", "step", "accuracy", "n_correct"]
     assert cells[cols].equals(single[cols])
     assert cells["loss"].tolist() == pytest.approx(single["loss"].tolist(), rel=1e-5)
-    assert (out / "eval_config.yaml").is_file()
+    assert (out / "eval_config.yaml").is_file() and not list((out / "claims").iterdir())

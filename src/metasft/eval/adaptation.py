@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from metasft.eval.evaluator import Evaluator, StepResult, evaluate_step
-from metasft.eval.results import CELL_KEYS, ResultsStore
+from metasft.eval.results import CELL_KEYS, ResultsUnion
 from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
 from metasft.eval.specs import ModelSpec
 from metasft.eval.tasks import TaskData
@@ -78,8 +78,8 @@ def group_rows(group: Group, results: dict[int, StepResult], shot_ids: list[str]
     return cells, preds
 
 
-def stored_zero_shot(store: ResultsStore, model: str, task: str) -> StepResult | None:
-    """The stored 0-shot evaluation of (model, task), if that group is done."""
+def stored_zero_shot(store: ResultsUnion, model: str, task: str) -> StepResult | None:
+    """The stored 0-shot evaluation of (model, task), if that group is done in any of the stores."""
     if not store.is_done(model, task, 0, 0):
         return None
     cell = store.cells(model=model, task=task, n_shots=0, seed=0, step=0)

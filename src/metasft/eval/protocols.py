@@ -6,7 +6,10 @@ model's LoRA on n shots and evaluate at each recorded step. Protocol B, cross-ta
 0-shot cells of the tasks flagged `unseen`: the report reads it from the same store.
 
 A group's rows are written in one transaction with its `done` mark, so a rerun skips finished groups
-(`metasft.eval.results`); the groups are split across torchrun ranks (`metasft.eval.schedule`). A
+(`metasft.eval.results`). The groups are split across shards (torchrun ranks, `metasft launch`
+workers: `metasft.eval.schedule.Shard`), each writing its own store and claiming each group before
+it evaluates it (`metasft.eval.claims`), so no group is evaluated twice; a group done in any store
+of the directory is skipped. A
 model's pending 0-shot groups are evaluated together (`evaluate_steps`): the questions of all tasks
 share generation batches, and each later few-shot group reuses that result as its step 0. With
 `eval.cells_per_batch` > 1 the few-shot groups of a task adapt and decode in stacks (`metasft.eval.grid`).
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -23,11 +25,12 @@ from tqdm import tqdm
 
 from metasft.config import Config, ConfigError, save_config
 from metasft.eval.adaptation import run_group, step0, stored_zero_shot
+from metasft.eval.claims import Claims
 from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_step, evaluate_steps
 from metasft.eval.grid import run_stack
 from metasft.eval.lora_forward import check_supported
-from metasft.eval.results import RESULTS_FILE, ResultsStore
-from metasft.eval.schedule import Group, enumerate_groups, rank_share, recorded_steps, stacks
+from metasft.eval.results import ResultsStore, ResultsUnion, store_file, store_paths
+from metasft.eval.schedule import Group, Shard, enumerate_groups, recorded_steps, stacks
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
 from metasft.eval.tasks import TaskData, load_task
@@ -78,65 +81,102 @@ def validate_eval(cfg: Config, manifest: DataManifest, models: list[ModelSpec]) 
             raise EvalError(f"model {m.name}: tasks {unknown} are not eval tasks of the data ({sorted(tasks)})")
 
 
-def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
-             after_group: Callable[[Group], None] | None = None, acc_k: int | None = None) -> Path:
-    """Protocol A for every model on every eval task of `data_dir`, into `out/results.sqlite`.
+def _groups(cfg: Config, manifest: DataManifest, models: list[ModelSpec]) -> list[Group]:
+    return enumerate_groups(models, {t: info.n_shots for t, info in manifest.eval_tasks.items()}, cfg.eval.seeds)
 
-    Resumable (finished groups are skipped) and shardable under torchrun (env RANK / WORLD_SIZE).
+
+def _key(group: Group) -> tuple[str, str, int, int]:
+    return group.model, group.task, group.n_shots, group.seed
+
+
+def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *, shard: Shard | None = None,
+             after_group: Callable[[Group], None] | None = None, acc_k: int | None = None) -> Path:
+    """Protocol A for every model on every eval task of `data_dir`, into the stores of `out`.
+
+    Resumable (groups done in any store of `out` are skipped). `shard`: this worker's share and store
+    (default: torchrun's rank of its world, env RANK / WORLD_SIZE; a lone process writes
+    results.sqlite). A group claimed by another live worker is left to it (see `unfinished_groups`).
     `after_group(group)` runs after each group is stored; `acc_k` samples k answers per question at
     every evaluation for acc@k (k times the generation cost). The settings are recorded with the
     first group stored, so an evaluation that fails before that leaves `out` as it was. Returns `out`.
     """
     data_dir, out = Path(data_dir), Path(out)
+    shard = shard or Shard.from_env()
     acc_k = acc_k or cfg.eval.acc_k or None
     if not manifest_path(data_dir).is_file():
         raise EvalError(f"{data_dir} is not a built data directory (no manifest.json)")
     manifest = read_manifest(data_dir, DataManifest)
     validate_eval(cfg, manifest, models)
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     task_info = manifest.eval_tasks
-    groups = enumerate_groups(models, {t: info.n_shots for t, info in task_info.items()}, cfg.eval.seeds)
-    mine = rank_share(groups, rank, world_size)
+    groups = _groups(cfg, manifest, models)
+    mine = shard.share(groups)
     meta = {"settings": _settings(cfg, manifest), "acc_k": acc_k,
             **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
                adapter_fingerprint(spec, cfg.seed) for spec in models}}
-    claim = OutputDir(out, "eval") if rank == 0 else contextlib.nullcontext()
+    lead = shard.index == 0  # checks and records the directory; the others only write their store
+    claim = OutputDir(out, "eval") if lead else contextlib.nullcontext()
     with claim:
-        if rank == 0:
-            remove_stale_temps(out, r"eval_config\.yaml|manifest\.json|task_similarity\.json")
+        if lead:
+            if shard.count == 1:  # with other workers a temp may be theirs, still being written
+                remove_stale_temps(out, r"eval_config\.yaml|manifest\.json|task_similarity\.json")
             claim.start()
+            if shard.count > 1:
+                claim.commit()  # other workers write here too: a failure here removes nothing of theirs
         else:
             out.mkdir(parents=True, exist_ok=True)
-        log_file = out / ("eval.log" if rank == 0 else f"eval.rank{rank}.log")
-        with stage_log(log_file, deferred=True) as log_handler, ResultsStore(out / RESULTS_FILE) as store:
+        log_file = out / ("eval.log" if shard.count == 1 else f"eval.shard-{shard.index}.log")
+        with stage_log(log_file, deferred=True) as log_handler, \
+                ResultsStore(out / store_file(shard.index, shard.count)) as store:
+            written = False
 
             def recorded() -> None:
                 """After the first group is stored: the config and log beside the results; a record now."""
+                nonlocal written
                 log_handler.open()
-                if rank == 0 and not claim.committed:
+                if lead and not written:
                     save_config(cfg, out / "eval_config.yaml")
                     write_manifest(out, EvalManifest(str(data_dir), Provenance.now()))
                     claim.commit()
+                    written = True
 
-            store.check_settings(meta)
-            done = store.done_groups()
-            todo = [g for g in mine if (g.model, g.task, g.n_shots, g.seed) not in done]
-            log.info("eval: %d groups in all, %d for rank %d, %d left to do", len(groups), len(mine), rank, len(todo))
+            with ResultsUnion(store_paths(out)) as stored:  # this worker's store and the others'
+                stored.check_settings(meta)
+                done = stored.done_groups()
+            todo = [g for g in mine if _key(g) not in done]
+            log.info("eval: %d groups in all, %d for shard %d of %d, %d left to do", len(groups), len(mine),
+                     shard.index, shard.count, len(todo))
             if todo:
                 specs = {(m.name, t): m for m in models for t in (m.tasks or task_info)}
-                _run_groups(cfg, data_dir, task_info, specs, todo, store, after_group, acc_k, meta, recorded,
-                            bar_desc=f"eval rank {rank}" if world_size > 1 else "eval", show_bar=rank == 0)
+                claims = Claims(out, worker=f"shard {shard.index} of {shard.count}")
+                try:
+                    others = _run_groups(cfg, data_dir, task_info, specs, todo, store, claims, after_group, acc_k,
+                                         meta, recorded, bar_desc="eval" if shard.count == 1 else
+                                         f"eval shard {shard.index}", show_bar=lead)
+                finally:
+                    claims.release_all()
+                if others:
+                    log.warning("eval: %d group(s) of shard %d were claimed by another live worker and left to it",
+                                len(others), shard.index)
             if done:
                 recorded()
     return out
 
 
+def unfinished_groups(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path) -> list[Group]:
+    """The groups of this evaluation that no store of `out` holds yet."""
+    with ResultsUnion(store_paths(out)) as stored:
+        done = stored.done_groups()
+    return [g for g in _groups(cfg, read_manifest(data_dir, DataManifest), models) if _key(g) not in done]
+
+
 def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry], specs: dict[tuple[str, str], ModelSpec],
-                todo: list[Group], store: ResultsStore, after_group, acc_k, meta: dict, recorded: Callable[[], None],
-                *, bar_desc: str, show_bar: bool) -> None:
+                todo: list[Group], store: ResultsStore, claims: Claims, after_group, acc_k, meta: dict,
+                recorded: Callable[[], None], *, bar_desc: str, show_bar: bool) -> list[Group]:
     """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`) or a stack of
-    few-shot groups of one task (`grid.run_stack`); every group is stored as soon as it is finished,
-    with `meta` (the settings) recorded in the same transaction; `recorded()` runs after each store."""
+    few-shot groups of one task (`grid.run_stack`), of the groups this worker claims and no store
+    holds; every group is stored as soon as it is finished, with `meta` (the settings) recorded in the
+    same transaction, then its claim released; `recorded()` runs after each store. Returns the groups
+    left to other workers (claimed by them)."""
     ev = Evaluator(cfg, device_for(cfg))
     if cfg.eval.cells_per_batch > 1:
         check_supported(ev.peft)
@@ -152,6 +192,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
     def store_group(group: Group, cells: list[dict], preds: list[dict]) -> None:
         zero_shots.setdefault((group.model, group.task), step0(cells, preds))
         store.write_group(group.model, group.task, group.n_shots, group.seed, cells, preds, meta=meta)
+        claims.release(group)
         recorded()
         for c in cells:
             loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
@@ -162,14 +203,27 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
         if after_group is not None:
             after_group(group)
 
+    others: list[Group] = []
     with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader:
         for unit in stacks(todo, cfg.eval.cells_per_batch):
+            others += [g for g in unit if not claims.take(g)]
+            unit = [g for g in unit if g not in others]
+            with ResultsUnion(store_paths(store.path.parent)) as stored:  # every worker's results so far
+                done = stored.done_groups()
+                for group in [g for g in unit if _key(g) in done]:  # stored by another worker meanwhile
+                    claims.release(group)
+                    bar.update(1)
+                unit = [g for g in unit if _key(g) not in done]
+                for group in unit:
+                    zkey = (group.model, group.task)
+                    if zkey not in zero_shots:
+                        zero_shot = stored_zero_shot(stored, *zkey)
+                        if zero_shot is not None:
+                            zero_shots[zkey] = zero_shot
+            if not unit:
+                continue
             for group in unit:
                 zkey = (group.model, group.task)
-                if zkey not in zero_shots:
-                    stored = stored_zero_shot(store, *zkey)
-                    if stored is not None:
-                        zero_shots[zkey] = stored
                 if zkey not in zero_shots and group.n_shots == 0:
                     # this model's pending 0-shot groups, all tasks in one generation
                     spec = specs[zkey]
@@ -194,3 +248,4 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
             for group, (cells, preds) in zip(unit, rows):
                 store_group(group, cells, preds)
     bar.close()
+    return others

@@ -1,8 +1,9 @@
 """Which cells an evaluation computes, in which order, on which rank, with which shots.
 
 Work is split in groups (model, task, n_shots, seed), enumerated in a fixed order: 0-shot groups
-first, then few-shot ones. Under torchrun, rank r takes groups i with i % world_size == r; each rank
-stacks its own few-shot groups of a task for the grid engine (`stacks`, eval.cells_per_batch).
+first, then few-shot ones. Shard k of n (a torchrun rank, a `metasft launch` worker) takes groups i
+with i % n == k; each shard stacks its own few-shot groups of a task for the grid engine (`stacks`,
+eval.cells_per_batch).
 
 Paired design: shots and adaptation batches are drawn with seeds that depend only on (task,
 n_shots, seed), so every model adapts on the same examples in the same order.
@@ -10,6 +11,7 @@ n_shots, seed), so every model adapts on the same examples in the same order.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 
@@ -39,6 +41,21 @@ def enumerate_groups(models: list[ModelSpec], task_shots: dict[str, list[int]], 
 def rank_share(groups: list[Group], rank: int, world_size: int) -> list[Group]:
     """Groups i with i % world_size == rank: ranks together take every group exactly once."""
     return [g for i, g in enumerate(groups) if i % world_size == rank]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Worker `index` of `count`: its share of the groups and its own results store (results.store_file)."""
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Shard":
+        """torchrun's rank of its world (RANK, WORLD_SIZE), else the one shard of a lone process."""
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+    def share(self, groups: list[Group]) -> list[Group]:
+        return rank_share(groups, self.index, self.count)
 
 
 def stacks(groups: list[Group], cells_per_batch: int) -> list[list[Group]]:
