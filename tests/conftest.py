@@ -39,6 +39,15 @@ def data_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory):
+    """`metasft run configs/tiny/experiment.yaml`, finished once; tests rerun copies of it."""
+    from metasft.cli import main
+    out = tmp_path_factory.mktemp("pipeline") / "exp"
+    assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
+    return out
+
+
 class Killed(Exception):
     pass
 

@@ -36,11 +36,9 @@ def rewritten(before: dict, after: dict) -> set[str]:
     return {owner(rel) for rel in set(before) | set(after) if before.get(rel) != after.get(rel)}
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline") / "exp"
-    assert main(["run", TINY, "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def finished(tiny_experiment):
+    return tiny_experiment
 
 
 @pytest.fixture

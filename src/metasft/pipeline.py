@@ -4,25 +4,37 @@ unless its settings changed (stage fingerprints, metasft.fingerprint; `--force` 
     <exp>/config.yaml  manifest.json (per stage: fingerprint, status, wall time; versions)
     <exp>/dataset/     data build                <exp>/runs/<run>/   one training run per arm and
                                                                      matrix variant (metasft.matrix)
-    <exp>/eval/        results.sqlite, task_similarity.json
+    <exp>/eval/        results.sqlite (or one results.shard-<k>.sqlite per worker), task_similarity.json
     <exp>/report/      report.md, report.html, plots
+
+The stages are defined once (`plan_study`: what each does, which stages it reads, as picklable
+work); `run_experiment` runs them one after the other in this process, `metasft launch`
+(metasft.launch) submits the same stages as cluster jobs, and both record them in the same manifest.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
-from metasft.eval.results import RESULTS_FILE
+from metasft.eval.claims import CLAIMS_DIR
+from metasft.eval.results import store_files
 from metasft.fingerprint import changes, digest, plan
-from metasft.matrix import Run, pairs, plan_runs
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, write_manifest)
+from metasft.matrix import Run, pairs, plan_runs
 from metasft.rundir import OutputDir
+
+if TYPE_CHECKING:
+    from metasft.eval.schedule import Shard
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +109,7 @@ class _Stages:
             return [self.out / "runs" / name.removeprefix("train/")]
         if name == "eval":
             # eval/manifest.json stays: it marks eval/ as an evaluation's (rundir.OutputDir) and is rewritten
-            return [*sorted((self.out / "eval").glob(f"{RESULTS_FILE}*")), self.out / "eval" / "eval_config.yaml"]
+            return [*store_files(self.out / "eval"), self.out / "eval" / CLAIMS_DIR, self.out / "eval" / "eval_config.yaml"]
         if name == "similarity":
             return [self.out / "eval" / "task_similarity.json"]
         if name == "report":
@@ -134,32 +146,56 @@ class _Stages:
         self.manifest.code = Provenance.now()
         write_manifest(self.out, self.manifest)
 
-    def run(self, name: str, fn) -> None:
+    def finished(self, name: str) -> bool:
+        """Recorded finished (with this run's fingerprint: `check` forgot every other record)."""
         record = self.manifest.stages.get(name)
-        if record is not None and record.status == "finished":  # fingerprint matched in check()
-            log.info("stage %s: finished before with the same settings, skipped", name)
-            return
+        return record is not None and record.status == "finished"
+
+    def begin(self, name: str) -> None:
+        record = self.manifest.stages.get(name)
         log.info("stage %s%s", name, " (continuing a killed run)" if record is not None else "")
         self.manifest.stages[name] = StageRecord("running", self._fingerprint(name))
         self.save()
-        t0 = time.time()
-        fn()
-        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(time.time() - t0, 1))
+
+    def finish(self, name: str, seconds: float) -> None:
+        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1))
         self.save()
         self.claim.commit()  # a finished stage is worth keeping whatever happens next
 
 
-def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the study. `work` is picklable (`metasft launch` runs it in a job); a `sharded`
+    stage's work takes `shard=` (metasft.eval.schedule.Shard) and may run as several workers at once.
+    `before(manifest)` runs in the driving process once the stages of `after` are finished, whether
+    or not this one is (it may record in the manifest); `check()` runs there after all the work."""
+    name: str
+    after: tuple[str, ...]
+    work: Callable[..., object]
+    sharded: bool = False
+    before: Callable[[ExperimentManifest], None] | None = None
+    check: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """The stages of one experiment directory in run order (each after those it reads) and their fingerprints."""
+    cfg: Config
+    out: Path
+    stages: list[Stage]
+    fingerprints: dict[str, dict]
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+
+def plan_study(cfg: Config, out: Path) -> Study:
     """Data build, every arm's training, both evaluation protocols, task similarity, report.
 
-    Before any work (config.yaml included) every stage's settings are checked (config ranges when
-    loaded; here what needs the file system), and every stage recorded in `out` against this run's
-    fingerprints: a stale one is a StaleStage error, or with `force` is redone with all that depends
-    on it. `out` must be new, empty or an experiment directory, unless `overwrite` (rundir.OutputDir).
-    """
+    Every stage's settings are checked here (config ranges when loaded; here what needs the file
+    system), before any work."""
     from metasft.data.build import build_data
-    from metasft.eval.protocols import run_eval
-    from metasft.eval.specs import parse_model_specs
     from metasft.eval.similarity import run_similarity
     from metasft.models import check_model_source
     from metasft.report import write_report
@@ -177,35 +213,91 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
     else:
         eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
     runs = plan_runs(cfg, eval_tasks)
-    with OutputDir(out, "run", overwrite=overwrite) as claim:
-        stages = _Stages(out, plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs],
-                                   data_dir if cfg.data.dir else None), claim)
-        stages.check(force)
-
-        claim.start()
-        save_config(cfg, out / "config.yaml")
-        stages.save()
-        if not cfg.data.dir:
-            stages.run("data", lambda: build_data(cfg, data_dir))
-        for run in runs:
-            arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
-            stages.run(f"train/{run.name}", lambda c=arm_cfg, n=run.name: train(c, out / "runs" / n, resume=True))
-
-        names = {run.name for run in runs}
-        checks = {}
-        for p in pairs(cfg):  # every compared pair, each at the budget it was meant to have
-            if {p.meta, p.sft} <= names:
-                sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
-                checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
-                                                               sft_cfg.data.train_batch_size,
-                                                               cfg.eval.allow_budget_mismatch, p.scale)
-                if p.primary:
-                    stages.manifest.budget_check = checks[f"{p.meta} vs {p.sft}"]
-        if cfg.variants:
-            stages.manifest.budget_checks = checks
-        models = parse_model_specs([f"{run.model}={out / 'runs' / run.name}" for run in runs])
-        stages.run("eval", lambda: run_eval(cfg, data_dir, models, out / "eval"))
+    built = () if cfg.data.dir else ("data",)
+    stages = [] if cfg.data.dir else [Stage("data", (), functools.partial(build_data, cfg, data_dir))]
+    for run in runs:
+        arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
+        stages.append(Stage(f"train/{run.name}", built + ((f"train/{run.paired}",) if run.paired else ()),
+                            functools.partial(train, arm_cfg, out / "runs" / run.name, resume=True)))
+    trained = tuple(f"train/{run.name}" for run in runs)
+    models = [f"{run.model}={out / 'runs' / run.name}" for run in runs]
+    stages += [
+        Stage("eval", built + trained, functools.partial(_evaluate, cfg, data_dir, models, out / "eval"), sharded=True,
+              before=functools.partial(_record_budget_checks, cfg, runs, out),
+              check=functools.partial(_check_evaluated, cfg, data_dir, models, out / "eval")),
         # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
-        stages.run("similarity", lambda: run_similarity(cfg, data_dir, out / "eval"))
-        stages.run("report", lambda: write_report(out))
-    return out
+        # (after eval: it writes into eval/, which the evaluation claims first)
+        Stage("similarity", ("eval",), functools.partial(run_similarity, cfg, data_dir, out / "eval")),
+        Stage("report", built + trained + ("eval", "similarity"), functools.partial(write_report, out)),
+    ]
+    fingerprints = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs], data_dir if cfg.data.dir else None)
+    return Study(cfg, out, stages, fingerprints)
+
+
+def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,
+              after_group=None) -> None:
+    """The eval stage's work: `models` (eval.models entries) parsed once their runs are trained."""
+    from metasft.eval.protocols import run_eval
+    from metasft.eval.specs import parse_model_specs
+    run_eval(cfg, data_dir, parse_model_specs(models), out, shard=shard, after_group=after_group)
+
+
+def _check_evaluated(cfg: Config, data_dir: Path, models: list[str], out: Path) -> None:
+    """Every group stored: a group left to a worker that holds its claim is not a finished evaluation."""
+    from metasft.eval.protocols import unfinished_groups
+    from metasft.eval.specs import EvalError, parse_model_specs
+    left = unfinished_groups(cfg, data_dir, parse_model_specs(models), out)
+    if left:
+        raise EvalError(f"{out}: {len(left)} group(s) are not stored (first: {left[0]}); another worker holds "
+                        f"their claims in {out / CLAIMS_DIR} or stopped; rerun to finish them")
+
+
+def _record_budget_checks(cfg: Config, runs: list[Run], out: Path, manifest: ExperimentManifest) -> None:
+    """Before the evaluation: every compared pair's example budgets, each at the budget it was meant to have."""
+    names = {run.name for run in runs}
+    checks = {}
+    for p in pairs(cfg):
+        if {p.meta, p.sft} <= names:
+            sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
+            checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
+                                                           sft_cfg.data.train_batch_size,
+                                                           cfg.eval.allow_budget_mismatch, p.scale)
+            if p.primary:
+                manifest.budget_check = checks[f"{p.meta} vs {p.sft}"]
+    if cfg.variants:
+        manifest.budget_checks = checks
+
+
+@contextlib.contextmanager
+def open_study(study: Study, force: bool = False, overwrite: bool = False) -> Iterator[_Stages]:
+    """The experiment directory, checked against every recorded stage before anything is written
+    (config.yaml included): a stale stage is a StaleStage error, or with `force` is forgotten with all
+    that depends on it. `out` must be new, empty or an experiment directory, unless `overwrite`
+    (rundir.OutputDir). Yields the stage records."""
+    with OutputDir(study.out, "run", overwrite=overwrite) as claim:
+        records = _Stages(study.out, study.fingerprints, claim)
+        records.check(force)
+        claim.start()
+        save_config(study.cfg, study.out / "config.yaml")
+        records.save()
+        yield records
+
+
+def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool = False) -> Path:
+    """Every stage of `plan_study` in this process, one after the other (see `open_study` for `force`
+    and `overwrite`); a stage finished before with the same settings is skipped. Returns `out`."""
+    study = plan_study(cfg, out)
+    with open_study(study, force, overwrite) as records:
+        for stage in study.stages:
+            if stage.before is not None:
+                stage.before(records.manifest)
+            if records.finished(stage.name):
+                log.info("stage %s: finished before with the same settings, skipped", stage.name)
+                continue
+            records.begin(stage.name)
+            t0 = time.time()
+            stage.work()  # the evaluation as one shard (or torchrun's rank of its world)
+            if stage.check is not None:
+                stage.check()
+            records.finish(stage.name, time.time() - t0)
+    return study.out
