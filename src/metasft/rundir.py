@@ -29,6 +29,7 @@ PACKAGES = ("metasft", "torch", "transformers", "peft", "datasets", "math-verify
 
 KINDS = ("data", "train", "eval", "run")  # what wrote an output directory (its manifest's `kind`)
 MANIFEST = "manifest.json"
+JOBS_DIR = "jobs"  # in an experiment directory: `metasft launch`'s job scripts, pickles and logs (submitit's)
 
 
 class OutputError(MetasftError):

@@ -1,0 +1,111 @@
+"""`metasft launch` (issue 14): the tiny experiment as local submitit jobs with two evaluation workers
+gives the cells and predictions of `metasft run`; a worker killed mid-way is resubmitted once, and a
+rerun of launch finishes without redoing a finished group. Slurm submissions are checked up to sbatch."""
+import json
+import os
+import signal
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from conftest import CONFIGS
+from metasft.cli import main
+from metasft.config import Config, load_config
+from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
+from metasft.launch import ClusterArgs, LaunchError, _submit, launch_experiment
+from metasft.pipeline import Stage, Study
+
+TINY = str(CONFIGS / "tiny" / "experiment.yaml")
+
+
+def finished_at(eval_dir) -> dict:
+    """{(model, task, n_shots, seed): (store name, finished_at)} of every stored group."""
+    out = {}
+    for path in store_paths(eval_dir):
+        with sqlite3.connect(path) as db:
+            for *key, at in db.execute("SELECT model, task, n_shots, seed, finished_at FROM done"):
+                out[tuple(key)] = (path.name, at)
+    return out
+
+
+def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, tmp_path, capsys):
+    out = tmp_path / "launched"
+    victim = out / "eval" / "results.shard-1.sqlite"
+
+    def kill_worker_1(group):
+        """Runs in the evaluation workers: SIGKILL worker 1 right after it stored a group."""
+        if victim.is_file():
+            with ResultsStore(victim, readonly=True) as store:
+                if (group.model, group.task, group.n_shots, group.seed) in store.done_groups():
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    cluster = ClusterArgs(backend="local", workers=2, poll_s=0.2)
+    with pytest.raises(LaunchError, match=r"eval worker 1: job \d+ failed 2 times \(last: ended without a "
+                                          r"result \(killed.*rerun `metasft launch` to resume"):
+        launch_experiment(load_config(TINY), out, cluster, after_group=kill_worker_1)
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages["eval"]["status"] == "running" and "report" not in stages
+    before = finished_at(out / "eval")
+    in_shard_1 = [k for k, (store, _) in before.items() if store == victim.name]
+    assert len(in_shard_1) == 2  # one group per attempt: the resubmitted worker went on where the first died
+
+    capsys.readouterr()
+    assert main(["launch", TINY, "--out", str(out), "--backend", "local", "--workers", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"{out / 'report' / 'report.md'}\n")
+    after = finished_at(out / "eval")
+    assert {k: after[k] for k in before} == before  # no finished group was redone
+    assert [p.name for p in store_paths(out / "eval")] == ["results.shard-0.sqlite", "results.shard-1.sqlite"]
+    assert not list((out / "eval" / "claims").iterdir())
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert {s["status"] for s in stages.values()} == {"finished"}
+    assert stages.keys() == json.loads((tiny_experiment / "manifest.json").read_text())["stages"].keys()
+
+    with ResultsUnion(store_paths(out / "eval")) as launched, ResultsUnion(store_paths(tiny_experiment / "eval")) as ran:
+        assert len(launched.done_groups()) == len(ran.done_groups()) == len(after)
+        pd.testing.assert_frame_equal(launched.cells(), ran.cells(), check_exact=False, rtol=1e-5)
+        pd.testing.assert_frame_equal(launched.predictions(), ran.predictions(), check_exact=False, rtol=1e-5)
+    assert (out / "report" / "report.md").is_file() and (out / "eval" / "task_similarity.json").is_file()
+
+
+def test_cluster_options_are_checked_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "exp"
+    for argv, message in ((["--backend", "local", "--partition", "gpu"], "--partition: only for --backend slurm"),
+                          (["--backend", "local", "--workers", "0"], "--workers 0: expected an integer >= 1"),
+                          (["--backend", "slurm"], "--backend slurm: no srun on PATH")):
+        capsys.readouterr()
+        assert main(["launch", TINY, "--out", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+        assert not out.exists()
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """srun and sbatch on PATH; sbatch keeps each script it is given in `scripts/` and answers a job id."""
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "scripts"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\nn=$(ls {scripts} | wc -l)\ncp "$1" {scripts}/$n.sh\n'
+                                    'echo "Submitted batch job 4242"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return scripts
+
+
+def test_slurm_evaluation_is_one_array_of_workers_with_their_gpus(tmp_path, fake_slurm):
+    cluster = ClusterArgs(backend="slurm", workers=3, gpus_per_worker=2, partition="gpu", time_min=90, account="lab")
+    study = Study(Config(), tmp_path / "exp", [], {})
+    tasks = _submit(study, Stage("eval", (), print, sharded=True), cluster, None)
+    assert [t.label for t in tasks] == ["eval worker 0", "eval worker 1", "eval worker 2"]
+    assert [t.job.job_id for t in tasks] == ["4242_0", "4242_1", "4242_2"]
+    script = (fake_slurm / "0.sh").read_text()
+    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=90",
+                 "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --job-name=metasft-eval"):
+        assert line in script.splitlines(), line
+    assert json.loads((tmp_path / "exp" / "eval" / "manifest.json").read_text())["kind"] == "eval"
+    _submit(study, Stage("report", (), print), cluster, None)  # on CPU, one process
+    script = (fake_slurm / "1.sh").read_text()
+    assert "--array" not in script and "#SBATCH --ntasks-per-node=1" in script.splitlines() and "gpus" not in script
