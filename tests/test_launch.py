@@ -68,6 +68,26 @@ def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, t
     assert (out / "report" / "report.md").is_file() and (out / "eval" / "task_similarity.json").is_file()
 
 
+def test_ctrl_c_cancels_the_submitted_jobs(tmp_path, monkeypatch):
+    from metasft import launch
+    submitted = []
+    real_submit = launch._submit
+    monkeypatch.setattr(launch, "_submit", lambda *a: submitted.extend(real_submit(*a)) or submitted)
+
+    def interrupt(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch._Task, "poll", interrupt)  # Ctrl-C while the data job runs
+    with pytest.raises(KeyboardInterrupt):
+        launch_experiment(load_config(TINY), tmp_path / "exp", ClusterArgs(backend="local"))
+    [task] = submitted
+    monkeypatch.undo()
+    task.job.wait()
+    assert task.job.state == "INTERRUPTED" and not task.job.paths.result_pickle.exists()
+    stages = json.loads((tmp_path / "exp" / "manifest.json").read_text())["stages"]
+    assert stages == {"data": {**stages["data"], "status": "running"}}
+
+
 def test_cluster_options_are_checked_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "exp"
     for argv, message in ((["--backend", "local", "--partition", "gpu"], "--partition: only for --backend slurm"),

@@ -6,9 +6,11 @@ and the report after them.
 This process drives: it submits a stage once the stages it reads are finished, polls its jobs,
 resubmits a failed job once (a training arm resumes from its checkpoint, a shard skips the groups
 found in any store), and records every stage in the experiment's manifest as `metasft run` does, so
-`run` and `launch` continue each other's directories. Stopped, it leaves submitted jobs running; a
-rerun skips finished stages and finished groups. Backend `local` runs the same jobs as processes
-on this machine (submitit's LocalExecutor).
+`run` and `launch` continue each other's directories; a rerun skips finished stages and finished
+groups. Ctrl-C cancels the jobs it submitted; a launch killed otherwise leaves them running, and a
+rerun must wait for them (or `scancel` them) first: two evaluation workers never store one group
+(metasft.eval.claims), but two jobs of one training arm would write one run directory. Backend
+`local` runs the same jobs as processes on this machine (submitit's LocalExecutor).
 """
 from __future__ import annotations
 
@@ -179,11 +181,19 @@ def launch_experiment(cfg: Config, out: Path, cluster: ClusterArgs, *, force: bo
     _submitit()
     study = plan_study(cfg, out)
     with open_study(study, force, overwrite) as records:
-        poll_s = cluster.poll_s if cluster.poll_s is not None else (1.0 if cluster.backend == "local" else 30.0)
-        finished: set[str] = set()
-        waiting = list(study.stages)
-        running: dict[str, tuple[Stage, list[_Task], float]] = {}
-        failures: list[str] = []
+        _drive(study, records, cluster, after_group)
+    return study.out
+
+
+def _drive(study: Study, records, cluster: ClusterArgs, after_group) -> None:
+    """Submit each stage once the stages of its `after` are finished, poll its jobs, record it in
+    `records` (pipeline.open_study). Ctrl-C cancels the jobs still running, so a rerun starts none twice."""
+    poll_s = cluster.poll_s if cluster.poll_s is not None else (1.0 if cluster.backend == "local" else 30.0)
+    finished: set[str] = set()
+    waiting = list(study.stages)
+    running: dict[str, tuple[Stage, list[_Task], float]] = {}
+    failures: list[str] = []
+    try:
         while True:
             ready = [s for s in waiting if set(s.after) <= finished]
             while ready and not failures:
@@ -215,7 +225,13 @@ def launch_experiment(cfg: Config, out: Path, cluster: ClusterArgs, *, force: bo
                     stage.check()
                 records.finish(name, time.time() - t0)
                 finished.add(name)
-        if failures:  # every job still running then has ended: what they stored is kept
-            more = f" (and {len(failures) - 1} more failed job(s))" if len(failures) > 1 else ""
-            raise LaunchError(f"{failures[0]}{more}; rerun `metasft launch` to resume from what is finished")
-    return study.out
+    except KeyboardInterrupt:
+        for _, tasks, _ in running.values():
+            for task in tasks:
+                if task.state == "running":
+                    task.job.cancel(check=False)
+        log.warning("interrupted: cancelled the jobs still running; rerun `metasft launch` to resume")
+        raise
+    if failures:  # every job still running then has ended: what they stored is kept
+        more = f" (and {len(failures) - 1} more failed job(s))" if len(failures) > 1 else ""
+        raise LaunchError(f"{failures[0]}{more}; rerun `metasft launch` to resume from what is finished")
