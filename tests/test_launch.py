@@ -77,13 +77,14 @@ def test_ctrl_c_cancels_the_submitted_jobs(tmp_path, monkeypatch):
     def interrupt(task):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(launch._Task, "poll", interrupt)  # Ctrl-C while the data job runs
+    monkeypatch.setattr(launch._Task, "poll", interrupt)  # Ctrl-C as soon as the data job is submitted
     with pytest.raises(KeyboardInterrupt):
-        launch_experiment(load_config(TINY), tmp_path / "exp", ClusterArgs(backend="local"))
+        launch_experiment(load_config(TINY), tmp_path / "exp", ClusterArgs(backend="local", poll_s=0))
     [task] = submitted
     monkeypatch.undo()
     task.job.wait()
-    assert task.job.state == "INTERRUPTED" and not task.job.paths.result_pickle.exists()
+    assert not task.job.paths.result_pickle.exists()  # the job was ended before it did its work
+    assert not (tmp_path / "exp" / "dataset" / "manifest.json").exists()
     stages = json.loads((tmp_path / "exp" / "manifest.json").read_text())["stages"]
     assert stages == {"data": {**stages["data"], "status": "running"}}
 
