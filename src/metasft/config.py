@@ -295,6 +295,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
+def load_fields(base, path: str | Path):
+    """Dataclass instance `base` with the keys of YAML file `path` replaced: the config's strict checks
+    (an unknown key or a wrong type is a ConfigError naming the key and the file)."""
+    return _build(type(base), _deep_merge(dataclasses.asdict(base), _read_yaml(Path(path), seen=())), "", str(path))
+
+
 def _read_yaml(path: Path, seen: tuple) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")

@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedConfig, PreTrainedModel)
 
 from metasft.config import ConfigError
 from metasft.rundir import atomic_dir
@@ -69,18 +70,59 @@ def embedded_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     return out
 
 
+def _tiny_config(tokenizer) -> LlamaConfig:
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=2048, tie_word_embeddings=True,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
 def tiny_llama(cache_dir: str | Path | None = None, seed: int = 0) -> tuple[PreTrainedModel, object]:
     """A 2-layer, 64-wide Llama with the real SmolLM2 tokenizer; deterministic for `seed`."""
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cache_dir))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = _tiny_config(tokenizer)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model, tokenizer
+
+
+# The hub's config.json of models the shipped configs name, for reading shapes offline (`model_config`)
+HUB_CONFIGS = {
+    "meta-llama/Llama-3.2-1B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                    num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                                    vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=131072),
+}
+
+
+def model_config(name: str, cache_dir: str | Path | None = None) -> PreTrainedConfig:
+    """The architecture of model.partial_pretrain without loading its weights: `tiny-llama`'s, the embedded
+    model's (its cached conversion, else the GGUF's metadata), a local directory's or the hub cache's
+    config.json, else the recorded HUB_CONFIGS, else the hub's (a network request)."""
+    if name == TINY:
+        return _tiny_config(AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cache_dir)))
+    check_model_source(name)
+    if name in EMBEDDED:
+        converted = cache_root(cache_dir) / name
+        if (converted / "config.json").is_file():
+            return AutoConfig.from_pretrained(converted)
+        package, gguf_file = EMBEDDED[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise ConfigError(f"model.partial_pretrain={name!r} needs the PyPI wheel {package.replace('_', '-')}")
+        return AutoConfig.from_pretrained(Path(spec.origin).parent, gguf_file=gguf_file)
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if name in HUB_CONFIGS:
+        return LlamaConfig(**HUB_CONFIGS[name])
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.partial_pretrain={name!r}: could not read its config: {first}") from e
 
 
 def check_model_source(name: str) -> None:
