@@ -21,7 +21,7 @@ from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["launch"],
-            ["config", "show"], ["ls"], ["export"], ["compare"]]
+            ["config", "show"], ["ls"], ["export"], ["compare"], ["plan"]]
 
 
 def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, step: 0.5):

@@ -137,6 +137,21 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _overrides(la)
 
+    pl = _command(sub, "plan", "estimate each stage's examples, tokens, FLOPs, memory and wall time; nothing runs",
+                  "Per stage of `metasft run` on the config: examples and tokens trained, tokens generated, FLOPs, "
+                  "memory per process and an estimated wall time on a device kind, from the throughput assumptions "
+                  "printed under the table. Estimates, not measurements; no model weights are read.",
+                  ["metasft plan", "metasft plan configs/full/design.yaml --gpu h100 --workers 8",
+                   "metasft plan configs/tiny/experiment.yaml --throughput my_cpu.yaml eval.seeds=[0]"])
+    pl.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
+    pl.add_argument("--gpu", default="cpu", metavar="KIND",
+                    help="device kind of the throughput table: h100, a100 or cpu (this 2-core machine; the default)")
+    pl.add_argument("--workers", type=int, default=1,
+                    help="processes the evaluation's groups are split over (default 1)")
+    pl.add_argument("--throughput", type=Path, metavar="FILE.yaml",
+                    help="replace keys of the device kind's throughput table (metasft.plan.Throughput)")
+    _overrides(pl)
+
     config = sub.add_parser("config", help="show a resolved config",
                             description="Inspect configs without running anything.")
     config = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -202,7 +217,7 @@ def _one_line(e: Exception) -> str:
 
 def _dispatch(args) -> int:
     config = getattr(args, "config", None)
-    if args.command in ("run", "config", "ls") and config and "=" in config and not Path(config).is_file():
+    if args.command in ("run", "plan", "config", "ls") and config and "=" in config and not Path(config).is_file():
         args.overrides, args.config = [config, *args.overrides], None  # `metasft run key=value`: no config
     if args.command == "data" and args.data_command == "build":
         cfg = load_config(args.config, args.overrides)
@@ -260,6 +275,11 @@ def _dispatch(args) -> int:
         cluster = ClusterArgs(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
         _print_outcome(launch_experiment(load_config(args.config, args.overrides), args.out, cluster,
                                          force=args.force, overwrite=args.overwrite))
+        return 0
+    if args.command == "plan":
+        from metasft.plan import plan
+        config = _default_config(args.config)
+        print(plan(load_config(config, args.overrides), str(config), args.gpu, args.workers, args.throughput))
         return 0
     if args.command == "config":
         cfg = load_config(_default_config(args.config), args.overrides)

@@ -1,0 +1,540 @@
+"""`metasft plan`: what a config will cost, stage by stage, before anything runs (issue 14).
+
+Counts come from the config through the functions the stages use themselves (matrix.plan_runs and
+meta_budget, train.run.sft_budget, eval.schedule.enumerate_groups and recorded_steps); token lengths
+from per-source means (SOURCE_TOKENS); wall time from a throughput table per device kind
+(THROUGHPUT, whose fields a YAML file may replace). Every figure is an estimate, printed with the
+assumptions behind it.
+
+FLOPs (Kaplan et al. 2020's 2N per token and pass): a forward pass costs 2N per token, N every base
+parameter (the tied embedding counted once, as the LM head); attention's length-squared term is left
+out (under 5% of 2N at these lengths). LoRA training costs 4N per token: the forward pass plus the
+backward pass's input gradients (2N); the frozen weights get no weight gradient (the 2N more of full
+fine-tuning's 6N), and the adapters' own products (rank << width) are left out. Gradient
+checkpointing adds one more forward (6N). Decoding costs 2N per token plus, every decoding step, one
+read of all weights: at small batches that read, not the arithmetic, sets the pace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metasft.config import Config, ConfigError, ModelArgs, load_fields, meta_tasks
+from metasft.errors import MetasftError
+
+
+class PlanError(MetasftError, ValueError):
+    """A plan option is out of range (an unknown device kind, workers < 1)."""
+
+
+# ------------------------------------------------------------------------------------ assumptions
+@dataclass(frozen=True)
+class Tokens:
+    """Mean tokens of one source's examples as the data build writes them: the chat-formatted prompt and
+    the response; `choice`: the share of multiple-choice questions (one log-likelihood forward each)."""
+    prompt: float
+    response: float
+    choice: float = 0.0
+
+
+# Measured 2026-11-29 over every record each loader returns (SmolLM2 tokenizer, chat template,
+# data.formats.to_sft; local copies from ../shared/data): embedded size 400 (3,200), champ all (270),
+# math train (7,498), gsm8k train (7,473), theoremqa test (747), mmlu_stem test (3,015), aime all (917),
+# scienceqa the 150-problem subset's train split (28). Geometry3K (no local copy) is assumed: a short
+# problem text with four options and an answer-only response; amps and user sources are taken as MATH.
+# Llama 3's larger vocabulary gives about 15% fewer tokens for the same text.
+SOURCE_TOKENS = {
+    "embedded": Tokens(85.2, 71.6),
+    "champ": Tokens(100.2, 234.7),
+    "math": Tokens(135.5, 242.7),
+    "gsm8k": Tokens(114.0, 102.0),
+    "theoremqa": Tokens(117.0, 30.3, choice=0.02),
+    "mmlu_stem": Tokens(139.1, 27.4, choice=1.0),
+    "aime": Tokens(170.4, 22.3),
+    "scienceqa": Tokens(114.4, 69.0, choice=1.0),
+    "geometry3k": Tokens(90.0, 12.0, choice=1.0),
+}
+DEFAULT_TOKENS = SOURCE_TOKENS["math"]
+# Items of a task slice whose size the config does not fix (a hub or file source without support /
+# query counts; an eval task's pool of shots): used for sft_task's epochs and SFT-Mixed's unique budget
+ASSUMED_ITEMS = 1000
+# records a source's loader returns: counted for the sources metasft ships, else assumed (a hub or file source)
+PACKAGED_RECORDS = {"champ": 270}
+ASSUMED_SOURCE_RECORDS = 5000
+
+
+@dataclass
+class Overheads:
+    """Fixed seconds of a stage beyond the model's work: imports, files, checkpoints, grading, writing."""
+    data: float = 0.0
+    train: float = 0.0
+    eval: float = 0.0
+    similarity: float = 0.0
+    report: float = 0.0
+
+
+@dataclass
+class Throughput:
+    """One process on one device kind; the plan prints every figure as an assumption."""
+    device: str = ""
+    flops: float = 1.0               # sustained FLOP/s of forward, backward and decoding matmuls
+    memory_bandwidth: float = 1.0    # bytes/s of the weight read each decoding step makes
+    decode_step_s: float = 0.0       # per decoding step beyond the weight read (Python, kernel launches)
+    pass_s: float = 0.0              # per micro-batch pass (Python, optimizer step, kernel launches)
+    load_s: float = 0.0              # per model build (weights from a local cache, adapters)
+    record_s: float = 0.0            # per source record the data build reads (generating, splitting, writing)
+    answer_s: float = 0.0            # per generated answer (grading, storing the prediction)
+    memory_gib: float = 0.0          # memory of one device (host memory for cpu)
+    stage_s: Overheads = field(default_factory=Overheads)
+    basis: str = ""                  # where the figures come from
+
+
+THROUGHPUT = {
+    # This 2-core x86 machine (AVX2, torch 2.13 CPU, 2 threads), calibrated from BENCHMARKS.md:
+    # flops = 4N x 174 tokens/s (bench_train.py: SFT 177, FOMAML 171 tokens/s on SmolLM2-135M, fp32);
+    # memory_bandwidth = 538 MB of weights / 0.090 s, the decoding step's cost beyond its arithmetic
+    # (bench_generate.py, ours_merged: batch 16 35.6 s vs batch 32 27.0 s for the same 3,060 tokens);
+    # the per-step, per-load and per-stage seconds from the tiny experiment (the same stages with a
+    # 3M-parameter model, where they are nearly all of the time) and the default's data and report stages.
+    "cpu": Throughput(
+        device="cpu (this 2-core machine, fp32)", flops=94e9, memory_bandwidth=6.0e9, decode_step_s=0.004,
+        pass_s=0.02, load_s=0.4, record_s=0.0004, answer_s=0.01, memory_gib=23,
+        stage_s=Overheads(data=0.0, train=0.3, eval=1.0, similarity=0.3, report=3.3),
+        basis="BENCHMARKS.md: training 174 tokens/s and decoding on SmolLM2-135M; fixed costs from the tiny "
+              "experiment"),
+    # GPU figures are stated, not measured: peak dense bf16 tensor FLOP/s x 30% (small LoRA batches of one
+    # process, eager PyTorch), HBM bandwidth x 70%, 25 ms of Python per decoding step (30 layers of eager
+    # kernel launches; a 1B model in eager mode decodes at 30-40 steps/s), 30 ms per training pass,
+    # 20 s to build a model (CUDA context, weights from local disk).
+    "h100": Throughput(
+        device="h100 (one NVIDIA H100 SXM 80 GB)", flops=0.30 * 989e12, memory_bandwidth=0.70 * 3.35e12,
+        decode_step_s=0.025, pass_s=0.03, load_s=20.0, record_s=0.0004, answer_s=0.01, memory_gib=80,
+        stage_s=Overheads(data=5.0, train=10.0, eval=10.0, similarity=5.0, report=5.0),
+        basis="assumed: 30% of 989 TFLOP/s bf16, 70% of 3.35 TB/s"),
+    "a100": Throughput(
+        device="a100 (one NVIDIA A100 SXM 80 GB)", flops=0.30 * 312e12, memory_bandwidth=0.70 * 2.04e12,
+        decode_step_s=0.025, pass_s=0.03, load_s=20.0, record_s=0.0004, answer_s=0.01, memory_gib=80,
+        stage_s=Overheads(data=5.0, train=10.0, eval=10.0, similarity=5.0, report=5.0),
+        basis="assumed: 30% of 312 TFLOP/s bf16, 70% of 2.04 TB/s"),
+}
+
+
+def throughput(kind: str, override: str | Path | None = None) -> Throughput:
+    """THROUGHPUT[kind], with the keys of YAML file `override` replaced (strict: unknown keys are errors)."""
+    if kind not in THROUGHPUT:
+        raise PlanError(f"--gpu: unknown device kind {kind!r}; expected one of {', '.join(THROUGHPUT)}")
+    base = THROUGHPUT[kind]
+    return load_fields(base, override) if override is not None else base
+
+
+# ------------------------------------------------------------------------------------ the model
+@dataclass(frozen=True)
+class ModelShape:
+    """What the cost of a model depends on; widths are per layer."""
+    name: str
+    params: int          # every base parameter, the tied embedding once
+    lora: int            # LoRA parameters over model.target_modules
+    layers: int
+    hidden: int
+    kv: int              # key/value width (kv heads x head dim)
+    intermediate: int
+    vocab: int
+    weight_bytes: int    # bytes of one base weight (model.dtype)
+
+    def activation_values(self) -> int:
+        """Values one token keeps per layer for the backward pass: the norms' and projections' inputs
+        (6 x hidden), keys and values (2 x kv), the MLP's gate, up, activation and product (4 x intermediate)."""
+        return 6 * self.hidden + 2 * self.kv + 4 * self.intermediate
+
+
+def model_shape(m: ModelArgs) -> ModelShape:
+    """Count the parameters of model.partial_pretrain on the meta device: no weights are read."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from metasft.models import model_config
+
+    config = model_config(m.partial_pretrain, m.cache_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    lora, found = 0, set()
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and leaf in m.target_modules:
+            lora += m.lora_rank * (module.in_features + module.out_features)
+            found.add(leaf)
+    missing = sorted(set(m.target_modules) - found)
+    if missing:
+        raise ConfigError(f"model.target_modules: {missing} are not linear layers of {m.partial_pretrain}")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return ModelShape(name=m.partial_pretrain, params=sum(p.numel() for p in model.parameters()), lora=lora,
+                      layers=config.num_hidden_layers, hidden=config.hidden_size,
+                      kv=config.num_key_value_heads * head_dim, intermediate=config.intermediate_size,
+                      vocab=config.vocab_size, weight_bytes=4 if m.dtype == "float32" else 2)
+
+
+# ------------------------------------------------------------------------------------ work per stage
+@dataclass
+class Work:
+    """What a stage computes, totals over the stage."""
+    records: int = 0            # source records the data build reads
+    examples: int = 0           # examples trained on (the run's budget; eval: adaptation)
+    train_tokens: float = 0.0   # tokens through forward + backward passes
+    forward_tokens: float = 0.0  # tokens through forward-only passes (losses, prompts)
+    generated: float = 0.0      # tokens decoded: every answer runs to its max_new_tokens (an upper bound)
+    decode_steps: int = 0       # batched decoding steps
+    answers: int = 0            # generated answers graded and stored
+    passes: int = 0             # micro-batch passes
+    loads: int = 0              # model builds
+
+    def train(self, examples: int, tokens: float, passes: int, budget: bool = True) -> None:
+        """`examples` of `tokens` each through forward + backward in `passes` passes; `budget`: they
+        count among the examples trained on (validation's adaptation does not)."""
+        self.examples += examples if budget else 0
+        self.train_tokens += examples * tokens
+        self.passes += passes
+
+    def forward(self, examples: int, tokens: float, micro: int) -> None:
+        self.forward_tokens += examples * tokens
+        self.passes += math.ceil(examples / micro)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes one process of a stage holds."""
+    weights: float              # the base model's
+    adapter: float              # LoRA with its gradients and optimizer states
+    activations: float = 0.0    # one micro-batch's, kept for its backward pass
+    kv_cache: float = 0.0       # one generation batch's
+
+    @property
+    def peak(self) -> float:
+        """Adapting and generating alternate: the larger of the two on top of the model."""
+        return self.weights + self.adapter + max(self.activations, self.kv_cache)
+
+
+@dataclass
+class Stage:
+    name: str
+    work: Work
+    memory: Memory | None       # None: no model
+    parallel: bool = False      # split across --workers processes
+
+
+def _capped(t: Tokens, max_length: int) -> float:
+    return min(t.prompt + t.response, max_length)
+
+
+def _tokens(source: str) -> Tokens:
+    return SOURCE_TOKENS.get(source.lower(), DEFAULT_TOKENS)
+
+
+def _level_share(levels: list[int], excluded: list[int] = ()) -> float:
+    """The embedded generator spreads a domain's problems evenly over levels 1-5."""
+    kept = set(levels or range(1, 6)) - set(excluded)
+    return len(kept) / 5
+
+
+def _meta_splits(cfg: Config) -> dict[str, dict[str, int]]:
+    """Support / query / val counts per data.tasks entry: data.tasks.split_sizes on the slice's items
+    where the config fixes them (the embedded generator's size), else the counts it gives, else assumed."""
+    from metasft.data.tasks import split_sizes
+
+    d, out = cfg.data, {}
+    for t in d.tasks:
+        items = (round(t.size * _level_share(t.levels, t.exclude_levels)) if t.size and t.source == "embedded"
+                 else None)
+        if items is None and t.support_max_samples is not None and t.query_max_samples is not None:
+            held_out = d.val_max_samples if d.val_ratio > 0 else 0
+            out[t.name] = {"support": t.support_max_samples, "query": t.query_max_samples, "val": held_out}
+            continue
+        out[t.name] = split_sizes(items or ASSUMED_ITEMS, task=t.name, support_ratio=d.support_ratio,
+                                  query_ratio=d.query_ratio, val_ratio=d.val_ratio, val_max=d.val_max_samples,
+                                  support_max=t.support_max_samples, query_max=t.query_max_samples)
+    return out
+
+
+def _shots_pool(t) -> int:
+    """An eval task's pool of shots: the embedded generator's size in its levels, else assumed."""
+    levels = t.levels or ([t.level] if t.level else [])
+    return round(t.size * _level_share(levels)) if t.size and t.source == "embedded" else ASSUMED_ITEMS
+
+
+def _source_records(cfg: Config) -> int:
+    """Records the data build's loaders return: once per (source, split, size)."""
+    from metasft.data.sources.embedded import DEFAULT_SIZE, DOMAINS
+
+    loads = {(t.source.lower(), t.split, t.size) for t in cfg.data.tasks}
+    for t in cfg.data.eval_tasks:
+        loads |= {(t.source.lower(), t.split, t.size), (t.source.lower(), t.shots_split, t.size)}
+    return sum((size or DEFAULT_SIZE) * len(DOMAINS) if source == "embedded"
+               else PACKAGED_RECORDS.get(source, ASSUMED_SOURCE_RECORDS) for source, _, size in loads)
+
+
+def _validations(test_freq: int, total_steps: int) -> int:
+    """Validations of a run: step 0, every test_freq steps and the last (train.session.Session)."""
+    if not test_freq:
+        return 0
+    return 1 + len(set(range(test_freq, total_steps + 1, test_freq)) | {total_steps})
+
+
+class _Planner:
+    """Work and memory of every stage of `metasft run` on one config."""
+
+    def __init__(self, cfg: Config, shape: ModelShape):
+        self.cfg, self.shape = cfg, shape
+        self.splits = _meta_splits(cfg)
+        self.sources = {t.name: t.source for t in cfg.data.tasks}
+        self.n_tasks = len(meta_tasks(cfg))
+        self.meta_examples: dict[str, int] = {}
+
+    # -------------------------------------------------------------------- memory
+    def _activations(self, examples: int, cfg: Config) -> float:
+        """Bytes one micro-batch keeps for its backward pass at data.max_length tokens per example, logits
+        and their gradient (float32) included."""
+        s, tokens = self.shape, examples * cfg.data.max_length
+        act_bytes = 2 if cfg.trainer.bf16 else s.weight_bytes
+        per_layer = s.activation_values() if not cfg.model.gradient_checkpointing else s.hidden
+        return tokens * (s.layers * per_layer * act_bytes + 2 * s.vocab * 4)
+
+    def _memory(self, adapter_copies: int, activations: float = 0.0, kv_cache: float = 0.0) -> Memory:
+        """The model, `adapter_copies` float32 LoRA-sized tensors, activations, KV cache."""
+        s = self.shape
+        return Memory(s.params * s.weight_bytes, 4 * s.lora * adapter_copies, activations, kv_cache)
+
+    def _kv_cache(self, batch: int, length: int, cfg: Config) -> float:
+        s = self.shape
+        return 2 * s.layers * s.kv * length * batch * (2 if cfg.trainer.bf16 else s.weight_bytes)
+
+    # -------------------------------------------------------------------- stages
+    def data(self) -> Stage:
+        return Stage("data", Work(records=_source_records(self.cfg)), None)
+
+    def train(self, run) -> Stage:
+        from metasft.matrix import meta_budget
+        from metasft.train.run import sft_budget
+
+        cfg, w, m = run.cfg, Work(loads=1), run.cfg.meta
+        if run.arm == "base":
+            return Stage(f"train/{run.name}", w, self._memory(1))
+        tokens = sum(_capped(_tokens(self.sources.get(t.name, "")), cfg.data.max_length)
+                     for t in meta_tasks(cfg)) / max(self.n_tasks, 1)
+        val_examples = sum(s["val"] for s in self.splits.values())
+        val_tasks = sum(s["val"] > 0 for s in self.splits.values())
+        if run.arm in ("fomaml", "reptile"):
+            self.meta_examples[run.name] = examples = meta_budget(cfg, self.n_tasks)
+            task_steps = cfg.trainer.total_steps * min(m.meta_batch_size, self.n_tasks)
+            query = m.algorithm == "fomaml" and run.arm != "reptile"
+            micro = max(m.inner_batch_size, m.query_batch_size)
+            w.train(examples, tokens, task_steps * (m.num_inner_steps + query))
+            w.forward(task_steps * m.inner_batch_size, tokens, micro)  # support_loss_post on the first batch
+            for _ in range(_validations(cfg.trainer.test_freq, cfg.trainer.total_steps)):
+                w.forward(val_examples, tokens, cfg.trainer.val_batch_size)  # val_loss
+                w.train(val_tasks * m.num_inner_steps * m.inner_batch_size, tokens,
+                        val_tasks * m.num_inner_steps, budget=False)  # val_loss_adapted: adapt, then score
+                w.forward(val_examples, tokens, cfg.trainer.val_batch_size)
+            # LoRA, its gradient and AdamW's two moments; θ, the meta-gradient, a task's gradient; the inner Adam
+            return Stage(f"train/{run.name}", w, self._memory(4 + 3 + 2, self._activations(micro, cfg)))
+        if run.arm == "sft_task":  # Baseline 2: epochs over its eval task's pool, no validation
+            spec = next(t for t in cfg.data.eval_tasks if t.name == run.sft_task)
+            examples, _ = sft_budget(cfg, _shots_pool(spec), self.n_tasks)
+            tokens, val_examples = _capped(_tokens(spec.source), cfg.data.max_length), 0
+        elif run.paired is not None:  # the paired meta run's examples x data.budget_scale, as sft_budget reads them
+            examples = round(self.meta_examples[run.paired] * cfg.data.budget_scale)
+        else:
+            pool = cfg.data.total_samples or sum(s["support"] + s["query"] for s in self.splits.values())
+            examples, _ = sft_budget(cfg, round(pool * cfg.data.budget_scale), self.n_tasks)
+        steps = math.ceil(examples / cfg.data.train_batch_size)
+        micro = cfg.trainer.micro_batch_size
+        w.train(examples, tokens, steps * math.ceil(min(cfg.data.train_batch_size, examples) / micro))
+        for _ in range(_validations(cfg.trainer.test_freq, steps) if val_examples else 0):
+            w.forward(val_examples, tokens, cfg.trainer.val_batch_size)
+        # LoRA, its gradient, AdamW's two moments
+        return Stage(f"train/{run.name}", w, self._memory(4, self._activations(micro, cfg)))
+
+    def _evaluation(self, w: Work, tasks: list, batch: int) -> None:
+        """One evaluate_steps over `tasks`' test questions: generation sharing batches, reference losses,
+        option log-likelihoods (evaluator.evaluate_steps)."""
+        e = self.cfg.eval
+        limits = [min(t.max_new_tokens, e.max_new_tokens) for t in tasks]
+        questions = sum(t.test_size for t in tasks)
+        samples = 1 + e.acc_k
+        w.decode_steps += samples * math.ceil(questions / batch) * max(limits)
+        w.generated += samples * sum(t.test_size * limit for t, limit in zip(tasks, limits))
+        w.answers += samples * questions
+        for t in tasks:
+            tok = _tokens(t.source)
+            w.forward(t.test_size, tok.prompt, batch)  # the prompt's prefill
+            w.forward(t.test_size, _capped(tok, self.cfg.data.max_length), batch)  # reference loss
+            w.forward(round(t.test_size * tok.choice), tok.prompt, batch)
+
+    def eval(self, runs) -> Stage:
+        from metasft.eval.schedule import enumerate_groups, recorded_steps
+        from metasft.eval.specs import ModelSpec
+
+        cfg, e = self.cfg, self.cfg.eval
+        tasks = {t.name: t for t in cfg.data.eval_tasks}
+        w = Work(loads=1)
+        groups = []
+        for r in runs:
+            spec = ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None)
+            mine = enumerate_groups([spec], {t.name: t.n_shots for t in cfg.data.eval_tasks}, e.seeds)
+            # step 0 of each of its tasks: the 0-shot evaluation, all its 0-shot tasks in one generation
+            zero = [tasks[g.task] for g in mine if g.n_shots == 0]
+            if zero:
+                self._evaluation(w, zero, e.batch_size)
+            for name in dict.fromkeys(g.task for g in mine if 0 not in tasks[g.task].n_shots):
+                self._evaluation(w, [tasks[name]], e.batch_size)
+            groups += [g for g in mine if g.n_shots > 0]
+        later = [s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0]
+        for g in groups:
+            t, batch = tasks[g.task], min(e.adaptation_batch_size, g.n_shots)
+            w.train(e.adaptation_steps * batch, _capped(_tokens(t.source), cfg.data.max_length), e.adaptation_steps)
+            for _ in later:
+                self._evaluation(w, [t], e.batch_size)
+        longest = max(_tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens) for t in tasks.values())
+        # LoRA, its gradient, AdamW's two moments while adapting
+        memory = self._memory(4, self._activations(e.adaptation_batch_size, cfg),
+                              self._kv_cache(e.batch_size, round(longest), cfg))
+        return Stage("eval", w, memory, parallel=True)
+
+    def similarity(self) -> Stage:
+        """Adapter gradients of every task on similarity_batches batches of adaptation_batch_size."""
+        cfg, e = self.cfg, self.cfg.eval
+        per_task = e.similarity_batches * e.adaptation_batch_size
+        w = Work(loads=1)
+        sized = [(min(per_task, self.splits[t.name]["support"]), t.source) for t in cfg.data.tasks]
+        sized += [(min(per_task, _shots_pool(t)), t.source) for t in cfg.data.eval_tasks]
+        for n, source in sized:
+            w.train(n, _capped(_tokens(source), cfg.data.max_length), math.ceil(n / e.adaptation_batch_size))
+        return Stage("similarity", w, self._memory(2, self._activations(e.adaptation_batch_size, cfg)))
+
+
+def stages(cfg: Config, shape: ModelShape) -> list[Stage]:
+    """Every stage of `metasft run` on `cfg`, in the order it runs them."""
+    from metasft.matrix import plan_runs
+
+    runs = plan_runs(cfg, [t.name for t in cfg.data.eval_tasks])
+    planner = _Planner(cfg, shape)
+    out = [] if cfg.data.dir else [planner.data()]
+    out += [planner.train(r) for r in runs]
+    return out + [planner.eval(runs), planner.similarity(), Stage("report", Work(), None)]
+
+
+# ------------------------------------------------------------------------------------ FLOPs and time
+def flops(work: Work, shape: ModelShape, gradient_checkpointing: bool = False) -> float:
+    """2N per forward token, 4N per LoRA training token (6N with gradient checkpointing), 2N per
+    generated token."""
+    train = (6 if gradient_checkpointing else 4) * shape.params
+    return train * work.train_tokens + 2 * shape.params * (work.forward_tokens + work.generated)
+
+
+def seconds(stage: Stage, shape: ModelShape, tp: Throughput, workers: int = 1,
+            gradient_checkpointing: bool = False) -> float:
+    """Estimated wall time of `stage`: its fixed cost, model builds, arithmetic at tp.flops, one weight
+    read per decoding step, per-pass and per-answer costs; a parallel stage's work split over `workers`."""
+    w = stage.work
+    fixed = getattr(tp.stage_s, stage.name.split("/")[0]) + w.loads * tp.load_s + w.records * tp.record_s
+    work = (flops(w, shape, gradient_checkpointing) / tp.flops
+            + w.decode_steps * (shape.params * shape.weight_bytes / tp.memory_bandwidth + tp.decode_step_s)
+            + w.passes * tp.pass_s + w.answers * tp.answer_s)
+    return fixed + work / (workers if stage.parallel else 1)
+
+
+# ------------------------------------------------------------------------------------ the table
+def _count(x: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _bytes(x: float | None) -> str:
+    if not x:
+        return "-"
+    return f"{x / 2**30:.1f} GiB" if x >= 2**30 else f"{x / 2**20:.0f} MiB"
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers: int,
+           planned: list[Stage]) -> str:
+    """The plan as text: a row per stage and a total, memory per process by part, then the assumptions."""
+    from metasft.catalog import table
+
+    gc = cfg.model.gradient_checkpointing
+    rows, total = [], 0.0
+    for st in planned:
+        wall = seconds(st, shape, tp, workers, gc)
+        total += wall
+        w = st.work
+        rows.append([st.name, _count(w.examples or w.records), _count(w.train_tokens), _count(w.generated),
+                     f"{flops(w, shape, gc):.2e}", _bytes(st.memory.peak if st.memory else None), _duration(wall)
+                     + (f" ({workers} workers)" if st.parallel and workers > 1 else "")])
+    with_model = [s for s in planned if s.memory is not None]
+    peak = max(s.memory.peak for s in with_model)
+    rows.append(["total", "", "", "", f"{sum(flops(s.work, shape, gc) for s in planned):.2e}", _bytes(peak),
+                 _duration(total)])
+    memory_rows = [[s.name, _bytes(s.memory.weights), _bytes(s.memory.adapter), _bytes(s.memory.activations),
+                    _bytes(s.memory.kv_cache)] for s in with_model]
+    e = cfg.eval
+    assumptions = [
+        f"throughput ({tp.basis}): {tp.flops:.3g} FLOP/s; a decoding step reads the weights at "
+        f"{tp.memory_bandwidth:.3g} B/s + {tp.decode_step_s * 1e3:g} ms; {tp.pass_s * 1e3:g} ms per micro-batch pass, "
+        f"{tp.load_s:g} s per model build, {tp.answer_s * 1e3:g} ms per graded answer, {tp.record_s * 1e3:g} ms per "
+        f"source record; fixed seconds per stage {dataclasses.asdict(tp.stage_s)}. --throughput FILE.yaml replaces "
+        f"any of these keys (metasft.plan.Throughput)",
+        "FLOPs: 2N per forward token, 4N per LoRA training token (forward + input gradients; the frozen weights get "
+        "no weight gradient)" + (", 6N with gradient checkpointing" if gc else "")
+        + ", 2N per generated token; attention's length-squared term left out",
+        "tokens: per-source means of prompt + response (SmolLM2 tokenizer, chat template; metasft.plan.SOURCE_TOKENS), "
+        f"capped at data.max_length={cfg.data.max_length}",
+        f"generation: every answer runs to its task's max_new_tokens (capped at eval.max_new_tokens="
+        f"{e.max_new_tokens}),"
+        " an upper bound: answers that stop early cost less; batches of eval.batch_size="
+        f"{e.batch_size}" + (f"; 1 + eval.acc_k={e.acc_k} samples each" if e.acc_k else ""),
+        f"sizes the config leaves open: {ASSUMED_ITEMS} items in a task slice (a hub source's task without "
+        f"support/query counts; an eval task's pool of shots, which sft_task trains its epochs over); "
+        f"{ASSUMED_SOURCE_RECORDS} records in a hub or file source's split (downloads not counted)",
+        "memory: activations of one micro-batch at data.max_length tokens per example (float32 logits and their "
+        "gradient included); the KV cache of one generation batch at the longest prompt + max_new_tokens",
+        "eval: one group at a time" + (f" (eval.cells_per_batch={e.cells_per_batch}: the grid engine measured 1.31x "
+                                       f"faster on CPU)" if e.cells_per_batch > 1 else "")
+        + (f"; --workers {workers} split the groups evenly, each process building its own model" if workers > 1
+           else "; one process (--workers N splits its groups over N processes)"),
+    ]
+    over = [s.name for s in with_model if s.memory.peak > tp.memory_gib * 2**30]
+    if over:
+        assumptions.append(f"WARNING: {', '.join(over)} need more than the {tp.memory_gib:g} GiB of one device")
+    return "\n".join([
+        f"metasft plan: {origin} on {tp.device} -- estimates, not measurements",
+        f"model {shape.name}: {shape.params:,} parameters ({cfg.model.dtype}), LoRA rank {cfg.model.lora_rank} "
+        f"on {len(cfg.model.target_modules)} projections: {shape.lora:,} parameters",
+        "",
+        table(["stage", "examples", "tokens trained", "tokens generated", "FLOPs", "memory/process", "est. wall"],
+              rows),
+        "",
+        "memory per process by part:",
+        table(["stage", "weights", "LoRA + optimizer", "activations", "KV cache"], memory_rows),
+        "",
+        "assumptions:",
+        *(textwrap.fill(a, width=110, initial_indent="  - ", subsequent_indent="    ") for a in assumptions),
+    ])
+
+
+def plan(cfg: Config, origin: str, kind: str = "cpu", workers: int = 1, override: str | Path | None = None) -> str:
+    """The cost plan of `metasft run` on `cfg` as printed text."""
+    if workers < 1:
+        raise PlanError(f"--workers must be >= 1, got {workers}")
+    tp = throughput(kind, override)
+    shape = model_shape(cfg.model)
+    return render(cfg, origin, shape, tp, workers, stages(cfg, shape))

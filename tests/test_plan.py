@@ -1,0 +1,112 @@
+"""The cost plan (`metasft plan`): counts and FLOPs against a hand computation, each stage's estimate
+within 2x of its measured time, the design's table on h100, one-line errors."""
+import pytest
+import yaml
+
+from conftest import CONFIGS
+from metasft.cli import main
+from metasft.config import load_config
+from metasft.plan import SOURCE_TOKENS, THROUGHPUT, flops, model_shape, seconds, stages
+
+TINY = CONFIGS / "tiny" / "experiment.yaml"
+DESIGN = CONFIGS / "full" / "design.yaml"
+
+# Measured stage seconds (each run's manifest.json) on the project's 2-core CPU
+MEASURED = {
+    # BENCHMARKS.md: `rm -rf runs/embedded_default; time bash scripts/demo.sh`, 2026-11-29, commit 24e3f3e,
+    # 2 threads, nothing else running, model cache warm
+    "experiment.yaml": {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7,
+                        "eval": 567.2, "similarity": 31.4, "report": 3.5},
+    # `OMP_NUM_THREADS=1 metasft run configs/tiny/experiment.yaml --out /tmp/plan_tiny`, 2026-11-29,
+    # commit b77e8c5 (1 thread, as every test here runs)
+    "tiny/experiment.yaml": {"data": 0.4, "train/fomaml": 9.0, "train/sft_mixed": 4.8, "train/base": 0.5,
+                             "eval": 11.7, "similarity": 2.4, "report": 3.3},
+}
+
+
+@pytest.mark.parametrize("config", MEASURED)
+def test_every_stage_estimate_is_within_2x_of_its_measured_time(config):
+    cfg = load_config(CONFIGS / config)
+    shape = model_shape(cfg.model)
+    estimated = {s.name: seconds(s, shape, THROUGHPUT["cpu"]) for s in stages(cfg, shape)}
+    assert set(estimated) == set(MEASURED[config])
+    ratios = {name: round(estimated[name] / measured, 2) for name, measured in MEASURED[config].items()}
+    assert all(0.5 <= r <= 2 for r in ratios.values()), ratios
+
+
+def test_counts_and_flops_match_a_hand_computation():
+    cfg = load_config(TINY, ["trainer.total_steps=3", "trainer.test_freq=0", "eval.seeds=[0]",
+                             "eval.adaptation_steps=2", "eval.record_steps=[0,2]"])
+    shape = model_shape(cfg.model)
+    # tiny-llama: SmolLM2's 49,152-token vocabulary x width 64 (tied), 2 layers of q, o (64x64), k, v (64x32),
+    # gate, up, down (64x128) and two norms, a final norm; LoRA rank 4: 4 x (in + out) per projection
+    layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
+    n = 49152 * 64 + 2 * layer + 64
+    assert shape.params == n
+    assert shape.lora == 2 * 4 * (2 * 128 + 2 * 96 + 3 * 192)
+    tok = SOURCE_TOKENS["embedded"]
+    ex = tok.prompt + tok.response  # every task is embedded; under data.max_length 256
+    work = {s.name: s.work for s in stages(cfg, shape)}
+
+    # FOMAML: 3 outer steps x 2 tasks x (2 inner batches of 2 + a query batch of 2), plus the no-grad
+    # support loss after adapting on each task's first batch of 2
+    fomaml = work["train/fomaml"]
+    assert fomaml.examples == 36 and fomaml.train_tokens == pytest.approx(36 * ex)
+    assert fomaml.forward_tokens == pytest.approx(12 * ex)
+    assert flops(fomaml, shape) == pytest.approx(4 * n * 36 * ex + 2 * n * 12 * ex)
+    # SFT-Mixed matched to it: 36 examples in 9 batches of 4, no validation (test_freq 0)
+    sft = work["train/sft_mixed"]
+    assert (sft.examples, sft.passes) == (36, 9) and flops(sft, shape) == pytest.approx(4 * n * 36 * ex)
+    # eval: 3 models x 3 tasks of 6 questions (24 new tokens, batches of 6). 0-shot: each model's 18
+    # questions in 3 batches; 4 shots, seed 0: 9 groups of 2 AdamW steps on 2 shots, then 6 questions
+    ev = work["eval"]
+    assert ev.examples == 9 * 2 * 2 and ev.train_tokens == pytest.approx(36 * ex)
+    assert ev.generated == 3 * 18 * 24 + 9 * 6 * 24 and ev.decode_steps == 3 * 3 * 24 + 9 * 24
+    questions = 3 * 18 + 9 * 6  # each: its prompt's prefill and its reference solution's loss
+    assert ev.forward_tokens == pytest.approx(questions * (tok.prompt + ex))
+    assert flops(ev, shape) == pytest.approx(4 * n * 36 * ex + 2 * n * (questions * (tok.prompt + ex) + ev.generated))
+    # similarity: 4 meta-training and 3 eval tasks x 4 batches of 2 examples, forward + backward
+    assert work["similarity"].train_tokens == pytest.approx(7 * 8 * ex)
+
+
+def test_workers_split_only_the_evaluation_and_a_file_replaces_throughput_keys(tmp_path, capsys):
+    cfg = load_config(TINY)
+    shape = model_shape(cfg.model)
+    cpu = THROUGHPUT["cpu"]
+    for st in stages(cfg, shape):
+        fixed = (getattr(cpu.stage_s, st.name.split("/")[0]) + st.work.loads * cpu.load_s
+                 + st.work.records * cpu.record_s)
+        one, four = seconds(st, shape, cpu, workers=1), seconds(st, shape, cpu, workers=4)
+        assert four == pytest.approx(fixed + (one - fixed) / 4 if st.name == "eval" else one)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"flops": 1e12, "stage_s": {"report": 42.0}}))
+    assert main(["plan", str(TINY), "--throughput", str(tmp_path / "mine.yaml")]) == 0
+    out = capsys.readouterr().out
+    report = next(line for line in out.splitlines() if line.startswith("report "))
+    assert report.endswith("42.0 s") and "1e+12 FLOP/s" in out
+
+
+def test_design_on_h100_prints_every_stage_with_its_assumptions(capsys):
+    assert main(["plan", str(DESIGN), "--gpu", "h100", "--workers", "8"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.split("\n\n")[1].splitlines()[2:]}
+    tasks = ["hard_algebra", "calculus", "theorem_proving", "mmlu_stem", "aime"]
+    assert list(rows) == ["data", "train/fomaml", "train/sft_mixed", *[f"train/sft_task_{t}" for t in tasks],
+                          "train/base", "eval", "similarity", "report", "total"]
+    assert "meta-llama/Llama-3.2-1B: 1,235,814,400 parameters" in out and "estimates, not measurements" in out
+    assert "(8 workers)" in rows["eval"] and "30% of 989 TFLOP/s" in out
+    assert rows["train/fomaml"].split()[1] == "360.0k"  # 5000 steps x 3 tasks x (5 x 4 + 4)
+
+
+@pytest.mark.parametrize("argv, named", [(["--gpu", "v100"], "v100"), (["--workers", "0"], "--workers"),
+                                         (["meta.inner_lrr=1"], "meta.inner_lrr")])
+def test_bad_plan_input_is_a_one_line_error(argv, named, capsys):
+    assert main(["plan", str(TINY), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and named in err
+
+
+def test_an_unknown_throughput_key_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("flop: 1e12\n")
+    assert main(["plan", str(TINY), "--throughput", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "flop" in err and "bad.yaml" in err
