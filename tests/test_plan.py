@@ -5,22 +5,22 @@ import yaml
 
 from conftest import CONFIGS
 from metasft.cli import main
-from metasft.config import load_config
-from metasft.plan import SOURCE_TOKENS, THROUGHPUT, flops, model_shape, seconds, stages
+from metasft.config import ModelArgs, load_config
+from metasft.plan import CPU, SOURCE_TOKENS, flops, model_shape, seconds, stages
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 DESIGN = CONFIGS / "full" / "design.yaml"
 
-# Measured stage seconds (each run's manifest.json) on the project's 2-core CPU
+# (torch threads, stage seconds from the run's manifest.json) on the project's 2-core CPU
 MEASURED = {
     # BENCHMARKS.md: `rm -rf runs/embedded_default; time bash scripts/demo.sh`, 2026-11-29, commit 24e3f3e,
-    # 2 threads, nothing else running, model cache warm
-    "experiment.yaml": {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7,
-                        "eval": 567.2, "similarity": 31.4, "report": 3.5},
+    # torch's 2 threads, nothing else running, model cache warm
+    "experiment.yaml": (2, {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7,
+                            "eval": 567.2, "similarity": 31.4, "report": 3.5}),
     # `OMP_NUM_THREADS=1 metasft run configs/tiny/experiment.yaml --out /tmp/plan_tiny`, 2026-11-29,
-    # commit b77e8c5 (1 thread, as every test here runs)
-    "tiny/experiment.yaml": {"data": 0.4, "train/fomaml": 9.0, "train/sft_mixed": 4.8, "train/base": 0.5,
-                             "eval": 11.7, "similarity": 2.4, "report": 3.3},
+    # commit b77e8c5, load average 0.6
+    "tiny/experiment.yaml": (1, {"data": 0.4, "train/fomaml": 9.0, "train/sft_mixed": 4.8, "train/base": 0.5,
+                                 "eval": 11.7, "similarity": 2.4, "report": 3.3}),
 }
 
 
@@ -28,9 +28,10 @@ MEASURED = {
 def test_every_stage_estimate_is_within_2x_of_its_measured_time(config):
     cfg = load_config(CONFIGS / config)
     shape = model_shape(cfg.model)
-    estimated = {s.name: seconds(s, shape, THROUGHPUT["cpu"]) for s in stages(cfg, shape)}
-    assert set(estimated) == set(MEASURED[config])
-    ratios = {name: round(estimated[name] / measured, 2) for name, measured in MEASURED[config].items()}
+    threads, measured = MEASURED[config]
+    estimated = {s.name: seconds(s, shape, CPU[threads]) for s in stages(cfg, shape)}
+    assert set(estimated) == set(measured)
+    ratios = {name: round(estimated[name] / seconds_, 2) for name, seconds_ in measured.items()}
     assert all(0.5 <= r <= 2 for r in ratios.values()), ratios
 
 
@@ -38,51 +39,66 @@ def test_counts_and_flops_match_a_hand_computation():
     cfg = load_config(TINY, ["trainer.total_steps=3", "trainer.test_freq=0", "eval.seeds=[0]",
                              "eval.adaptation_steps=2", "eval.record_steps=[0,2]"])
     shape = model_shape(cfg.model)
-    # tiny-llama: SmolLM2's 49,152-token vocabulary x width 64 (tied), 2 layers of q, o (64x64), k, v (64x32),
-    # gate, up, down (64x128) and two norms, a final norm; LoRA rank 4: 4 x (in + out) per projection
-    layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
-    n = 49152 * 64 + 2 * layer + 64
-    assert shape.params == n
+    # tiny-llama: SmolLM2's 49,152-token vocabulary x width 64, tied (the embedding is the head); 2 layers of
+    # q, o (64x64), k, v (64x32), gate, up, down (64x128) and two norms; a final norm. LoRA rank 4 adds
+    # 4 x (in + out) per projection
+    head = 49152 * 64
+    body = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64) + 64
+    assert (shape.params, shape.body, shape.head) == (head + body, body, head)
     assert shape.lora == 2 * 4 * (2 * 128 + 2 * 96 + 3 * 192)
     tok = SOURCE_TOKENS["embedded"]
-    ex = tok.prompt + tok.response  # every task is embedded; under data.max_length 256
-    work = {s.name: s.work for s in stages(cfg, shape)}
+    ex, scored = tok.prompt + tok.response, tok.response  # every task is embedded; under data.max_length 256
 
+    def trained(n):  # FLOPs of n examples forward + backward: 4 x body per token, 4 x head per scored position
+        return n * (4 * body * ex + 4 * head * scored)
+
+    def scored_forward(n):
+        return n * (2 * body * ex + 2 * head * scored)
+
+    work = {s.name: s.work for s in stages(cfg, shape)}
     # FOMAML: 3 outer steps x 2 tasks x (2 inner batches of 2 + a query batch of 2), plus the no-grad
     # support loss after adapting on each task's first batch of 2
     fomaml = work["train/fomaml"]
     assert fomaml.examples == 36 and fomaml.train_tokens == pytest.approx(36 * ex)
-    assert fomaml.forward_tokens == pytest.approx(12 * ex)
-    assert flops(fomaml, shape) == pytest.approx(4 * n * 36 * ex + 2 * n * 12 * ex)
+    assert flops(fomaml, shape) == pytest.approx(trained(36) + scored_forward(12))
     # SFT-Mixed matched to it: 36 examples in 9 batches of 4, no validation (test_freq 0)
     sft = work["train/sft_mixed"]
-    assert (sft.examples, sft.passes) == (36, 9) and flops(sft, shape) == pytest.approx(4 * n * 36 * ex)
+    assert (sft.examples, sft.passes) == (36, 9) and flops(sft, shape) == pytest.approx(trained(36))
     # eval: 3 models x 3 tasks of 6 questions (24 new tokens, batches of 6). 0-shot: each model's 18
-    # questions in 3 batches; 4 shots, seed 0: 9 groups of 2 AdamW steps on 2 shots, then 6 questions
+    # questions in 3 batches; 4 shots, seed 0: 9 groups of 2 AdamW steps on 2 shots, then 6 questions.
+    # Each question: its prompt's prefill (the last position scored) and its reference solution's loss
     ev = work["eval"]
-    assert ev.examples == 9 * 2 * 2 and ev.train_tokens == pytest.approx(36 * ex)
-    assert ev.generated == 3 * 18 * 24 + 9 * 6 * 24 and ev.decode_steps == 3 * 3 * 24 + 9 * 24
-    questions = 3 * 18 + 9 * 6  # each: its prompt's prefill and its reference solution's loss
-    assert ev.forward_tokens == pytest.approx(questions * (tok.prompt + ex))
-    assert flops(ev, shape) == pytest.approx(4 * n * 36 * ex + 2 * n * (questions * (tok.prompt + ex) + ev.generated))
+    generated = 3 * 18 * 24 + 9 * 6 * 24
+    assert ev.examples == 9 * 2 * 2 and (ev.generated, ev.decode_steps) == (generated, 3 * 3 * 24 + 9 * 24)
+    questions = 3 * 18 + 9 * 6
+    prefill = questions * (2 * body * tok.prompt + 2 * head)
+    assert flops(ev, shape) == pytest.approx(trained(36) + prefill + scored_forward(questions)
+                                             + 2 * (body + head) * generated)
     # similarity: 4 meta-training and 3 eval tasks x 4 batches of 2 examples, forward + backward
-    assert work["similarity"].train_tokens == pytest.approx(7 * 8 * ex)
+    assert flops(work["similarity"], shape) == pytest.approx(trained(7 * 8))
+
+
+def test_the_embedded_model_shape_reads_the_gguf_without_a_converted_copy(tmp_path):
+    converted = model_shape(ModelArgs())  # the cached conversion's config.json
+    from_gguf = model_shape(ModelArgs(cache_dir=str(tmp_path)))  # nothing cached there: the GGUF's metadata
+    assert from_gguf == converted and converted.params == 134_515_008  # SmolLM2-135M
+    assert not any(tmp_path.iterdir())  # nothing converted
 
 
 def test_workers_split_only_the_evaluation_and_a_file_replaces_throughput_keys(tmp_path, capsys):
     cfg = load_config(TINY)
     shape = model_shape(cfg.model)
-    cpu = THROUGHPUT["cpu"]
+    cpu = CPU[1]
+    load = cpu.load_s + shape.params * shape.weight_bytes / cpu.load_bandwidth
     for st in stages(cfg, shape):
-        fixed = (getattr(cpu.stage_s, st.name.split("/")[0]) + st.work.loads * cpu.load_s
-                 + st.work.records * cpu.record_s)
+        fixed = getattr(cpu.stage_s, st.name.split("/")[0]) + st.work.loads * load + st.work.records * cpu.record_s
         one, four = seconds(st, shape, cpu, workers=1), seconds(st, shape, cpu, workers=4)
         assert four == pytest.approx(fixed + (one - fixed) / 4 if st.name == "eval" else one)
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"flops": 1e12, "stage_s": {"report": 42.0}}))
     assert main(["plan", str(TINY), "--throughput", str(tmp_path / "mine.yaml")]) == 0
     out = capsys.readouterr().out
     report = next(line for line in out.splitlines() if line.startswith("report "))
-    assert report.endswith("42.0 s") and "1e+12 FLOP/s" in out
+    assert report.endswith("42.0 s") and "1e+12 FLOP/s in bf16" in out
 
 
 def test_design_on_h100_prints_every_stage_with_its_assumptions(capsys):

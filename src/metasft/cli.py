@@ -278,8 +278,9 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "plan":
         from metasft.plan import plan
-        config = _default_config(args.config)
-        print(plan(load_config(config, args.overrides), str(config), args.gpu, args.workers, args.throughput))
+        cfg = load_config(_default_config(args.config), args.overrides)
+        print(plan(cfg, args.config or "the embedded default (configs/experiment.yaml)", args.gpu, args.workers,
+                   args.throughput))
         return 0
     if args.command == "config":
         cfg = load_config(_default_config(args.config), args.overrides)

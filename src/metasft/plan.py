@@ -6,13 +6,16 @@ from per-source means (SOURCE_TOKENS); wall time from a throughput table per dev
 (THROUGHPUT, whose fields a YAML file may replace). Every figure is an estimate, printed with the
 assumptions behind it.
 
-FLOPs (Kaplan et al. 2020's 2N per token and pass): a forward pass costs 2N per token, N every base
-parameter (the tied embedding counted once, as the LM head); attention's length-squared term is left
-out (under 5% of 2N at these lengths). LoRA training costs 4N per token: the forward pass plus the
-backward pass's input gradients (2N); the frozen weights get no weight gradient (the 2N more of full
-fine-tuning's 6N), and the adapters' own products (rank << width) are left out. Gradient
-checkpointing adds one more forward (6N). Decoding costs 2N per token plus, every decoding step, one
-read of all weights: at small batches that read, not the arithmetic, sets the pace.
+FLOPs (Kaplan et al. 2020's 2 per parameter, token and pass): a forward pass costs 2 x body per token
+(body: the decoder layers, every parameter but the embedding and the LM head) and 2 x head per position
+scored through the LM head (metasft's loss scores only response tokens; a prompt's prefill only its last
+position); attention's length-squared term is left out (under 5% at these lengths). LoRA training costs
+twice that: the backward pass's input gradients; the frozen weights get no weight gradient (full
+fine-tuning's third 2N), and the adapters' own products (rank << width) are left out. Gradient
+checkpointing adds one more forward of the body. A decoded token costs 2 x (body + head), and every
+decoding step reads all weights once: at small batches that read, not the arithmetic, sets the pace.
+Matmuls run in bfloat16 where training autocasts (trainer.bf16) or the weights are bfloat16; evaluation
+has no autocast, so float32 weights decode in float32 (Throughput.flops_fp32).
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ ASSUMED_SOURCE_RECORDS = 5000
 
 @dataclass
 class Overheads:
-    """Fixed seconds of a stage beyond the model's work: imports, files, checkpoints, grading, writing."""
+    """Fixed seconds of a stage beyond the model's work (starting the grader, writing the report, ...)."""
     data: float = 0.0
     train: float = 0.0
     eval: float = 0.0
@@ -80,11 +83,15 @@ class Overheads:
 class Throughput:
     """One process on one device kind; the plan prints every figure as an assumption."""
     device: str = ""
-    flops: float = 1.0               # sustained FLOP/s of forward, backward and decoding matmuls
+    flops: float = 1.0               # sustained FLOP/s of matmuls in bfloat16 (trainer.bf16 autocast, bf16 weights)
+    flops_fp32: float = 1.0          # the same in float32 (float32 weights without autocast: evaluation too)
     memory_bandwidth: float = 1.0    # bytes/s of the weight read each decoding step makes
     decode_step_s: float = 0.0       # per decoding step beyond the weight read (Python, kernel launches)
     pass_s: float = 0.0              # per micro-batch pass (Python, optimizer step, kernel launches)
-    load_s: float = 0.0              # per model build (weights from a local cache, adapters)
+    token_s: float = 0.0             # per token through a pass beyond its FLOPs (elementwise layers, the
+                                     # cross-entropy over the vocabulary, padding): what bounds a narrow model
+    load_s: float = 0.0              # per model build, plus its weights at load_bandwidth
+    load_bandwidth: float = 1.0      # bytes/s of weights read when a model is built
     record_s: float = 0.0            # per source record the data build reads (generating, splitting, writing)
     answer_s: float = 0.0            # per generated answer (grading, storing the prediction)
     memory_gib: float = 0.0          # memory of one device (host memory for cpu)
@@ -92,41 +99,55 @@ class Throughput:
     basis: str = ""                  # where the figures come from
 
 
+# This 2-core x86 machine (AVX2, torch 2.13 CPU), float32 (bfloat16 not measured: taken as float32). The
+# FLOP rates count as `flops` does: 4 x body per trained token + 4 x head per scored position, 477 MFLOP per
+# token of the embedded data on SmolLM2-135M (157 tokens, 72 scored). 2 threads (torch's default here), from
+# BENCHMARKS.md: 174 tokens/s trained (bench_train.py: SFT 177, FOMAML 171); memory_bandwidth = 538 MB of
+# weights / 0.090 s, a decoding step's cost beyond its arithmetic (bench_generate.py, ours_merged: batch 16
+# 35.6 s, batch 32 27.0 s for the same 3,060 tokens). 1 thread: 151 tokens/s trained (bench_plan.py), and
+# 538 MB / 0.047 s from bench_generate.py's 1-thread figures (79.9 and 90.4 tokens/s). Both: the per-pass,
+# per-step, per-build, per-answer costs and the grader's start (the eval stage's fixed cost) from
+# bench_plan.py on the tiny model, less the arithmetic in them; the train stage's fixed cost is the tiny
+# train/base stage less its model build (0.5 - 0.2 s). Fit to measured stage times, so checking nothing
+# independent: token_s, 0.12-0.18 ms per token over the tiny experiment's train, eval and similarity
+# stages (the tiny model's narrow layers leave its 49k-wide cross-entropy and elementwise work the larger
+# part; 2% of SmolLM2's time per token); record_s and the report stage, from the data and report stages of
+# the default and the tiny experiment (0.39 and 0.42 ms per record; 3.5 and 3.3 s).
+_CPU = dict(decode_step_s=0.0005, pass_s=0.008, token_s=0.00013, load_s=0.2, load_bandwidth=1.9e9,
+            record_s=0.0004, answer_s=0.0003, memory_gib=23, stage_s=Overheads(train=0.3, eval=1.0, report=3.4))
+CPU = {
+    1: Throughput(device="cpu (this 2-core machine, 1 thread)", flops=72e9, flops_fp32=72e9,
+                  memory_bandwidth=11.5e9, basis="SmolLM2-135M on 1 thread: bench_plan.py, BENCHMARKS.md", **_CPU),
+    2: Throughput(device="cpu (this 2-core machine, 2 threads)", flops=83e9, flops_fp32=83e9,
+                  memory_bandwidth=6.0e9, basis="SmolLM2-135M on 2 threads: BENCHMARKS.md", **_CPU),
+}
+# GPU figures are stated, not measured: 30% of the peak dense tensor FLOP/s (small LoRA micro-batches in
+# one process, eager PyTorch) in bf16, and of the plain FP32 peak in float32 (PyTorch leaves TF32 off for
+# matmuls); 70% of HBM bandwidth; 20 ms of eager PyTorch per decoding step (about 1 ms per decoder layer
+# of a 16-layer 1B model, Python and kernel launches) and 30 ms per training pass; a model build 10 s
+# (CUDA context, LoRA) plus its weights from local disk at 1 GB/s.
+_GPU = dict(decode_step_s=0.020, pass_s=0.030, load_s=10.0, load_bandwidth=1e9, record_s=0.0004, answer_s=0.001,
+            memory_gib=80, stage_s=Overheads(data=5.0, train=5.0, eval=5.0, similarity=5.0, report=5.0))
 THROUGHPUT = {
-    # This 2-core x86 machine (AVX2, torch 2.13 CPU, 2 threads), calibrated from BENCHMARKS.md:
-    # flops = 4N x 174 tokens/s (bench_train.py: SFT 177, FOMAML 171 tokens/s on SmolLM2-135M, fp32);
-    # memory_bandwidth = 538 MB of weights / 0.090 s, the decoding step's cost beyond its arithmetic
-    # (bench_generate.py, ours_merged: batch 16 35.6 s vs batch 32 27.0 s for the same 3,060 tokens);
-    # the per-step, per-load and per-stage seconds from the tiny experiment (the same stages with a
-    # 3M-parameter model, where they are nearly all of the time) and the default's data and report stages.
-    "cpu": Throughput(
-        device="cpu (this 2-core machine, fp32)", flops=94e9, memory_bandwidth=6.0e9, decode_step_s=0.004,
-        pass_s=0.02, load_s=0.4, record_s=0.0004, answer_s=0.01, memory_gib=23,
-        stage_s=Overheads(data=0.0, train=0.3, eval=1.0, similarity=0.3, report=3.3),
-        basis="BENCHMARKS.md: training 174 tokens/s and decoding on SmolLM2-135M; fixed costs from the tiny "
-              "experiment"),
-    # GPU figures are stated, not measured: peak dense bf16 tensor FLOP/s x 30% (small LoRA batches of one
-    # process, eager PyTorch), HBM bandwidth x 70%, 25 ms of Python per decoding step (30 layers of eager
-    # kernel launches; a 1B model in eager mode decodes at 30-40 steps/s), 30 ms per training pass,
-    # 20 s to build a model (CUDA context, weights from local disk).
-    "h100": Throughput(
-        device="h100 (one NVIDIA H100 SXM 80 GB)", flops=0.30 * 989e12, memory_bandwidth=0.70 * 3.35e12,
-        decode_step_s=0.025, pass_s=0.03, load_s=20.0, record_s=0.0004, answer_s=0.01, memory_gib=80,
-        stage_s=Overheads(data=5.0, train=10.0, eval=10.0, similarity=5.0, report=5.0),
-        basis="assumed: 30% of 989 TFLOP/s bf16, 70% of 3.35 TB/s"),
-    "a100": Throughput(
-        device="a100 (one NVIDIA A100 SXM 80 GB)", flops=0.30 * 312e12, memory_bandwidth=0.70 * 2.04e12,
-        decode_step_s=0.025, pass_s=0.03, load_s=20.0, record_s=0.0004, answer_s=0.01, memory_gib=80,
-        stage_s=Overheads(data=5.0, train=10.0, eval=10.0, similarity=5.0, report=5.0),
-        basis="assumed: 30% of 312 TFLOP/s bf16, 70% of 2.04 TB/s"),
+    "cpu": CPU[2],
+    "h100": Throughput(device="h100 (one NVIDIA H100 SXM 80 GB)", flops=0.30 * 989e12, flops_fp32=0.30 * 67e12,
+                       memory_bandwidth=0.70 * 3.35e12,
+                       basis="assumed: 30% of 989 TFLOP/s bf16 and 67 TFLOP/s fp32, 70% of 3.35 TB/s", **_GPU),
+    "a100": Throughput(device="a100 (one NVIDIA A100 SXM 80 GB)", flops=0.30 * 312e12, flops_fp32=0.30 * 19.5e12,
+                       memory_bandwidth=0.70 * 2.04e12,
+                       basis="assumed: 30% of 312 TFLOP/s bf16 and 19.5 TFLOP/s fp32, 70% of 2.04 TB/s", **_GPU),
 }
 
 
-def throughput(kind: str, override: str | Path | None = None) -> Throughput:
-    """THROUGHPUT[kind], with the keys of YAML file `override` replaced (strict: unknown keys are errors)."""
+def throughput(kind: str, override: str | Path | None = None, threads: int | None = None) -> Throughput:
+    """The table of device `kind` (cpu: at `threads`, default torch's, which OMP_NUM_THREADS sets), with the
+    keys of YAML file `override` replaced (strict: an unknown key is an error)."""
     if kind not in THROUGHPUT:
         raise PlanError(f"--gpu: unknown device kind {kind!r}; expected one of {', '.join(THROUGHPUT)}")
     base = THROUGHPUT[kind]
+    if kind == "cpu":
+        import torch
+        base = CPU[1 if (threads or torch.get_num_threads()) == 1 else 2]
     return load_fields(base, override) if override is not None else base
 
 
@@ -135,7 +156,9 @@ def throughput(kind: str, override: str | Path | None = None) -> Throughput:
 class ModelShape:
     """What the cost of a model depends on; widths are per layer."""
     name: str
-    params: int          # every base parameter, the tied embedding once
+    params: int          # every base parameter, a tied embedding once
+    body: int            # the decoder layers' and norms' (every parameter but the embedding and the LM head)
+    head: int            # the LM head's (vocab x hidden): its product runs only on scored positions
     lora: int            # LoRA parameters over model.target_modules
     layers: int
     hidden: int
@@ -170,7 +193,10 @@ def model_shape(m: ModelArgs) -> ModelShape:
     if missing:
         raise ConfigError(f"model.target_modules: {missing} are not linear layers of {m.partial_pretrain}")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return ModelShape(name=m.partial_pretrain, params=sum(p.numel() for p in model.parameters()), lora=lora,
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    params = sum(p.numel() for p in model.parameters())
+    return ModelShape(name=m.partial_pretrain, params=params, lora=lora,
+                      body=params - embedding.numel() - (0 if head is embedding else head.numel()), head=head.numel(),
                       layers=config.num_hidden_layers, hidden=config.hidden_size,
                       kv=config.num_key_value_heads * head_dim, intermediate=config.intermediate_size,
                       vocab=config.vocab_size, weight_bytes=4 if m.dtype == "float32" else 2)
@@ -183,22 +209,26 @@ class Work:
     records: int = 0            # source records the data build reads
     examples: int = 0           # examples trained on (the run's budget; eval: adaptation)
     train_tokens: float = 0.0   # tokens through forward + backward passes
+    train_rows: float = 0.0     # of them, positions scored through the LM head (response tokens)
     forward_tokens: float = 0.0  # tokens through forward-only passes (losses, prompts)
+    forward_rows: float = 0.0   # of them, positions scored (a prompt's prefill: its last)
     generated: float = 0.0      # tokens decoded: every answer runs to its max_new_tokens (an upper bound)
     decode_steps: int = 0       # batched decoding steps
     answers: int = 0            # generated answers graded and stored
     passes: int = 0             # micro-batch passes
     loads: int = 0              # model builds
 
-    def train(self, examples: int, tokens: float, passes: int, budget: bool = True) -> None:
-        """`examples` of `tokens` each through forward + backward in `passes` passes; `budget`: they
-        count among the examples trained on (validation's adaptation does not)."""
+    def train(self, examples: int, size: Size, passes: int, budget: bool = True) -> None:
+        """`examples` of `size` each through forward + backward in `passes` passes; `budget`: they count
+        among the examples trained on (validation's adaptation does not)."""
         self.examples += examples if budget else 0
-        self.train_tokens += examples * tokens
+        self.train_tokens += examples * size.tokens
+        self.train_rows += examples * size.rows
         self.passes += passes
 
-    def forward(self, examples: int, tokens: float, micro: int) -> None:
-        self.forward_tokens += examples * tokens
+    def forward(self, examples: int, size: Size, micro: int) -> None:
+        self.forward_tokens += examples * size.tokens
+        self.forward_rows += examples * size.rows
         self.passes += math.ceil(examples / micro)
 
 
@@ -222,10 +252,25 @@ class Stage:
     work: Work
     memory: Memory | None       # None: no model
     parallel: bool = False      # split across --workers processes
+    half: bool = False          # matmuls in bfloat16 (else float32)
 
 
-def _capped(t: Tokens, max_length: int) -> float:
-    return min(t.prompt + t.response, max_length)
+@dataclass(frozen=True)
+class Size:
+    """One sequence: its tokens and the positions of them scored through the LM head."""
+    tokens: float
+    rows: float
+
+
+def _example(t: Tokens, max_length: int) -> Size:
+    """A training example: prompt + response, cut at max_length (data.truncation right); its response scored."""
+    tokens = min(t.prompt + t.response, max_length)
+    return Size(tokens, max(1.0, tokens - t.prompt))
+
+
+def _prompt(t: Tokens) -> Size:
+    """A prompt's prefill: its last position scored (the first token generated, or the option letter)."""
+    return Size(t.prompt, 1.0)
 
 
 def _tokens(source: str) -> Tokens:
@@ -292,22 +337,21 @@ class _Planner:
         self.meta_examples: dict[str, int] = {}
 
     # -------------------------------------------------------------------- memory
-    def _activations(self, examples: int, cfg: Config) -> float:
+    def _activations(self, examples: int, cfg: Config, half: bool) -> float:
         """Bytes one micro-batch keeps for its backward pass at data.max_length tokens per example, logits
         and their gradient (float32) included."""
         s, tokens = self.shape, examples * cfg.data.max_length
-        act_bytes = 2 if cfg.trainer.bf16 else s.weight_bytes
         per_layer = s.activation_values() if not cfg.model.gradient_checkpointing else s.hidden
-        return tokens * (s.layers * per_layer * act_bytes + 2 * s.vocab * 4)
+        return tokens * (s.layers * per_layer * (2 if half else 4) + 2 * s.vocab * 4)
 
     def _memory(self, adapter_copies: int, activations: float = 0.0, kv_cache: float = 0.0) -> Memory:
         """The model, `adapter_copies` float32 LoRA-sized tensors, activations, KV cache."""
         s = self.shape
         return Memory(s.params * s.weight_bytes, 4 * s.lora * adapter_copies, activations, kv_cache)
 
-    def _kv_cache(self, batch: int, length: int, cfg: Config) -> float:
+    def _kv_cache(self, batch: int, length: int) -> float:
         s = self.shape
-        return 2 * s.layers * s.kv * length * batch * (2 if cfg.trainer.bf16 else s.weight_bytes)
+        return 2 * s.layers * s.kv * length * batch * s.weight_bytes
 
     # -------------------------------------------------------------------- stages
     def data(self) -> Stage:
@@ -318,10 +362,11 @@ class _Planner:
         from metasft.train.run import sft_budget
 
         cfg, w, m = run.cfg, Work(loads=1), run.cfg.meta
+        half = cfg.trainer.bf16 or cfg.model.dtype == "bfloat16"  # TrainModel's autocast, or bf16 weights
         if run.arm == "base":
-            return Stage(f"train/{run.name}", w, self._memory(1))
-        tokens = sum(_capped(_tokens(self.sources.get(t.name, "")), cfg.data.max_length)
-                     for t in meta_tasks(cfg)) / max(self.n_tasks, 1)
+            return Stage(f"train/{run.name}", w, self._memory(1), half=half)
+        sizes = [_example(_tokens(self.sources.get(t.name, "")), cfg.data.max_length) for t in meta_tasks(cfg)]
+        size = Size(sum(x.tokens for x in sizes) / len(sizes), sum(x.rows for x in sizes) / len(sizes))
         val_examples = sum(s["val"] for s in self.splits.values())
         val_tasks = sum(s["val"] > 0 for s in self.splits.values())
         if run.arm in ("fomaml", "reptile"):
@@ -329,19 +374,20 @@ class _Planner:
             task_steps = cfg.trainer.total_steps * min(m.meta_batch_size, self.n_tasks)
             query = m.algorithm == "fomaml" and run.arm != "reptile"
             micro = max(m.inner_batch_size, m.query_batch_size)
-            w.train(examples, tokens, task_steps * (m.num_inner_steps + query))
-            w.forward(task_steps * m.inner_batch_size, tokens, micro)  # support_loss_post on the first batch
+            w.train(examples, size, task_steps * (m.num_inner_steps + query))
+            w.forward(task_steps * m.inner_batch_size, size, micro)  # support_loss_post on the first batch
             for _ in range(_validations(cfg.trainer.test_freq, cfg.trainer.total_steps)):
-                w.forward(val_examples, tokens, cfg.trainer.val_batch_size)  # val_loss
-                w.train(val_tasks * m.num_inner_steps * m.inner_batch_size, tokens,
+                w.forward(val_examples, size, cfg.trainer.val_batch_size)  # val_loss
+                w.train(val_tasks * m.num_inner_steps * m.inner_batch_size, size,
                         val_tasks * m.num_inner_steps, budget=False)  # val_loss_adapted: adapt, then score
-                w.forward(val_examples, tokens, cfg.trainer.val_batch_size)
+                w.forward(val_examples, size, cfg.trainer.val_batch_size)
             # LoRA, its gradient and AdamW's two moments; θ, the meta-gradient, a task's gradient; the inner Adam
-            return Stage(f"train/{run.name}", w, self._memory(4 + 3 + 2, self._activations(micro, cfg)))
+            return Stage(f"train/{run.name}", w, self._memory(4 + 3 + 2, self._activations(micro, cfg, half)),
+                         half=half)
         if run.arm == "sft_task":  # Baseline 2: epochs over its eval task's pool, no validation
             spec = next(t for t in cfg.data.eval_tasks if t.name == run.sft_task)
             examples, _ = sft_budget(cfg, _shots_pool(spec), self.n_tasks)
-            tokens, val_examples = _capped(_tokens(spec.source), cfg.data.max_length), 0
+            size, val_examples = _example(_tokens(spec.source), cfg.data.max_length), 0
         elif run.paired is not None:  # the paired meta run's examples x data.budget_scale, as sft_budget reads them
             examples = round(self.meta_examples[run.paired] * cfg.data.budget_scale)
         else:
@@ -349,11 +395,11 @@ class _Planner:
             examples, _ = sft_budget(cfg, round(pool * cfg.data.budget_scale), self.n_tasks)
         steps = math.ceil(examples / cfg.data.train_batch_size)
         micro = cfg.trainer.micro_batch_size
-        w.train(examples, tokens, steps * math.ceil(min(cfg.data.train_batch_size, examples) / micro))
+        w.train(examples, size, steps * math.ceil(min(cfg.data.train_batch_size, examples) / micro))
         for _ in range(_validations(cfg.trainer.test_freq, steps) if val_examples else 0):
-            w.forward(val_examples, tokens, cfg.trainer.val_batch_size)
+            w.forward(val_examples, size, cfg.trainer.val_batch_size)
         # LoRA, its gradient, AdamW's two moments
-        return Stage(f"train/{run.name}", w, self._memory(4, self._activations(micro, cfg)))
+        return Stage(f"train/{run.name}", w, self._memory(4, self._activations(micro, cfg, half)), half=half)
 
     def _evaluation(self, w: Work, tasks: list, batch: int) -> None:
         """One evaluate_steps over `tasks`' test questions: generation sharing batches, reference losses,
@@ -367,9 +413,9 @@ class _Planner:
         w.answers += samples * questions
         for t in tasks:
             tok = _tokens(t.source)
-            w.forward(t.test_size, tok.prompt, batch)  # the prompt's prefill
-            w.forward(t.test_size, _capped(tok, self.cfg.data.max_length), batch)  # reference loss
-            w.forward(round(t.test_size * tok.choice), tok.prompt, batch)
+            w.forward(t.test_size, _prompt(tok), batch)  # the prompt's prefill
+            w.forward(t.test_size, _example(tok, self.cfg.data.max_length), batch)  # reference loss
+            w.forward(round(t.test_size * tok.choice), _prompt(tok), batch)  # the options' letters
 
     def eval(self, runs) -> Stage:
         from metasft.eval.schedule import enumerate_groups, recorded_steps
@@ -392,14 +438,15 @@ class _Planner:
         later = [s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0]
         for g in groups:
             t, batch = tasks[g.task], min(e.adaptation_batch_size, g.n_shots)
-            w.train(e.adaptation_steps * batch, _capped(_tokens(t.source), cfg.data.max_length), e.adaptation_steps)
+            w.train(e.adaptation_steps * batch, _example(_tokens(t.source), cfg.data.max_length), e.adaptation_steps)
             for _ in later:
                 self._evaluation(w, [t], e.batch_size)
         longest = max(_tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens) for t in tasks.values())
-        # LoRA, its gradient, AdamW's two moments while adapting
-        memory = self._memory(4, self._activations(e.adaptation_batch_size, cfg),
-                              self._kv_cache(e.batch_size, round(longest), cfg))
-        return Stage("eval", w, memory, parallel=True)
+        # LoRA, its gradient, AdamW's two moments while adapting; the evaluator has no autocast (trainer.bf16)
+        half = cfg.model.dtype == "bfloat16"
+        memory = self._memory(4, self._activations(e.adaptation_batch_size, cfg, half),
+                              self._kv_cache(e.batch_size, round(longest)))
+        return Stage("eval", w, memory, parallel=True, half=half)
 
     def similarity(self) -> Stage:
         """Adapter gradients of every task on similarity_batches batches of adaptation_batch_size."""
@@ -409,8 +456,10 @@ class _Planner:
         sized = [(min(per_task, self.splits[t.name]["support"]), t.source) for t in cfg.data.tasks]
         sized += [(min(per_task, _shots_pool(t)), t.source) for t in cfg.data.eval_tasks]
         for n, source in sized:
-            w.train(n, _capped(_tokens(source), cfg.data.max_length), math.ceil(n / e.adaptation_batch_size))
-        return Stage("similarity", w, self._memory(2, self._activations(e.adaptation_batch_size, cfg)))
+            w.train(n, _example(_tokens(source), cfg.data.max_length), math.ceil(n / e.adaptation_batch_size))
+        half = cfg.model.dtype == "bfloat16"  # the evaluator's model, no autocast
+        return Stage("similarity", w, self._memory(2, self._activations(e.adaptation_batch_size, cfg, half)),
+                     half=half)
 
 
 def stages(cfg: Config, shape: ModelShape) -> list[Stage]:
@@ -426,21 +475,25 @@ def stages(cfg: Config, shape: ModelShape) -> list[Stage]:
 
 # ------------------------------------------------------------------------------------ FLOPs and time
 def flops(work: Work, shape: ModelShape, gradient_checkpointing: bool = False) -> float:
-    """2N per forward token, 4N per LoRA training token (6N with gradient checkpointing), 2N per
-    generated token."""
-    train = (6 if gradient_checkpointing else 4) * shape.params
-    return train * work.train_tokens + 2 * shape.params * (work.forward_tokens + work.generated)
+    """Per token the decoder layers cost 2 x body forward, 4 x body trained (6 x with gradient checkpointing);
+    per scored position the LM head 2 x head forward, 4 x head trained; a generated token both, forward."""
+    s = shape
+    train = (6 if gradient_checkpointing else 4) * s.body * work.train_tokens + 4 * s.head * work.train_rows
+    forward = 2 * s.body * work.forward_tokens + 2 * s.head * work.forward_rows
+    return train + forward + 2 * (s.body + s.head) * work.generated
 
 
 def seconds(stage: Stage, shape: ModelShape, tp: Throughput, workers: int = 1,
             gradient_checkpointing: bool = False) -> float:
     """Estimated wall time of `stage`: its fixed cost, model builds, arithmetic at tp.flops, one weight
-    read per decoding step, per-pass and per-answer costs; a parallel stage's work split over `workers`."""
+    read per decoding step, per-token, per-pass and per-answer costs; a parallel stage's work split over
+    `workers`."""
     w = stage.work
-    fixed = getattr(tp.stage_s, stage.name.split("/")[0]) + w.loads * tp.load_s + w.records * tp.record_s
-    work = (flops(w, shape, gradient_checkpointing) / tp.flops
+    load = tp.load_s + shape.params * shape.weight_bytes / tp.load_bandwidth
+    fixed = getattr(tp.stage_s, stage.name.split("/")[0]) + w.loads * load + w.records * tp.record_s
+    work = (flops(w, shape, gradient_checkpointing) / (tp.flops if stage.half else tp.flops_fp32)
             + w.decode_steps * (shape.params * shape.weight_bytes / tp.memory_bandwidth + tp.decode_step_s)
-            + w.passes * tp.pass_s + w.answers * tp.answer_s)
+            + (w.train_tokens + w.forward_tokens) * tp.token_s + w.passes * tp.pass_s + w.answers * tp.answer_s)
     return fixed + work / (workers if stage.parallel else 1)
 
 
@@ -488,14 +541,19 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
                     _bytes(s.memory.kv_cache)] for s in with_model]
     e = cfg.eval
     assumptions = [
-        f"throughput ({tp.basis}): {tp.flops:.3g} FLOP/s; a decoding step reads the weights at "
-        f"{tp.memory_bandwidth:.3g} B/s + {tp.decode_step_s * 1e3:g} ms; {tp.pass_s * 1e3:g} ms per micro-batch pass, "
-        f"{tp.load_s:g} s per model build, {tp.answer_s * 1e3:g} ms per graded answer, {tp.record_s * 1e3:g} ms per "
-        f"source record; fixed seconds per stage {dataclasses.asdict(tp.stage_s)}. --throughput FILE.yaml replaces "
-        f"any of these keys (metasft.plan.Throughput)",
-        "FLOPs: 2N per forward token, 4N per LoRA training token (forward + input gradients; the frozen weights get "
-        "no weight gradient)" + (", 6N with gradient checkpointing" if gc else "")
-        + ", 2N per generated token; attention's length-squared term left out",
+        f"throughput ({tp.basis}): {tp.flops:.3g} FLOP/s in bf16, {tp.flops_fp32:.3g} in fp32; a decoding step "
+        f"reads the weights at {tp.memory_bandwidth:.3g} B/s + {tp.decode_step_s * 1e3:g} ms; {tp.pass_s * 1e3:g} ms "
+        f"per micro-batch pass and {tp.token_s * 1e3:g} ms per token in it beyond the FLOPs; a model build {tp.load_s:g} s + weights at {tp.load_bandwidth:.3g} B/s; "
+        f"{tp.answer_s * 1e3:g} ms per graded answer, {tp.record_s * 1e3:g} ms per source record; fixed seconds per "
+        f"stage {dataclasses.asdict(tp.stage_s)}. --throughput FILE.yaml replaces any of these keys "
+        "(metasft.plan.Throughput)",
+        "precision: " + ", ".join(f"{name} {'bf16' if half else 'fp32'}" for name, half in
+                                  dict.fromkeys((s.name.split("/")[0], s.half) for s in with_model))
+        + " (training autocasts with trainer.bf16; evaluation and similarity compute in model.dtype)",
+        f"FLOPs: per token 2 x the decoder layers' {shape.body:,} parameters forward, 4x trained (forward + input "
+        "gradients; the frozen weights get no weight gradient" + ("; 6x with gradient checkpointing" if gc else "")
+        + f"); per scored position (response tokens, a prompt's last) 2x or 4x the LM head's {shape.head:,}; "
+        "attention's length-squared term left out",
         "tokens: per-source means of prompt + response (SmolLM2 tokenizer, chat template; metasft.plan.SOURCE_TOKENS), "
         f"capped at data.max_length={cfg.data.max_length}",
         f"generation: every answer runs to its task's max_new_tokens (capped at eval.max_new_tokens="
