@@ -114,6 +114,7 @@ def test_design_on_h100_prints_every_stage_with_its_assumptions(capsys):
 
 
 @pytest.mark.parametrize("argv, named", [(["--gpu", "v100"], "v100"), (["--workers", "0"], "--workers"),
+                                         (["--gpu", "h100", "--threads", "2"], "--threads"),
                                          (["meta.inner_lrr=1"], "meta.inner_lrr")])
 def test_bad_plan_input_is_a_one_line_error(argv, named, capsys):
     assert main(["plan", str(TINY), *argv]) == 2

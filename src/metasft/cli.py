@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="device kind of the throughput table: h100, a100 or cpu (this 2-core machine; the default)")
     pl.add_argument("--workers", type=int, default=1,
                     help="processes the evaluation's groups are split over (default 1)")
+    pl.add_argument("--threads", type=int,
+                    help="--gpu cpu: torch threads the run will use (default: torch's, which OMP_NUM_THREADS sets)")
     pl.add_argument("--throughput", type=Path, metavar="FILE.yaml",
                     help="replace keys of the device kind's throughput table (metasft.plan.Throughput)")
     _overrides(pl)
@@ -280,7 +282,7 @@ def _dispatch(args) -> int:
         from metasft.plan import plan
         cfg = load_config(_default_config(args.config), args.overrides)
         print(plan(cfg, args.config or "the embedded default (configs/experiment.yaml)", args.gpu, args.workers,
-                   args.throughput))
+                   args.throughput, args.threads))
         return 0
     if args.command == "config":
         cfg = load_config(_default_config(args.config), args.overrides)

@@ -589,10 +589,13 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
     ])
 
 
-def plan(cfg: Config, origin: str, kind: str = "cpu", workers: int = 1, override: str | Path | None = None) -> str:
+def plan(cfg: Config, origin: str, kind: str = "cpu", workers: int = 1, override: str | Path | None = None,
+         threads: int | None = None) -> str:
     """The cost plan of `metasft run` on `cfg` as printed text."""
     if workers < 1:
         raise PlanError(f"--workers must be >= 1, got {workers}")
-    tp = throughput(kind, override)
+    if threads is not None and (threads < 1 or kind != "cpu"):
+        raise PlanError(f"--threads must be >= 1 and goes with --gpu cpu, got {threads} with --gpu {kind}")
+    tp = throughput(kind, override, threads)
     shape = model_shape(cfg.model)
     return render(cfg, origin, shape, tp, workers, stages(cfg, shape))
