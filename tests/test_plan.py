@@ -1,5 +1,7 @@
 """The cost plan (`metasft plan`): counts and FLOPs against a hand computation, each stage's estimate
 within 2x of its measured time, the design's table on h100, one-line errors."""
+import dataclasses
+
 import pytest
 import yaml
 
@@ -11,24 +13,33 @@ from metasft.plan import CPU, SOURCE_TOKENS, flops, model_shape, seconds, stages
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 DESIGN = CONFIGS / "full" / "design.yaml"
 
-# (torch threads, stage seconds from the run's manifest.json) on the project's 2-core CPU
+# (config, overrides giving the config as it was measured, torch threads, stage seconds from the run's
+# manifest.json) on the project's 2-core CPU
 MEASURED = {
     # BENCHMARKS.md: `rm -rf runs/embedded_default; time bash scripts/demo.sh`, 2026-11-29, commit 24e3f3e,
-    # torch's 2 threads, nothing else running, model cache warm
-    "experiment.yaml": (2, {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7,
-                            "eval": 567.2, "similarity": 31.4, "report": 3.5}),
+    # torch's 2 threads, nothing else running, model cache warm; since then the default's test sets grew
+    # and its few-shot groups run stacked
+    "default": ("experiment.yaml", ["data.eval_tasks.0.test_size=16", "data.eval_tasks.1.test_size=16",
+                                    "data.eval_tasks.2.test_size=12", "eval.cells_per_batch=1"], 2,
+                {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7, "eval": 567.2,
+                 "similarity": 31.4, "report": 3.5}),
     # `OMP_NUM_THREADS=1 metasft run configs/tiny/experiment.yaml --out /tmp/plan_tiny`, 2026-11-29,
-    # commit b77e8c5, load average 0.6
-    "tiny/experiment.yaml": (1, {"data": 0.4, "train/fomaml": 9.0, "train/sft_mixed": 4.8, "train/base": 0.5,
-                                 "eval": 11.7, "similarity": 2.4, "report": 3.3}),
+    # commit b77e8c5 (one few-shot group at a time), load average 0.6
+    "tiny, one group at a time": ("tiny/experiment.yaml", ["eval.cells_per_batch=1"], 1,
+                                  {"data": 0.4, "train/fomaml": 9.0, "train/sft_mixed": 4.8, "train/base": 0.5,
+                                   "eval": 11.7, "similarity": 2.4, "report": 3.3}),
+    # the same at commit 85cb5cd (few-shot groups stacked, eval.cells_per_batch 6), load average 0.9
+    "tiny, stacked": ("tiny/experiment.yaml", [], 1,
+                      {"data": 0.2, "train/fomaml": 8.3, "train/sft_mixed": 5.3, "train/base": 0.4, "eval": 11.2,
+                       "similarity": 2.4, "report": 3.2}),
 }
 
 
-@pytest.mark.parametrize("config", MEASURED)
-def test_every_stage_estimate_is_within_2x_of_its_measured_time(config):
-    cfg = load_config(CONFIGS / config)
+@pytest.mark.parametrize("run", MEASURED)
+def test_every_stage_estimate_is_within_2x_of_its_measured_time(run):
+    config, overrides, threads, measured = MEASURED[run]
+    cfg = load_config(CONFIGS / config, overrides)
     shape = model_shape(cfg.model)
-    threads, measured = MEASURED[config]
     estimated = {s.name: seconds(s, shape, CPU[threads]) for s in stages(cfg, shape)}
     assert set(estimated) == set(measured)
     ratios = {name: round(estimated[name] / seconds_, 2) for name, seconds_ in measured.items()}
@@ -36,7 +47,7 @@ def test_every_stage_estimate_is_within_2x_of_its_measured_time(config):
 
 
 def test_counts_and_flops_match_a_hand_computation():
-    cfg = load_config(TINY, ["trainer.total_steps=3", "trainer.test_freq=0", "eval.seeds=[0]",
+    cfg = load_config(TINY, ["trainer.total_steps=3", "trainer.test_freq=0", "eval.seeds=[0]", "eval.cells_per_batch=1",
                              "eval.adaptation_steps=2", "eval.record_steps=[0,2]"])
     shape = model_shape(cfg.model)
     # tiny-llama: SmolLM2's 49,152-token vocabulary x width 64, tied (the embedding is the head); 2 layers of
@@ -76,6 +87,17 @@ def test_counts_and_flops_match_a_hand_computation():
                                              + 2 * (body + head) * generated)
     # similarity: 4 meta-training and 3 eval tasks x 4 batches of 2 examples, forward + backward
     assert flops(work["similarity"], shape) == pytest.approx(trained(7 * 8))
+
+    # the grid engine: each task's 3 few-shot groups in one stack, adapting in one pass per step; its
+    # evaluation takes 6 // 3 = 2 questions of each cell per batch (3 batches of 24 steps) and one prompt
+    # forward per question and cell, continued over the reference solution
+    grid = {s.name: s.work for s in stages(dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, cells_per_batch=6)), shape)}["eval"]
+    assert (grid.examples, grid.generated) == (ev.examples, ev.generated)
+    assert grid.decode_steps == 3 * 3 * 24 + 3 * 3 * 24 and grid.answers == ev.answers
+    zero_shot = 3 * 18 * (2 * body * tok.prompt + 2 * head) + scored_forward(3 * 18)
+    stacked = 9 * 6 * (2 * body * ex + 2 * head * (scored + 1))
+    assert flops(grid, shape) == pytest.approx(trained(36) + zero_shot + stacked + 2 * (body + head) * generated)
 
 
 def test_the_embedded_model_shape_reads_the_gguf_without_a_converted_copy(tmp_path):

@@ -112,9 +112,9 @@ class Throughput:
 # independent: token_s, 0.12-0.18 ms per token over the tiny experiment's train, eval and similarity
 # stages (the tiny model's narrow layers leave its 49k-wide cross-entropy and elementwise work the larger
 # part; 2% of SmolLM2's time per token); record_s and the report stage, from the data and report stages of
-# the default and the tiny experiment (0.39 and 0.42 ms per record; 3.5 and 3.3 s).
+# the default and the tiny experiment (0.21-0.42 ms per record over three runs; 3.2-3.5 s).
 _CPU = dict(decode_step_s=0.0005, pass_s=0.008, token_s=0.00013, load_s=0.2, load_bandwidth=1.9e9,
-            record_s=0.0004, answer_s=0.0003, memory_gib=23, stage_s=Overheads(train=0.3, eval=1.0, report=3.4))
+            record_s=0.0003, answer_s=0.0003, memory_gib=23, stage_s=Overheads(train=0.3, eval=1.0, report=3.4))
 CPU = {
     1: Throughput(device="cpu (this 2-core machine, 1 thread)", flops=72e9, flops_fp32=72e9,
                   memory_bandwidth=11.5e9, basis="SmolLM2-135M on 1 thread: bench_plan.py, BENCHMARKS.md", **_CPU),
@@ -417,30 +417,50 @@ class _Planner:
             w.forward(t.test_size, _example(tok, self.cfg.data.max_length), batch)  # reference loss
             w.forward(round(t.test_size * tok.choice), _prompt(tok), batch)  # the options' letters
 
+    def _stack_evaluation(self, w: Work, t, cells: int) -> None:
+        """One evaluation of a stack of `cells` few-shot groups of task `t` (grid_eval.GridScorer): batches
+        of eval.batch_size rows, each question once per cell; one prompt forward per row serves the
+        reference loss (continued from its cache), the option letters and the decoding."""
+        e = self.cfg.eval
+        limit = min(t.max_new_tokens, e.max_new_tokens)
+        tok = _tokens(t.source)
+        batches = math.ceil(t.test_size / max(1, e.batch_size // cells))
+        w.decode_steps += batches * limit
+        w.generated += cells * t.test_size * limit
+        w.answers += cells * t.test_size
+        rows = cells * t.test_size
+        w.forward_tokens += rows * _example(tok, self.cfg.data.max_length).tokens
+        w.forward_rows += rows * (1 + _example(tok, self.cfg.data.max_length).rows + tok.choice)
+        w.passes += 2 * batches  # the prompts, then the reference solutions continued
+
     def eval(self, runs) -> Stage:
-        from metasft.eval.schedule import enumerate_groups, recorded_steps
+        from metasft.eval.schedule import enumerate_groups, recorded_steps, stacks
         from metasft.eval.specs import ModelSpec
 
         cfg, e = self.cfg, self.cfg.eval
         tasks = {t.name: t for t in cfg.data.eval_tasks}
+        specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in runs]
         w = Work(loads=1)
-        groups = []
-        for r in runs:
-            spec = ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None)
-            mine = enumerate_groups([spec], {t.name: t.n_shots for t in cfg.data.eval_tasks}, e.seeds)
-            # step 0 of each of its tasks: the 0-shot evaluation, all its 0-shot tasks in one generation
-            zero = [tasks[g.task] for g in mine if g.n_shots == 0]
-            if zero:
+        for spec in specs:  # step 0 of each (model, task): the 0-shot evaluation, a model's tasks in one generation
+            mine = [t for name, t in tasks.items() if spec.tasks is None or name in spec.tasks]
+            if zero := [t for t in mine if 0 in t.n_shots]:
                 self._evaluation(w, zero, e.batch_size)
-            for name in dict.fromkeys(g.task for g in mine if 0 not in tasks[g.task].n_shots):
-                self._evaluation(w, [tasks[name]], e.batch_size)
-            groups += [g for g in mine if g.n_shots > 0]
+            for t in mine:
+                if 0 not in t.n_shots:
+                    self._evaluation(w, [t], e.batch_size)
+        groups = enumerate_groups(specs, {t.name: t.n_shots for t in cfg.data.eval_tasks}, e.seeds)
         later = [s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0]
-        for g in groups:
-            t, batch = tasks[g.task], min(e.adaptation_batch_size, g.n_shots)
-            w.train(e.adaptation_steps * batch, _example(_tokens(t.source), cfg.data.max_length), e.adaptation_steps)
+        for unit in stacks([g for g in groups if g.n_shots > 0], e.cells_per_batch):
+            t = tasks[unit[0].task]
+            for g in unit:  # AdamW on min(adaptation_batch_size, n) shots per step; a stack's cells in one pass
+                w.train(e.adaptation_steps * min(e.adaptation_batch_size, g.n_shots),
+                        _example(_tokens(t.source), cfg.data.max_length), 0)
+            w.passes += e.adaptation_steps
             for _ in later:
-                self._evaluation(w, [t], e.batch_size)
+                if e.cells_per_batch == 1:
+                    self._evaluation(w, [t], e.batch_size)
+                else:
+                    self._stack_evaluation(w, t, len(unit))
         longest = max(_tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens) for t in tasks.values())
         # LoRA, its gradient, AdamW's two moments while adapting; the evaluator has no autocast (trainer.bf16)
         half = cfg.model.dtype == "bfloat16"
@@ -543,7 +563,8 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
     assumptions = [
         f"throughput ({tp.basis}): {tp.flops:.3g} FLOP/s in bf16, {tp.flops_fp32:.3g} in fp32; a decoding step "
         f"reads the weights at {tp.memory_bandwidth:.3g} B/s + {tp.decode_step_s * 1e3:g} ms; {tp.pass_s * 1e3:g} ms "
-        f"per micro-batch pass and {tp.token_s * 1e3:g} ms per token in it beyond the FLOPs; a model build {tp.load_s:g} s + weights at {tp.load_bandwidth:.3g} B/s; "
+        f"per micro-batch pass and {tp.token_s * 1e3:g} ms per token in it beyond the FLOPs; a model build "
+        f"{tp.load_s:g} s + weights at {tp.load_bandwidth:.3g} B/s; "
         f"{tp.answer_s * 1e3:g} ms per graded answer, {tp.record_s * 1e3:g} ms per source record; fixed seconds per "
         f"stage {dataclasses.asdict(tp.stage_s)}. --throughput FILE.yaml replaces any of these keys "
         "(metasft.plan.Throughput)",
@@ -565,8 +586,9 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
         f"{ASSUMED_SOURCE_RECORDS} records in a hub or file source's split (downloads not counted)",
         "memory: activations of one micro-batch at data.max_length tokens per example (float32 logits and their "
         "gradient included); the KV cache of one generation batch at the longest prompt + max_new_tokens",
-        "eval: one group at a time" + (f" (eval.cells_per_batch={e.cells_per_batch}: the grid engine measured 1.31x "
-                                       f"faster on CPU)" if e.cells_per_batch > 1 else "")
+        ("eval: one group at a time (eval.cells_per_batch=1)" if e.cells_per_batch == 1 else
+         f"eval: a task's few-shot groups in stacks of eval.cells_per_batch={e.cells_per_batch} (the grid engine: one "
+         "adaptation pass and shared decoding batches per stack, one prompt forward per question and cell)")
         + (f"; --workers {workers} split the groups evenly, each process building its own model" if workers > 1
            else "; one process (--workers N splits its groups over N processes)"),
     ]
