@@ -1,19 +1,19 @@
-"""Greedy generation throughput: HFBackend.generate vs `model.generate`, same model and questions.
+"""Greedy generation throughput: HFBackend.generate vs plain `model.generate`, same model and questions.
 
-    python benchmarks/bench_generate.py --n 32 --max-new-tokens 96 --batch 16 [--threads 1]
+    python benchmarks/bench_generate.py --n 32 --max-new-tokens 96 --batch 16 --threads 1
 
 The embedded SmolLM2-135M-Instruct with a fresh PEFT LoRA (rank 16, all seven projections: what every
 evaluated model is), `--n` questions of the embedded generator's test split (every domain), chat
 formatted as in evaluation. Variants, all greedy and stopping at the end-of-turn token:
-  hf_one         model.generate, one question at a time (the baseline)
-  hf_batched     model.generate on left-padded batches of --batch, in input order
-  ours           HFBackend.generate (length-sorted batches, own KV-cache loop, finished rows dropped)
-  ours_merged    the same with the LoRA update folded into the base weights (LoraMerger): what
-                 `metasft eval` runs
-  ours_merged_2x ours_merged with batches of 2 x --batch
+  hf_one            model.generate, one question at a time
+  hf_batched        model.generate on left-padded batches of --batch, in input order
+  backend           HFBackend.generate: model.generate on length-sorted left-padded batches
+  backend_merged    the same with the LoRA update folded into the base weights (LoraMerger): what
+                    `metasft eval` runs
+  backend_merged_2x backend_merged with batches of 2 x --batch
 tokens/s counts generated tokens (stop token excluded) of the decoded texts re-tokenized, the same way
-for every variant. Prints a markdown table and, per variant, how many output texts are identical to
-the baseline's.
+for every variant. Prints a markdown table: speed and identical output texts relative to the first
+variant run (the baseline).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    ap.add_argument("--variants", default="hf_one,hf_batched,ours,ours_merged,ours_merged_2x")
+    ap.add_argument("--variants", default="hf_one,hf_batched,backend,backend_merged,backend_merged_2x")
     args = ap.parse_args()
 
     import torch
@@ -70,17 +70,17 @@ def main() -> None:
         tok.padding_side = "right"
         return out
 
-    def ours(batch: int = args.batch) -> list[str]:
+    def backend(batch: int = args.batch) -> list[str]:
         return HFBackend(peft, tok, batch_size=batch).generate(prompts, args.max_new_tokens)
 
     merger = LoraMerger(peft)
 
-    def ours_merged(batch: int = args.batch) -> list[str]:
+    def backend_merged(batch: int = args.batch) -> list[str]:
         with merger():
-            return ours(batch)
+            return backend(batch)
 
-    variants = {"hf_one": lambda: hf(1), "hf_batched": lambda: hf(args.batch), "ours": ours,
-                "ours_merged": ours_merged, "ours_merged_2x": lambda: ours_merged(2 * args.batch)}
+    variants = {"hf_one": lambda: hf(1), "hf_batched": lambda: hf(args.batch), "backend": backend,
+                "backend_merged": backend_merged, "backend_merged_2x": lambda: backend_merged(2 * args.batch)}
     results = {}
     for name in args.variants.split(","):
         t0 = time.perf_counter()
@@ -90,16 +90,18 @@ def main() -> None:
         results[name] = (dt, n_tokens, outs)
         print(f"{name}: {n_tokens} tokens in {dt:.1f} s = {n_tokens / dt:.1f} tokens/s", flush=True)
 
-    base = results.get("hf_one")
+    base_name = next(iter(results))
+    base = results[base_name]
     print(f"\n{len(prompts)} questions, prompt tokens {min(lengths)}-{max(lengths)}, max_new_tokens "
           f"{args.max_new_tokens}, batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}\n")
-    print("| variant | generated tokens | seconds | tokens/s | speed-up vs hf_one | outputs identical to hf_one |")
+    print(f"| variant | generated tokens | seconds | tokens/s | speed-up vs {base_name} | "
+          f"outputs identical to {base_name} |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, (dt, n_tokens, outs) in results.items():
-        speed = f"{(n_tokens / dt) / (base[1] / base[0]):.1f}x" if base else "-"
-        same = f"{sum(a == b for a, b in zip(outs, base[2]))}/{len(outs)}" if base else "-"
-        print(f"| {name} | {n_tokens} | {dt:.1f} | {n_tokens / dt:.1f} | {speed} | {same} |")
+        speed = (n_tokens / dt) / (base[1] / base[0])
+        same = sum(a == b for a, b in zip(outs, base[2]))
+        print(f"| {name} | {n_tokens} | {dt:.1f} | {n_tokens / dt:.1f} | {speed:.2f}x | {same}/{len(outs)} |")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _reference(model, tokenizer, prompt: str, max_new_tokens: int, stop_ids: lis
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
                              max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
-                             pad_token_id=tokenizer.pad_token_id)
+                             pad_token_id=0)  # one row: never padded (older transformers want an id)
     new = out[0, ids.shape[1]:].tolist()
     for i, t in enumerate(new):
         if t in stop_ids:
@@ -99,6 +99,27 @@ def test_per_prompt_limits_share_batches(lm):
     assert outputs[2] == ""
     with pytest.raises(ValueError, match="2 max_new_tokens for 5 prompts"):
         backend.generate(prompts, max_new_tokens=[1, 2])
+
+
+def test_a_batch_ends_when_each_row_is_done(lm, monkeypatch):
+    """A row that has its own limit's tokens is done even though the batch's longest limit is not
+    reached: with row 0 stopped by a stop token after two tokens and row 1 at its limit of 3, the
+    batch takes three forward passes (prefill and two steps), not ten."""
+    model, tokenizer = lm
+    prompts = _prompts(tokenizer)[:2]
+    free = _reference(model, tokenizer, prompts[0], 10, [])
+    backend = HFBackend(model, tokenizer, batch_size=2, stop_ids=[free[1]])
+    calls = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    outputs = backend.generate(prompts, max_new_tokens=[10, 3])
+    assert len(calls) <= 3
+    assert outputs[0] == tokenizer.decode(free[:free.index(free[1])], skip_special_tokens=True)
 
 
 def test_sample_is_reproducible_and_shaped(lm):

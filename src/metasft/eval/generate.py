@@ -3,23 +3,19 @@
 `HFBackend` wraps a (PEFT-wrapped) Hugging Face causal LM. Prompts are plain text that is already
 chat-formatted (`metasft.data.formats.chat_text`); they are tokenized without adding special tokens.
 
-Greedy decoding is our own loop rather than `model.generate`: prompts sorted by length are cut into
-batches of `batch_size`, left-padded (position ids count real tokens only, so a padded prompt sees
-the positions it would see alone), prefilled once computing logits for the last position only, then
-decoded one token per step through the KV cache. A sequence stops at a stop token (EOS and the chat
-end-of-turn token); finished rows are dropped from the batch and its cache, so a batch costs what
-its still-running sequences need. Measured against `model.generate` in benchmarks/bench_generate.py.
+Decoding is `model.generate` on left-padded batches of `batch_size` prompts of similar length. Our
+own decode loop (a preallocated KV cache subclassing transformers' cache internals, finished rows
+dropped) measured no faster than batched `model.generate` (issue 11; BENCHMARKS.md), so it went:
+the grid engine (`grid_eval`, `lora_forward`) is the one place with its own loop and its own cache.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections import defaultdict
 from typing import Iterator, Sequence
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
@@ -34,14 +30,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
-
-
-def cache_kwarg(model) -> str:
-    """The name `model.forward` takes its KV cache under: transformers 5.x renamed `past_key_values`
-    to `cache` (the old name raises a FutureWarning at every call, and is due to go in 5.40); older
-    versions know only `past_key_values`. A PEFT wrapper passes keywords through to its base model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -88,49 +76,6 @@ class LoraMerger:
                     layer.merged_adapters.remove(self.adapter)
 
 
-class PreallocatedLayer(DynamicLayer):
-    """A KV-cache layer written into buffers sized for the whole generation.
-
-    `DynamicLayer` concatenates every step, copying the whole cache: O(T²) bytes over a generation,
-    a fifth of decoding time at 32 new tokens on CPU and growing. Here the prefill allocates
-    (B, heads, prompt + `extra`, head_dim) once and each step writes one slot; attention reads a view
-    of the filled part, so its cost still follows the current length.
-    """
-
-    def __init__(self, extra: int):
-        super().__init__()
-        self.extra = extra
-        self.length = 0
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        n = key_states.shape[-2]
-        if self.length == 0 or self.length + n > self._k.shape[-2]:
-            self._grow(self.length + n + self.extra, key_states, value_states)
-        self._k[:, :, self.length:self.length + n] = key_states
-        self._v[:, :, self.length:self.length + n] = value_states
-        self.length += n
-        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
-        return self.keys, self.values
-
-    def _grow(self, capacity: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        b, h, _, dk = key_states.shape
-        k = key_states.new_empty((b, h, capacity, dk))
-        v = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
-        if self.length:
-            k[:, :, :self.length], v[:, :, :self.length] = self.keys, self.values
-        self._k, self._v = k, v
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length:
-            self._k, self._v = self._k[indices], self._v[indices]
-            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("PreallocatedLayer does not crop")
-
-
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask, position_ids), each (B, T), padded on the left; positions count real
     tokens only, so a padded prompt sees the positions it would see alone."""
@@ -142,6 +87,17 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
         mask[i, width - len(s):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
+
+
+class _RowLimits(StoppingCriteria):
+    """Ends row i of a batch once it has `limits[i]` new tokens (prompts of several tasks, each with
+    its own max_new_tokens, share batches)."""
+
+    def __init__(self, prompt_width: int, limits: torch.Tensor):
+        self.prompt_width, self.limits = prompt_width, limits
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return input_ids.shape[1] - self.prompt_width >= self.limits
 
 
 class HFBackend:
@@ -156,9 +112,8 @@ class HFBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.stop_ids = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self._stop = torch.tensor(self.stop_ids, device=self.device)
-        self._cache_kw = cache_kwarg(model)
+        # a real token id (custom stop_ids need not be): it is fed to the model for finished rows
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[0]
 
     # ------------------------------------------------------------------------------ helpers
     def encode(self, text: str) -> list[int]:
@@ -176,18 +131,20 @@ class HFBackend:
     def generate(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[str]:
         """Greedy continuation of each prompt, up to a stop token (not included) or `max_new_tokens`
         (one limit for all, or one per prompt: prompts of several tasks then share batches)."""
-        return self._decode_all(prompts, max_new_tokens, temperature=0.0, generator=None)
+        return self._decode_all(prompts, max_new_tokens, temperature=0.0)
 
     def sample(self, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
                seed: int = 0) -> list[list[str]]:
-        """`n` sampled continuations per prompt (for acc@k), reproducible for `seed`."""
+        """`n` sampled continuations per prompt (for acc@k), reproducible for `seed`; the global RNG is
+        left as it was."""
         if temperature <= 0:
             raise ValueError("sample needs temperature > 0; use generate for greedy decoding")
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        flat = self._decode_all([p for p in prompts for _ in range(n)], max_new_tokens, temperature, generator)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            flat = self._decode_all([p for p in prompts for _ in range(n)], max_new_tokens, temperature)
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _decode_all(self, prompts, max_new_tokens, temperature, generator) -> list[str]:
+    def _decode_all(self, prompts, max_new_tokens, temperature) -> list[str]:
         encoded = [self.encode(p) for p in prompts]
         limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(limits) != len(prompts):
@@ -195,51 +152,34 @@ class HFBackend:
         out: list[str | None] = [None] * len(prompts)
         with eval_mode(self.model):
             for batch in self._batches([len(e) for e in encoded]):
-                tokens = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature,
-                                            generator)
+                tokens = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature)
                 for i, toks in zip(batch, tokens):
                     out[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
         return out
 
-    def _decode_batch(self, seqs: list[list[int]], limits: list[int], temperature: float,
-                      generator) -> list[list[int]]:
-        """New token ids per sequence (stop token excluded), at most `limits[i]` for sequence i."""
-        new: list[list[int]] = [[] for _ in seqs]
+    def _decode_batch(self, seqs: list[list[int]], limits: list[int], temperature: float) -> list[list[int]]:
+        """New token ids per sequence (stop token excluded), at most `limits[i]` for sequence i.
+
+        A row ends at a stop token or its own limit (`_RowLimits`); generate pads finished rows until
+        the batch's last row ends, and the padding is cut off here."""
         longest = max(limits)
         if longest <= 0:
-            return new
-        ids, mask, positions = self._left_pad(seqs)
-        cache = Cache(layer_class_to_replicate=functools.partial(PreallocatedLayer, longest))
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                            logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
-        rows = torch.arange(len(seqs), device=self.device)  # original row of each running sequence
-        limit = torch.tensor(limits, device=self.device)
-        next_pos = positions[:, -1] + 1
-        for step in range(longest):
-            tok = self._pick(logits, temperature, generator)
-            stopped = torch.isin(tok, self._stop)
-            for r, t, s in zip(rows.tolist(), tok.tolist(), stopped.tolist()):
-                if not s and len(new[r]) < limits[r]:
-                    new[r].append(t)
-            finished = stopped | (limit[rows] <= step + 1)
-            if finished.any():
-                keep = (~finished).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                cache.batch_select_indices(keep)
-                rows, tok, mask, next_pos = rows[keep], tok[keep], mask[keep], next_pos[keep]
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            logits = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                                use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
-            next_pos = next_pos + 1
+            return [[] for _ in seqs]
+        ids, mask, _ = self._left_pad(seqs)  # generate derives the same positions from the mask
+        row_limits = _RowLimits(ids.shape[1], torch.tensor(limits, device=self.device))
+        # Set explicitly so that a checkpoint's generation_config (do_sample, top_p 0.9, a repetition
+        # penalty) changes neither greedy decoding nor plain temperature sampling.
+        strategy = (dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0
+                    else dict(do_sample=False))
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=longest, **strategy,
+                                  repetition_penalty=1.0, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                  stopping_criteria=StoppingCriteriaList([row_limits]))
+        new = []
+        for row, limit in zip(out[:, ids.shape[1]:].tolist(), limits):
+            row = row[:limit]
+            end = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            new.append(row[:end])
         return new
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
-        if temperature <= 0:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     # ------------------------------------------------------------------------------ scoring
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
