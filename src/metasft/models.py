@@ -59,6 +59,10 @@ def embedded_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
         quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
         config = quantized.config
+        # transformers 4.56 (and later 4.x/5.x versions, until its GGUF reader was rewritten) gives the
+        # GGUF's tokenizer the BOS token as EOS and no pad token; the config it reads has the right ids.
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
         with contextlib.suppress(AttributeError):
             del config.quantization_config
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -27,6 +27,7 @@ def test_chat_template_applied_and_prompt_is_a_prefix(tiny):
     _, tok = tiny
     prompt, response = chat_text(tok, "What is 1+1?", "It is 2.")
     assert "<|im_start|>user\nWhat is 1+1?<|im_end|>" in prompt and prompt.endswith("<|im_start|>assistant\n")
-    assert response == "It is 2." + tok.eos_token
+    assert response == "It is 2.<|im_end|>"  # ends with the end-of-turn token, where generation stops
+    assert tok.pad_token == "<|im_end|>"
     plain, _ = chat_text(tok, "What is 1+1?", "It is 2.", use_chat_template=False)
     assert plain == "What is 1+1?\n\n"
