@@ -1,3 +1,5 @@
+import pytest
+
 from metasft.data.formats import build_prompt, chat_text, to_sft
 from metasft.data.records import Record
 
@@ -23,6 +25,7 @@ def test_choices_are_lettered_in_the_prompt():
     assert "(A) 1\n(B) 2" in build_prompt(mc, "en")
 
 
+@pytest.mark.floors
 def test_chat_template_applied_and_prompt_is_a_prefix(tiny):
     _, tok = tiny
     prompt, response = chat_text(tok, "What is 1+1?", "It is 2.")

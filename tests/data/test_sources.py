@@ -16,7 +16,7 @@ from metasft.data.records import ANSWER_TYPES, DOMAINS, DataError
 from metasft.data.sources import (
     SOURCE_MODULES, aime, amps, champ, geometry3k, gsm8k, load_source, math, mmlu_stem, scienceqa, theoremqa,
 )
-from metasft.data.sources._files import snake
+from metasft.data.sources._files import hub_rows, snake
 
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
@@ -256,6 +256,7 @@ def test_aime_hub_rows():
 
 # --- CHAMP ---------------------------------------------------------------------------------------
 
+@pytest.mark.floors
 def test_champ():
     records = champ.load("all")
     check_records(records)
@@ -356,6 +357,18 @@ def test_missing_file_and_unknown_split(tmp_path):
         math.load("validation", tmp_path)
     with pytest.raises(DataError, match=r"unknown split 'train'.*\['all'\]"):
         load_source("champ", "train")
+
+
+@pytest.mark.floors
+def test_hub_rows_go_through_datasets(tmp_path, monkeypatch):
+    """`hub_rows` is `datasets.load_dataset(id, config, split=...)` as plain dicts; a local folder
+    stands in for the hub (tests have no network)."""
+    import datasets
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # not the user's cache
+    rows = [{"question": "What is 1+1?", "answer": "#### 2"}, {"question": "What is 2+3?", "answer": "#### 5"}]
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert hub_rows(str(tmp_path / "hub"), None, "test") == rows
 
 
 def test_hub_failure_is_a_data_error(monkeypatch):

@@ -7,6 +7,8 @@ import torch
 from metasft.data.formats import chat_text
 from metasft.eval.generate import HFBackend, LoraMerger, stop_token_ids
 
+pytestmark = pytest.mark.floors
+
 PROBLEMS = [
     "What is 2 + 2?",
     "Solve for x: 3x + 5 = 20. Show every step and box the final answer.",

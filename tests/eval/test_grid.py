@@ -71,6 +71,7 @@ def test_stacked_lora_delta_against_plain_matmuls(setup):
         torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("passes", ["by length", "one row each"])
 def test_stacked_adaptation_equals_one_at_a_time(setup, passes, monkeypatch):
     """4 cells (3 models, 1/2/4/6 shots, different seeds; batches of 1 and 2 together): adapter
@@ -116,6 +117,7 @@ def _scorer_and_lora(ev, task, models, rows_per_batch, steps=2):
     return lora, scorer
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("task_name, rows_per_batch", [("arith", 64), ("mcq", 64), ("arith", 5)])
 def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, rows_per_batch):
     """Greedy outputs, reference losses and option choices of all cells in shared batches (one

@@ -86,6 +86,7 @@ def test_parse_model_specs(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- adapters
+@pytest.mark.floors
 def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     _, data, models = setup
     cfg = tiny_config()
@@ -113,6 +114,7 @@ def test_adaptation_changes_adapter_and_restore_is_bit_equal(setup):
     assert all(torch.equal(p, everything[n]) for n, p in ev.peft.named_parameters())
 
 
+@pytest.mark.floors
 def test_tasks_evaluated_together_equal_one_at_a_time(setup):
     """evaluate_steps (a model's 0-shot groups, all tasks' questions in shared batches, each task
     with its own max_new_tokens) gives what evaluate_step gives task by task."""
@@ -134,6 +136,7 @@ def test_tasks_evaluated_together_equal_one_at_a_time(setup):
     assert max(lengths) <= 2
 
 
+@pytest.mark.floors
 def test_per_question_loss_against_plain_pytorch(setup):
     """Each prediction's loss is its reference solution's token-mean cross-entropy, computed here from
     the full logits of the unwrapped model; the cell's loss is their token-weighted mean."""

@@ -112,6 +112,7 @@ def test_clean_answer():
 
 # --- equivalence -------------------------------------------------------------------------------
 
+@pytest.mark.floors
 @pytest.mark.parametrize("pred, gold, answer_type, expected", [
     ("0.5", r"\frac{1}{2}", "math", True),
     (r"\frac{\sqrt2}{2}", r"\sqrt{2}/2", "math", True),
@@ -152,6 +153,7 @@ def test_units_and_equations_through_extraction():
     assert not is_equivalent(extract_answer(r"Hence \boxed{x = 4}."), "3", "math")
 
 
+@pytest.mark.floors
 def test_grader_hand_cases(grader):
     items = [
         (r"so \boxed{0.5}", r"\frac{1}{2}", "math", "math"),
@@ -187,6 +189,7 @@ def _wrong_pairs(golds, rng):
     return pairs
 
 
+@pytest.mark.floors
 def test_math_solutions(shared_data, grader):
     rows = _read_jsonl(shared_data / "math" / "test.jsonl", 200)
     golds = [extract_answer(r["solution"]) for r in rows]

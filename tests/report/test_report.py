@@ -160,6 +160,7 @@ FIGURES = {"training_curves", "task_similarity", "transfer_vs_distance"} \
     | {f"curve_{t}" for t in EVAL} | {f"adaptation_{t}" for t in EVAL}
 
 
+@pytest.mark.floors
 def test_report_files_and_figures(full):
     root, _, md = full
     report = root / "report"

@@ -32,6 +32,7 @@ DESIGN_CURVE = {0: 0.3, 5: 0.5, 10: 0.65, 25: 0.75, 50: 0.80}
 
 # --- paired t-test over seeds (the design's secondary view) ------------------------------------
 
+@pytest.mark.floors
 def test_paired_ttest_matches_scipy():
     rng = np.random.default_rng(0)
     for _ in range(20):

@@ -34,6 +34,7 @@ def _tiny_checkpoint(root):
     return checkpoint.save(root, 1, [("w", p)], opt, state, World()), p, opt
 
 
+@pytest.mark.floors
 def test_checkpoint_round_trips_without_pickle(tmp_path):
     path, p, opt = _tiny_checkpoint(tmp_path)
     assert sorted(f.name for f in path.iterdir()) == ["adapter.safetensors", "optimizer_rank0.pt", "state.json"]

