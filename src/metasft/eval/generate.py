@@ -43,8 +43,8 @@ def stop_token_ids(tokenizer) -> list[int]:
 class LoraMerger:
     """Evaluate with each LoRA update folded into its base weight, undone exactly afterwards.
 
-    Unmerged, every adapted projection runs two extra small matmuls per token; merged generation is
-    about 12% faster on CPU (BENCHMARKS.md: ours vs ours_merged, benchmarks/bench_generate.py). PEFT's own
+    Unmerged, every adapted projection runs two extra small matmuls per token; merged generation was
+    about 12% faster on an idle CPU (BENCHMARKS.md, benchmarks/bench_generate.py). PEFT's own
     `unmerge` subtracts the update again, which leaves rounding residue in the base weights that
     would grow over hundreds of evaluations and make results depend on their order; instead the
     pristine base weights are kept (once, for the adapted projections only) and copied back.
