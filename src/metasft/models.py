@@ -15,8 +15,9 @@ import warnings
 from pathlib import Path
 
 import torch
+# PretrainedConfig: the transformers 4.x name (the floor), an alias of PreTrainedConfig in 5.x
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedConfig, PreTrainedModel)
+                          PretrainedConfig, PreTrainedModel)
 
 from metasft.config import ConfigError
 from metasft.rundir import atomic_dir
@@ -100,7 +101,7 @@ HUB_CONFIGS = {
 }
 
 
-def model_config(name: str, cache_dir: str | Path | None = None) -> PreTrainedConfig:
+def model_config(name: str, cache_dir: str | Path | None = None) -> PretrainedConfig:
     """The architecture of model.partial_pretrain without loading its weights: `tiny-llama`'s, the embedded
     model's (its cached conversion, else the GGUF's metadata), a local directory's or the hub cache's
     config.json, else the recorded HUB_CONFIGS, else the hub's (a network request)."""
