@@ -103,7 +103,7 @@ class Throughput:
 # FLOP rates count as `flops` does: 4 x body per trained token + 4 x head per scored position, 477 MFLOP per
 # token of the embedded data on SmolLM2-135M (157 tokens, 72 scored). 2 threads (torch's default here), from
 # BENCHMARKS.md: 174 tokens/s trained (bench_train.py: SFT 177, FOMAML 171); memory_bandwidth = 538 MB of
-# weights / 0.090 s, a decoding step's cost beyond its arithmetic (bench_generate.py, ours_merged: batch 16
+# weights / 0.090 s, a decoding step's cost beyond its arithmetic (bench_generate.py, backend_merged: batch 16
 # 35.6 s, batch 32 27.0 s for the same 3,060 tokens). 1 thread: 151 tokens/s trained (bench_plan.py), and
 # 538 MB / 0.047 s from bench_generate.py's 1-thread figures (79.9 and 90.4 tokens/s). Both: the per-pass,
 # per-step, per-build, per-answer costs and the grader's start (the eval stage's fixed cost) from
