@@ -103,13 +103,11 @@ def main() -> None:
     from metasft.eval.specs import ModelSpec
     from metasft.eval.tasks import load_task
     from metasft.models import load_adapter_state
-    from metasft.rundir import read_json
     from metasft.train.loss import _decoder_and_head
 
     cfg = load_config(args.config, args.overrides)
     tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
-    build_data(cfg, tmp / "data")
-    info = read_json(tmp / "data" / "manifest.json")["eval_tasks"]
+    info = build_data(cfg, tmp / "data").eval_tasks
     ev = Evaluator(cfg, torch.device("cpu"))
 
     # three models: the fresh LoRA and two random adapters saved as PEFT directories
@@ -124,10 +122,10 @@ def main() -> None:
         models.append(ModelSpec(f"arm{k}", tmp / f"adapter{k}"))
     load_adapter_state(ev.peft, ev.fresh)
 
-    groups = [g for g in enumerate_groups(models, {t: i["n_shots"] for t, i in info.items()}, cfg.eval.seeds)
+    groups = [g for g in enumerate_groups(models, {t: i.n_shots for t, i in info.items()}, cfg.eval.seeds)
               if g.n_shots > 0][: args.n_groups]
     specs = {m.name: m for m in models}
-    tasks = {t: load_task(tmp / "data", t, info[t], ev.tokenizer, cfg) for t in sorted({g.task for g in groups})}
+    tasks = {t: load_task(tmp / "data", t, info[t].max_new_tokens, ev.tokenizer, cfg) for t in sorted({g.task for g in groups})}
 
     meter = Meter()
     decoder, head = _decoder_and_head(ev.peft)
