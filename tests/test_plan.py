@@ -23,6 +23,12 @@ MEASURED = {
                                     "data.eval_tasks.2.test_size=12", "eval.cells_per_batch=1"], 2,
                 {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7, "eval": 567.2,
                  "similarity": 31.4, "report": 3.5}),
+    # BENCHMARKS.md: the re-sized default (grid engine, 24 + 24 + 16 questions) from a fresh clone, `bash
+    # scripts/demo.sh`, 2026-11-29, commit d6f0cb0's config, 2 threads, idle; cold model cache (the GGUF
+    # conversion is inside train/fomaml)
+    "default, re-sized": ("experiment.yaml", [], 2,
+                          {"data": 1.7, "train/fomaml": 157.1, "train/sft_mixed": 87.1, "train/base": 0.7,
+                           "eval": 621.1, "similarity": 32.7, "report": 3.8}),
     # `OMP_NUM_THREADS=1 metasft run configs/tiny/experiment.yaml --out /tmp/plan_tiny`, 2026-11-29,
     # commit b77e8c5 (one few-shot group at a time), load average 0.6
     "tiny, one group at a time": ("tiny/experiment.yaml", ["eval.cells_per_batch=1"], 1,
