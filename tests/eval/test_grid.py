@@ -16,6 +16,7 @@ from metasft.eval import schedule as G
 from metasft.eval import specs as S
 from metasft.eval import tasks as T
 from metasft.eval.generate import eval_mode
+from metasft.eval import grid_eval
 from metasft.eval.grid_eval import GridScorer, shared_prefix_len
 from metasft.eval.results import ResultsStore
 from metasft.eval.stacked_lora import RowCells, StackedLora
@@ -118,12 +119,16 @@ def _scorer_and_lora(ev, task, models, rows_per_batch, steps=2):
 
 
 @pytest.mark.floors
-@pytest.mark.parametrize("task_name, rows_per_batch", [("arith", 64), ("mcq", 64), ("arith", 5)])
-def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, rows_per_batch):
+@pytest.mark.parametrize("task_name, rows_per_batch, logit_chunk", [("arith", 64, 2048), ("mcq", 64, 2048),
+                                                                 ("arith", 5, 2048), ("arith", 64, 5)])
+def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, rows_per_batch, logit_chunk,
+                                                            monkeypatch):
     """Greedy outputs, reference losses and option choices of all cells in shared batches (one
     prompt prefill each) equal each cell evaluated alone: its adapter loaded into PEFT, HF-backend
     generation with the LoRA merged, `example_losses`, option log-likelihoods. rows_per_batch=5 puts
-    one question of each of the 4 cells in a batch."""
+    one question of each of the 4 cells in a batch; a logit chunk of 5 positions scores the references
+    a few tokens at a time."""
+    monkeypatch.setattr(grid_eval, "LOGIT_CHUNK", logit_chunk)
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
@@ -145,6 +150,17 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
         assert [s for s, _ in together[c].losses] == pytest.approx([s for s, _ in losses], rel=1e-5)
         assert together[c].ll_choice == choices
     assert len({round(t.losses[0][0], 4) for t in together}) == len(CELLS)  # the cells differ
+
+
+def test_adaptation_passes_keep_every_row_once_within_the_token_bound():
+    """A stack's rows split into passes of at most PASS_TOKENS padded tokens (memory), every row once."""
+    from metasft.train.batching import Example
+    drawn = [(c, Example(f"{c}-{i}", tuple(range(384 - 7 * i)), 10)) for c in range(6) for i in range(2)]
+    parts = GR._similar_lengths(drawn)
+    assert sorted(e.id for p in parts for _, e in p) == sorted(e.id for _, e in drawn)
+    assert all(len(p) * max(len(e.input_ids) for _, e in p) <= GR.PASS_TOKENS for p in parts)
+    assert len(parts) > 1 and max(len(p) for p in parts) > 1
+    assert all([c for c, _ in p] == sorted(c for c, _ in p) for p in parts)
 
 
 def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():

@@ -71,17 +71,24 @@ def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *,
     return losses
 
 
+# Padded tokens of one adaptation pass at most: its activations are kept for the backward (about
+# 1.7 MB per token for SmolLM2-135M), so 2048 bounds a pass near 3.5 GB, where a stack's 12 rows of
+# 384 tokens in one pass took about 10 GB more than one group at a time (BENCHMARKS.md).
+PASS_TOKENS = 2048
+
+
 def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> list[list[tuple[int, Example]]]:
     """The (cell, example) rows of one step in forward passes of similar length: longest first, a
-    pass grows while its padding stays within `waste` of its real tokens; rows sorted by cell
-    inside each pass (the `RowCells` order). The loss is a sum over rows, so the split changes
-    nothing but the padding."""
+    pass grows while its padding stays within `waste` of its real tokens and its padded tokens
+    within PASS_TOKENS; rows sorted by cell inside each pass (the `RowCells` order). The loss is a
+    sum over rows, so the split changes nothing but the padding and the memory."""
     order = sorted(drawn, key=lambda ce: -len(ce[1].input_ids))
     parts: list[list[tuple[int, Example]]] = []
     real = 0
     for c, e in order:
         n = len(e.input_ids)
-        if parts and (len(parts[-1]) + 1) * len(parts[-1][0][1].input_ids) <= (1 + waste) * (real + n):
+        padded = (len(parts[-1]) + 1) * len(parts[-1][0][1].input_ids) if parts else n
+        if parts and padded <= (1 + waste) * (real + n) and padded <= PASS_TOKENS:
             parts[-1].append((c, e))
             real += n
         else:

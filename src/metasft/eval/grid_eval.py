@@ -34,6 +34,11 @@ from metasft.train.batching import collate
 from metasft.train.loss import _decoder_and_head
 
 
+# Reference-solution positions whose logits (x the vocabulary, float32) are computed at once: 2048 x
+# SmolLM2's 49k is 0.4 GB, where a batch's whole references (48 rows x ~300 tokens) took ~5 GB.
+LOGIT_CHUNK = 2048
+
+
 @dataclass
 class CellScores:
     """One cell's evaluation before grading, as `evaluator.step_result` takes it."""
@@ -167,8 +172,11 @@ class GridScorer:
             hidden = forward(self.lm, ids, positions, valid, cache)                  # (N, R-1, d)
             cache.truncate(filled)
             targets, scored = self._right_pad(rest, plen)[:2]                       # (N, R-1)
-            ce = F.cross_entropy(self._logits(hidden[scored]), targets[scored], reduction="none")
-            sums = sums.index_add(0, scored.nonzero()[:, 0], ce)
+            row_of, hidden, targets = scored.nonzero()[:, 0], hidden[scored], targets[scored]
+            for start in range(0, len(targets), LOGIT_CHUNK):   # vocabulary-wide logits for a chunk at a time
+                chunk = slice(start, start + LOGIT_CHUNK)
+                ce = F.cross_entropy(self._logits(hidden[chunk]), targets[chunk], reduction="none")
+                sums = sums.index_add(0, row_of[chunk], ce)
         return [(float(s), len(r)) for s, r in zip(sums.tolist(), refs)]
 
     def _full_losses(self, row_q: list[int]) -> list[tuple[float, int]]:
