@@ -18,6 +18,7 @@ from metasft.eval import tasks as T
 from metasft.eval.generate import eval_mode
 from metasft.eval import grid_eval
 from metasft.eval.grid_eval import GridScorer, shared_prefix_len
+from metasft.eval.lora_forward import KVCache
 from metasft.eval.results import ResultsStore
 from metasft.eval.stacked_lora import RowCells, StackedLora
 from metasft.models import adapter_state, load_adapter_state
@@ -55,8 +56,10 @@ def test_row_layout_grid():
         RowCells.of(torch.tensor([1, 0]))
 
 
-def test_stacked_lora_delta_against_plain_matmuls(setup):
-    """Each row's delta is scale * B_c A_c x with its own cell's factors, in any layout."""
+@pytest.mark.parametrize("cells", [[0, 2, 2, 2, 2], [0, 0, 1, 1, 2, 2]])
+def test_stacked_lora_delta_against_plain_matmuls(setup, cells):
+    """Each row gets output + scale * B_c A_c x with its own cell's factors, whether the rows fill
+    the (cells x rows) grid (one baddbmm) or not (cell 1 absent, unequal counts: scattered)."""
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
     lora = StackedLora(ev.peft, 3)
@@ -64,12 +67,13 @@ def test_stacked_lora_delta_against_plain_matmuls(setup):
     with torch.no_grad():
         for p in lora.params:
             p.copy_(torch.randn(p.shape, generator=g))
-    x = torch.randn(5, 3, lora.A[0].shape[-1], generator=g)
-    lora._rows = RowCells.of(torch.tensor([0, 2, 2, 2, 2]))   # cell 1 absent, unequal counts
-    got = lora.delta(0, x)
-    for r, c in enumerate([0, 2, 2, 2, 2]):
-        want = lora.scales[0] * (x[r] @ lora.A[0][c].T @ lora.B[0][c].T)
-        torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-6)
+    x = torch.randn(len(cells), 3, lora.A[0].shape[-1], generator=g)
+    base = torch.randn(len(cells), 3, lora.B[0].shape[1], generator=g)
+    lora._rows = RowCells.of(torch.tensor(cells))
+    got = lora.add_delta(0, x, base)
+    for r, c in enumerate(cells):
+        want = base[r] + lora.scales[0] * (x[r] @ lora.A[0][c].T @ lora.B[0][c].T)
+        torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.floors
@@ -105,6 +109,18 @@ def test_stacked_adaptation_equals_one_at_a_time(setup, passes, monkeypatch):
         assert moved > 1e-3  # the comparison is not between untouched adapters
 
 
+def _poison_new_caches(monkeypatch):
+    """New KV caches hold NaN, as reused memory may: a slot that is masked but never written would
+    turn a row's attention into NaN (0 x NaN), so every slot read must be written first."""
+    fresh = KVCache.__init__
+
+    def poisoned(self, *args, **kwargs):
+        fresh(self, *args, **kwargs)
+        for t in self.keys + self.values:
+            t.fill_(float("nan"))
+    monkeypatch.setattr(KVCache, "__init__", poisoned)
+
+
 def _scorer_and_lora(ev, task, models, rows_per_batch, steps=2):
     """A stack of the CELLS adapted for `steps` steps, and a scorer on `task`."""
     specs, shots, seeds = _cells(ev, task, models)
@@ -119,22 +135,28 @@ def _scorer_and_lora(ev, task, models, rows_per_batch, steps=2):
 
 
 @pytest.mark.floors
-@pytest.mark.parametrize("task_name, rows_per_batch, logit_chunk", [("arith", 64, 2048), ("mcq", 64, 2048),
-                                                                 ("arith", 5, 2048), ("arith", 64, 5)])
+@pytest.mark.parametrize("task_name, rows_per_batch, logit_chunk, prefill_tokens",
+                         [("arith", 64, 2048, 2048), ("mcq", 64, 2048, 2048), ("arith", 5, 2048, 2048),
+                          ("arith", 64, 5, 2048), ("arith", 64, 2048, 100), ("mcq", 64, 2048, 100)])
 def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, rows_per_batch, logit_chunk,
-                                                            monkeypatch):
+                                                            prefill_tokens, monkeypatch):
     """Greedy outputs, reference losses and option choices of all cells in shared batches (one
     prompt prefill each) equal each cell evaluated alone: its adapter loaded into PEFT, HF-backend
     generation with the LoRA merged, `example_losses`, option log-likelihoods. rows_per_batch=5 puts
     one question of each of the 4 cells in a batch; a logit chunk of 5 positions scores the references
-    a few tokens at a time."""
+    a few tokens at a time; a prefill budget of 100 tokens prefills a question or two at a time, each
+    chunk's cache placed into one decoding batch of all the rows."""
     monkeypatch.setattr(grid_eval, "LOGIT_CHUNK", logit_chunk)
+    monkeypatch.setattr(grid_eval, "PREFILL_TOKENS", prefill_tokens)
+    _poison_new_caches(monkeypatch)
     _, data, models = setup
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
     task = T.load_task(data, task_name, 12, ev.tokenizer, cfg)
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch)
     assert scorer.prefix_len > 10  # the chat template's turns: the shared-prefix path is the one compared
+    if prefill_tokens < 2048:  # the chunked path is the one compared
+        assert len(scorer._chunks(list(range(len(task.prompts))), len(CELLS))) > 2
     together = scorer.score(lora)
     for c in range(len(CELLS)):
         load_adapter_state(ev.peft, lora.cell_state(c))
@@ -171,7 +193,7 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
     assert shared_prefix_len([[1, 2], [3, 2]]) == 0
 
 
-def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup):
+def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup, monkeypatch):
     """With a stop token that the tiny model emits in some rows only, rows finish at different steps
     and leave the batch (unequal rows per cell, some cells empty); outputs still equal each cell alone."""
     from metasft.eval.generate import HFBackend
@@ -179,6 +201,8 @@ def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup):
     cfg = tiny_config()
     ev = E.Evaluator(cfg, torch.device("cpu"))
     task = T.load_task(data, "arith", 12, ev.tokenizer, cfg)
+    monkeypatch.setattr(grid_eval, "PREFILL_TOKENS", 100)   # chunks of several widths in one decoding batch
+    _poison_new_caches(monkeypatch)
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch=64)
     first = scorer.score(lora)
     # a token some rows emit early: the 3rd generated token of cell 0's first question
@@ -325,3 +349,33 @@ def test_per_row_decoding_on_smollm2_matches_each_cell_alone(tmp_path):
         assert [s for s, _ in together[c].losses] == pytest.approx([s for s, _ in losses], rel=1e-4)
     assert differ <= 1
     assert any(o.strip() for t in together for o in t.outputs)
+
+
+def test_rows_placed_side_by_side_decode_as_in_their_own_caches():
+    """Prompts of 3 and 6 tokens prefilled apart, then placed into one (NaN-filled) decoding cache:
+    the next token's hidden state of each row equals decoding on from its own cache."""
+    from metasft.eval.lora_forward import forward, new_cache
+    from metasft.models import tiny_llama
+    model, _ = tiny_llama()
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 100, (1, n), generator=g) for n in (3, 6)]
+    nxt = torch.tensor([[7]])
+    with torch.no_grad():
+        alone, parts = [], []
+        for ids in prompts:
+            n = ids.shape[1]
+            part = new_cache(model, 1, n + 1)
+            forward(model, ids, torch.arange(n)[None], torch.ones_like(ids, dtype=torch.bool), part)
+            parts.append(part)
+            twin = new_cache(model, 1, n + 1)
+            forward(model, ids, torch.arange(n)[None], torch.ones_like(ids, dtype=torch.bool), twin)
+            alone.append(forward(model, nxt, torch.tensor([[n]]), torch.ones((1, 1), dtype=torch.bool), twin)[0, -1])
+        joint = new_cache(model, 2, 7)
+        for t in joint.keys + joint.values:
+            t.fill_(float("nan"))
+        for r, part in enumerate(parts):
+            joint.place(part, torch.tensor([r]), 6)
+        got = forward(model, nxt.repeat(2, 1), torch.tensor([[3], [6]]), torch.ones((2, 1), dtype=torch.bool), joint)
+    for r in range(2):
+        torch.testing.assert_close(got[r, -1], alone[r], rtol=1e-5, atol=1e-5)

@@ -2,19 +2,25 @@
 
 What `evaluator.evaluate_step` computes for one adapter (greedy outputs, each reference solution's
 summed CE and token count, the option letter of highest log-likelihood), here for every cell of a
-`StackedLora` at once: a batch holds the same questions for all C cells, cell-major, each row
-through its cell's adapter. Questions are sorted by prompt length (less left padding) and taken
+`StackedLora` at once: a decoding batch holds the same questions for all C cells, cell-major, each
+row through its cell's adapter. Questions are sorted by prompt length and taken
 `rows_per_batch // C` at a time.
 
 One prompt forward per question and cell serves everything (the issue's "less work per cell"):
 the prompt is prefilled once into our `KVCache`, and the prefix every prompt of the task shares
 (the chat template's system turn and the instruction) once per cell and batch, copied into the
-rows of that cell; the reference solution is scored by continuing
-from that cache with its tokens (then the cache is rewound), the choice prefill "The answer is ("
-likewise, and greedy decoding starts from the prompt's last logits. Today's one-cell path computes
-each prompt twice (generation, then the loss over prompt + reference). If a reference example does
-not start with its prompt's tokens (left truncation), the loss falls back to one full forward of
-the examples (`ResponseLoss`) for the task.
+rows of that cell; the reference solution is scored by continuing from that cache with its tokens
+(then the cache is rewound), the choice prefill "The answer is (" likewise, and greedy decoding
+starts from the prompt's last logits. Today's one-cell path computes each prompt twice
+(generation, then the loss over prompt + reference). If a reference example does not start with
+its prompt's tokens (left truncation), the loss falls back to one full forward of the examples
+(`ResponseLoss`) for the task.
+
+Prefill and decoding want different batches: a prefill over a few thousand tokens already runs
+the matmuls near the CPU's peak, and more rows only add padding, while a decoding step runs one
+token per row, so it is the more efficient the more rows it holds. The prompts and references are
+therefore prefilled in chunks of similar length (PREFILL_TOKENS), and the chunks' caches placed
+side by side into one decoding batch of all the rows.
 """
 from __future__ import annotations
 
@@ -37,6 +43,11 @@ from metasft.train.loss import _decoder_and_head
 # Reference-solution positions whose logits (x the vocabulary, float32) are computed at once: 2048 x
 # SmolLM2's 49k is 0.4 GB, where a batch's whole references (48 rows x ~300 tokens) took ~5 GB.
 LOGIT_CHUNK = 2048
+
+# Padded tokens of the prompts and references prefilled in one pass. Matmuls over 2048 rows of
+# tokens already run near the CPU's peak, so smaller passes only cut padding (prompts and references
+# vary in length); the decoding batch that follows holds all the rows (BENCHMARKS.md).
+PREFILL_TOKENS = 2048
 
 
 @dataclass
@@ -98,32 +109,68 @@ class GridScorer:
         return out
 
     def _batch(self, lora: StackedLora, qs: list[int], out: list[CellScores]) -> None:
-        """Questions `qs` for all cells: rows (cell 0: qs, cell 1: qs, ...)."""
-        n_cells = lora.n_cells
-        row_q = [q for _ in range(n_cells) for q in qs]                      # question of each row
-        rows = RowCells.blocks([len(qs)] * n_cells, self.device)
+        """Questions `qs` (longest prompt first) for all cells: the prompts are prefilled, and the
+        references and option letters scored, in chunks of about PREFILL_TOKENS padded tokens (less
+        padding, bounded activations); then every row decodes in one batch (rows cell-major:
+        cell 0: qs, cell 1: qs, ...)."""
+        n_cells, n_q = lora.n_cells, len(qs)
         shared = self.prefix_len
-        ids, valid, positions = self._left_pad([self.prompts[q][shared:] for q in row_q])
-        width = shared + ids.shape[1]
-        ref_len = max((len(self.refs[q]) for q in qs), default=0) if self.refs is not None else 0
-        suffix_len = max((len(self.choices[q][0]) for q in qs if q in self.choices), default=0)
-        capacity = width + max(self.task.max_new_tokens, ref_len, suffix_len, 1)
-        cache = new_cache(self.lm, len(row_q), capacity)
-        if shared:
-            cache.start_with(self._shared_prefix(lora, qs[0]), rows.cells)
+        prefix = self._shared_prefix(lora, qs[0]) if shared else None
+        width = max(len(self.prompts[q]) for q in qs)
+        cache = new_cache(self.lm, n_cells * n_q, width + max(self.task.max_new_tokens, 1))
+        last = plen = None
+        done = 0
+        for chunk in self._chunks(qs, n_cells):
+            rows = RowCells.blocks([len(chunk)] * n_cells, self.device)
+            row_q = [q for _ in range(n_cells) for q in chunk]
+            ids, valid, positions = self._left_pad([self.prompts[q][shared:] for q in row_q])
+            ref_len = max((len(self.refs[q]) for q in chunk), default=0) if self.refs is not None else 0
+            suffix_len = max((len(self.choices[q][0]) for q in chunk if q in self.choices), default=0)
+            part = new_cache(self.lm, len(row_q), shared + ids.shape[1] + max(ref_len, suffix_len, 1))
+            if prefix is not None:
+                part.start_with(prefix, rows.cells)
+            with lora.active(rows):
+                part_last = self._logits(forward(self.lm, ids, positions + shared, valid, part)[:, -1])  # (n, V)
+                part_plen = valid.sum(1) + shared                                  # (n,) real prompt tokens
+                losses = (self._reference_losses(part, row_q, part_last, part_plen) if self.refs is not None
+                          else self._full_losses(row_q))
+                choices = self._choices(part, row_q, part_plen) if any(q in self.choices for q in chunk) else {}
+            # this chunk's rows in the decoding batch: cell c's questions done .. done + len(chunk)
+            dest = torch.tensor([c * n_q + done + j for c in range(n_cells) for j in range(len(chunk))],
+                                device=self.device)
+            cache.place(part, dest, width)
+            if last is None:
+                last = part_last.new_empty((n_cells * n_q, part_last.shape[1]))
+                plen = part_plen.new_empty(n_cells * n_q)
+            last[dest], plen[dest] = part_last, part_plen
+            for r, q in enumerate(row_q):
+                cell = out[r // len(chunk)]
+                cell.losses[q] = losses[r]
+                if r in choices:
+                    cell.ll_choice[q] = choices[r]
+            done += len(chunk)
+        rows = RowCells.blocks([n_q] * n_cells, self.device)
         with lora.active(rows):
-            last = self._logits(forward(self.lm, ids, positions + shared, valid, cache)[:, -1])   # (N, V)
-            plen = valid.sum(1) + shared                                                 # (N,) real prompt tokens
-            losses = (self._reference_losses(cache, row_q, last, plen) if self.refs is not None
-                      else self._full_losses(row_q))
-            choices = self._choices(cache, row_q, plen) if any(q in self.choices for q in qs) else {}
             outputs = self._greedy(lora, rows, cache, last, plen)
-        for r, q in enumerate(row_q):
-            cell = out[r // len(qs)]
-            cell.outputs[q] = outputs[r]
-            cell.losses[q] = losses[r]
-            if r in choices:
-                cell.ll_choice[q] = choices[r]
+        for r, text in enumerate(outputs):
+            out[r // n_q].outputs[qs[r % n_q]] = text
+
+    def _chunks(self, qs: list[int], n_cells: int) -> list[list[int]]:
+        """`qs` in consecutive runs whose rows (n_cells per question) hold at most PREFILL_TOKENS
+        padded tokens of prompt (after the shared prefix) plus reference or choice suffix; a question
+        longer than that alone."""
+        def padded(run: list[int]) -> int:
+            prompt = max(len(self.prompts[q]) for q in run) - self.prefix_len
+            ref = max(len(self.refs[q]) for q in run) if self.refs is not None else 0
+            suffix = max((len(self.choices[q][0]) for q in run if q in self.choices), default=0)
+            return n_cells * len(run) * (prompt + max(ref, suffix))
+        runs: list[list[int]] = []
+        for q in qs:
+            if runs and padded(runs[-1] + [q]) <= PREFILL_TOKENS:
+                runs[-1].append(q)
+            else:
+                runs.append([q])
+        return runs
 
     # ------------------------------------------------------------------------------ pieces
     def _shared_prefix(self, lora: StackedLora, q: int) -> KVCache:
@@ -210,29 +257,35 @@ class GridScorer:
 
     def _greedy(self, lora: StackedLora, rows: RowCells, cache: KVCache, last: torch.Tensor,
                 plen: torch.Tensor) -> list[str]:
-        """Greedy continuation of every row up to a stop token or the task's max_new_tokens, finished
-        rows leaving the batch (and the cache, and the LoRA row layout)."""
+        """Greedy continuation of every row up to a stop token or the task's max_new_tokens.
+
+        Finished rows leave the batch (and the cache, and the LoRA row layout) once they are an
+        eighth of it: each removal copies the whole cache, so until then they decode a pad token
+        whose output is dropped (rows do not interact)."""
         limit = self.task.max_new_tokens
         new: list[list[int]] = [[] for _ in range(len(plen))]
         if limit > 0:
-            alive = torch.arange(len(plen), device=self.device)    # original row of each running row
+            alive = torch.arange(len(plen), device=self.device)    # original row of each row in the batch
+            running = torch.ones(len(plen), dtype=torch.bool, device=self.device)
             pos = plen.clone()
             logits = last
             for step in range(limit):
                 tok = logits.argmax(dim=-1)
-                stopped = torch.isin(tok, self.stop)
-                for r, t, s in zip(alive.tolist(), tok.tolist(), stopped.tolist()):
-                    if not s:
+                stopped = running & torch.isin(tok, self.stop)
+                for r, t, go in zip(alive.tolist(), tok.tolist(), (running & ~stopped).tolist()):
+                    if go:
                         new[r].append(t)
-                finished = stopped if step + 1 < limit else torch.ones_like(stopped)
-                if finished.any():
-                    keep = (~finished).nonzero().squeeze(1)
-                    if keep.numel() == 0:
-                        break
+                running = running & ~stopped
+                n_running = int(running.sum())
+                if n_running == 0 or step + 1 == limit:
+                    break
+                if len(alive) - n_running >= max(1, len(alive) // 8):
+                    keep = running.nonzero().squeeze(1)
                     cache.keep(keep)
                     rows = rows.select(keep)
                     lora.set_rows(rows)
-                    alive, tok, pos = alive[keep], tok[keep], pos[keep]
+                    alive, tok, pos, running = alive[keep], tok[keep], pos[keep], running[keep]
+                tok = torch.where(running, tok, self.pad_id)
                 valid = torch.ones((len(alive), 1), dtype=torch.bool, device=self.device)
                 logits = self._logits(forward(self.lm, tok[:, None], pos[:, None], valid, cache)[:, -1])
                 pos = pos + 1

@@ -90,10 +90,30 @@ class KVCache:
         self.valid[:, :n] = prefix.valid[source, :n]
         self.length = n
 
+    def place(self, src: "KVCache", rows: torch.Tensor, length: int) -> None:
+        """Rows `rows` take `src`'s filled slots, right-aligned to end at slot `length` (the slots
+        before them invalid, as left padding); this cache is then filled up to `length`. Attention
+        sees keys by validity and their stored positions, not by slot, so rows of caches of
+        different widths decode together."""
+        n = src.length
+        if n > length or (self.length not in (0, length)):
+            raise RuntimeError(f"KVCache.place: {n} slots into a cache filled to {self.length}, ending at {length}")
+        for mine, theirs in ((self.keys, src.keys), (self.values, src.values)):
+            for layer in range(len(mine)):
+                mine[layer][rows, :, :length - n] = 0   # masked, but never garbage: 0 x NaN is NaN
+                mine[layer][rows, :, length - n:length] = theirs[layer][:, :, :n]
+        self.valid[rows, :length - n] = False
+        self.valid[rows, length - n:length] = src.valid[:, :n]
+        self.length = length
+
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only rows `rows` (indices into the current rows)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        """Keep only rows `rows` (indices into the current rows); only the filled slots are copied."""
+        def kept(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_empty((len(rows), *t.shape[1:]))
+            out[:, :, :self.length] = t[rows, :, :self.length]
+            return out
+        self.keys = [kept(k) for k in self.keys]
+        self.values = [kept(v) for v in self.values]
         self.valid = self.valid.index_select(0, rows)
 
 

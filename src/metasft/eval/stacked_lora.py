@@ -8,7 +8,7 @@ ordinary forward, HF's or ours (`metasft.eval.lora_forward`), runs every cell's 
 
 Rows are kept sorted by cell (`RowCells`), so the delta is two grouped bmm's over the cell dimension,
 (C, rows*T, in) @ (C, in, r) @ (C, r, out), as in Punica/S-LoRA's segmented multiplication: no
-per-row copy of any weight. When the cells have unequal row counts (finished rows left the batch,
+per-row copy of any weight; the second is a baddbmm that adds the scaled delta to the base output. When the cells have unequal row counts (finished rows left the batch,
 or cells adapt on batches of different sizes) the rows are scattered into a (C, n_max) grid first.
 """
 from __future__ import annotations
@@ -139,11 +139,13 @@ class StackedLora:
 
     def _hook(self, i: int):
         def hook(module, inputs, output):
-            return output + self.delta(i, inputs[0]).to(output.dtype)
+            return self.add_delta(i, inputs[0], output)
         return hook
 
-    def delta(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """scale * B_c (A_c x) for layer i, x (N, ..., in) -> (N, ..., out), c the row's cell."""
+    def add_delta(self, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """output + scale * B_c (A_c x) for layer i, x (N, ..., in), output (N, ..., out), c the row's
+        cell. The scale and the sum are folded into the second bmm (baddbmm's alpha and beta) or the
+        final add, instead of two more passes over the (N, ..., out) output."""
         rows = self._rows
         if rows is None or rows.cells.shape[0] != x.shape[0]:
             raise RuntimeError(f"StackedLora: a batch of {x.shape[0]} rows, the layout has "
@@ -151,13 +153,13 @@ class StackedLora:
         A, B = self.A[i], self.B[i]
         if len(rows.present) != self.n_cells:
             A, B = A.index_select(0, rows.present), B.index_select(0, rows.present)
-        k = len(rows.present)
-        inner = x.shape[1:-1]
+        k, scale = len(rows.present), self.scales[i]
         x = x.to(A.dtype)
-        if rows.slot is not None:  # scatter the rows into the (K, n_max) grid
-            x = x.new_zeros((k * rows.n_max, *x.shape[1:])).index_copy(0, rows.slot, x)
-        h = torch.bmm(x.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))       # (K, n_max*T, r)
-        d = torch.bmm(h, B.transpose(1, 2)).reshape(k * rows.n_max, *inner, -1)  # (K*n_max, ..., out)
-        if rows.slot is not None:
-            d = d.index_select(0, rows.slot)
-        return d * self.scales[i]
+        if rows.slot is None:  # every present cell has n_max rows: the batch is the (K, n_max) grid
+            h = torch.bmm(x.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))              # (K, n_max*T, r)
+            base = output.to(A.dtype).reshape(k, -1, output.shape[-1])
+            return torch.baddbmm(base, h, B.transpose(1, 2), alpha=scale).reshape(output.shape).to(output.dtype)
+        grid = x.new_zeros((k * rows.n_max, *x.shape[1:])).index_copy(0, rows.slot, x)  # rows into the grid
+        h = torch.bmm(grid.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))
+        d = torch.bmm(h, B.transpose(1, 2)).reshape(k * rows.n_max, *x.shape[1:-1], -1).index_select(0, rows.slot)
+        return torch.add(output, d.to(output.dtype), alpha=scale)
