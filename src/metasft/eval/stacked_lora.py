@@ -162,4 +162,4 @@ class StackedLora:
         grid = x.new_zeros((k * rows.n_max, *x.shape[1:])).index_copy(0, rows.slot, x)  # rows into the grid
         h = torch.bmm(grid.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))
         d = torch.bmm(h, B.transpose(1, 2)).reshape(k * rows.n_max, *x.shape[1:-1], -1).index_select(0, rows.slot)
-        return torch.add(output, d.to(output.dtype), alpha=scale)
+        return torch.add(output.to(d.dtype), d, alpha=scale).to(output.dtype)   # summed in float32, as PEFT does
