@@ -20,15 +20,20 @@ MEASURED = {
     # torch's 2 threads, nothing else running, model cache warm; since then the default's test sets grew
     # and its few-shot groups run stacked
     "default": ("experiment.yaml", ["data.eval_tasks.0.test_size=16", "data.eval_tasks.1.test_size=16",
-                                    "data.eval_tasks.2.test_size=12", "eval.cells_per_batch=1", "eval.batch_size=48"], 2,
+                                    "data.eval_tasks.2.test_size=12", "eval.cells_per_batch=1", "eval.batch_size=48", "eval.seeds=[0,1]"], 2,
                 {"data": 2.0, "train/fomaml": 145.7, "train/sft_mixed": 90.2, "train/base": 0.7, "eval": 567.2,
                  "similarity": 31.4, "report": 3.5}),
     # BENCHMARKS.md: the re-sized default (grid engine, 24 + 24 + 16 questions) from a fresh clone, `bash
     # scripts/demo.sh`, 2026-11-29, commit d6f0cb0's config, 2 threads, idle; cold model cache (the GGUF
     # conversion is inside train/fomaml)
-    "default, re-sized": ("experiment.yaml", ["eval.batch_size=48"], 2,
+    "default, re-sized": ("experiment.yaml", ["eval.batch_size=48", "eval.seeds=[0,1]", "eval.cells_per_batch=6"], 2,
                           {"data": 1.7, "train/fomaml": 157.1, "train/sft_mixed": 87.1, "train/base": 0.7,
                            "eval": 621.1, "similarity": 32.7, "report": 3.8}),
+    # BENCHMARKS.md: the default with three seeds (9 cells a stack, 216-row decoding batches) from a fresh
+    # clone, `bash scripts/demo.sh`, 2026-11-29, commit e54d86f, 2 threads, idle, cold model cache
+    "default, three seeds": ("experiment.yaml", [], 2,
+                             {"data": 1.7, "train/fomaml": 173.6, "train/sft_mixed": 92.0, "train/base": 0.7,
+                              "eval": 707.7, "similarity": 29.5, "report": 3.6}),
     # `OMP_NUM_THREADS=1 metasft run configs/tiny/experiment.yaml --out /tmp/plan_tiny`, 2026-11-29,
     # commit b77e8c5 (one few-shot group at a time), load average 0.6
     "tiny, one group at a time": ("tiny/experiment.yaml", ["eval.cells_per_batch=1"], 1,
