@@ -68,7 +68,17 @@ def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, t
     assert (out / "report" / "report.md").is_file() and (out / "eval" / "task_similarity.json").is_file()
 
 
-def test_ctrl_c_cancels_the_submitted_jobs(tmp_path, monkeypatch):
+@pytest.fixture
+def sigint_handled():
+    """SIGINT handled as in a terminal. A process started in the background of a non-interactive shell
+    (`cmd &`) ignores SIGINT, and its children inherit that: a local job, which submitit cancels with
+    SIGINT, would then run on. A handler, unlike an ignored signal, is not inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_the_submitted_jobs(tmp_path, monkeypatch, sigint_handled):
     from metasft import launch
     submitted = []
     real_submit = launch._submit
