@@ -260,8 +260,8 @@ class GridScorer:
         """Greedy continuation of every row up to a stop token or the task's max_new_tokens.
 
         Finished rows leave the batch (and the cache, and the LoRA row layout) once they are an
-        eighth of it: each removal copies the whole cache, so until then they decode a pad token
-        whose output is dropped (rows do not interact)."""
+        eighth of it: each removal copies the cache's filled slots, so until then they decode a pad
+        token whose output is dropped (rows do not interact)."""
         limit = self.task.max_new_tokens
         new: list[list[int]] = [[] for _ in range(len(plen))]
         if limit > 0:

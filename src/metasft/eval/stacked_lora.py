@@ -8,8 +8,9 @@ ordinary forward, HF's or ours (`metasft.eval.lora_forward`), runs every cell's 
 
 Rows are kept sorted by cell (`RowCells`), so the delta is two grouped bmm's over the cell dimension,
 (C, rows*T, in) @ (C, in, r) @ (C, r, out), as in Punica/S-LoRA's segmented multiplication: no
-per-row copy of any weight; the second is a baddbmm that adds the scaled delta to the base output. When the cells have unequal row counts (finished rows left the batch,
-or cells adapt on batches of different sizes) the rows are scattered into a (C, n_max) grid first.
+per-row copy of any weight; the second is a baddbmm that adds the scaled delta to the base output.
+When the cells have unequal row counts (finished rows left the batch, or cells adapt on batches of
+different sizes) the rows are scattered into a (C, n_max) grid first.
 """
 from __future__ import annotations
 
