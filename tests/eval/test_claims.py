@@ -89,13 +89,8 @@ def test_a_live_claim_is_left_alone_and_a_killed_workers_claim_is_taken_over(tmp
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from tiny_eval import write_adapter, write_data_dir  # the shared tiny setup (tests/eval)
-
-    from metasft.eval import specs as S
-    root = tmp_path_factory.mktemp("claims")
-    data = write_data_dir(root / "data")
-    models = [S.ModelSpec("base", None), S.ModelSpec("tuned", write_adapter(root / "tuned_adapter"))]
-    return root, data, models
+    from tiny_eval import base_and_tuned  # the shared tiny setup (tests/eval)
+    return base_and_tuned(tmp_path_factory.mktemp("claims"))
 
 
 def test_groups_a_live_worker_claimed_are_left_to_it(setup, tmp_path):

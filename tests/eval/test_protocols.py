@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_eval import tiny_config, write_adapter, write_data_dir  # the shared tiny setup (tests/eval)
+from tiny_eval import base_and_tuned, tiny_config, write_adapter  # the shared tiny setup (tests/eval)
 
 from metasft.eval import adaptation as A
 from metasft.eval import evaluator as E
@@ -17,10 +17,7 @@ from metasft.models import adapter_state, add_lora, tiny_llama
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = write_data_dir(root / "data")
-    models = [S.ModelSpec("base", None), S.ModelSpec("tuned", write_adapter(root / "tuned_adapter"))]
-    return root, data, models
+    return base_and_tuned(tmp_path_factory.mktemp("eval"))
 
 
 @pytest.fixture(scope="module")

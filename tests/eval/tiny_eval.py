@@ -64,3 +64,10 @@ def write_adapter(path: Path, seed: int = 1) -> Path:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     peft.save_pretrained(str(path))
     return path
+
+
+def base_and_tuned(root: Path):
+    """(root, data directory, [the base model, a tuned adapter]) under `root`: the setup most eval tests share."""
+    from metasft.eval.specs import ModelSpec
+    data = write_data_dir(root / "data")
+    return root, data, [ModelSpec("base", None), ModelSpec("tuned", write_adapter(root / "tuned_adapter"))]
