@@ -134,6 +134,21 @@ def _scorer_and_lora(ev, task, models, rows_per_batch, steps=2):
     return lora, scorer
 
 
+def _each_cell_alone(ev, lora, task, micro=2):
+    """The reference path for every cell of `lora`: its adapter loaded into PEFT, HF-backend greedy
+    generation (LoRA merged in float32), `example_losses`, option log-likelihoods; per cell
+    (outputs, losses, choices)."""
+    alone = []
+    for c in range(lora.n_cells):
+        load_adapter_state(ev.peft, lora.cell_state(c))
+        with ev.merged():
+            outputs = ev.backend.generate(task.prompts, task.max_new_tokens)
+            with eval_mode(ev.peft):
+                losses = ev.model.example_losses(task.examples, micro=micro)
+            alone.append((outputs, losses, E._choice_by_loglikelihood(ev.backend, task)))
+    return alone
+
+
 @pytest.mark.floors
 @pytest.mark.parametrize("task_name, rows_per_batch, logit_chunk, prefill_tokens",
                          [("arith", 64, 2048, 2048), ("mcq", 64, 2048, 2048), ("arith", 5, 2048, 2048),
@@ -158,13 +173,7 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
     if prefill_tokens < 2048:  # the chunked path is the one compared
         assert len(scorer._chunks(list(range(len(task.prompts))), len(CELLS))) > 2
     together = scorer.score(lora)
-    for c in range(len(CELLS)):
-        load_adapter_state(ev.peft, lora.cell_state(c))
-        with ev.merged():
-            outputs = ev.backend.generate(task.prompts, task.max_new_tokens)
-            with eval_mode(ev.peft):
-                losses = ev.model.example_losses(task.examples, micro=2)
-            choices = E._choice_by_loglikelihood(ev.backend, task)
+    for c, (outputs, losses, choices) in enumerate(_each_cell_alone(ev, lora, task)):
         assert together[c].outputs == outputs
         # real decoding, not empty strings
         assert any(len(ev.tokenizer(o, add_special_tokens=False)["input_ids"]) >= 3 for o in outputs)
@@ -339,12 +348,7 @@ def test_per_row_decoding_on_smollm2_matches_each_cell_alone(tmp_path):
                         backend=ev.backend)
     together = scorer.score(lora)
     differ = 0
-    for c in range(len(cells)):
-        load_adapter_state(ev.peft, lora.cell_state(c))
-        with ev.merged():
-            outputs = ev.backend.generate(task.prompts, task.max_new_tokens)
-            with eval_mode(ev.peft):
-                losses = ev.model.example_losses(task.examples, micro=4)
+    for c, (outputs, losses, _) in enumerate(_each_cell_alone(ev, lora, task, micro=4)):
         differ += sum(a != b for a, b in zip(together[c].outputs, outputs))
         assert [s for s, _ in together[c].losses] == pytest.approx([s for s, _ in losses], rel=1e-4)
     assert differ <= 1
@@ -396,12 +400,7 @@ def test_grid_in_bfloat16_matches_each_cell_alone(setup):
     lora, scorer = _scorer_and_lora(ev, task, models, rows_per_batch=64)
     together = scorer.score(lora)
     differ = 0
-    for c in range(len(CELLS)):
-        load_adapter_state(ev.peft, lora.cell_state(c))
-        with ev.merged():
-            outputs = ev.backend.generate(task.prompts, task.max_new_tokens)
-            with eval_mode(ev.peft):
-                losses = ev.model.example_losses(task.examples, micro=2)
+    for c, (outputs, losses, _) in enumerate(_each_cell_alone(ev, lora, task)):
         differ += sum(a != b for a, b in zip(together[c].outputs, outputs))
         assert [s for s, _ in together[c].losses] == pytest.approx([s for s, _ in losses], rel=1e-3)
     assert differ <= 1

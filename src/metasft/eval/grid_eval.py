@@ -118,7 +118,8 @@ class GridScorer:
         prefix = self._shared_prefix(lora, qs[0]) if shared else None
         width = max(len(self.prompts[q]) for q in qs)
         cache = new_cache(self.lm, n_cells * n_q, width + max(self.task.max_new_tokens, 1))
-        last = plen = None
+        last = torch.empty((n_cells * n_q, self.head.out_features), device=self.device)  # prompts' last logits
+        plen = torch.empty(n_cells * n_q, dtype=torch.long, device=self.device)          # real prompt tokens
         done = 0
         for chunk in self._chunks(qs, n_cells):
             rows = RowCells.blocks([len(chunk)] * n_cells, self.device)
@@ -139,9 +140,6 @@ class GridScorer:
             dest = torch.tensor([c * n_q + done + j for c in range(n_cells) for j in range(len(chunk))],
                                 device=self.device)
             cache.place(part, dest, width)
-            if last is None:
-                last = part_last.new_empty((n_cells * n_q, part_last.shape[1]))
-                plen = part_plen.new_empty(n_cells * n_q)
             last[dest], plen[dest] = part_last, part_plen
             for r, q in enumerate(row_q):
                 cell = out[r // len(chunk)]
