@@ -211,7 +211,7 @@ def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path
 
 def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
     verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", quantity="accuracy difference",
-                        estimate=0.0125, ci_lo=-0.05, ci_hi=0.071),
+                        estimate=0.0125, ci_lo=-0.05, ci_hi=0.071, role="primary", alpha=0.05 / 3),
                 Verdict("C5", "accuracy", "...", "not measurable"),
                 Verdict("C2", "loss", "...", "met", quantity="loss advantage", estimate=0.2, ci_lo=0.1, ci_hi=math.inf)]
 
@@ -224,8 +224,9 @@ def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
     assert main(["run", str(TINY), "--out", str(tmp_path / "exp")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("report.md") and lines[1].startswith("verdicts")
-    assert lines[2].split()[:3] == ["H1", "inconclusive", "+0.013"] and "[95% CI -0.050, +0.071]" in lines[2]
-    assert lines[3].split()[:4] == ["C5", "not", "measurable", "-"]
+    assert lines[2].split()[:4] == ["H1", "primary", "inconclusive", "+0.013"]
+    assert "[98.33% CI -0.050, +0.071]" in lines[2]  # a primary claim's Bonferroni level
+    assert lines[3].split()[:5] == ["C5", "exploratory", "not", "measurable", "-"]
     assert lines[4].startswith("  C2 (loss)") and " met " in lines[4]
     assert read_verdicts(tmp_path / "exp" / "report" / "verdicts.json")[2].ci_hi == math.inf
     assert summary_lines([]) == []

@@ -220,6 +220,19 @@ class EvalArgs:
     allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
 
 
+# the design's hypotheses and success criteria, in the order the report lists them (metasft.stats.verdicts)
+CLAIMS = ("H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5")
+
+
+@dataclass
+class StatsArgs:
+    """How the report decides the design's claims (metasft.stats.verdicts); fixed before the run."""
+    margin_accuracy: float = 0.05   # H1, C1 ("matches", ">="): non-inferiority margin, accuracy points
+    margin_loss: float = 0.05       # the same on the reference solutions' token-mean loss (nats)
+    # the primary claims: one family, family-wise 5% (Bonferroni); the others are exploratory
+    primary: list[str] = field(default_factory=lambda: ["H1", "H2", "H3"])
+
+
 @dataclass
 class Variant:
     """One more training run of the experiment matrix (the design's Exp 1-5) in `metasft run`.
@@ -251,6 +264,7 @@ class Config:
     optim: OptimArgs = field(default_factory=OptimArgs)
     trainer: TrainerArgs = field(default_factory=TrainerArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
+    stats: StatsArgs = field(default_factory=StatsArgs)
 
 
 ARMS = ("fomaml", "reptile", "sft_mixed", "sft_task", "base")
@@ -570,6 +584,12 @@ def _check_ranges(cfg: Config, need) -> None:
         positive(f"eval.{key}", getattr(e, key))
     need(0 < e.target_acc <= 1, f"eval.target_acc must be in (0, 1], got {e.target_acc}")
     at_least_0("eval.acc_k", e.acc_k)
+    st = cfg.stats
+    need(0 < st.margin_accuracy < 1, f"stats.margin_accuracy must be in (0, 1), got {st.margin_accuracy}")
+    positive("stats.margin_loss", st.margin_loss)
+    unknown = [c for c in st.primary if c not in CLAIMS]
+    need(not unknown and len(set(st.primary)) == len(st.primary),
+         f"stats.primary must list distinct claims of {list(CLAIMS)}, got {st.primary}")
     beyond = [s for s in e.record_steps if not 0 <= s <= e.adaptation_steps]
     need(not beyond, f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
 

@@ -202,11 +202,13 @@ def test_summary_leads_and_toc_links(full):
     assert md.index("## Summary") < md.index("## Contents") < md.index("## 1. Training")
     assert md.index("## Summary") < min(md.index(h) for h in ("## 2.", "## 5. Verdicts", "## Appendix A"))
     assert md.index("**Question.**") < md.index("## Contents")
-    summary = verdict_rows(md, "| claim | what the design claims | status (accuracy)")
+    summary = verdict_rows(md, "| claim | role | what the design claims | status (accuracy)")
     assert list(summary) == CLAIMS
     section5 = verdict_rows(md)
-    assert {c: r[2] for c, r in summary.items()} == {c: r[2] for c, r in section5.items()}
-    assert {c: r[3] for c, r in summary.items()} == {c: r[3] for c, r in section5.items()}  # the same number
+    assert {c: r[3] for c, r in summary.items()} == {c: r[2] for c, r in section5.items()}
+    assert {c: r[4] for c, r in summary.items()} == {c: r[4] for c, r in section5.items()}  # the same number
+    assert {c: r[1] for c, r in summary.items()} == {c: r[3] for c, r in section5.items()}  # the same role
+    assert [c for c, r in summary.items() if r[1] == "primary"] == ["H1", "H2", "H3"]
     assert "**What this run can say:**" in md[:md.index("## Contents")]
     # setup and hashes in the appendix, after everything else
     assert md.index("## Appendix A. Setup and provenance") > md.index("## 6. Error cases")
@@ -215,7 +217,7 @@ def test_summary_leads_and_toc_links(full):
     table = html[html.index('<table class="summary">'):]
     table = table[:table.index("</table>")]
     for row, claim in zip(table.split("<tr>")[2:], CLAIMS):
-        status = summary[claim][2].strip("*")
+        status = summary[claim][3].strip("*")
         assert f'<span class="badge {status.replace(" ", "-")}">{status}</span>' in row
     for status, colour in (("met", "#1a7f37"), ("not-met", "#c62828"), ("inconclusive", "#e0a800"),
                            ("not-measurable", "#8a8a8a")):
@@ -315,20 +317,26 @@ def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
     assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
     assert "the model is the tiny test model" in md
     assert "With the tiny test model none of this is evidence" in lead
-    demo = re.search(r"\*\*Demo-size run:\*\* (no claim can detect an accuracy effect smaller than ([0-9.]+) .*?)\.\n",
+    demo = re.search(r"\*\*Demo-size run:\*\* (.*?no claim detects a true effect smaller than ([0-9.]+) .*?)\.\n",
                      lead)
     assert demo and float(demo.group(2)) > DEMO_MDE
     assert f"this is a demo-size run: {demo.group(1)}" in md[md.index("## 5. Verdicts"):]
 
 
 def test_demo_size_caveat():
+    """The warning keys off each claim's MDE beyond its own threshold (C2's +0.05, H1's -margin) and
+    off accuracies all at the floor."""
+    import pandas as pd
     from metasft.stats import Verdict
-    def v(mde):
-        return Verdict("H1", "accuracy", "s", "inconclusive", mde=mde)
-    assert demo_size_caveat([v(0.25), v(0.31), v(float("nan"))]).startswith(
-        "no claim can detect an accuracy effect smaller than 0.25 (25 points)")
-    assert demo_size_caveat([v(0.25), v(0.05)]) is None
-    assert demo_size_caveat([v(float("nan"))]) is None
+    def v(name, mde, threshold=0.0):
+        return Verdict(name, "accuracy", "s", "inconclusive", mde=mde, threshold=threshold)
+    assert demo_size_caveat([v("C5", 0.25), v("C2", 0.36, 0.05), v("H2", float("nan"))]).startswith(
+        "no claim detects a true effect smaller than 0.25 (25 points beyond its threshold)")
+    assert demo_size_caveat([v("C5", 0.25), v("C2", 0.12, 0.05)]) is None  # C2: 7 points beyond +0.05
+    assert demo_size_caveat([v("H1", 0.02, -0.05)]) is None
+    assert demo_size_caveat([v("C5", float("nan"))]) is None
+    floor = demo_size_caveat([v("C5", 0.05)], pd.Series([0.0, 0.04, 0.08]))
+    assert floor.startswith("every cell's accuracy is below 0.1 (at most 0.080)")
 
 
 def test_missing_similarity_is_reported(tmp_path):

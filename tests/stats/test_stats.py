@@ -18,7 +18,6 @@ from metasft.stats import (
     final_step,
     cluster_bootstrap_ci,
     holm,
-    mde,
     paired_ttest,
     sample_efficiency,
     sample_efficiency_interpolated,
@@ -99,15 +98,6 @@ def test_cluster_bootstrap_matches_a_loop_implementation():
     assert (lo, hi) == pytest.approx(tuple(np.quantile(macro, [0.025, 0.975])), abs=0.01)
     assert cluster_bootstrap_ci([np.ones(5)]) == (1.0, 1.0, 1.0)
     assert math.isnan(cluster_bootstrap_ci([np.ones(1)])[1])
-
-
-def test_mde_matches_statsmodels_power():
-    from statsmodels.stats.power import NormalIndPower  # one-sample normal power with ratio=0
-    d = np.random.default_rng(4).normal(0.0, 0.4, 150)
-    effect_size = NormalIndPower().solve_power(nobs1=150, alpha=0.05, power=0.8, ratio=0)
-    assert mde([d]) == pytest.approx(effect_size * d.std(ddof=1), rel=1e-3)
-    assert mde([np.zeros(100)], sd_floor=0.5) == pytest.approx(
-        NormalIndPower().solve_power(nobs1=100, alpha=0.05, power=0.8, ratio=0) * 0.5, rel=1e-3)
 
 
 def test_sign_flip_keeps_its_level_under_the_null():
@@ -222,7 +212,7 @@ def test_compare_models_clusters_by_question():
                 rows += [(model, task, 10, seed, 50, q, bool(r), 1.0 - r) for q, r in enumerate(right)]
                 rows += [(model, task, 10, seed, 0, q, False, 2.0) for q in range(200)]  # not the final step
     preds = _preds(rows)
-    out = compare_models(_cells_of(preds), preds, n_boot=2000).set_index("task")
+    out = compare_models(_cells_of(preds), preds).set_index("task")
     final = preds[preds.step == 50]
     for task in ("algebra", "physics"):
         by_q = final[final.task == task].groupby(["question_id", "model"])["correct"].mean().unstack()
@@ -230,7 +220,9 @@ def test_compare_models_clusters_by_question():
         assert out.loc[task, "diff"] == pytest.approx(d.mean())
         assert out.loc[task, "n_questions"] == 200 and out.loc[task, "n_seeds"] == 5
         se = d.std(ddof=1) / math.sqrt(200)
-        assert out.loc[task, "mde"] == pytest.approx((scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)) * se)
+        # the simulated MDE of 200 questions x 5 seeds is near the normal-theory one at this row's spread
+        normal = (scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)) * se
+        assert out.loc[task, "mde"] == pytest.approx(normal, abs=0.03)
         # the interval is close to the normal one for 200 questions
         assert out.loc[task, "ci_lo"] == pytest.approx(d.mean() - 1.96 * se, abs=0.01)
         seeds = final[final.task == task].groupby(["model", "seed"])["correct"].mean().unstack(0)
@@ -239,7 +231,7 @@ def test_compare_models_clusters_by_question():
     assert out["p_holm"].to_numpy() == pytest.approx(holm(out["p"].to_numpy()))
     assert out.loc["algebra", "p_holm"] < 0.001 and out.loc["algebra", "stars"] == "***"
     assert out.loc["physics", "stars"] == ""
-    loss = compare_models(_cells_of(preds), preds, outcome=LOSS, n_boot=500).set_index("task")
+    loss = compare_models(_cells_of(preds), preds, outcome=LOSS).set_index("task")
     assert loss.loc["algebra", "diff"] == pytest.approx(-out.loc["algebra", "diff"])  # loss = 1 - correct here
 
 
@@ -249,15 +241,15 @@ def test_compare_models_never_stars_a_degenerate_row():
     rows = [(m, "competition", 8, s, 4, q, m == "fomaml" and q == 3, 1.0) for m in ("fomaml", "sft_mixed")
             for s in (0, 1) for q in range(12)]
     preds = _preds(rows)
-    row = compare_models(_cells_of(preds), preds, n_boot=500).iloc[0]
+    row = compare_models(_cells_of(preds), preds).iloc[0]
     assert math.isnan(row["t"]) and "fewer than 3" in row["t_none"]
     assert row["p"] == 1.0 and row["stars"] == ""
-    assert row["mde"] > 0.2 and row["mde_basis"] == "observed"  # 2.8 x sqrt(1/12) / sqrt(12)
+    assert row["mde"] > 0.25  # 12 questions: a sign-flip test needs most of them to disagree one way
     floor = _preds([(m, "competition", 8, s, 4, q, False, 1.0) for m in ("fomaml", "sft_mixed")
                     for s in (0, 1, 2) for q in range(12)])
-    row = compare_models(_cells_of(floor), floor, n_boot=500).iloc[0]
+    row = compare_models(_cells_of(floor), floor).iloc[0]
     assert row["at_bound"] == "floor" and row["p"] == 1.0 and row["stars"] == "" and "floor" in row["t_none"]
-    assert row["mde_basis"] == "assumed" and row["mde"] > 0.1
+    assert row["mde"] > 0.25 and math.isfinite(row["ci_lo"]) and row["ci_lo"] < 0 < row["ci_hi"]
 
 
 def test_compare_models_without_predictions_is_empty():

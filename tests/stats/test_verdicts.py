@@ -68,7 +68,7 @@ def test_planted_advantage_is_met_and_significant():
     v = judge(cells, preds)
     assert list(v) == ["H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5"]
     assert v["C3"].status == MET
-    assert all(e["p_holm"] < 0.05 and e["advantage"] > 0 for e in v["C3"].evidence["family"])
+    assert all(e["p_holm"] < 0.05 and e["estimate"] > 0 for e in v["C3"].evidence["family"])
     assert v["C5"].status == MET and v["C5"].ci_lo > 0 and v["C5"].estimate == pytest.approx(0.10, abs=0.03)
     assert v["H2"].status == MET  # 10 points over SFT, 20 over base, 200 questions, 0-shot
     # FOMAML-SFT at 10 shots is 1.7 points below SFT-Mixed at 50: too close to call with 200 questions
@@ -138,8 +138,12 @@ def test_speed_claims():
     high = curve(0.3, 0.55)
     cells, preds = simulate({"fomaml": high, "sft_mixed": high}, speed={"fomaml": 10, "sft_mixed": 100}, **fast)
     v = judge(cells, preds, target_acc=0.7, few_shot_tasks=FEW_SHOT)
-    assert v["H3"].status == MET and v["C4"].status == MET, v["C4"].explanation
-    assert v["H3"].evidence["per_task"]["algebra"]["fomaml_steps"] == 10
+    assert v["C4"].status == MET, v["C4"].explanation
+    # H3 is the design's ranges: FOMAML-SFT under 50 steps (yes), SFT-Mixed over 100 (no: ~70)
+    assert v["H3"].status == NOT_MET, v["H3"].explanation
+    # crossings interpolated between recorded steps: FOMAML-SFT's between 0 and 10, SFT-Mixed's between 50 and 100
+    assert 0 < v["H3"].evidence["per_task"]["algebra"]["fomaml_steps"] < 10
+    assert 50 < v["H3"].evidence["per_task"]["algebra"]["sft_steps"] < 100
     cells, preds = simulate({"fomaml": high, "sft_mixed": high}, speed={"fomaml": 100, "sft_mixed": 10}, **fast)
     v = judge(cells, preds, target_acc=0.7, few_shot_tasks=FEW_SHOT)
     assert v["C4"].status == NOT_MET and v["C4"].ci_hi < 2
@@ -154,7 +158,8 @@ def test_loss_outcome_has_more_power_at_floor():
     loss = judge(cells, preds, outcome=LOSS)
     assert acc["C5"].status == INCONCLUSIVE
     assert loss["C5"].status == MET and loss["C5"].label == "C5 (loss)"
-    assert loss["C5"].estimate == pytest.approx(0.2, abs=0.05)  # advantage = SFT's loss minus FOMAML's
+    assert loss["C5"].estimate == pytest.approx(-0.2, abs=0.05)  # FOMAML-SFT's loss minus SFT-Mixed's
+    assert loss["C5"].ci_hi < 0
     assert loss["H3"].status == UNMEASURABLE and "no target loss" in loss["H3"].explanation
     assert loss["C2"].threshold == 0.0 and acc["C2"].threshold == 0.05
 

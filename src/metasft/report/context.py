@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from metasft.config import StatsArgs
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.doc import Callout, Document, Image
@@ -37,6 +38,7 @@ class Context:
     summary: pd.DataFrame | None = None
     target_acc: float = DESIGN_TARGET_ACC
     target_from: str = ""
+    stats: StatsArgs = field(default_factory=StatsArgs)  # margins and the primary family (config.yaml stats)
     eval_tasks: list[str] = field(default_factory=list)
     unseen: list[str] = field(default_factory=list)
     cross_domain: list[str] = field(default_factory=list)
@@ -82,6 +84,7 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
             exp.cells = exp.predictions = None
     if exp.config is not None:
         ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
+        ctx.stats = exp.config.stats
     else:
         ctx.target_from = "the design's 0.7 (config.yaml missing)"
     if exp.data is not None and exp.data.eval_tasks:

@@ -15,7 +15,7 @@ from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_MET
 from metasft.report.doc import Callout, Code, Document, Heading, Para, Table
 from metasft.eval.results import CELL_KEYS
 from metasft.report.load import error_rows
-from metasft.report.summary import caveats, status_badge, verdict_number
+from metasft.report.summary import caveats, claim_needs, status_badge, verdict_number
 from metasft.rundir import atomic_write_text
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
     sample_efficiency, sample_efficiency_interpolated)
@@ -229,7 +229,7 @@ def _comparisons(ctx: Context, doc: Document) -> None:
                     doc.add(Para(f"No comparison: {' and '.join(plots.label(m) for m in (a, b) if m not in present)} "
                                  "not in the results."))
                 continue
-            comparison = compare_models(exp.cells, exp.predictions, a, b, outcome=outcome, n_boot=ctx.n_boot)
+            comparison = compare_models(exp.cells, exp.predictions, a, b, outcome=outcome)
             if (a, b) == (FOMAML, SFT):
                 name = "comparison.csv" if outcome is ACCURACY else f"comparison_{outcome.name}.csv"
                 atomic_write_text(ctx.out / name, comparison.to_csv(index=False))
@@ -299,11 +299,18 @@ def verdicts_section(ctx: Context, doc: Document) -> None:
                  f"cross-domain tasks {ctx.cross_domain or 'none'} (from {ctx.task_flags_from}); target accuracy "
                  f"{ctx.target_acc:g} ({ctx.target_from}). Each claim is judged per task on that task's own N-shot "
                  "levels, then on the mean over the tasks where it could be judged (those where it could not are "
-                 "named). Status: **met** / **not met** only when the 95% interval of the claimed quantity lies "
-                 "entirely on one side of the claimed value; **inconclusive** when it holds both, or when both "
-                 "models sit at floor; **not measurable** when the run lacks the cells the claim needs. Intervals are "
-                 "bootstraps over test questions; MDE is the smallest effect on the quantity this run detects with "
-                 "80% power. The numbers behind each verdict are below the tables and in `report/verdicts.json`."))
+                 "named). Every number is FOMAML-SFT minus the baseline (for the loss, lower is better, so "
+                 "FOMAML-SFT's advantage is negative). Each claim is a test written down before the run (its "
+                 "'met if' column; README, 'How each claim is decided'): **met** / **not met** only when the "
+                 "claim's interval lies entirely on one side of the claimed value (and, for a 'beats' claim, the "
+                 "sign-flip test rejects); **inconclusive** when it holds both, or when both models sit at floor; "
+                 "**not measurable** when the run lacks the cells the claim needs. Intervals are t intervals over "
+                 "test questions with pseudo-counts (accuracy); speeds are interpolated crossings, censored when "
+                 "a curve never reaches the target. Primary claims "
+                 f"({', '.join(ctx.stats.primary) or 'none'}) share a family-wise 5% (Bonferroni); the rest are "
+                 "exploratory. MDE: the smallest true value of the quantity this run finds met with 80% "
+                 "probability, simulated with the test actually used. The numbers behind each verdict are below "
+                 "the tables and in `report/verdicts.json`."))
     warnings = caveats(ctx)
     if warnings:
         doc.add(Callout("warning", "Read with care: " + "; ".join(warnings) + "."))
@@ -323,10 +330,10 @@ def verdicts_section(ctx: Context, doc: Document) -> None:
 
 
 def _verdict_table(result: list, caption: str) -> Table:
-    rows = [[v.label, v.statement, status_badge(v.status), verdict_number(v), T.num(v.mde, 3), v.explanation]
-            for v in result]
-    return Table(["claim", "statement", "status", "estimate [95% CI]", "MDE (80%)", "numbers and explanation"], rows,
-                 caption)
+    rows = [[v.label, v.statement, status_badge(v.status), v.role, verdict_number(v), claim_needs(v), T.num(v.mde, 3),
+             v.explanation] for v in result]
+    return Table(["claim", "statement", "status", "role", "FOMAML-SFT minus baseline [CI]", "met if", "MDE (80%)",
+                  "numbers and explanation"], rows, caption)
 
 
 def errors_section(ctx: Context, doc: Document) -> None:

@@ -216,11 +216,11 @@ def comparison_table(comparison: pd.DataFrame, name_a: str, name_b: str, outcome
               "MDE (80%)", "t-test over seeds"]
     body = []
     for r in comparison.itertuples():
-        mde_text = f"{r.mde:.3f}" + (" (assumed sd)" if r.mde_basis == "assumed" else "") if isnum(r.mde) else DASH
+        mde_text = f"{r.mde:.3f}" if isnum(r.mde) else DASH
         t_text = f"t = {r.t:.2f}, p = {pval(r.p_t)}" if isnum(r.t) else f"— ({r.t_none})"
         bound = f" (both at {r.at_bound})" if r.at_bound else ""
         body.append([r.task, str(r.n_shots), f"{r.n_questions} × {r.n_seeds}", acc(r.mean_a), acc(r.mean_b),
                      f"{signed(r.diff)} {interval(r.ci_lo, r.ci_hi)}{bound}", pval(r.p), pval(r.p_holm),
                      r.stars or DASH, mde_text, t_text])
-    return Table(header, body, f"{name_a} vs {name_b}, {outcome}: clustered by question (bootstrap interval, "
-                               "sign-flip p, Holm over the table); the design's t-test over seeds beside it")
+    return Table(header, body, f"{name_a} vs {name_b}, {outcome}: clustered by question (t interval with "
+                               "pseudo-counts, sign-flip p, Holm over the table); the design's t-test over seeds beside it")

@@ -10,13 +10,13 @@ from metasft.stats.curves import (
     summarize,
 )
 from metasft.stats.questions import ACCURACY, LOSS, Outcome, QuestionScores
-from metasft.stats.significance import (TTest, cluster_bootstrap_ci, holm, mde, paired_ttest, sign_flip_test,
+from metasft.stats.significance import (TTest, cluster_bootstrap_ci, holm, paired_ttest, sign_flip_test,
                                         stars)
 from metasft.stats.verdicts import INCONCLUSIVE, MET, NOT_MET, STATUSES, UNMEASURABLE, Verdict, verdicts
 
 __all__ = [
     "ACCURACY", "COMPARISON_COLUMNS", "INCONCLUSIVE", "LOSS", "MET", "NOT_MET", "Outcome", "QuestionScores",
     "STATUSES", "TTest", "UNMEASURABLE", "Verdict", "accuracy_at", "adaptation_gap", "adaptation_speed",
-    "cluster_bootstrap_ci", "compare_models", "final_step", "holm", "mde", "paired_ttest", "sample_efficiency",
+    "cluster_bootstrap_ci", "compare_models", "final_step", "holm", "paired_ttest", "sample_efficiency",
     "sample_efficiency_interpolated", "sign_flip_test", "stars", "summarize", "verdicts",
 ]

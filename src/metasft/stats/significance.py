@@ -3,11 +3,11 @@
 The primary test clusters by question, with seeds nested inside (Miller 2024, "Adding Error Bars to
 Evals": the test questions, not the seeds, are the unit of independence). Each question contributes
 one paired difference d_q = (mean over seeds of model a's score) - (the same for model b):
-- the interval is a bootstrap over questions (`cluster_bootstrap_ci`, scipy.stats.bootstrap; several
-  tasks are resampled each within itself, a stratified bootstrap of their macro mean);
+- the verdicts' interval and the MDE are `metasft.stats.rules`' (a t interval with pseudo-counts, an
+  MDE simulated from the test actually used); `cluster_bootstrap_ci` (scipy.stats.bootstrap,
+  stratified by task) draws the figures' bands;
 - the p-value is a sign-flip permutation test of mean(d_q) = 0 (`sign_flip_test`,
   scipy.stats.permutation_test: under "no difference" a and b are exchangeable on every question);
-- `mde` is the smallest true difference that test finds with 80% power.
 The design's paired t-test over seeds (`paired_ttest`) stays as a secondary view; with few seeds it
 has little power, and it has no test at all for degenerate rows.
 """
@@ -21,7 +21,6 @@ import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
-POWER = 0.80
 
 
 def stars(p: float) -> str:
@@ -103,23 +102,6 @@ def cluster_bootstrap_ci(samples: Sequence[Sequence[float]], n_boot: int = 10_00
                              random_state=np.random.default_rng(seed))
     ci = result.confidence_interval
     return estimate, float(ci.low), float(ci.high)
-
-
-def mde(samples: Sequence[Sequence[float]], alpha: float = ALPHA, power: float = POWER,
-        sd_floor: float = 0.0) -> float:
-    """Minimum detectable effect of the macro mean of per-question differences: (z_{1-alpha/2} +
-    z_power) x its standard error sqrt(sum_t var_t / n_t) / T (normal approximation to the paired
-    test; var_t the sample variance, ddof=1, of task t's differences; `sd_floor`**2 where that is 0,
-    e.g. both models at floor, where the observed variance says nothing about what a run could see).
-
-    NaN when a task has fewer than two questions.
-    """
-    arrays = [np.asarray(s, dtype=float) for s in samples]
-    if not arrays or any(len(a) < 2 for a in arrays):
-        return math.nan
-    variance = sum((a.var(ddof=1) or sd_floor ** 2) / len(a) for a in arrays) / len(arrays) ** 2
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return float(z * math.sqrt(variance))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -1,49 +1,61 @@
 """The design's hypotheses (H1-H3) and success criteria (C1-C5), judged from a run's results.
 
-Each claim is a statement about a quantity (a difference of accuracies, a ratio of adaptation steps)
-and gets one of four statuses:
-- **met** / **not met**: the 95% interval of the quantity lies entirely on one side of the claimed
-  value (an interval that touches it is not on one side);
-- **inconclusive**: the interval holds both the claimed value and its negation, or both models sit at
-  the floor (or ceiling) of the outcome, where a difference cannot show;
-- **not measurable**: the run lacks the cells the claim needs; the verdict names them.
-Intervals are bootstraps over test questions, the unit of independence (`metasft.stats.significance`).
-Learning-curve claims are judged per task on that task's own shot levels (interpolating only between
-levels it ran), then over the tasks where they could be judged by their macro mean (a bootstrap
-stratified by task); the tasks where a claim could not be judged are named. Each claim is judged on
-accuracy (the design's outcome) and, as a secondary outcome with more power at small scale, on the
-token-mean loss of the reference solutions (lower is better).
+Each claim is a test written down before the run (README, "How each claim is decided"; the rules in
+`metasft.stats.rules`), with one sign convention everywhere: **FOMAML-SFT minus the baseline**, in the
+outcome's own units (for the loss, lower is better, so FOMAML-SFT's advantage is a negative number).
+
+    claim  quantity (per question, macro mean over tasks)      met if the 1 - alpha interval lies
+    H1     FOMAML-SFT at r shots - SFT-Mixed at 5r (r 10, else 5)  above -margin (non-inferiority)
+    H2     FOMAML-SFT - SFT-Mixed and SFT-Mixed - Base, 0-shot     above 0, both, and sign-flip p < alpha
+    H3     steps to the target: FOMAML-SFT's, SFT-Mixed's       FOMAML-SFT's below 50, SFT-Mixed's above 100
+    C1     FOMAML-SFT at 10 shots - SFT-Mixed at 30             above -margin (non-inferiority)
+    C2     FOMAML-SFT - SFT-Mixed, 0-shot, unseen tasks         above +0.05, and sign-flip p < alpha
+    C3     per task x shot level >= 5: sign flip, Holm          every task significantly better
+    C4     SFT-Mixed's steps to the target / FOMAML-SFT's       above 2 (censored curves give bounds)
+    C5     FOMAML-SFT - SFT-Mixed on the science tasks          above 0, and sign-flip p < alpha
+
+"not met" is the mirror (the interval lies wholly on the other side); anything else is inconclusive,
+and so is a run where both models sit at the outcome's floor or ceiling. **Family**: the primary claims
+(config `stats.primary`, the design's H1-H3 by default) on accuracy are judged at alpha / m each
+(Bonferroni over the m primary claims, family-wise 5%); every other claim, and every claim on the
+loss, is exploratory at alpha = 0.05 and labelled so. Error rates of each rule at its boundary are
+measured by `metasft.stats.calibration` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from metasft.config import CLAIMS
 from metasft.rundir import strict_json
-from metasft.stats.compare import assumed_sd, paired_row
+from metasft.stats import rules
 from metasft.stats.curves import CELL_COLUMNS, check_columns, sample_efficiency_interpolated
 from metasft.stats.questions import ACCURACY, Outcome, QuestionScores, aligned
-from metasft.stats.significance import ALPHA, cluster_bootstrap_ci, holm, mde
+from metasft.stats.significance import ALPHA, holm
 
-MET = "met"
-NOT_MET = "not met"
-INCONCLUSIVE = "inconclusive"
+MET = rules.MET
+NOT_MET = rules.NOT_MET
+INCONCLUSIVE = rules.INCONCLUSIVE
 UNMEASURABLE = "not measurable"
 STATUSES = (MET, NOT_MET, INCONCLUSIVE, UNMEASURABLE)
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+DESIGN_PRIMARY = ("H1", "H2", "H3")
 
 DESIGN_TARGET_ACC = 0.7  # the design's "70% target accuracy" (H3, C4)
 SPEED_RATIO = 2.0        # C4: "at least 50% fewer steps"
+H3_FOMAML_STEPS, H3_SFT_STEPS = 50.0, 100.0  # H3: "~20-50 steps vs ~100-200"
 H1_RATIO, C1_RATIO = 5, 3
+C2_POINTS = 0.05         # C2: "more than 5%", read as 5 accuracy points
+DEFAULT_MARGINS = {"accuracy": 0.05, "loss": 0.05}
 
 STATEMENTS = {
     "H1": "FOMAML-SFT at 5-10 shots matches SFT-Mixed at 50-100 shots (5-10x sample efficiency).",
     "H2": "On unseen tasks, zero-shot accuracy orders FOMAML-SFT > SFT-Mixed > Base.",
-    "H3": "FOMAML-SFT reaches the target accuracy in ~20-50 adaptation steps vs ~100-200 for "
-          "SFT-Mixed (at most half the steps).",
+    "H3": "FOMAML-SFT reaches the target accuracy in ~20-50 adaptation steps vs ~100-200 for SFT-Mixed.",
     "C1": "Sample efficiency > 3x: FOMAML-SFT at 10 shots >= SFT-Mixed at 30 shots.",
     "C2": "Zero-shot transfer: FOMAML-SFT beats SFT-Mixed by more than 5 accuracy points on unseen tasks.",
     "C3": "FOMAML-SFT's advantage is significant (p < 0.05) consistently across evaluation tasks.",
@@ -51,10 +63,10 @@ STATEMENTS = {
     "C5": "Cross-domain: FOMAML-SFT beats SFT-Mixed on the science (MMLU-STEM-like) tasks.",
 }
 LOSS_STATEMENTS = {
-    "H1": "FOMAML-SFT's loss at 5-10 shots is at most SFT-Mixed's at 5x the shots.",
+    "H1": "FOMAML-SFT's loss at 5-10 shots is at most SFT-Mixed's at 5x the shots (within the margin).",
     "H2": "On unseen tasks, zero-shot loss orders FOMAML-SFT < SFT-Mixed < Base.",
     "H3": "Adaptation speed on the loss (the design gives no target loss).",
-    "C1": "FOMAML-SFT's loss at 10 shots is at most SFT-Mixed's at 30 shots.",
+    "C1": "FOMAML-SFT's loss at 10 shots is at most SFT-Mixed's at 30 shots (within the margin).",
     "C2": "On unseen tasks, FOMAML-SFT's zero-shot loss is lower than SFT-Mixed's.",
     "C3": "FOMAML-SFT's lower loss is significant (p < 0.05) consistently across evaluation tasks.",
     "C4": "Adaptation speed on the loss (the design gives no target loss).",
@@ -65,8 +77,10 @@ LOSS_STATEMENTS = {
 @dataclass(frozen=True)
 class Verdict:
     """One claim judged on one outcome. `estimate` [`ci_lo`, `ci_hi`] is the quantity the status is
-    read from (`quantity` says what it is, `threshold` the claimed value); `mde`, the smallest effect
-    on it this run detects with 80% power; `evidence`, the numbers per task."""
+    read from, FOMAML-SFT minus the baseline in the outcome's units (`quantity` says what it is;
+    `rule` how it is decided, `threshold` the value it must clear, `alpha` the level of its interval);
+    `role`: primary (in the family-wise corrected family) or exploratory; `mde`, the smallest true
+    value of the quantity this run finds met with 80% probability; `evidence`, the numbers per task."""
 
     name: str
     outcome: str
@@ -80,6 +94,9 @@ class Verdict:
     threshold: float = math.nan
     mde: float = math.nan
     evidence: dict = field(default_factory=dict)
+    role: str = EXPLORATORY
+    alpha: float = ALPHA
+    rule: str = ""
 
     @property
     def label(self) -> str:
@@ -90,70 +107,113 @@ class Verdict:
         return strict_json(asdict(self) | {"label": self.label})
 
 
-def decide(lo: float, hi: float, threshold: float) -> str:
-    """met when the interval lies above `threshold`, not met when below, else inconclusive."""
-    if lo > threshold:
-        return MET
-    if hi < threshold:
-        return NOT_MET
-    return INCONCLUSIVE
-
-
-def _interval(estimate: float, lo: float, hi: float, digits: int = 3) -> str:
+def _interval(estimate: float, lo: float, hi: float, alpha: float = ALPHA, digits: int = 3) -> str:
     if not math.isfinite(lo):
         return f"{estimate:+.{digits}f} (no interval)"
-    return f"{estimate:+.{digits}f} [95% CI {lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return f"{estimate:+.{digits}f} [{100 * (1 - alpha):.4g}% CI {lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _brackets(levels: Sequence[int], x: float) -> bool:
     return bool(levels) and min(levels) <= x <= max(levels)
 
 
-class _Judge:
-    """The claims over one outcome's question scores."""
+def _flip(status: str) -> str:
+    return {MET: NOT_MET, NOT_MET: MET}.get(status, status)
 
-    def __init__(self, scores: QuestionScores, fomaml: str, sft: str, base: str, n_boot: int, seed: int = 0):
+
+class _Judge:
+    """The claims over one outcome's question scores.
+
+    Internally every number is an *advantage* (higher = FOMAML-SFT better); `natural` turns one back
+    into FOMAML-SFT minus the baseline in the outcome's units, the only sign a reader sees."""
+
+    def __init__(self, scores: QuestionScores, fomaml: str, sft: str, base: str, n_boot: int,
+                 margin: float, primary: Sequence[str], seed: int = 0):
         self.s, self.o = scores, scores.outcome
         self.fomaml, self.sft, self.base = fomaml, sft, base
-        self.n_boot, self.seed = n_boot, seed
-        self.points = "accuracy points" if self.o is ACCURACY else "loss (lower is better; advantage = the other's minus FOMAML-SFT's)"
+        self.n_boot, self.seed, self.margin = n_boot, seed, margin
+        self.sign = 1.0 if self.o.higher_is_better else -1.0
+        self.bounded = self.o.floor is not None and self.o.ceiling is not None
+        judged_primary = [c for c in primary if c in CLAIMS] if self.o is ACCURACY else []
+        self.roles = {c: PRIMARY if c in judged_primary else EXPLORATORY for c in CLAIMS}
+        self.alphas = {c: ALPHA / len(judged_primary) if c in judged_primary else ALPHA for c in CLAIMS}
+        self.units = ("accuracy points" if self.o is ACCURACY
+                      else f"{self.o.name} (lower is better: FOMAML-SFT's advantage is negative)")
+
+    def natural(self, x: float) -> float:
+        return self.sign * x
+
+    def natural_ci(self, lo: float, hi: float) -> tuple[float, float]:
+        a, b = self.sign * lo, self.sign * hi
+        return (min(a, b), max(a, b)) if math.isfinite(a) and math.isfinite(b) else (a, b)
 
     def verdict(self, name: str, status: str, explanation: str, **kw) -> Verdict:
         statements = STATEMENTS if self.o is ACCURACY else LOSS_STATEMENTS
-        return Verdict(name, self.o.name, statements[name], status, explanation, **kw)
+        return Verdict(name, self.o.name, statements[name], status, explanation, role=self.roles[name],
+                       alpha=self.alphas[name], **kw)
 
     def has(self, model: str, task: str, n_shots: int) -> bool:
         return n_shots in self.s.shots(model, task)
 
-    # ------------------------------------------------------------------ macro judgement
-    def macro(self, name: str, quantity: str, advantages: dict[str, np.ndarray], raw: dict[str, list],
-              threshold: float, not_judged: dict[str, str], extra: dict | None = None) -> Verdict:
-        """Judge the mean over tasks of per-question advantages against `threshold`."""
+    def unmeasurable(self, name: str, why: str, **evidence) -> Verdict:
+        return self.verdict(name, UNMEASURABLE, why, evidence=evidence)
+
+    def _unavailable(self, name: str) -> Verdict | None:
+        if self.s.available:
+            return None
+        return self.unmeasurable(name, f"No per-question scores: {self.s.why_unavailable}.")
+
+    # ------------------------------------------------------------------ one difference claim
+    def test_difference(self, advantages: Sequence[np.ndarray], threshold: float, alpha: float, beats: bool,
+                        seeds: int, mde: bool = True) -> dict:
+        """`rules.difference` on advantages against `threshold` (an advantage); a "beats" claim also
+        needs the sign-flip test. Returns its numbers as advantages."""
+        d = rules.difference(advantages, threshold, bounded=self.bounded, alpha=alpha)
+        p_flip = float(rules.sign_flip_pvalues([np.asarray(a)[None, :] for a in advantages], 9_999, self.seed)[0])
+        status = d.status
+        if beats and status == MET and not p_flip < alpha:
+            status = INCONCLUSIVE
+        effect = (rules.mde(advantages, threshold, bounded=self.bounded, seeds=seeds, beats=beats, alpha=alpha)
+                  if mde else math.nan)
+        return dict(estimate=d.estimate, lo=d.lo, hi=d.hi, p_flip=p_flip, status=status, mde=effect)
+
+    def judged_difference(self, name: str, quantity: str, advantages: dict[str, np.ndarray], raw: dict[str, list],
+                          threshold: float, not_judged: dict[str, str], seeds: int, beats: bool,
+                          extra: dict | None = None) -> Verdict:
+        """A claim on the macro mean over tasks of per-question advantages, `threshold` an advantage."""
+        alpha = self.alphas[name]
         per_task = {}
         for task, adv in advantages.items():
-            est, lo, hi = cluster_bootstrap_ci([adv], n_boot=self.n_boot, seed=self.seed)
+            r = self.test_difference([adv], threshold, alpha, beats, seeds, mde=False)
             bound = self.o.at_bound(*raw[task])
-            per_task[task] = dict(estimate=est, ci=[lo, hi], n_questions=len(adv), at_bound=bound,
-                                  status=INCONCLUSIVE if bound else decide(lo, hi, threshold))
-        est, lo, hi = cluster_bootstrap_ci(list(advantages.values()), n_boot=self.n_boot, seed=self.seed)
-        pooled = np.concatenate([np.concatenate(r) for r in raw.values()])
-        n_min = min(len(a) for a in advantages.values())
-        effect = mde(list(advantages.values()), sd_floor=assumed_sd(self.o, pooled, n_min))
+            lo, hi = self.natural_ci(r["lo"], r["hi"])
+            per_task[task] = dict(estimate=self.natural(r["estimate"]), ci=[lo, hi], n_questions=len(adv),
+                                  p_sign_flip=r["p_flip"], at_bound=bound,
+                                  status=INCONCLUSIVE if bound else r["status"])
+        r = self.test_difference(list(advantages.values()), threshold, alpha, beats, seeds)
         bounds = {t: p["at_bound"] for t, p in per_task.items()}
         if all(bounds.values()):
             status, why = INCONCLUSIVE, f"both models at {', '.join(sorted(set(bounds.values())))} on every task judged"
+        elif not math.isfinite(r["lo"]):
+            status, why = INCONCLUSIVE, "no interval (the per-question differences do not vary)"
         else:
-            status, why = decide(lo, hi, threshold), ""
-        explanation = (f"{quantity}: {_interval(est, lo, hi)} over {len(advantages)} task(s) "
-                       f"({', '.join(advantages)}); claim: > {threshold:+g}; MDE {effect:.3f}."
-                       + (f" Inconclusive: {why}." if why else "")
-                       + (f" Not judged: {'; '.join(f'{t}: {r}' for t, r in not_judged.items())}." if not_judged else ""))
+            status, why = r["status"], ""
+            if beats and r["lo"] > threshold and not r["p_flip"] < alpha:
+                why = f"the interval clears the claim but the sign-flip test does not reject (p = {r['p_flip']:.3g})"
+        est, (lo, hi) = self.natural(r["estimate"]), self.natural_ci(r["lo"], r["hi"])
+        needs = f"{'>' if self.sign > 0 else '<'} {self.natural(threshold):+g}"
+        rule = (f"{100 * (1 - alpha):.4g}% t interval over questions (pseudo-counts, Welch over tasks) {needs}"
+                + (f", and sign-flip p < {alpha:.3g}" if beats else "")
+                + (f" (non-inferiority margin {self.margin:g})" if threshold < 0 else ""))
+        explanation = (f"{quantity}: {_interval(est, lo, hi, alpha)} over {len(advantages)} task(s) "
+                       f"({', '.join(advantages)}); claim: {needs}"
+                       + (f"; sign-flip p = {r['p_flip']:.3g}" if beats else "")
+                       + (f"; MDE {self.natural(r['mde']):+.3f}" if math.isfinite(r["mde"]) else "; no MDE")
+                       + "." + (f" Inconclusive: {why}." if why else "")
+                       + (f" Not judged: {'; '.join(f'{t}: {w}' for t, w in not_judged.items())}." if not_judged else ""))
         return self.verdict(name, status, explanation, quantity=quantity, estimate=est, ci_lo=lo, ci_hi=hi,
-                            threshold=threshold, mde=effect,
+                            threshold=self.natural(threshold), mde=self.natural(r["mde"]), rule=rule,
                             evidence=dict(per_task=per_task, not_judged=not_judged, **(extra or {})))
-
-    def unmeasurable(self, name: str, why: str, **evidence) -> Verdict:
-        return self.verdict(name, UNMEASURABLE, why, evidence=evidence)
 
     # ------------------------------------------------------------------ H1, C1: shots for shots
     def _interpolated(self, model: str, task: str, x: float) -> pd.Series:
@@ -168,11 +228,12 @@ class _Judge:
         return (1 - w) * a.loc[common] + w * b.loc[common]
 
     def efficiency(self, name: str, tasks: Sequence[str], refs: Sequence[int], multiple: int) -> Verdict:
-        """FOMAML-SFT at r shots vs SFT-Mixed at multiple x r shots, r the first of `refs` a task can judge."""
+        """Non-inferiority of FOMAML-SFT at r shots against SFT-Mixed at multiple x r shots, r the first
+        of `refs` a task can judge, within the margin."""
         pairs = [(r, r * multiple) for r in refs]
-        if not self.s.available:
-            return self.unmeasurable(name, f"No per-question scores: {self.s.why_unavailable}.")
-        advantages, raw, not_judged, used = {}, {}, {}, {}
+        if (missing := self._unavailable(name)):
+            return missing
+        advantages, raw, not_judged, used, seeds = {}, {}, {}, {}, []
         for task in tasks:
             f_levels, s_levels = self.s.shots(self.fomaml, task), self.s.shots(self.sft, task)
             pick = next(((r, x) for r, x in pairs if r in f_levels and _brackets(s_levels, x)), None)
@@ -183,16 +244,19 @@ class _Judge:
             r, x = pick
             f, s = aligned(self.s.final(self.fomaml, task, r), self._interpolated(self.sft, task, x))
             advantages[task], raw[task] = self.o.advantage(f, s), [f, s]
-            sign = 1 if self.o.higher_is_better else -1
-            curve = {n: sign * float(self.s.final(self.sft, task, n).mean()) for n in s_levels}
-            needed = sample_efficiency_interpolated(curve, sign * float(f.mean()))
-            used[task] = dict(fomaml_shots=r, sft_shots=x, sft_shots_to_match=needed, ratio=needed / r)
+            seeds.append(len(self.s.seeds(self.fomaml, task, r)))
+            curve = {n: self.sign * float(self.s.final(self.sft, task, n).mean()) for n in s_levels}
+            needed = sample_efficiency_interpolated(curve, self.sign * float(f.mean()))
+            used[task] = dict(fomaml_shots=r, sft_shots=x,
+                              sft_shots_to_match=needed if math.isfinite(needed) else f"more than {max(s_levels)}",
+                              ratio=needed / r if math.isfinite(needed) and r else None)
         if not advantages:
             return self.unmeasurable(name, "No task ran the shot levels this claim compares: "
                                      + "; ".join(f"{t}: {r}" for t, r in not_judged.items()) + ".",
                                      not_judged=not_judged)
-        quantity = f"FOMAML-SFT at r shots minus SFT-Mixed at {multiple}r shots (r per task below), {self.points}"
-        return self.macro(name, quantity, advantages, raw, 0.0, not_judged, dict(shots=used))
+        quantity = f"FOMAML-SFT at r shots minus SFT-Mixed at {multiple}r shots (r per task below), {self.units}"
+        return self.judged_difference(name, quantity, advantages, raw, -self.margin, not_judged, min(seeds),
+                                      beats=False, extra=dict(shots=used, margin=self.margin))
 
     # ------------------------------------------------------------------ H2, C2: zero-shot transfer
     def zero_shot(self, tasks: Sequence[str], models: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -201,40 +265,51 @@ class _Judge:
                     for t in tasks if t not in ok}
 
     def h2(self, unseen: Sequence[str]) -> Verdict:
-        if not self.s.available:
-            return self.unmeasurable("H2", f"No per-question scores: {self.s.why_unavailable}.")
+        if (missing := self._unavailable("H2")):
+            return missing
         tasks, not_judged = self.zero_shot(unseen, [self.fomaml, self.sft, self.base])
         if not tasks:
             return self.unmeasurable("H2", "No unseen task has 0-shot results for FOMAML-SFT, SFT-Mixed and Base.",
                                      not_judged=not_judged, unseen_tasks=list(unseen))
-        parts, raw = [], {}
+        alpha, parts, raw = self.alphas["H2"], [], {}
         for upper, lower in ((self.fomaml, self.sft), (self.sft, self.base)):
             adv = {}
             for t in tasks:
                 a, b = aligned(self.s.final(upper, t, 0), self.s.final(lower, t, 0))
                 adv[t] = self.o.advantage(a, b)
                 raw.setdefault(t, []).extend([a, b])
-            parts.append(cluster_bootstrap_ci(list(adv.values()), n_boot=self.n_boot, seed=self.seed))
-        (e1, lo1, hi1), (e2, lo2, hi2) = parts
+            parts.append(self.test_difference(list(adv.values()), 0.0, alpha, beats=True, seeds=1))
+        first, second = parts
         if all(self.o.at_bound(*raw[t]) for t in tasks):
             status = INCONCLUSIVE
-        elif lo1 > 0 and lo2 > 0:
-            status = MET
-        elif hi1 < 0 or hi2 < 0:
+        elif first["status"] == MET and second["status"] == MET:
+            status = MET  # an intersection of two tests, each at alpha: no correction needed
+        elif NOT_MET in (first["status"], second["status"]):
             status = NOT_MET
         else:
             status = INCONCLUSIVE
-        explanation = (f"Advantage on {len(tasks)} unseen task(s), {self.points}: FOMAML-SFT over SFT-Mixed "
-                       f"{_interval(e1, lo1, hi1)}; SFT-Mixed over Base {_interval(e2, lo2, hi2)}; claim: both > 0."
+
+        def shown(r):
+            lo, hi = self.natural_ci(r["lo"], r["hi"])
+            return f"{_interval(self.natural(r['estimate']), lo, hi, alpha)}, sign-flip p = {r['p_flip']:.3g} ({r['status']})"
+
+        lo1, hi1 = self.natural_ci(first["lo"], first["hi"])
+        explanation = (f"Zero-shot on {len(tasks)} unseen task(s), {self.units}: FOMAML-SFT minus SFT-Mixed "
+                       f"{shown(first)}; SFT-Mixed minus Base {shown(second)}; claim: both "
+                       f"{'> 0' if self.sign > 0 else '< 0'} with sign-flip p < {alpha:.3g}."
                        + (f" Not judged: {not_judged}." if not_judged else ""))
         return self.verdict("H2", status, explanation, quantity="FOMAML-SFT minus SFT-Mixed, 0-shot",
-                            estimate=e1, ci_lo=lo1, ci_hi=hi1, threshold=0.0,
-                            evidence=dict(tasks=tasks, fomaml_over_sft=[e1, lo1, hi1], sft_over_base=[e2, lo2, hi2],
-                                          not_judged=not_judged))
+                            estimate=self.natural(first["estimate"]), ci_lo=lo1, ci_hi=hi1, threshold=0.0,
+                            mde=self.natural(first["mde"]),
+                            rule=f"both {100 * (1 - alpha):.4g}% intervals on the claimed side of 0 and both sign-flip p < {alpha:.3g}",
+                            evidence=dict(tasks=tasks, not_judged=not_judged,
+                                          fomaml_minus_sft=[self.natural(first["estimate"]), lo1, hi1],
+                                          sft_minus_base=[self.natural(second["estimate"]),
+                                                          *self.natural_ci(second["lo"], second["hi"])]))
 
     def c2(self, unseen: Sequence[str]) -> Verdict:
-        if not self.s.available:
-            return self.unmeasurable("C2", f"No per-question scores: {self.s.why_unavailable}.")
+        if (missing := self._unavailable("C2")):
+            return missing
         tasks, not_judged = self.zero_shot(unseen, [self.fomaml, self.sft])
         if not tasks:
             return self.unmeasurable("C2", "No unseen task has 0-shot results for FOMAML-SFT and SFT-Mixed.",
@@ -244,53 +319,67 @@ class _Judge:
             a, b = aligned(self.s.final(self.fomaml, t, 0), self.s.final(self.sft, t, 0))
             advantages[t], raw[t] = self.o.advantage(a, b), [a, b]
         # The design's "5%" read as 5 accuracy points; the loss has no such threshold: lower is the claim.
-        threshold = 0.05 if self.o is ACCURACY else 0.0
-        return self.macro("C2", f"FOMAML-SFT minus SFT-Mixed, 0-shot, {self.points}", advantages, raw,
-                          threshold, not_judged)
+        threshold = C2_POINTS if self.o is ACCURACY else 0.0
+        return self.judged_difference("C2", f"FOMAML-SFT minus SFT-Mixed, 0-shot, {self.units}", advantages, raw,
+                                      threshold, not_judged, seeds=1, beats=True)
 
     # ------------------------------------------------------------------ C3: significance, one family
     def c3(self, tasks: Sequence[str]) -> Verdict:
-        if not self.s.available:
-            return self.unmeasurable("C3", f"No per-question scores: {self.s.why_unavailable}.")
-        rows = [row for t in tasks for n in self.s.shots(self.fomaml, t) if n >= 5
-                for row in [paired_row(self.s, self.fomaml, self.sft, t, n, self.n_boot, self.seed)] if row]
+        if (missing := self._unavailable("C3")):
+            return missing
+        alpha = self.alphas["C3"]
+        rows = []
+        for t in tasks:
+            for n in self.s.shots(self.fomaml, t):
+                seeds = sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n)))
+                if n < 5 or not seeds:
+                    continue
+                a, b = aligned(self.s.final(self.fomaml, t, n, seeds), self.s.final(self.sft, t, n, seeds))
+                if len(a) < 2:
+                    continue
+                adv = self.o.advantage(a, b)
+                r = self.test_difference([adv], 0.0, alpha, beats=True, seeds=len(seeds), mde=False)
+                rows.append(dict(task=t, n_shots=n, adv=adv, r=r, at_bound=self.o.at_bound(a, b), n_seeds=len(seeds)))
         if not rows:
             return self.unmeasurable("C3", "No task was run at 5 or more shots by both models.", tasks=list(tasks))
-        p_holm = holm([r["p"] for r in rows])
-        sign = 1 if self.o.higher_is_better else -1
+        p_holm = holm([row["r"]["p_flip"] for row in rows])
         family, per_task = [], {}
-        for r, ph in zip(rows, p_holm):
-            adv = sign * r["diff"]
-            lo, hi = sorted([sign * r["ci_lo"], sign * r["ci_hi"]])
-            entry = dict(task=r["task"], n_shots=r["n_shots"], advantage=adv, ci=[lo, hi], p=r["p"], p_holm=ph,
-                         n_questions=r["n_questions"], n_seeds=r["n_seeds"], at_bound=r["at_bound"], mde=r["mde"])
+        for row, ph in zip(rows, p_holm):
+            r = row["r"]
+            lo, hi = self.natural_ci(r["lo"], r["hi"])
+            entry = dict(task=row["task"], n_shots=row["n_shots"], estimate=self.natural(r["estimate"]), ci=[lo, hi],
+                         p=r["p_flip"], p_holm=float(ph), n_questions=len(row["adv"]), n_seeds=row["n_seeds"],
+                         at_bound=row["at_bound"], significant=bool(r["lo"] > 0 and ph < alpha), worse=bool(r["hi"] < 0))
             family.append(entry)
-            per_task.setdefault(r["task"], []).append(entry)
-        significant = [t for t, es in per_task.items() if any(e["advantage"] > 0 and e["p_holm"] < ALPHA for e in es)]
-        excluded = [t for t, es in per_task.items() if all(e["ci"][1] < 0 for e in es)]
+            per_task.setdefault(row["task"], []).append(entry)
+        significant = [t for t, es in per_task.items() if any(e["significant"] for e in es)]
+        excluded = [t for t, es in per_task.items() if all(e["worse"] for e in es)]
         at_bound = [t for t, es in per_task.items() if all(e["at_bound"] for e in es)]
         others = [t for t in per_task if t not in significant and t not in excluded]
-        if len(significant) == len(per_task):
-            status = MET
-        elif excluded:
-            status = NOT_MET
-        else:
-            status = INCONCLUSIVE
+        status = MET if len(significant) == len(per_task) else NOT_MET if excluded else INCONCLUSIVE
+        # the MDE of the claim: every task must be detected, each at its Holm share of alpha
+        worst = min(per_task, key=lambda t: min(len(r["adv"]) for r in rows if r["task"] == t))
+        worst_rows = [r for r in rows if r["task"] == worst]
+        effect = rules.mde([worst_rows[0]["adv"]], 0.0, bounded=self.bounded, seeds=worst_rows[0]["n_seeds"],
+                           beats=True, alpha=alpha / len(rows))
         explanation = (f"Family: {len(family)} comparisons (every task x shot level >= 5 of {', '.join(per_task)}), "
-                       f"sign-flip test over questions, Holm-corrected over the family. Significantly better: "
-                       f"{', '.join(significant) or 'none'}; worse at every level (interval below 0): "
-                       f"{', '.join(excluded) or 'none'}; undecided: {', '.join(others) or 'none'}"
-                       + (f" (both at floor/ceiling: {', '.join(at_bound)})" if at_bound else "") + ".")
+                       f"sign-flip test over questions, Holm-corrected over the family, and the "
+                       f"{100 * (1 - alpha):.4g}% interval on the claimed side. Significantly better: "
+                       f"{', '.join(significant) or 'none'}; worse at every level (interval wholly on the other "
+                       f"side): {', '.join(excluded) or 'none'}; undecided: {', '.join(others) or 'none'}"
+                       + (f" (both at floor/ceiling: {', '.join(at_bound)})" if at_bound else "")
+                       + (f". MDE per comparison (the task with fewest questions, Holm's smallest share): "
+                          f"{self.natural(effect):+.3f}" if math.isfinite(effect) else "") + ".")
         return self.verdict("C3", status, explanation, quantity="tasks with a significant advantage",
                             estimate=float(len(significant)), threshold=float(len(per_task)),
-                            mde=max(e["mde"] for e in family),
+                            mde=self.natural(effect), rule=f"every task: Holm p < {alpha:.3g} and interval on the claimed side",
                             evidence=dict(family=family, significant=significant, worse=excluded, undecided=others))
 
     # ------------------------------------------------------------------ C5: cross-domain
     def c5(self, cross: Sequence[str]) -> Verdict:
-        if not self.s.available:
-            return self.unmeasurable("C5", f"No per-question scores: {self.s.why_unavailable}.")
-        advantages, raw, not_judged, levels = {}, {}, {}, {}
+        if (missing := self._unavailable("C5")):
+            return missing
+        advantages, raw, not_judged, levels, seeds = {}, {}, {}, {}, []
         for t in cross:
             shared = sorted(set(self.s.shots(self.fomaml, t)) & set(self.s.shots(self.sft, t)))
             if not shared:
@@ -298,8 +387,9 @@ class _Judge:
                 continue
             per_level = []
             for n in shared:
-                seeds = sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n)))
-                per_level.append((self.s.final(self.fomaml, t, n, seeds), self.s.final(self.sft, t, n, seeds)))
+                both = sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n)))
+                per_level.append((self.s.final(self.fomaml, t, n, both), self.s.final(self.sft, t, n, both)))
+                seeds.append(len(both))
             common = per_level[0][0].index
             for a, b in per_level:
                 common = common.intersection(a.index).intersection(b.index)
@@ -309,13 +399,15 @@ class _Judge:
         if not advantages:
             return self.unmeasurable("C5", "No cross-domain task has results for both models.",
                                      cross_domain_tasks=list(cross), not_judged=not_judged)
-        return self.macro("C5", f"FOMAML-SFT minus SFT-Mixed on cross-domain tasks, mean over each task's shot "
-                                f"levels, {self.points}", advantages, raw, 0.0, not_judged, dict(shot_levels=levels))
+        return self.judged_difference("C5", f"FOMAML-SFT minus SFT-Mixed on cross-domain tasks, mean over each "
+                                            f"task's shot levels, {self.units}", advantages, raw, 0.0, not_judged,
+                                      seeds=min(seeds), beats=True, extra=dict(shot_levels=levels))
 
     # ------------------------------------------------------------------ H3, C4: adaptation speed
-    def _speed_task(self, task: str, target: float) -> dict | str:
-        """Steps to `target` of both models at the task's largest shot level with an adaptation curve,
-        their ratio and its bootstrap interval over questions; or why there is none."""
+    def _speed_task(self, task: str, target: float, alpha: float) -> dict | str:
+        """Steps to `target` of both models at the task's largest shot level with an adaptation curve
+        (interpolated crossings, censored at the last recorded step), with bootstrap replicates over
+        questions; or why there is none."""
         shared = sorted(set(self.s.shots(self.fomaml, task)) & set(self.s.shots(self.sft, task)), reverse=True)
         for n in (n for n in shared if n > 0):
             seeds = sorted(set(self.s.seeds(self.fomaml, task, n)) & set(self.s.seeds(self.sft, task, n)))
@@ -327,79 +419,107 @@ class _Judge:
         common = f.index.intersection(s.index)
         fv, sv = f.loc[common].to_numpy(float), s.loc[common].to_numpy(float)
         f_steps, s_steps = np.asarray(f.columns, float), np.asarray(s.columns, float)
-        observed = _steps_ratio(_first_reach(fv.mean(0, keepdims=True), f_steps, target),
-                                _first_reach(sv.mean(0, keepdims=True), s_steps, target))
-        f_obs = float(_first_reach(fv.mean(0, keepdims=True), f_steps, target)[0])
-        s_obs = float(_first_reach(sv.mean(0, keepdims=True), s_steps, target)[0])
         idx = np.random.default_rng(self.seed).integers(0, len(common), size=(self.n_boot, len(common)))
-        ratios = _steps_ratio(_first_reach(np.nanmean(fv[idx], axis=1), f_steps, target),
-                              _first_reach(np.nanmean(sv[idx], axis=1), s_steps, target))
-        # an undefined replicate (neither reaches) widens the interval both ways
-        lo = float(np.quantile(np.where(np.isnan(ratios), -np.inf, ratios), ALPHA / 2, method="inverted_cdf"))
-        hi = float(np.quantile(np.where(np.isnan(ratios), np.inf, ratios), 1 - ALPHA / 2, method="inverted_cdf"))
-        ratio = float(observed[0])
-        if math.isnan(ratio):
-            status = INCONCLUSIVE  # neither reaches the target
-        elif lo >= SPEED_RATIO and ratio >= SPEED_RATIO:
-            status = MET  # a ratio of recorded steps: an interval at exactly 2x supports "at least 2x"
-        elif hi < SPEED_RATIO:
-            status = NOT_MET
-        else:
-            status = INCONCLUSIVE
-        return dict(n_shots=n, fomaml_steps=f_obs, sft_steps=s_obs, ratio=ratio, ci=[lo, hi], status=status,
-                    fomaml_curve=dict(zip(f_steps.tolist(), fv.mean(0).tolist())),
-                    sft_curve=dict(zip(s_steps.tolist(), sv.mean(0).tolist())), n_questions=len(common))
+        return speed_evidence(fv, sv, f_steps, s_steps, target, idx, alpha) | dict(n_shots=n)
 
     def speed(self, name: str, tasks: Sequence[str], target: float) -> Verdict:
-        if not self.s.available:
-            return self.unmeasurable(name, f"No per-question scores: {self.s.why_unavailable}.")
+        if (missing := self._unavailable(name)):
+            return missing
         if self.o is not ACCURACY:
             return self.unmeasurable(name, "The design states adaptation speed as steps to a target accuracy; "
                                            "no target loss is defined.")
+        alpha = self.alphas[name]
         judged, not_judged = {}, {}
         for t in tasks:
-            result = self._speed_task(t, target)
+            result = self._speed_task(t, target, alpha)
             (judged if isinstance(result, dict) else not_judged)[t] = result
         evidence = dict(target_accuracy=target, per_task=judged, not_judged=not_judged)
-        if name == "H3":
-            evidence["design_ranges"] = {t: dict(fomaml_in_20_50=20 <= r["fomaml_steps"] <= 50,
-                                                 sft_in_100_200=100 <= r["sft_steps"] <= 200) for t, r in judged.items()}
         if not judged:
             return self.unmeasurable(name, "No task has an adaptation curve (2+ recorded steps) for both models: "
                                      + "; ".join(f"{t}: {r}" for t, r in not_judged.items()) + ".", **evidence)
-        statuses = {t: r["status"] for t, r in judged.items()}
+        key = "h3_status" if name == "H3" else "c4_status"
+        statuses = {t: r[key] for t, r in judged.items()}
+        # every task must meet it (intersection-union); "not met" only where every task fails it
         status = (MET if all(s == MET for s in statuses.values())
                   else NOT_MET if all(s == NOT_MET for s in statuses.values()) else INCONCLUSIVE)
-        weakest = min(judged, key=lambda t: -math.inf if math.isnan(judged[t]["ratio"]) else judged[t]["ratio"])
+        never = all(r["fomaml_censored"] and r["sft_censored"] for r in judged.values())
+        tail = ((" Neither model reaches the target on any task: a lower eval.target_acc, set before looking at "
+                 "test results, would measure speed.") if never else "") + (
+                f" Not judged: {not_judged}." if not_judged else "")
+        ci = f"{100 * (1 - alpha):.4g}% CI"
+        if name == "H3":
+            shown = "; ".join(f"{t} at {r['n_shots']} shots: FOMAML-SFT {_steps(r, 'fomaml')} [{ci} "
+                              f"{r['fomaml_ci'][0]:.3g}, {_bound(r['fomaml_ci'][1])}], SFT-Mixed {_steps(r, 'sft')} "
+                              f"[{ci} {r['sft_ci'][0]:.3g}, {_bound(r['sft_ci'][1])}] ({r['h3_status']})"
+                              for t, r in judged.items())
+            explanation = (f"Adaptation steps to accuracy {target:g} (interpolated between recorded steps; a curve "
+                           f"that never reaches it needs more than its last step); claim: FOMAML-SFT's below "
+                           f"{H3_FOMAML_STEPS:g} and SFT-Mixed's above {H3_SFT_STEPS:g}: {shown}.{tail}")
+            first = next(iter(judged.values()))
+            return self.verdict(name, status, explanation, quantity="FOMAML-SFT's steps to the target",
+                                estimate=first["fomaml_steps"], ci_lo=first["fomaml_ci"][0],
+                                ci_hi=first["fomaml_ci"][1], threshold=H3_FOMAML_STEPS, evidence=evidence,
+                                rule=f"per task: FOMAML-SFT's {ci} below {H3_FOMAML_STEPS:g} steps and "
+                                     f"SFT-Mixed's above {H3_SFT_STEPS:g}; every task")
+        weakest = min(judged, key=lambda t: judged[t]["ratio_ci"][0])
         w = judged[weakest]
-        shown = "; ".join(f"{t} at {r['n_shots']} shots: FOMAML-SFT {r['fomaml_steps']:g} vs SFT-Mixed "
-                          f"{r['sft_steps']:g} steps, ratio {r['ratio']:.2g} [95% CI {r['ci'][0]:.2g}, {r['ci'][1]:.2g}]"
-                          f" ({r['status']})" for t, r in judged.items())
-        never = all(math.isnan(r["ratio"]) for r in judged.values())
-        explanation = (f"Steps to accuracy {target:g}, SFT-Mixed's over FOMAML-SFT's (claim: >= {SPEED_RATIO:g}x): "
-                       f"{shown}." + (" Neither model reaches the target on any task: a lower eval.target_acc, set "
-                                      "before looking at test results, would measure speed." if never else "")
-                       + (f" Not judged: {not_judged}." if not_judged else ""))
+        shown = "; ".join(f"{t} at {r['n_shots']} shots: FOMAML-SFT {_steps(r, 'fomaml')} vs SFT-Mixed "
+                          f"{_steps(r, 'sft')} steps, ratio {_ratio_text(r)} [{ci} {r['ratio_ci'][0]:.3g}, "
+                          f"{_bound(r['ratio_ci'][1])}] ({r['c4_status']})" for t, r in judged.items())
+        explanation = (f"Steps to accuracy {target:g}, SFT-Mixed's over FOMAML-SFT's (interpolated between recorded "
+                       f"steps, censored at the last; claim: > {SPEED_RATIO:g}x): {shown}.{tail}")
         return self.verdict(name, status, explanation, quantity=f"steps ratio on {weakest} (the weakest task)",
-                            estimate=w["ratio"], ci_lo=w["ci"][0], ci_hi=w["ci"][1], threshold=SPEED_RATIO,
-                            evidence=evidence)
+                            estimate=w["ratio"], ci_lo=w["ratio_ci"][0], ci_hi=w["ratio_ci"][1],
+                            threshold=SPEED_RATIO, evidence=evidence,
+                            rule=f"per task: the ratio's {ci} above {SPEED_RATIO:g}; every task")
 
 
-def _first_reach(curves: np.ndarray, steps: np.ndarray, target: float) -> np.ndarray:
-    """(R, S) accuracy curves at `steps` -> (R,) the first step reaching `target`, inf if none."""
-    reached = curves >= target
-    return np.where(reached.any(axis=1), steps[np.argmax(reached, axis=1)], np.inf)
+def _bound(x: float) -> str:
+    return "unbounded" if math.isinf(x) else f"{x:.3g}"
 
 
-def _steps_ratio(fomaml: np.ndarray, sft: np.ndarray) -> np.ndarray:
-    """SFT-Mixed's steps over FOMAML-SFT's: inf when only FOMAML-SFT reaches the target (or at step
-    0), 0 when only SFT-Mixed does, 1 when both start there, NaN when neither reaches it."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = sft / fomaml
-    ratio = np.where(np.isinf(fomaml) & np.isfinite(sft), 0.0, ratio)
-    ratio = np.where((fomaml == 0) & (sft == 0), 1.0, ratio)
-    ratio = np.where((fomaml == 0) & (sft > 0), np.inf, ratio)
-    return np.where(np.isinf(fomaml) & np.isinf(sft), np.nan, ratio)
+def _steps(r: dict, model: str) -> str:
+    return (f"more than {r[f'{model}_steps']:g}" if r[f"{model}_censored"] else f"{r[f'{model}_steps']:.3g}")
+
+
+def _ratio_text(r: dict) -> str:
+    if r["fomaml_censored"] and r["sft_censored"]:
+        return "undefined (neither reaches the target)"
+    if r["sft_censored"]:
+        return f"at least {r['ratio']:.3g}"
+    if r["fomaml_censored"]:
+        return f"at most {r['ratio']:.3g}"
+    return f"{r['ratio']:.3g}"
+
+
+def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps: np.ndarray, target: float,
+                   idx: np.ndarray, alpha: float) -> dict:
+    """H3's and C4's per-task numbers from (questions x steps) curves of both models and (B, questions)
+    bootstrap indices: interpolated crossings (censored at the last step), their intervals, the ratio
+    SFT-Mixed / FOMAML-SFT as bounds, and the H3 and C4 statuses."""
+    f_obs, f_cens = rules.crossings(fv.mean(0, keepdims=True), f_steps, target)
+    s_obs, s_cens = rules.crossings(sv.mean(0, keepdims=True), s_steps, target)
+    f_rep, f_rep_c = rules.crossings(fv[idx].mean(axis=1), f_steps, target)
+    s_rep, s_rep_c = rules.crossings(sv[idx].mean(axis=1), s_steps, target)
+    # a crossing's own interval: a censored replicate is at least its last step (open above)
+    f_ci = rules.bound_quantiles(f_rep, np.where(f_rep_c, np.inf, f_rep), alpha)
+    s_ci = rules.bound_quantiles(s_rep, np.where(s_rep_c, np.inf, s_rep), alpha)
+    lower, upper = rules.ratio_bounds(s_rep, s_rep_c, f_rep, f_rep_c)
+    ratio_ci = rules.bound_quantiles(lower, upper, alpha)
+    obs_lower, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
+    ratio = float(obs_lower[0]) if s_cens[0] and not f_cens[0] else float(obs_upper[0])
+    if f_cens[0] and s_cens[0]:
+        c4 = INCONCLUSIVE
+    else:
+        c4 = MET if ratio_ci[0] > SPEED_RATIO else NOT_MET if ratio_ci[1] < SPEED_RATIO else INCONCLUSIVE
+    h3 = (MET if f_ci[1] < H3_FOMAML_STEPS and s_ci[0] > H3_SFT_STEPS
+          else NOT_MET if f_ci[0] > H3_FOMAML_STEPS or s_ci[1] < H3_SFT_STEPS else INCONCLUSIVE)
+    return dict(fomaml_steps=float(f_obs[0]), fomaml_censored=bool(f_cens[0]), fomaml_ci=list(f_ci),
+                sft_steps=float(s_obs[0]), sft_censored=bool(s_cens[0]), sft_ci=list(s_ci),
+                ratio=ratio if math.isfinite(ratio) else math.nan, ratio_ci=list(ratio_ci),
+                c4_status=c4, h3_status=h3, n_questions=fv.shape[0],
+                fomaml_curve=dict(zip(f_steps.tolist(), fv.mean(0).tolist())),
+                sft_curve=dict(zip(s_steps.tolist(), sv.mean(0).tolist())))
 
 
 def few_shot_tasks_of(scores: QuestionScores, fomaml: str, sft: str) -> list[str]:
@@ -421,33 +541,36 @@ def verdicts(
     target_acc: float | None = None,
     n_boot: int = 10_000,
     outcome: Outcome = ACCURACY,
+    margins: Mapping[str, float] | None = None,
+    primary: Sequence[str] = DESIGN_PRIMARY,
 ) -> list[Verdict]:
     """H1, H2, H3, C1..C5 for one run on one outcome (ACCURACY, the design's; or LOSS).
 
     few_shot_tasks: the tasks of the learning-curve claims (H1, H3, C1, C3, C4); None = every task
     FOMAML-SFT and SFT-Mixed both ran with n_shots > 0. target_acc: the accuracy H3 and C4 time;
-    None = the design's 0.7.
+    None = the design's 0.7. margins: the non-inferiority margin of H1 and C1 per outcome name
+    (config `stats.margin_accuracy`, `stats.margin_loss`). primary: the claims in the family-wise
+    corrected family (on accuracy).
     """
     check_columns(cells, CELL_COLUMNS, "cells")
     scores = QuestionScores(cells, predictions, outcome)
-    judge = _Judge(scores, fomaml, sft, base, n_boot)
+    margin = (DEFAULT_MARGINS | dict(margins or {}))[outcome.name]
+    judge = _Judge(scores, fomaml, sft, base, n_boot, margin, primary)
     if few_shot_tasks is None:
         tasks = few_shot_tasks_of(scores, fomaml, sft)
     else:
         tasks = [t for t in few_shot_tasks if t in few_shot_tasks_of(scores, fomaml, sft)]
     target = DESIGN_TARGET_ACC if target_acc is None else target_acc
-    h3 = judge.speed("H3", tasks, target)
     return [
         judge.efficiency("H1", tasks, [10, 5], H1_RATIO),
         judge.h2(unseen_tasks),
-        h3,
+        judge.speed("H3", tasks, target),
         judge.efficiency("C1", tasks, [10], C1_RATIO),
         judge.c2(unseen_tasks),
         judge.c3(tasks),
         judge.speed("C4", tasks, target),
         judge.c5(cross_domain_tasks),
     ]
-
 
 
 def read_verdicts(path) -> list[Verdict]:
@@ -464,7 +587,7 @@ def read_verdicts(path) -> list[Verdict]:
     out = []
     for row in json.loads(Path(path).read_text()):
         row = {k: v for k, v in row.items() if k in names}
-        for key in ("estimate", "ci_lo", "ci_hi", "threshold", "mde"):
+        for key in ("estimate", "ci_lo", "ci_hi", "threshold", "mde", "alpha"):
             if key in row:
                 row[key] = number(row[key])
         out.append(Verdict(**row))
@@ -472,11 +595,12 @@ def read_verdicts(path) -> list[Verdict]:
 
 
 def summary_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """One line per claim for a terminal: `H1           inconclusive    +0.012 [95% CI -0.050, +0.071]  (quantity)`."""
+    """One line per claim for a terminal, the report's sign (FOMAML-SFT minus the baseline):
+    `H1  primary      inconclusive    +0.012 [98.33% CI -0.050, +0.071]  (quantity)`."""
     width = max((len(v.label) for v in verdicts), default=0)
     lines = []
     for v in verdicts:
-        number = _interval(v.estimate, v.ci_lo, v.ci_hi) if math.isfinite(v.estimate) else "-"
+        number = _interval(v.estimate, v.ci_lo, v.ci_hi, v.alpha) if math.isfinite(v.estimate) else "-"
         tail = f"  ({v.quantity})" if v.quantity and math.isfinite(v.estimate) else ""
-        lines.append(f"{v.label:<{width}}  {v.status:<15} {number}{tail}")
+        lines.append(f"{v.label:<{width}}  {v.role:<11}  {v.status:<15} {number}{tail}")
     return lines
