@@ -206,17 +206,23 @@ def crossings(curves: np.ndarray, steps: np.ndarray, target: float) -> tuple[np.
     return np.where(censored, steps[-1], at), censored
 
 
+def beyond(values: np.ndarray, censored: np.ndarray) -> np.ndarray:
+    """Lower bounds of crossings: a censored one needs *more* than its last step, the next float up,
+    so that "more than 100 steps" clears a claim of "above 100"."""
+    return np.where(censored, np.nextafter(values, np.inf), values)
+
+
 def ratio_bounds(num: np.ndarray, num_censored: np.ndarray, den: np.ndarray,
                  den_censored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Replicates of num / den where either side may be right-censored (the true steps exceed the
     value given): (the ratio's lower bound, its upper bound) per replicate. A censored numerator
-    makes the ratio at least num / den (upper unknown: inf); a censored denominator, at most num / den
+    makes the ratio more than num / den (upper unknown: inf); a censored denominator, at most num / den
     (lower: 0); both censored, anything. A denominator of 0 (FOMAML-SFT at the target before any
     step) with a numerator above 0 is an unbounded ratio (inf, inf); 0 / 0 is 1."""
     num, den = np.asarray(num, float), np.asarray(den, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 1.0))
-    lower = np.where(den_censored, 0.0, ratio)
+    lower = np.where(den_censored, 0.0, np.where(num_censored, np.nextafter(ratio, np.inf), ratio))
     upper = np.where(num_censored, np.inf, ratio)
     return lower, upper
 

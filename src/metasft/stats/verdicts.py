@@ -108,9 +108,19 @@ class Verdict:
 
 
 def _interval(estimate: float, lo: float, hi: float, alpha: float = ALPHA, digits: int = 3) -> str:
-    if not math.isfinite(lo):
+    """'+0.012 [95% CI -0.050, +0.071]'; an end left open by a censored curve is 'unbounded'."""
+    if math.isnan(lo) or math.isnan(hi):
         return f"{estimate:+.{digits}f} (no interval)"
-    return f"{estimate:+.{digits}f} [{100 * (1 - alpha):.4g}% CI {lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    def end(x):
+        return "unbounded" if math.isinf(x) else f"{x:+.{digits}f}"
+
+    return f"{estimate:+.{digits}f} [{100 * (1 - alpha):.4g}% CI {end(lo)}, {end(hi)}]"
+
+
+def _above(x: float, threshold: float) -> bool:
+    """x clears threshold: strictly, beyond float noise (an interpolated 2.0000000000000053 touches 2)."""
+    return x > threshold + 1e-9 * max(1.0, abs(threshold))
 
 
 def _brackets(levels: Sequence[int], x: float) -> bool:
@@ -340,6 +350,10 @@ class _Judge:
                 adv = self.o.advantage(a, b)
                 r = self.test_difference([adv], 0.0, alpha, beats=True, seeds=len(seeds), mde=False)
                 rows.append(dict(task=t, n_shots=n, adv=adv, r=r, at_bound=self.o.at_bound(a, b), n_seeds=len(seeds)))
+        # "worse" is judged at alpha / m over the family (Bonferroni), so that "not met" (some task worse at
+        # every level) keeps its level however many tasks the family holds
+        for row in rows:
+            row["worse"] = rules.difference([row["adv"]], 0.0, bounded=self.bounded, alpha=alpha / len(rows)).hi < 0
         if not rows:
             return self.unmeasurable("C3", "No task was run at 5 or more shots by both models.", tasks=list(tasks))
         p_holm = holm([row["r"]["p_flip"] for row in rows])
@@ -349,7 +363,7 @@ class _Judge:
             lo, hi = self.natural_ci(r["lo"], r["hi"])
             entry = dict(task=row["task"], n_shots=row["n_shots"], estimate=self.natural(r["estimate"]), ci=[lo, hi],
                          p=r["p_flip"], p_holm=float(ph), n_questions=len(row["adv"]), n_seeds=row["n_seeds"],
-                         at_bound=row["at_bound"], significant=bool(r["lo"] > 0 and ph < alpha), worse=bool(r["hi"] < 0))
+                         at_bound=row["at_bound"], significant=bool(r["lo"] > 0 and ph < alpha), worse=bool(row["worse"]))
             family.append(entry)
             per_task.setdefault(row["task"], []).append(entry)
         significant = [t for t, es in per_task.items() if any(e["significant"] for e in es)]
@@ -365,8 +379,8 @@ class _Judge:
         explanation = (f"Family: {len(family)} comparisons (every task x shot level >= 5 of {', '.join(per_task)}), "
                        f"sign-flip test over questions, Holm-corrected over the family, and the "
                        f"{100 * (1 - alpha):.4g}% interval on the claimed side. Significantly better: "
-                       f"{', '.join(significant) or 'none'}; worse at every level (interval wholly on the other "
-                       f"side): {', '.join(excluded) or 'none'}; undecided: {', '.join(others) or 'none'}"
+                       f"{', '.join(significant) or 'none'}; worse at every level (interval at alpha / {len(rows)} wholly "
+                       f"on the other side): {', '.join(excluded) or 'none'}; undecided: {', '.join(others) or 'none'}"
                        + (f" (both at floor/ceiling: {', '.join(at_bound)})" if at_bound else "")
                        + (f". MDE per comparison (the task with fewest questions, Holm's smallest share): "
                           f"{self.natural(effect):+.3f}" if math.isfinite(effect) else "") + ".")
@@ -501,9 +515,9 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
     s_obs, s_cens = rules.crossings(sv.mean(0, keepdims=True), s_steps, target)
     f_rep, f_rep_c = rules.crossings(fv[idx].mean(axis=1), f_steps, target)
     s_rep, s_rep_c = rules.crossings(sv[idx].mean(axis=1), s_steps, target)
-    # a crossing's own interval: a censored replicate is at least its last step (open above)
-    f_ci = rules.bound_quantiles(f_rep, np.where(f_rep_c, np.inf, f_rep), alpha)
-    s_ci = rules.bound_quantiles(s_rep, np.where(s_rep_c, np.inf, s_rep), alpha)
+    # a crossing's own interval: a censored replicate needs more than its last step (open above)
+    f_ci = rules.bound_quantiles(rules.beyond(f_rep, f_rep_c), np.where(f_rep_c, np.inf, f_rep), alpha)
+    s_ci = rules.bound_quantiles(rules.beyond(s_rep, s_rep_c), np.where(s_rep_c, np.inf, s_rep), alpha)
     lower, upper = rules.ratio_bounds(s_rep, s_rep_c, f_rep, f_rep_c)
     ratio_ci = rules.bound_quantiles(lower, upper, alpha)
     obs_lower, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
@@ -511,9 +525,10 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
     if f_cens[0] and s_cens[0]:
         c4 = INCONCLUSIVE
     else:
-        c4 = MET if ratio_ci[0] > SPEED_RATIO else NOT_MET if ratio_ci[1] < SPEED_RATIO else INCONCLUSIVE
-    h3 = (MET if f_ci[1] < H3_FOMAML_STEPS and s_ci[0] > H3_SFT_STEPS
-          else NOT_MET if f_ci[0] > H3_FOMAML_STEPS or s_ci[1] < H3_SFT_STEPS else INCONCLUSIVE)
+        c4 = (MET if _above(ratio_ci[0], SPEED_RATIO) else NOT_MET if _above(SPEED_RATIO, ratio_ci[1])
+              else INCONCLUSIVE)
+    h3 = (MET if _above(H3_FOMAML_STEPS, f_ci[1]) and _above(s_ci[0], H3_SFT_STEPS)
+          else NOT_MET if _above(f_ci[0], H3_FOMAML_STEPS) or _above(H3_SFT_STEPS, s_ci[1]) else INCONCLUSIVE)
     return dict(fomaml_steps=float(f_obs[0]), fomaml_censored=bool(f_cens[0]), fomaml_ci=list(f_ci),
                 sft_steps=float(s_obs[0]), sft_censored=bool(s_cens[0]), sft_ci=list(s_ci),
                 ratio=ratio if math.isfinite(ratio) else math.nan, ratio_ci=list(ratio_ci),

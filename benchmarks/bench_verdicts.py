@@ -1,0 +1,42 @@
+"""Verdict calibration (issue 19): each claim's error rates at its boundary and its power, by
+simulated studies with planted truths (metasft.stats.calibration).
+
+    python benchmarks/bench_verdicts.py --runs 1000
+
+Prints one Markdown row per claim, outcome and regime: the runs, P(met | false at the boundary),
+P(not met | true at the boundary), power at 0.10 beyond the boundary (accuracy points, or loss), and
+whether both errors are within 0.025 + binomial noise (the 99.9% upper quantile of Binomial(runs, 0.025)).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from metasft.stats.calibration import calibrate, limit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000, help="simulated studies per claim, outcome and regime")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates of the speed claims")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    rows = calibrate(args.runs, n_boot=args.n_boot, seed=args.seed)
+    bound = limit(args.runs)
+    print(f"| claim | outcome | regime | runs | P(met \\| false) | P(not met \\| true) | power at +0.10 | "
+          f"within {bound:.3f} |")
+    print("|---|---|---|---|---|---|---|---|")
+    failures = 0
+    for r in rows:
+        ok = r["met_if_false"] <= bound and r["not_met_if_true"] <= bound
+        failures += not ok
+        extra = (f" (never reached: P(not met) {r['censored_not_met']:.3f}, P(met) {r['censored_power']:.3f})"
+                 if "censored_power" in r else "")
+        print(f"| {r['claim']} | {r['outcome']} | {r['regime']} | {r['runs']} | {r['met_if_false']:.3f} | "
+              f"{r['not_met_if_true']:.3f} | {r['power']:.3f}{extra} | {'yes' if ok else 'NO'} |")
+    print(f"\n{len(rows)} rows, {failures} outside the bound; {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Calibration of the decision rules: simulated studies with planted truths (issue 19).
+
+Each claim's rule (`metasft.stats.verdicts`, built from `metasft.stats.rules`) is run on many simulated
+studies whose true value of the claim's quantity is planted exactly at the claim's boundary (its
+threshold or margin), and the shares of wrong decisions are counted:
+
+    P(met | false)      the truth sits on the boundary, so "met" is an error
+    P(not met | true)   the same truth read from the claim's side: "not met" is an error
+    power               P(met) when the truth is `EFFECT` beyond the boundary, in the claim's direction
+
+For a rule whose one-sided tests are at alpha / 2 = 0.025 both errors should stay at or below 0.025
+(primary claims, at alpha / 3, lower still). Studies are drawn per regime (`REGIMES`: accuracy near
+floor, mid and near ceiling; 16 to 200 questions; 1 to 5 evaluation seeds), each question with its own
+difficulty shared by the two models, every answer an independent draw per seed. Speed claims (H3, C4)
+have regimes of their own: adaptation curves crossing the target at the boundary, and curves that never
+reach it within the recorded steps. The studies hold one training run per arm (the rules are
+conditional on the checkpoints); `train_effect` adds a between-run effect to show what that means.
+
+    python benchmarks/bench_verdicts.py --runs 1000
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from metasft.stats import rules
+from metasft.stats.verdicts import (C2_POINTS, DEFAULT_MARGINS, H3_FOMAML_STEPS, H3_SFT_STEPS, SPEED_RATIO,
+                                    speed_evidence)
+
+ALPHA = rules.ALPHA
+PRIMARY_ALPHA = ALPHA / 3  # the design's H1-H3, one family
+EFFECT = 0.10              # the power column: the truth this far beyond the boundary (accuracy points)
+LOSS_SD = 0.35             # per-question sd of a reference solution's loss difference, one seed
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Simulated studies of one size: `questions` per task and `tasks` tasks, `seeds` evaluation seeds
+    (each question's score is the mean over them), the baseline's mean `accuracy` and the spread of
+    question difficulty around it; `train_effect`: sd of a training run's own effect on every answer."""
+    name: str
+    questions: int
+    seeds: int
+    accuracy: float
+    spread: float
+    tasks: int = 1
+    train_effect: float = 0.0
+
+
+REGIMES = (
+    Regime("floor, 24 q x 3 seeds", 24, 3, 0.06, 0.06),
+    Regime("mid, 16 q x 1 seed", 16, 1, 0.5, 0.3),
+    Regime("mid, 24 q x 3 seeds", 24, 3, 0.5, 0.3),
+    Regime("ceiling, 24 q x 3 seeds", 24, 3, 0.92, 0.06),
+    Regime("floor, 200 q x 5 seeds", 200, 5, 0.06, 0.06),
+    Regime("mid, 200 q x 5 seeds, 3 tasks", 200, 5, 0.5, 0.3, tasks=3),
+    Regime("ceiling, 200 q x 1 seed", 200, 1, 0.92, 0.06),
+)
+
+
+def paired_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage: float) -> list[np.ndarray]:
+    """Per task, (runs, questions) advantages of model a over model b (mean over seeds of a's answer
+    minus b's) where every question's true advantage is exactly `advantage` (plus a training-run
+    effect, if any): b answers question q right with p_q, a with p_q + advantage."""
+    out = []
+    lo, hi = max(0.0, -advantage), min(1.0, 1.0 - advantage)
+    for _ in range(regime.tasks):
+        p_b = np.clip(regime.accuracy + rng.uniform(-regime.spread, regime.spread, (runs, regime.questions)), lo, hi)
+        p_a = p_b + advantage
+        if regime.train_effect:
+            p_a = np.clip(p_a + rng.normal(0, regime.train_effect, (runs, 1)), 0, 1)
+        shape = (runs, regime.questions, regime.seeds)
+        a = (rng.random(shape) < p_a[..., None]).mean(axis=-1)
+        b = (rng.random(shape) < p_b[..., None]).mean(axis=-1)
+        out.append(a - b)
+    return out
+
+
+def loss_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage: float) -> list[np.ndarray]:
+    """Per task, (runs, questions) loss advantages (b's loss minus a's) with true mean `advantage`."""
+    sd = LOSS_SD / math.sqrt(regime.seeds)
+    return [advantage + rng.uniform(-0.2, 0.2, (runs, regime.questions)) + rng.normal(0, sd, (runs, regime.questions))
+            for _ in range(regime.tasks)]
+
+
+def _difference(samples, threshold, *, bounded, alpha, beats, seed, n_resamples: int = 2_000) -> dict:
+    """The verdicts' rule for one difference claim on R runs: met / not met arrays."""
+    r = rules.difference_batch(samples, threshold, bounded=bounded, alpha=alpha)
+    met = r["met"]
+    if beats:
+        met = met & (rules.sign_flip_pvalues(samples, n_resamples=n_resamples, seed=seed) < alpha)
+    return dict(met=met, not_met=r["not_met"])
+
+
+# claim -> (threshold on accuracy, on the loss, alpha, "beats")
+DIFFERENCE_CLAIMS = {
+    "H1": (-DEFAULT_MARGINS["accuracy"], -DEFAULT_MARGINS["loss"], PRIMARY_ALPHA, False),
+    "C1": (-DEFAULT_MARGINS["accuracy"], -DEFAULT_MARGINS["loss"], ALPHA, False),
+    "C2": (C2_POINTS, 0.0, ALPHA, True),
+    "C5": (0.0, 0.0, ALPHA, True),
+}
+
+
+def calibrate_difference(claim: str, outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict:
+    """P(met | false), P(not met | true) at the boundary and power at EFFECT beyond it, for H1, C1,
+    C2 or C5 on one outcome."""
+    acc_threshold, loss_threshold, alpha, beats = DIFFERENCE_CLAIMS[claim]
+    bounded = outcome == "accuracy"
+    threshold = acc_threshold if bounded else loss_threshold
+    draw = paired_scores if bounded else loss_scores
+    rng = np.random.default_rng(seed)
+    at = _difference(draw(rng, runs, regime, threshold), threshold, bounded=bounded, alpha=alpha, beats=beats, seed=seed)
+    beyond = _difference(draw(rng, runs, regime, threshold + EFFECT), threshold, bounded=bounded, alpha=alpha,
+                         beats=beats, seed=seed)
+    return dict(met_if_false=at["met"].mean(), not_met_if_true=at["not_met"].mean(), power=beyond["met"].mean())
+
+
+def calibrate_h2(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict:
+    """H2: FOMAML-SFT over SFT-Mixed and SFT-Mixed over Base, both "beats" at the primary level. Its
+    boundary for "met": the first difference at 0, the second clearly positive; for "not met": both at 0."""
+    bounded = outcome == "accuracy"
+    draw = paired_scores if bounded else loss_scores
+    rng = np.random.default_rng(seed)
+
+    def judge(first, second):
+        a = _difference(draw(rng, runs, regime, first), 0.0, bounded=bounded, alpha=PRIMARY_ALPHA, beats=True, seed=seed)
+        b = _difference(draw(rng, runs, regime, second), 0.0, bounded=bounded, alpha=PRIMARY_ALPHA, beats=True,
+                        seed=seed + 1)
+        return a["met"] & b["met"], a["not_met"] | b["not_met"]
+
+    met_false, _ = judge(0.0, 0.3)
+    _, not_met_true = judge(0.0, 0.0)
+    power, _ = judge(EFFECT, EFFECT)
+    return dict(met_if_false=met_false.mean(), not_met_if_true=not_met_true.mean(), power=power.mean())
+
+
+def calibrate_c3(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict:
+    """C3 over two tasks at one shot level each: sign flip per task, Holm over the two, the interval on
+    the claimed side; "worse" at alpha / 2. Boundary for "met": one task at 0, the other far ahead;
+    for "not met": both at 0."""
+    bounded = outcome == "accuracy"
+    draw = paired_scores if bounded else loss_scores
+    one = Regime(regime.name, regime.questions, regime.seeds, regime.accuracy, regime.spread, 1, regime.train_effect)
+    rng = np.random.default_rng(seed)
+
+    def judge(advantages):
+        samples = [draw(rng, runs, one, adv)[0] for adv in advantages]
+        p = np.stack([rules.sign_flip_pvalues([s], n_resamples=2_000, seed=seed + i) for i, s in enumerate(samples)])
+        order = np.sort(p, axis=0)  # Holm over m = 2: min p at alpha / 2, the other at alpha
+        holm = np.where(p == order[0], np.minimum(1, 2 * p), np.maximum(np.minimum(1, 2 * order[0]), p))
+        lo_ok = np.stack([rules.difference_batch([s], 0.0, bounded=bounded)["met"] for s in samples])
+        worse = np.stack([rules.difference_batch([s], 0.0, bounded=bounded, alpha=ALPHA / 2)["not_met"]
+                          for s in samples])
+        return (lo_ok & (holm < ALPHA)).all(axis=0), worse.any(axis=0)
+
+    met_false, _ = judge([0.0, 0.4])
+    _, not_met_true = judge([0.0, 0.0])
+    power, _ = judge([EFFECT, EFFECT])
+    return dict(met_if_false=met_false.mean(), not_met_if_true=not_met_true.mean(), power=power.mean())
+
+
+# ----------------------------------------------------------------------------------------- speed
+@dataclass(frozen=True)
+class SpeedRegime:
+    """Adaptation curves of two models at recorded `steps`: `questions` per task x `seeds`."""
+    name: str
+    questions: int
+    seeds: int
+    steps: tuple = (0, 10, 25, 50, 100)
+
+
+SPEED_REGIMES = (
+    SpeedRegime("24 q x 3 seeds", 24, 3),
+    SpeedRegime("200 q x 5 seeds", 200, 5),
+)
+TARGET = 0.7
+
+
+def _curve(steps: np.ndarray, crossing: float, start: float = 0.45, slope: float | None = None) -> np.ndarray:
+    """Mean accuracy at `steps` of a curve linear in steps (then flat at 0.9) crossing TARGET at
+    `crossing` steps: the interpolated crossing of these recorded points is exactly `crossing`
+    when the two points around it are on the line."""
+    slope = (TARGET - start) / crossing if slope is None else slope
+    return np.clip(start + slope * steps, 0.05, 0.9)
+
+
+def speed_studies(rng: np.random.Generator, runs: int, regime: SpeedRegime, fomaml_at: float, sft_at: float):
+    """(runs, questions, steps) per-question mean accuracies of both models whose true curves cross
+    the target at `fomaml_at` and `sft_at` steps (inf: never within the recorded steps)."""
+    steps = np.asarray(regime.steps, float)
+
+    def draw(at):
+        mean = _curve(steps, at) if math.isfinite(at) else np.clip(0.45 + 0.002 * steps, 0, TARGET - 0.1)
+        shift = rng.uniform(-0.05, 0.05, (runs, regime.questions, 1))
+        p = np.clip(mean + shift, 0, 1)
+        return (rng.random((runs, regime.questions, len(steps), regime.seeds)) < p[..., None]).mean(axis=-1)
+
+    return draw(fomaml_at), draw(sft_at), steps
+
+
+def judge_speed(f, s, steps, alpha: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """H3 and C4 statuses of each simulated run, through the verdicts' own `speed_evidence`."""
+    rng = np.random.default_rng(seed)
+    h3, c4 = [], []
+    for fv, sv in zip(f, s):
+        idx = rng.integers(0, fv.shape[0], size=(n_boot, fv.shape[0]))
+        e = speed_evidence(fv, sv, steps, steps, TARGET, idx, alpha)
+        h3.append(e["h3_status"])
+        c4.append(e["c4_status"])
+    return np.array(h3), np.array(c4)
+
+
+def calibrate_speed(regime: SpeedRegime, runs: int, n_boot: int = 1_000, seed: int = 0) -> dict[str, dict]:
+    """H3 and C4 at their boundaries, with censoring: {claim: errors and power}. Linear true curves
+    make the interpolated crossing of the true mean curve exact at the planted step."""
+    rng = np.random.default_rng(seed)
+
+    def run(fomaml_at, sft_at, alpha):
+        return judge_speed(*speed_studies(rng, runs, regime, fomaml_at, sft_at), alpha, n_boot, seed)
+
+    out = {}
+    # C4: a ratio of exactly 2 (20 vs 40 steps), then 20 vs 100 (5x), then SFT-Mixed never reaching it
+    _, c4_at = run(20.0, 40.0, ALPHA)
+    _, c4_beyond = run(15.0, 60.0, ALPHA)
+    _, c4_never = run(10.0, math.inf, ALPHA)
+    out["C4"] = dict(met_if_false=np.mean(c4_at == "met"), not_met_if_true=np.mean(c4_at == "not met"),
+                     power=np.mean(c4_beyond == "met"), censored_not_met=np.mean(c4_never == "not met"),
+                     censored_power=np.mean(c4_never == "met"))
+    # H3: FOMAML-SFT at exactly 50 steps (SFT-Mixed far above 100), then SFT-Mixed at exactly 100
+    h3_f, _ = run(H3_FOMAML_STEPS, math.inf, PRIMARY_ALPHA)
+    h3_s, _ = run(10.0, H3_SFT_STEPS, PRIMARY_ALPHA)
+    h3_beyond, _ = run(20.0, math.inf, PRIMARY_ALPHA)
+    out["H3"] = dict(met_if_false=max(np.mean(h3_f == "met"), np.mean(h3_s == "met")),
+                     not_met_if_true=max(np.mean(h3_f == "not met"), np.mean(h3_s == "not met")),
+                     power=np.mean(h3_beyond == "met"))
+    return out
+
+
+def limit(runs: int, level: float = 0.025) -> float:
+    """The largest error share consistent with a true rate of `level`: its binomial 99.9% upper quantile."""
+    return float(stats.binom.ppf(0.999, runs, level) / runs)
+
+
+def calibrate(runs: int, regimes=REGIMES, speed_regimes=SPEED_REGIMES, n_boot: int = 1_000, seed: int = 0) -> list[dict]:
+    """Every claim, outcome and regime: one row each (claim, outcome, regime, runs, the two errors,
+    power and, for C4, the censored regime's numbers)."""
+    rows = []
+    for i, regime in enumerate(regimes):
+        for outcome in ("accuracy", "loss"):
+            for claim in DIFFERENCE_CLAIMS:
+                rows.append(dict(claim=claim, outcome=outcome, regime=regime.name, runs=runs,
+                                 **calibrate_difference(claim, outcome, regime, runs, seed + i)))
+            rows.append(dict(claim="H2", outcome=outcome, regime=regime.name, runs=runs,
+                             **calibrate_h2(outcome, regime, runs, seed + i)))
+            rows.append(dict(claim="C3", outcome=outcome, regime=regime.name, runs=runs,
+                             **calibrate_c3(outcome, regime, runs, seed + i)))
+    for j, regime in enumerate(speed_regimes):
+        for claim, numbers in calibrate_speed(regime, runs, n_boot, seed + 100 + j).items():
+            rows.append(dict(claim=claim, outcome="accuracy", regime=f"speed, {regime.name}", runs=runs, **numbers))
+    return rows
