@@ -5,7 +5,9 @@ simulated studies with planted truths (metasft.stats.calibration).
 
 Prints one Markdown row per claim, outcome and regime: the runs, P(met | false at the boundary),
 P(not met | true at the boundary), power at 0.10 beyond the boundary (accuracy points, or loss), and
-whether both errors are within 0.025 + binomial noise (the 99.9% upper quantile of Binomial(runs, 0.025)).
+whether both errors are within 0.025 + binomial noise (the 99.9% upper quantile of Binomial(runs, 0.025));
+the two training-run regimes plant the truth at the method's level, so the one-run regime shows what a
+single checkpoint per arm does to the error rates.
 """
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ def main() -> None:
     failures = 0
     for r in rows:
         ok = r["met_if_false"] <= bound and r["not_met_if_true"] <= bound
-        failures += not ok
+        failures += not ok and not r["conditional"]
         extra = (f" (never reached: P(not met) {r['censored_not_met']:.3f}, P(met) {r['censored_power']:.3f})"
                  if "censored_power" in r else "")
         print(f"| {r['claim']} | {r['outcome']} | {r['regime']} | {r['runs']} | {r['met_if_false']:.3f} | "
-              f"{r['not_met_if_true']:.3f} | {r['power']:.3f}{extra} | {'yes' if ok else 'NO'} |")
-    print(f"\n{len(rows)} rows, {failures} outside the bound; {time.perf_counter() - t0:.0f} s")
+              f"{r['not_met_if_true']:.3f} | {r['power']:.3f}{extra} | {'yes' if ok else 'no (one checkpoint per arm: not held to it)' if r['conditional'] else 'NO'} |")
+    print(f"\n{len(rows)} rows, {failures} outside the bound (rows of one training run per arm whose runs differ "
+          f"are shown, not held to it); {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

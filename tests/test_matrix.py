@@ -175,3 +175,27 @@ def test_the_report_shows_the_matrix_table_the_sweep_and_the_upper_reference(mat
     judged = json.loads((matrix_run / "report" / "verdicts_matrix.json").read_text())
     assert set(judged) == {f"{p.meta} vs {p.sft}" for p in pairs(load_config(TINY))}
     assert all({v["name"] for v in vs} >= {"H1", "H2", "C5"} for vs in judged.values())
+
+
+def test_training_seeds_train_every_arm_once_per_seed_matched_by_seed():
+    """trainer.seeds [0, 1, 2]: each trained run three times (the first keeps its name), SFT runs paired
+    with the meta run of their own seed, sft_task and base once; the verdicts get the replicates."""
+    from metasft.matrix import replicates
+    cfg = load_config(CONFIGS / "tiny" / "experiment.yaml", ["trainer.seeds=[0, 1, 2]"])
+    runs = {r.name: r for r in plan_runs(cfg, ["calculus"])}
+    assert [n for n in runs if n.startswith(("fomaml", "sft_mixed"))] == [
+        "fomaml", "fomaml_seed1", "fomaml_seed2", "sft_mixed", "sft_mixed_seed1", "sft_mixed_seed2"]
+    assert [runs[n].cfg.seed for n in ("fomaml", "fomaml_seed1", "fomaml_seed2")] == [0, 1, 2]
+    assert runs["sft_mixed_seed2"].paired == "fomaml_seed2" and runs["sft_mixed"].paired == "fomaml"
+    assert all(r.cfg.trainer.seeds == [] for r in runs.values() if r.arm != "base")
+    assert sum(r.arm == "base" for r in runs.values()) == 1
+    assert replicates(cfg) == {"fomaml": ["fomaml", "fomaml_seed1", "fomaml_seed2"],
+                               "sft_mixed": ["sft_mixed", "sft_mixed_seed1", "sft_mixed_seed2"]}
+    # adding seeds leaves the first run's training fingerprint as it was: it is not retrained
+    one = load_config(CONFIGS / "tiny" / "experiment.yaml")
+    before = plan(one, [(r.name, r.arm, r.paired, r.cfg) for r in plan_runs(one, [])], None)
+    after = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in plan_runs(cfg, [])], None)
+    assert digest(before["train/fomaml"]) == digest(after["train/fomaml"])
+    assert digest(before["report"]) != digest(after["report"])
+    with pytest.raises(ConfigError, match="trainer.seeds must be distinct"):
+        load_config(CONFIGS / "tiny" / "experiment.yaml", ["trainer.seeds=[1, 1]"])

@@ -195,6 +195,10 @@ class TrainerArgs:
     device: str = "auto"            # auto | cpu | cuda
     bf16: bool = False              # autocast on GPU
     paired_run: str | None = None   # SFT arms: the FOMAML run whose budget to match
+    # `metasft run`: train every arm (and matrix variant) once per seed, the first under the arm's own
+    # name, the others as <name>_seed<s>; the verdicts then include the spread between training runs.
+    # [] = one run per arm with `seed`
+    seeds: list[int] = field(default_factory=list)
     # which validation metric picks adapter_best: objective (each arm its own: FOMAML and Reptile the
     # loss after inner-loop adaptation, val_loss_adapted; SFT the plain val_loss) | val_loss (every arm)
     select_by: str = "objective"
@@ -579,6 +583,8 @@ def _check_ranges(cfg: Config, need) -> None:
         need(task.n_shots and len(set(task.n_shots)) == len(task.n_shots),
              f"{where}.n_shots must be a non-empty list without repeats, got {task.n_shots}")
     need(e.seeds and len(set(e.seeds)) == len(e.seeds), f"eval.seeds must be a non-empty list without repeats, got {e.seeds}")
+    need(len(set(t.seeds)) == len(t.seeds) and all(0 <= x < 2 ** 31 for x in t.seeds),
+         f"trainer.seeds must be distinct integers in [0, 2^31), got {t.seeds}")
     for key in ("adaptation_steps", "adaptation_lr", "adaptation_batch_size", "batch_size", "max_new_tokens",
                 "grade_timeout_s", "similarity_batches"):
         positive(f"eval.{key}", getattr(e, key))

@@ -57,7 +57,7 @@ _EVAL_IGNORE = ("eval.models", "eval.similarity_batches", "eval.target_acc", "ev
                 "eval.batch_size", "eval.grade_timeout_s", "eval.cells_per_batch")
 # task similarity is measured at the base model with a fresh LoRA: no trained arm enters it
 _SIMILARITY = ("seed", "model", *_TOKENIZE, "eval.similarity_batches", "eval.adaptation_batch_size")
-_REPORT = ("name", "eval.target_acc", "stats")
+_REPORT = ("name", "eval.target_acc", "stats", "trainer.seeds")
 
 
 def flatten(obj, prefix: str = "") -> dict:

@@ -9,6 +9,9 @@ config, and which pairs of them to compare.
     SFT variants   `variants` entries with arm sft_mixed (Exp 5: data.budget_scale 2, twice the distinct
                    examples and twice the examples processed), compared with the meta run they are paired to
     sft_task       one run per eval task (Baseline 2, the upper reference), trained on its own pool
+    training seeds with trainer.seeds [s0, s1, ...], every run but sft_task and base is trained once
+                   per seed: <name> with s0, <name>_seed<s> with the others, each SFT run paired with
+                   its meta run of the same seed (`replicates` lists them for the verdicts)
 
 Config logic only (no torch): the pipeline trains what `plan_runs` lists, the report compares what
 `pairs` lists, and both read them from the same config.
@@ -132,7 +135,37 @@ def plan_runs(cfg: Config, eval_tasks: list[str]) -> list[Run]:
                  for t in eval_tasks]
     if "base" in arms:
         tail.append(Run("base", "base", dataclasses.replace(cfg, arm="base")))
-    return meta + sft + partners + tail
+    return _per_seed(cfg, meta) + _per_seed(cfg, sft + partners) + tail
+
+
+def seeded(name: str, seed: int, seeds: list[int]) -> str:
+    """The run name of `name` trained with `seed`: the first of `seeds` keeps the name."""
+    return name if not seeds or seed == seeds[0] else f"{name}_seed{seed}"
+
+
+def _per_seed(cfg: Config, runs: list[Run]) -> list[Run]:
+    """`runs` once per trainer.seeds entry (seed order), each with its seed; unchanged without seeds."""
+    seeds = list(cfg.trainer.seeds)
+    if not seeds:
+        return runs
+    out = []
+    for seed in seeds:
+        for run in runs:
+            rcfg = dataclasses.replace(run.cfg, seed=seed, trainer=dataclasses.replace(run.cfg.trainer, seeds=[]))
+            out.append(dataclasses.replace(run, name=seeded(run.name, seed, seeds), cfg=rcfg,
+                                           paired=seeded(run.paired, seed, seeds) if run.paired else None))
+    return out
+
+
+def replicates(cfg: Config) -> dict[str, list[str]]:
+    """Each trained run's training runs, one per trainer.seeds entry, matched by position:
+    {"fomaml": ["fomaml", "fomaml_seed1", "fomaml_seed2"], ...}; {} without seeds."""
+    seeds = list(cfg.trainer.seeds)
+    if len(seeds) < 2:
+        return {}
+    names = [r.name for r in plan_runs(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, seeds=[])), [])
+             if r.arm not in ("sft_task", "base")]
+    return {n: [seeded(n, s, seeds) for s in seeds] for n in names}
 
 
 def pairs(cfg: Config) -> list[Pair]:
@@ -191,9 +224,9 @@ def check_variants(cfg: Config) -> None:
         where = f"variants[{v.name}]"
         if not isinstance(v.overrides, dict) or not all(isinstance(k, str) for k in v.overrides):
             raise ConfigError(f"{where}.overrides must be a mapping of dotted keys to values, got {v.overrides!r}")
-        if not _NAME.match(v.name) or v.name.startswith("sft_task"):
+        if not _NAME.match(v.name) or v.name.startswith("sft_task") or re.search(r"_seed\d+$", v.name):
             raise ConfigError(f"{where}: a variant name is a directory name: letters, digits, _ . - (and not "
-                              f"sft_task*), got {v.name!r}")
+                              f"sft_task*, nor ending in _seed<n>: a training seed's run), got {v.name!r}")
         if v.name in taken or f"{v.name}_sft_mixed" in taken:
             raise ConfigError(f"{where}: the name {v.name!r} is already a run of this experiment")
         if v.arm not in VARIANT_ARMS:

@@ -250,12 +250,14 @@ def test_family_and_signs():
 
 # ----------------------------------------------------------------------------------------- calibration
 def test_calibration_keeps_every_error_rate_at_its_boundary():
-    """The calibration benchmark at 200 runs on three regimes and one speed regime (fixed seed): every
-    claim's P(met | false) and P(not met | true) within 0.025 + binomial noise."""
-    regimes = (calibration.REGIMES[0], calibration.REGIMES[1], calibration.REGIMES[5])
+    """The calibration benchmark at 200 runs on four regimes (one with three training runs per arm that
+    differ) and one speed regime (fixed seed): every claim's P(met | false) and P(not met | true)
+    within 0.025 + binomial noise."""
+    regimes = (calibration.REGIMES[0], calibration.REGIMES[1], calibration.REGIMES[5], calibration.REGIMES[7])
+    assert regimes[3].training_runs == 3 and regimes[3].train_effect > 0
     rows = calibration.calibrate(200, regimes=regimes, speed_regimes=calibration.SPEED_REGIMES[:1], n_boot=300)
     bound = calibration.limit(200)
-    assert len(rows) == 3 * 2 * 6 + 2
+    assert len(rows) == 4 * 2 * 6 + 2
     for r in rows:
         assert r["met_if_false"] <= bound and r["not_met_if_true"] <= bound, r
     # and the rules can say "met": power at 0.10 beyond the boundary with 200 questions x 5 seeds
@@ -279,3 +281,34 @@ def test_the_calibration_judges_as_the_verdicts_do():
         c1 = calibration._difference([d], -0.05, bounded=True, alpha=0.05, beats=False, seed=0)
         assert v["C5"].status == (MET if c5["met"][0] else NOT_MET if c5["not_met"][0] else INCONCLUSIVE), i
         assert v["C1"].status == (MET if c1["met"][0] else NOT_MET if c1["not_met"][0] else INCONCLUSIVE), i
+
+
+def test_training_seeds_put_the_spread_between_runs_in_the_interval():
+    """Three training runs per arm whose checkpoints differ (FOMAML-SFT's runs +0.15, 0, -0.15 around
+    SFT-Mixed's): with the replicates the interval adds the runs' spread (var of the run means / 3,
+    2 degrees of freedom, Welch), written out here; without them it is the questions' alone, and
+    far narrower."""
+    rng = np.random.default_rng(8)
+    p = rng.uniform(0.3, 0.6, 80)
+    answers = {}
+    for j, shift in enumerate((0.15, 0.0, -0.15)):
+        suffix = "" if j == 0 else f"_seed{j}"
+        answers[(f"fomaml{suffix}", "x", 5)] = (rng.random((2, 80)) < p + shift).astype(float)
+        answers[(f"sft_mixed{suffix}", "x", 5)] = (rng.random((2, 80)) < p).astype(float)
+    cells, preds = study(answers)
+    reps = {"fomaml": ["fomaml", "fomaml_seed1", "fomaml_seed2"],
+            "sft_mixed": ["sft_mixed", "sft_mixed_seed1", "sft_mixed_seed2"]}
+    with_runs = judged(cells, preds, cross_domain_tasks=["x"], replicates=reps)["C5"]
+    one_run = judged(cells, preds, cross_domain_tasks=["x"])["C5"]
+    adv = np.stack([(answers[(f, "x", 5)] - answers[(s, "x", 5)]).mean(axis=0)
+                    for f, s in zip(reps["fomaml"], reps["sft_mixed"])])
+    d, run_means = adv.mean(axis=0), adv.mean(axis=1)
+    lo_q, _ = agresti_min_interval(d)
+    var_q = ((d.mean() - 0.5 / 80 - lo_q) / stats.t.ppf(0.975, 81)) ** 2
+    var_r = run_means.var(ddof=1) / 3
+    df = (var_q + var_r) ** 2 / (var_q ** 2 / 81 + var_r ** 2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(var_q + var_r) + 0.5 / 80
+    assert with_runs.estimate == pytest.approx(d.mean())
+    assert (with_runs.ci_lo, with_runs.ci_hi) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert with_runs.ci_hi - with_runs.ci_lo > 2 * (one_run.ci_hi - one_run.ci_lo)
+    assert with_runs.evidence["per_task"]["x"]["training_runs"] == 3

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from metasft.config import StatsArgs
+from metasft.matrix import replicates
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.doc import Callout, Document, Image
@@ -39,6 +40,8 @@ class Context:
     target_acc: float = DESIGN_TARGET_ACC
     target_from: str = ""
     stats: StatsArgs = field(default_factory=StatsArgs)  # margins and the primary family (config.yaml stats)
+    # each arm's training runs, one per trainer.seeds entry (metasft.matrix.replicates); {}: one run each
+    replicates: dict[str, list[str]] = field(default_factory=dict)
     eval_tasks: list[str] = field(default_factory=list)
     unseen: list[str] = field(default_factory=list)
     cross_domain: list[str] = field(default_factory=list)
@@ -85,6 +88,7 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
     if exp.config is not None:
         ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
         ctx.stats = exp.config.stats
+        ctx.replicates = replicates(exp.config)
     else:
         ctx.target_from = "the design's 0.7 (config.yaml missing)"
     if exp.data is not None and exp.data.eval_tasks:

@@ -116,7 +116,8 @@ def _pair_verdicts(ctx: Context, doc: Document, compared) -> None:
             continue
         result = verdicts(exp.cells, exp.predictions, fomaml=p.meta, sft=p.sft, unseen_tasks=ctx.unseen,
                           cross_domain_tasks=ctx.cross_domain, target_acc=ctx.target_acc, n_boot=ctx.n_boot,
-                          outcome=ACCURACY)
+                          outcome=ACCURACY, margins={ACCURACY.name: ctx.stats.margin_accuracy},
+                          primary=ctx.stats.primary, replicates=ctx.replicates)
         judged[f"{p.meta} vs {p.sft}"] = [v.to_dict() for v in result]
         rows.append([p.label, f"{p.meta} vs {p.sft}", "; ".join(f"{v.name} **{v.status}**" for v in result)])
     write_json(ctx.out / "verdicts_matrix.json", judged)

@@ -29,7 +29,8 @@ def judge_claims(ctx: Context) -> None:
     ctx.verdicts = {outcome.name: verdicts(cells, exp.predictions, unseen_tasks=ctx.unseen,
                                            cross_domain_tasks=ctx.cross_domain, target_acc=ctx.target_acc,
                                            n_boot=ctx.n_boot, outcome=outcome, margins=margins,
-                                           primary=ctx.stats.primary) for outcome in (ACCURACY, LOSS)}
+                                           primary=ctx.stats.primary, replicates=ctx.replicates)
+                    for outcome in (ACCURACY, LOSS)}
     write_json(ctx.out / "verdicts.json", [v.to_dict() for result in ctx.verdicts.values() for v in result])
 
 
@@ -67,6 +68,11 @@ def caveats(ctx: Context) -> list[str]:
         out.append("FOMAML-SFT and SFT-Mixed had unequal example budgets (see section 1)")
     if ctx.exp.cells is None:
         out.append("there are no results: every claim is unmeasurable")
+    if not ctx.replicates:
+        out.append("each arm was trained once (trainer.seeds lists fewer than 2 seeds): every interval covers the "
+                    "test questions and evaluation seeds but not a second training run, so the verdicts are about "
+                    "these checkpoints, not the methods; a claim about the methods needs trainer.seeds with 3 or "
+                    "more seeds")
     if ctx.verdicts:
         demo = demo_size_caveat(ctx.verdicts[ACCURACY.name], _accuracies(ctx))
         if demo:

@@ -74,20 +74,30 @@ def _task_moments(x: np.ndarray, bounded: bool) -> tuple[np.ndarray, np.ndarray,
     return mean, x.var(axis=-1, ddof=1) / n, n
 
 
-def difference_batch(samples: Sequence[np.ndarray], threshold: float, *, bounded: bool,
-                     alpha: float = ALPHA) -> dict[str, np.ndarray]:
+def difference_batch(samples: Sequence[np.ndarray], threshold: float, *, bounded: bool, alpha: float = ALPHA,
+                     run_means: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """`difference` for R simulated runs at once: each sample (task) is an (R, n_t) array of
-    per-question advantages. Returns arrays of length R: estimate, lo, hi, se, df, p, met, not_met."""
+    per-question advantages (each the mean over the training runs, when there are several).
+    `run_means`: per task an (R, J) array of each of J training runs' mean advantage; with J >= 2 the
+    spread between training runs (var / J, J - 1 degrees of freedom) is added to the questions' (a
+    two-stage variance; it counts the run x question noise twice, which errs wide). Returns arrays of
+    length R: estimate, lo, hi, se, df, p, met, not_met."""
     arrays = [np.atleast_2d(np.asarray(s, dtype=float)) for s in samples]
     if not arrays or any(a.shape[-1] == 0 for a in arrays):
         raise ValueError("difference needs one or more non-empty samples of per-question advantages")
-    moments = [_task_moments(a, bounded) for a in arrays]
     k = len(arrays)
-    estimate = sum(m for m, _, _ in moments) / k
-    var = sum(v for _, v, _ in moments) / k ** 2
-    # Welch-Satterthwaite degrees of freedom of the macro mean
+    terms = []  # (variance of the macro mean, its degrees of freedom)
+    estimate = 0.0
+    for i, a in enumerate(arrays):
+        mean, var, n = _task_moments(a, bounded)
+        estimate = estimate + mean / k
+        terms.append((var / k ** 2, max(n - 1, 1)))
+        runs = None if run_means is None else np.atleast_2d(np.asarray(run_means[i], dtype=float))
+        if runs is not None and runs.shape[-1] >= 2:
+            terms.append((runs.var(axis=-1, ddof=1) / runs.shape[-1] / k ** 2, runs.shape[-1] - 1))
+    var = sum(v for v, _ in terms)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = var ** 2 * k ** 4 / sum(v ** 2 / max(n - 1, 1) for _, v, n in moments)
+        df = var ** 2 / sum(v ** 2 / d for v, d in terms)  # Welch-Satterthwaite
         se = np.sqrt(var)
         usable = np.isfinite(se) & (se > 0)
         q = stats.t.ppf(1 - alpha / 2, np.where(usable, df, 1.0))
@@ -101,12 +111,14 @@ def difference_batch(samples: Sequence[np.ndarray], threshold: float, *, bounded
                 met=usable & (lo > threshold), not_met=usable & (hi < threshold))
 
 
-def difference(samples: Sequence[Sequence[float]], threshold: float, *, bounded: bool,
-               alpha: float = ALPHA) -> Difference:
-    """The claim "mean over tasks of the mean per-question advantage > `threshold`" (module doc)."""
+def difference(samples: Sequence[Sequence[float]], threshold: float, *, bounded: bool, alpha: float = ALPHA,
+               run_means: Sequence[Sequence[float]] | None = None) -> Difference:
+    """The claim "mean over tasks of the mean per-question advantage > `threshold`" (module doc);
+    `run_means`: per task, each training run's mean advantage (several training seeds)."""
+    runs = None if run_means is None else [np.asarray(r, dtype=float)[None, :] for r in run_means]
     r = {k: float(np.asarray(v).ravel()[0]) for k, v in
          difference_batch([np.asarray(s, dtype=float)[None, :] for s in samples], threshold, bounded=bounded,
-                          alpha=alpha).items()}
+                          alpha=alpha, run_means=runs).items()}
     status = MET if r["met"] else NOT_MET if r["not_met"] else INCONCLUSIVE
     return Difference(r["estimate"], r["lo"], r["hi"], r["se"], r["df"], r["p"], threshold, status)
 

@@ -34,7 +34,7 @@ from metasft.config import CLAIMS
 from metasft.rundir import strict_json
 from metasft.stats import rules
 from metasft.stats.curves import CELL_COLUMNS, check_columns, sample_efficiency_interpolated
-from metasft.stats.questions import ACCURACY, Outcome, QuestionScores, aligned
+from metasft.stats.questions import ACCURACY, Outcome, QuestionScores
 from metasft.stats.significance import ALPHA, holm
 
 MET = rules.MET
@@ -127,8 +127,13 @@ def _brackets(levels: Sequence[int], x: float) -> bool:
     return bool(levels) and min(levels) <= x <= max(levels)
 
 
-def _flip(status: str) -> str:
-    return {MET: NOT_MET, NOT_MET: MET}.get(status, status)
+@dataclass(frozen=True)
+class _Paired:
+    """One task's comparison over matched training runs: `adv`, each question's advantage (mean over
+    the runs); `run_means`, each run pair's mean advantage; `raw`, both models' per-question scores."""
+    adv: np.ndarray
+    run_means: np.ndarray
+    raw: list
 
 
 class _Judge:
@@ -138,9 +143,12 @@ class _Judge:
     into FOMAML-SFT minus the baseline in the outcome's units, the only sign a reader sees."""
 
     def __init__(self, scores: QuestionScores, fomaml: str, sft: str, base: str, n_boot: int,
-                 margin: float, primary: Sequence[str], seed: int = 0):
+                 margin: float, primary: Sequence[str], replicates: Mapping[str, Sequence[str]] | None = None,
+                 seed: int = 0):
         self.s, self.o = scores, scores.outcome
         self.fomaml, self.sft, self.base = fomaml, sft, base
+        # each arm's training runs (one per training seed), matched by position; found in the scores
+        self.runs = {m: [r for r in (replicates or {}).get(m, [m]) if r == m or self.s.tasks(r)] for m in (fomaml, sft, base)}
         self.n_boot, self.seed, self.margin = n_boot, seed, margin
         self.sign = 1.0 if self.o.higher_is_better else -1.0
         self.bounded = self.o.floor is not None and self.o.ceiling is not None
@@ -165,6 +173,27 @@ class _Judge:
     def has(self, model: str, task: str, n_shots: int) -> bool:
         return n_shots in self.s.shots(model, task)
 
+    def run_pairs(self, upper: str, lower: str) -> list[tuple[str, str]]:
+        """The training runs of `upper` and `lower` matched by training seed (an arm with one run,
+        like Base, is paired with each of the other's)."""
+        u, lo = self.runs[upper], self.runs[lower]
+        if len(u) == 1 or len(lo) == 1:
+            return [(a, b) for a in u for b in lo]
+        return list(zip(u, lo))
+
+    def paired(self, upper: str, lower: str, score) -> _Paired:
+        """`score(model) -> per-question Series` of each training run of `upper` and `lower`, compared
+        on the questions every run has."""
+        pairs = [(score(a), score(b)) for a, b in self.run_pairs(upper, lower)]
+        common = pairs[0][0].index
+        for a, b in pairs:
+            common = common.intersection(a.index).intersection(b.index)
+        common = common.sort_values()
+        a = np.stack([x.loc[common].to_numpy(float) for x, _ in pairs])
+        b = np.stack([y.loc[common].to_numpy(float) for _, y in pairs])
+        adv = self.o.advantage(a, b)
+        return _Paired(adv.mean(axis=0), adv.mean(axis=1), [a.mean(axis=0), b.mean(axis=0)])
+
     def unmeasurable(self, name: str, why: str, **evidence) -> Verdict:
         return self.verdict(name, UNMEASURABLE, why, evidence=evidence)
 
@@ -174,11 +203,14 @@ class _Judge:
         return self.unmeasurable(name, f"No per-question scores: {self.s.why_unavailable}.")
 
     # ------------------------------------------------------------------ one difference claim
-    def test_difference(self, advantages: Sequence[np.ndarray], threshold: float, alpha: float, beats: bool,
+    def test_difference(self, compared: Sequence[_Paired], threshold: float, alpha: float, beats: bool,
                         seeds: int, mde: bool = True) -> dict:
-        """`rules.difference` on advantages against `threshold` (an advantage); a "beats" claim also
-        needs the sign-flip test. Returns its numbers as advantages."""
-        d = rules.difference(advantages, threshold, bounded=self.bounded, alpha=alpha)
+        """`rules.difference` on the tasks' advantages against `threshold` (an advantage), with the spread
+        between training runs where there are several; a "beats" claim also needs the sign-flip test.
+        Returns its numbers as advantages."""
+        advantages = [c.adv for c in compared]
+        d = rules.difference(advantages, threshold, bounded=self.bounded, alpha=alpha,
+                             run_means=[c.run_means for c in compared])
         p_flip = float(rules.sign_flip_pvalues([np.asarray(a)[None, :] for a in advantages], 9_999, self.seed)[0])
         status = d.status
         if beats and status == MET and not p_flip < alpha:
@@ -187,18 +219,17 @@ class _Judge:
                   if mde else math.nan)
         return dict(estimate=d.estimate, lo=d.lo, hi=d.hi, p_flip=p_flip, status=status, mde=effect)
 
-    def judged_difference(self, name: str, quantity: str, advantages: dict[str, np.ndarray], raw: dict[str, list],
-                          threshold: float, not_judged: dict[str, str], seeds: int, beats: bool,
-                          extra: dict | None = None) -> Verdict:
+    def judged_difference(self, name: str, quantity: str, advantages: dict[str, _Paired], threshold: float,
+                          not_judged: dict[str, str], seeds: int, beats: bool, extra: dict | None = None) -> Verdict:
         """A claim on the macro mean over tasks of per-question advantages, `threshold` an advantage."""
         alpha = self.alphas[name]
         per_task = {}
-        for task, adv in advantages.items():
-            r = self.test_difference([adv], threshold, alpha, beats, seeds, mde=False)
-            bound = self.o.at_bound(*raw[task])
+        for task, c in advantages.items():
+            r = self.test_difference([c], threshold, alpha, beats, seeds, mde=False)
+            bound = self.o.at_bound(*c.raw)
             lo, hi = self.natural_ci(r["lo"], r["hi"])
-            per_task[task] = dict(estimate=self.natural(r["estimate"]), ci=[lo, hi], n_questions=len(adv),
-                                  p_sign_flip=r["p_flip"], at_bound=bound,
+            per_task[task] = dict(estimate=self.natural(r["estimate"]), ci=[lo, hi], n_questions=len(c.adv),
+                                  training_runs=len(c.run_means), p_sign_flip=r["p_flip"], at_bound=bound,
                                   status=INCONCLUSIVE if bound else r["status"])
         r = self.test_difference(list(advantages.values()), threshold, alpha, beats, seeds)
         bounds = {t: p["at_bound"] for t, p in per_task.items()}
@@ -212,7 +243,9 @@ class _Judge:
                 why = f"the interval clears the claim but the sign-flip test does not reject (p = {r['p_flip']:.3g})"
         est, (lo, hi) = self.natural(r["estimate"]), self.natural_ci(r["lo"], r["hi"])
         needs = f"{'>' if self.sign > 0 else '<'} {self.natural(threshold):+g}"
-        rule = (f"{100 * (1 - alpha):.4g}% t interval over questions (pseudo-counts, Welch over tasks) {needs}"
+        n_runs = max(len(c.run_means) for c in advantages.values())
+        rule = (f"{100 * (1 - alpha):.4g}% t interval over questions (pseudo-counts, Welch over tasks"
+                + (f", plus the spread of {n_runs} training runs" if n_runs > 1 else "") + f") {needs}"
                 + (f", and sign-flip p < {alpha:.3g}" if beats else "")
                 + (f" (non-inferiority margin {self.margin:g})" if threshold < 0 else ""))
         explanation = (f"{quantity}: {_interval(est, lo, hi, alpha)} over {len(advantages)} task(s) "
@@ -243,7 +276,7 @@ class _Judge:
         pairs = [(r, r * multiple) for r in refs]
         if (missing := self._unavailable(name)):
             return missing
-        advantages, raw, not_judged, used, seeds = {}, {}, {}, {}, []
+        advantages, not_judged, used, seeds = {}, {}, {}, []
         for task in tasks:
             f_levels, s_levels = self.s.shots(self.fomaml, task), self.s.shots(self.sft, task)
             pick = next(((r, x) for r, x in pairs if r in f_levels and _brackets(s_levels, x)), None)
@@ -252,11 +285,12 @@ class _Judge:
                 not_judged[task] = f"needs {needs}; ran FOMAML-SFT {f_levels}, SFT-Mixed {s_levels}"
                 continue
             r, x = pick
-            f, s = aligned(self.s.final(self.fomaml, task, r), self._interpolated(self.sft, task, x))
-            advantages[task], raw[task] = self.o.advantage(f, s), [f, s]
+            advantages[task] = c = self.paired(self.fomaml, self.sft, lambda m: (
+                self._interpolated(m, task, x) if m in self.runs[self.sft] else self.s.final(m, task, r)))
             seeds.append(len(self.s.seeds(self.fomaml, task, r)))
-            curve = {n: self.sign * float(self.s.final(self.sft, task, n).mean()) for n in s_levels}
-            needed = sample_efficiency_interpolated(curve, self.sign * float(f.mean()))
+            curve = {n: self.sign * float(np.mean([self.s.final(m, task, n).mean() for m in self.runs[self.sft]]))
+                     for n in s_levels}
+            needed = sample_efficiency_interpolated(curve, self.sign * float(c.raw[0].mean()))
             used[task] = dict(fomaml_shots=r, sft_shots=x,
                               sft_shots_to_match=needed if math.isfinite(needed) else f"more than {max(s_levels)}",
                               ratio=needed / r if math.isfinite(needed) and r else None)
@@ -265,7 +299,7 @@ class _Judge:
                                      + "; ".join(f"{t}: {r}" for t, r in not_judged.items()) + ".",
                                      not_judged=not_judged)
         quantity = f"FOMAML-SFT at r shots minus SFT-Mixed at {multiple}r shots (r per task below), {self.units}"
-        return self.judged_difference(name, quantity, advantages, raw, -self.margin, not_judged, min(seeds),
+        return self.judged_difference(name, quantity, advantages, -self.margin, not_judged, min(seeds),
                                       beats=False, extra=dict(shots=used, margin=self.margin))
 
     # ------------------------------------------------------------------ H2, C2: zero-shot transfer
@@ -285,9 +319,8 @@ class _Judge:
         for upper, lower in ((self.fomaml, self.sft), (self.sft, self.base)):
             adv = {}
             for t in tasks:
-                a, b = aligned(self.s.final(upper, t, 0), self.s.final(lower, t, 0))
-                adv[t] = self.o.advantage(a, b)
-                raw.setdefault(t, []).extend([a, b])
+                adv[t] = self.paired(upper, lower, lambda m: self.s.final(m, t, 0))
+                raw.setdefault(t, []).extend(adv[t].raw)
             parts.append(self.test_difference(list(adv.values()), 0.0, alpha, beats=True, seeds=1))
         first, second = parts
         if all(self.o.at_bound(*raw[t]) for t in tasks):
@@ -324,13 +357,10 @@ class _Judge:
         if not tasks:
             return self.unmeasurable("C2", "No unseen task has 0-shot results for FOMAML-SFT and SFT-Mixed.",
                                      not_judged=not_judged, unseen_tasks=list(unseen))
-        advantages, raw = {}, {}
-        for t in tasks:
-            a, b = aligned(self.s.final(self.fomaml, t, 0), self.s.final(self.sft, t, 0))
-            advantages[t], raw[t] = self.o.advantage(a, b), [a, b]
+        advantages = {t: self.paired(self.fomaml, self.sft, lambda m: self.s.final(m, t, 0)) for t in tasks}
         # The design's "5%" read as 5 accuracy points; the loss has no such threshold: lower is the claim.
         threshold = C2_POINTS if self.o is ACCURACY else 0.0
-        return self.judged_difference("C2", f"FOMAML-SFT minus SFT-Mixed, 0-shot, {self.units}", advantages, raw,
+        return self.judged_difference("C2", f"FOMAML-SFT minus SFT-Mixed, 0-shot, {self.units}", advantages,
                                       threshold, not_judged, seeds=1, beats=True)
 
     # ------------------------------------------------------------------ C3: significance, one family
@@ -344,16 +374,17 @@ class _Judge:
                 seeds = sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n)))
                 if n < 5 or not seeds:
                     continue
-                a, b = aligned(self.s.final(self.fomaml, t, n, seeds), self.s.final(self.sft, t, n, seeds))
-                if len(a) < 2:
+                c = self.paired(self.fomaml, self.sft, lambda m: self.s.final(m, t, n, seeds))
+                if len(c.adv) < 2:
                     continue
-                adv = self.o.advantage(a, b)
-                r = self.test_difference([adv], 0.0, alpha, beats=True, seeds=len(seeds), mde=False)
-                rows.append(dict(task=t, n_shots=n, adv=adv, r=r, at_bound=self.o.at_bound(a, b), n_seeds=len(seeds)))
+                r = self.test_difference([c], 0.0, alpha, beats=True, seeds=len(seeds), mde=False)
+                rows.append(dict(task=t, n_shots=n, adv=c.adv, c=c, r=r, at_bound=self.o.at_bound(*c.raw),
+                                 n_seeds=len(seeds)))
         # "worse" is judged at alpha / m over the family (Bonferroni), so that "not met" (some task worse at
         # every level) keeps its level however many tasks the family holds
         for row in rows:
-            row["worse"] = rules.difference([row["adv"]], 0.0, bounded=self.bounded, alpha=alpha / len(rows)).hi < 0
+            row["worse"] = rules.difference([row["adv"]], 0.0, bounded=self.bounded, alpha=alpha / len(rows),
+                                            run_means=[row["c"].run_means]).hi < 0
         if not rows:
             return self.unmeasurable("C3", "No task was run at 5 or more shots by both models.", tasks=list(tasks))
         p_holm = holm([row["r"]["p_flip"] for row in rows])
@@ -393,28 +424,25 @@ class _Judge:
     def c5(self, cross: Sequence[str]) -> Verdict:
         if (missing := self._unavailable("C5")):
             return missing
-        advantages, raw, not_judged, levels, seeds = {}, {}, {}, {}, []
+        advantages, not_judged, levels, seeds = {}, {}, {}, []
         for t in cross:
             shared = sorted(set(self.s.shots(self.fomaml, t)) & set(self.s.shots(self.sft, t)))
             if not shared:
                 not_judged[t] = "no shot level run by both models"
                 continue
-            per_level = []
-            for n in shared:
-                both = sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n)))
-                per_level.append((self.s.final(self.fomaml, t, n, both), self.s.final(self.sft, t, n, both)))
-                seeds.append(len(both))
-            common = per_level[0][0].index
-            for a, b in per_level:
-                common = common.intersection(a.index).intersection(b.index)
-            f = np.mean([a.loc[common].to_numpy(float) for a, _ in per_level], axis=0)
-            s = np.mean([b.loc[common].to_numpy(float) for _, b in per_level], axis=0)
-            advantages[t], raw[t], levels[t] = self.o.advantage(f, s), [f, s], shared
+            both = {n: sorted(set(self.s.seeds(self.fomaml, t, n)) & set(self.s.seeds(self.sft, t, n))) for n in shared}
+            seeds += [len(b) for b in both.values()]
+
+            def over_levels(m, t=t, both=both):  # each question's mean over the shot levels both ran
+                per_level = [self.s.final(m, t, n, seeds_n) for n, seeds_n in both.items()]
+                return pd.concat(per_level, axis=1, join="inner").mean(axis=1)
+
+            advantages[t], levels[t] = self.paired(self.fomaml, self.sft, over_levels), shared
         if not advantages:
             return self.unmeasurable("C5", "No cross-domain task has results for both models.",
                                      cross_domain_tasks=list(cross), not_judged=not_judged)
         return self.judged_difference("C5", f"FOMAML-SFT minus SFT-Mixed on cross-domain tasks, mean over each "
-                                            f"task's shot levels, {self.units}", advantages, raw, 0.0, not_judged,
+                                            f"task's shot levels, {self.units}", advantages, 0.0, not_judged,
                                       seeds=min(seeds), beats=True, extra=dict(shot_levels=levels))
 
     # ------------------------------------------------------------------ H3, C4: adaptation speed
@@ -425,16 +453,22 @@ class _Judge:
         shared = sorted(set(self.s.shots(self.fomaml, task)) & set(self.s.shots(self.sft, task)), reverse=True)
         for n in (n for n in shared if n > 0):
             seeds = sorted(set(self.s.seeds(self.fomaml, task, n)) & set(self.s.seeds(self.sft, task, n)))
-            f, s = self.s.by_step(self.fomaml, task, n, seeds), self.s.by_step(self.sft, task, n, seeds)
-            if f.shape[1] >= 2 and s.shape[1] >= 2:
+            pairs = [(self.s.by_step(a, task, n, seeds), self.s.by_step(b, task, n, seeds))
+                     for a, b in self.run_pairs(self.fomaml, self.sft)]
+            if all(f.shape[1] >= 2 and s.shape[1] >= 2 for f, s in pairs):
                 break
         else:
             return "no shot level with 2+ recorded adaptation steps for both models"
-        common = f.index.intersection(s.index)
-        fv, sv = f.loc[common].to_numpy(float), s.loc[common].to_numpy(float)
-        f_steps, s_steps = np.asarray(f.columns, float), np.asarray(s.columns, float)
-        idx = np.random.default_rng(self.seed).integers(0, len(common), size=(self.n_boot, len(common)))
-        return speed_evidence(fv, sv, f_steps, s_steps, target, idx, alpha) | dict(n_shots=n)
+        common = pairs[0][0].index
+        for f, s in pairs:
+            common = common.intersection(f.index).intersection(s.index)
+        fv = np.stack([f.loc[common].to_numpy(float) for f, _ in pairs])
+        sv = np.stack([s.loc[common].to_numpy(float) for _, s in pairs])
+        f_steps, s_steps = np.asarray(pairs[0][0].columns, float), np.asarray(pairs[0][1].columns, float)
+        rng = np.random.default_rng(self.seed)
+        run_idx = rng.integers(0, len(pairs), size=(self.n_boot, len(pairs)))
+        idx = rng.integers(0, len(common), size=(self.n_boot, len(common)))
+        return speed_evidence(fv, sv, f_steps, s_steps, target, idx, alpha, run_idx) | dict(n_shots=n)
 
     def speed(self, name: str, tasks: Sequence[str], target: float) -> Verdict:
         if (missing := self._unavailable(name)):
@@ -506,15 +540,28 @@ def _ratio_text(r: dict) -> str:
     return f"{r['ratio']:.3g}"
 
 
+def _replicates(curves: np.ndarray, run_idx: np.ndarray, idx: np.ndarray, chunk: int = 1_000) -> np.ndarray:
+    """(runs, questions, steps) curves -> (B, steps) mean curves of a two-stage bootstrap: training runs
+    `run_idx` (B, runs), then questions `idx` (B, questions), in chunks of replicates."""
+    out = []
+    for i in range(0, len(idx), chunk):
+        r, q = run_idx[i:i + chunk], idx[i:i + chunk]
+        out.append(curves[r[:, :, None], q[:, None, :]].mean(axis=(1, 2)))
+    return np.concatenate(out)
+
+
 def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps: np.ndarray, target: float,
-                   idx: np.ndarray, alpha: float) -> dict:
-    """H3's and C4's per-task numbers from (questions x steps) curves of both models and (B, questions)
-    bootstrap indices: interpolated crossings (censored at the last step), their intervals, the ratio
-    SFT-Mixed / FOMAML-SFT as bounds, and the H3 and C4 statuses."""
-    f_obs, f_cens = rules.crossings(fv.mean(0, keepdims=True), f_steps, target)
-    s_obs, s_cens = rules.crossings(sv.mean(0, keepdims=True), s_steps, target)
-    f_rep, f_rep_c = rules.crossings(fv[idx].mean(axis=1), f_steps, target)
-    s_rep, s_rep_c = rules.crossings(sv[idx].mean(axis=1), s_steps, target)
+                   idx: np.ndarray, alpha: float, run_idx: np.ndarray | None = None) -> dict:
+    """H3's and C4's per-task numbers from curves of both models, (questions, steps) or (training runs,
+    questions, steps) matched by run, and (B, questions) bootstrap indices (with `run_idx` (B, runs):
+    the training runs resampled first): interpolated crossings (censored at the last step), their
+    intervals, the ratio SFT-Mixed / FOMAML-SFT as bounds, and the H3 and C4 statuses."""
+    fv, sv = (x if x.ndim == 3 else x[None] for x in (fv, sv))
+    run_idx = np.zeros((len(idx), 1), dtype=int) if run_idx is None else run_idx
+    f_obs, f_cens = rules.crossings(fv.mean(axis=(0, 1))[None], f_steps, target)
+    s_obs, s_cens = rules.crossings(sv.mean(axis=(0, 1))[None], s_steps, target)
+    f_rep, f_rep_c = rules.crossings(_replicates(fv, run_idx, idx), f_steps, target)
+    s_rep, s_rep_c = rules.crossings(_replicates(sv, run_idx, idx), s_steps, target)
     # a crossing's own interval: a censored replicate needs more than its last step (open above)
     f_ci = rules.bound_quantiles(rules.beyond(f_rep, f_rep_c), np.where(f_rep_c, np.inf, f_rep), alpha)
     s_ci = rules.bound_quantiles(rules.beyond(s_rep, s_rep_c), np.where(s_rep_c, np.inf, s_rep), alpha)
@@ -532,9 +579,9 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
     return dict(fomaml_steps=float(f_obs[0]), fomaml_censored=bool(f_cens[0]), fomaml_ci=list(f_ci),
                 sft_steps=float(s_obs[0]), sft_censored=bool(s_cens[0]), sft_ci=list(s_ci),
                 ratio=ratio if math.isfinite(ratio) else math.nan, ratio_ci=list(ratio_ci),
-                c4_status=c4, h3_status=h3, n_questions=fv.shape[0],
-                fomaml_curve=dict(zip(f_steps.tolist(), fv.mean(0).tolist())),
-                sft_curve=dict(zip(s_steps.tolist(), sv.mean(0).tolist())))
+                c4_status=c4, h3_status=h3, n_questions=fv.shape[1], training_runs=fv.shape[0],
+                fomaml_curve=dict(zip(f_steps.tolist(), fv.mean(axis=(0, 1)).tolist())),
+                sft_curve=dict(zip(s_steps.tolist(), sv.mean(axis=(0, 1)).tolist())))
 
 
 def few_shot_tasks_of(scores: QuestionScores, fomaml: str, sft: str) -> list[str]:
@@ -558,6 +605,7 @@ def verdicts(
     outcome: Outcome = ACCURACY,
     margins: Mapping[str, float] | None = None,
     primary: Sequence[str] = DESIGN_PRIMARY,
+    replicates: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Verdict]:
     """H1, H2, H3, C1..C5 for one run on one outcome (ACCURACY, the design's; or LOSS).
 
@@ -565,12 +613,14 @@ def verdicts(
     FOMAML-SFT and SFT-Mixed both ran with n_shots > 0. target_acc: the accuracy H3 and C4 time;
     None = the design's 0.7. margins: the non-inferiority margin of H1 and C1 per outcome name
     (config `stats.margin_accuracy`, `stats.margin_loss`). primary: the claims in the family-wise
-    corrected family (on accuracy).
+    corrected family (on accuracy). replicates: each arm's training runs, one per training seed
+    ({"fomaml": ["fomaml", "fomaml_seed1", ...]}, matched by position; metasft.matrix.replicates):
+    intervals then include the spread between training runs.
     """
     check_columns(cells, CELL_COLUMNS, "cells")
     scores = QuestionScores(cells, predictions, outcome)
     margin = (DEFAULT_MARGINS | dict(margins or {}))[outcome.name]
-    judge = _Judge(scores, fomaml, sft, base, n_boot, margin, primary)
+    judge = _Judge(scores, fomaml, sft, base, n_boot, margin, primary, replicates)
     if few_shot_tasks is None:
         tasks = few_shot_tasks_of(scores, fomaml, sft)
     else:
