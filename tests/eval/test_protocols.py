@@ -268,7 +268,8 @@ def test_an_evaluation_stores_both_gradings(setup, tmp_path, monkeypatch):
     expected = {"arith-test-0": (True, True, False), "arith-test-1": (False, True, False),
                 "arith-test-2": (False, False, True)}  # marker, last number only, cut off
     for qid, rows in arith.groupby(level=0):
-        assert {tuple(r) for r in rows[["correct_strict", "correct_flexible", "truncated"]].to_numpy()} == {expected[qid]}
+        verdicts = rows[["correct_strict", "correct_flexible", "truncated"]].to_numpy()
+        assert {tuple(r) for r in verdicts} == {expected[qid]}
     assert (preds["correct"] == preds["correct_strict"]).all() and not preds["repeating"].any()
     by_task = cells.groupby("task")
     assert by_task["accuracy_strict"].unique().map(list).to_dict() == {"arith": [1 / 3], "mcq": [1.0]}

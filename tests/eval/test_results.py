@@ -232,7 +232,8 @@ def test_a_store_from_before_the_gradings_gains_the_columns(tmp_path):
         key, cells, preds = _graded_group()
         store.write_group(**key, cells=cells, predictions=preds)
         c, p = store.cells(), store.predictions()
-    assert c.loc[c["model"] == "old", "n_truncated"].isna().all() and c.loc[c["model"] == "m", "n_truncated"].eq(1).all()
+    assert c.loc[c["model"] == "old", "n_truncated"].isna().all()
+    assert c.loc[c["model"] == "m", "n_truncated"].eq(1).all()
     assert p.loc[p["model"] == "m", "truncated"].tolist() == [False, True, False, True]
     assert p.loc[p["model"] == "old", "truncated"].tolist() == [None] * 4
 

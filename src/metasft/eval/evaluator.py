@@ -128,10 +128,9 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
         preds.append({"question_id": r.id, "prompt": task.prompts[i], "output": out.text, "extracted": v.extracted,
                       "gold": r.answer, "correct": v.correct, "correct_strict": v.correct_strict,
                       "correct_flexible": v.correct_flexible, "truncated": v.truncated, "repeating": v.repeating,
-                      "timed_out": v.timed_out,
-                      "reasoning_steps": reasoning_steps(out.text), "step_correctness": step_correctness(out.text, r.steps),
-                      "ll_choice": ll_choice.get(i), "loss": losses[i][0] / losses[i][1],
-                      "loss_tokens": losses[i][1]})
+                      "timed_out": v.timed_out, "reasoning_steps": reasoning_steps(out.text),
+                      "step_correctness": step_correctness(out.text, r.steps), "ll_choice": ll_choice.get(i),
+                      "loss": losses[i][0] / losses[i][1], "loss_tokens": losses[i][1]})
     n = len(preds)
     loss = sum(s for s, _ in losses) / sum(c for _, c in losses)
     known = [p["step_correctness"] for p in preds if p["step_correctness"] is not None]
@@ -146,7 +145,8 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
             "accuracy_ll": sum(a == b for a, b in choice) / len(choice) if choice else None,
             "acc_at_k": None}
     if samples is not None:
-        flat = grader.grade_many([(s.text, r.answer, r.answer_type, r.source) for ss, r in zip(samples, records) for s in ss],
+        flat = grader.grade_many([(s.text, r.answer, r.answer_type, r.source)
+                                  for ss, r in zip(samples, records) for s in ss],
                                  cut_off=[s.cut_off for ss in samples for s in ss])
         cell["acc_at_k"] = acc_at_k([[v.correct for v in flat[i * acc_k:(i + 1) * acc_k]] for i in range(n)])
     return StepResult(cell, preds)

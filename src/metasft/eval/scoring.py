@@ -6,8 +6,9 @@ comparisons in killable worker processes so that one pathological expression can
 evaluation. Every output gets two verdicts (issue 19), as lm-evaluation-harness reports for GSM8K:
 strict (the answer the output states with a final-answer marker, `stated_answer`) and flexible
 (`extract_answer`'s fallbacks too, the last number); neither credits an output cut off at
-max_new_tokens or caught looping (`repeating`), which is how grading noise was counted as skill. `reasoning_steps`, `step_correctness` and `acc_at_k` are the design's reasoning-quality
-and acc@k metrics.
+max_new_tokens or caught looping (`repeating`), which is how grading noise was counted as skill.
+`reasoning_steps`, `step_correctness` and `acc_at_k` are the design's reasoning-quality and acc@k
+metrics.
 """
 from __future__ import annotations
 

@@ -118,8 +118,8 @@ def grading_sentence(ctx: Context) -> str:
     other = next(g for g in GRADING_RULES if g != ctx.grading)
     return (f"Accuracy in this report (tables, curves, comparisons, verdicts) is graded **{ctx.grading}** "
             f"(`eval.grading`, recorded with the results): {GRADING_RULES[ctx.grading]}. {other.capitalize()} "
-            f"grading ({GRADING_RULES[other]}) is shown beside it in the table below. Neither credits an output cut off "
-            "at max_new_tokens (no stop token) or caught repeating (the same span over and over).")
+            f"grading ({GRADING_RULES[other]}) is shown beside it in the table below. Neither credits an output "
+            "cut off at max_new_tokens (no stop token) or caught repeating (the same span over and over).")
 
 
 def is_tiny(ctx: Context) -> bool:
