@@ -110,7 +110,8 @@ class _RowLimits(StoppingCriteria):
 
 
 class HFBackend:
-    """generate / sample / loglikelihood over a causal LM, batched.
+    """complete (generate: its texts) / sample / loglikelihood over a causal LM, batched. A completion
+    says whether it was cut off at its max_new_tokens, which grading never credits (issue 19).
 
     `batch_size` bounds the sequences run together (generation and scoring). Outputs are returned
     in the order of the inputs whatever the batching. `stop_ids` defaults to `stop_token_ids`.
