@@ -3,7 +3,9 @@ outputs alike (one parser: what a source's gold answer is and what a model said 
 code, so a difference in parsing cannot become a difference in accuracy).
 
 `extract_answer` finds the answer in free text by the record's `answer_type`
-(`metasft.data.records.ANSWER_TYPES`); `last_boxed` is its `\\boxed{}` reader, which the data
+(`metasft.data.records.ANSWER_TYPES`), falling back to the last number (flexible grading);
+`stated_answer` only takes an answer the text states with a final-answer marker (strict grading,
+issue 19); `last_boxed` is its `\\boxed{}` reader, which the data
 sources use for MATH-style gold solutions; `clean_answer` normalizes an answer string for comparison.
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ _BOOLS = {"true": True, "yes": True, "correct": True, "false": False, "no": Fals
 # A letter standing alone as an option: "(B)", "B", "B.", "B)" but not the start of a word; lower
 # case ("(c)", TheoremQA's style) only in parentheses or alone, since "a" is also a word.
 _LETTER = re.compile(rf"^\(?([{LETTERS}])\)?(?![A-Za-z])|^\(([{LETTERS.lower()}])\)|^([{LETTERS.lower()}])[.)]?$")
+# An output that is one option and nothing else: "B", "(B)", "B.", "(c)".
+_LETTER_ALONE = re.compile(rf"^\s*(?:\(?([{LETTERS}])\)?|\(([{LETTERS.lower()}])\))\.?\s*$")
 _LETTER_PAREN = re.compile(rf"\(([{LETTERS}])\)")
 _LETTER_LINE = re.compile(rf"^\s*([{LETTERS}])[.)](?:\s|$)", re.MULTILINE)
 # An option named in prose: "the correct option is B because ...", "option (C) is the right one".
@@ -82,7 +86,9 @@ def option_letter(text: str) -> str | None:
     return next(g for g in match.groups() if g).upper() if match else None
 
 
-def _extract_choice(text: str) -> str | None:
+def _stated_choice(text: str) -> str | None:
+    """The option letter the text states as its answer: boxed, after "the answer is" / "Answer:",
+    named in prose ("the correct option is B"), or the whole output ("B", "(B)")."""
     boxed = last_boxed(text)
     if boxed is not None and option_letter(boxed):
         return option_letter(boxed)
@@ -92,6 +98,16 @@ def _extract_choice(text: str) -> str | None:
     prose = [m.group(1) or m.group(2) for m in _LETTER_PROSE.finditer(text)]
     if prose:
         return prose[-1].upper()
+    whole = _LETTER_ALONE.match(text)
+    return next(g for g in whole.groups() if g).upper() if whole else None
+
+
+def _extract_choice(text: str) -> str | None:
+    """`_stated_choice`, else the last "(B)" or line starting "B." / "B)" anywhere in the text (which
+    may be an option the output only restates)."""
+    stated = _stated_choice(text)
+    if stated is not None:
+        return stated
     candidates = [(m.start(), m.group(1)) for m in _LETTER_PAREN.finditer(text)]
     candidates += [(m.start(), m.group(1)) for m in _LETTER_LINE.finditer(text)]
     if candidates:
@@ -100,18 +116,41 @@ def _extract_choice(text: str) -> str | None:
 
 
 def extract_answer(text: str, answer_type: str = "math", source: str = "") -> str | None:
-    """The final answer stated in `text` (a model output or a worked solution), cleaned; None if none.
+    """The final answer in `text` (a model output or a worked solution), cleaned; None if none:
+    flexible extraction, lm-evaluation-harness's "flexible-extract".
 
-    Looked for in this order, the last occurrence of each winning: `\\boxed{...}` or `\\fbox{...}`
-    (balanced braces); GSM8K's `#### n` (first when `source` names gsm8k); "the (final) answer is
-    ...", "Answer: ...", "答案是 ..." up to the end of that sentence. When none is present: the last
-    number for "math", "integer" and "float"; the last `[...]` for "list"; the last true/false/yes/no
-    for "bool". For "choice" the answer is an option letter A-J: from the box or the answer phrase,
-    else the last "(B)" or line starting "B." / "B)". The result goes through `clean_answer`.
+    The answer `stated_answer` finds; when the text states none, the last number for "math",
+    "integer" and "float", the last `[...]` for "list", the last true/false/yes/no for "bool", and
+    for "choice" the last "(B)" or line starting "B." / "B)". The result goes through `clean_answer`.
     """
     check_type(answer_type)
     if answer_type == "choice":
         return _extract_choice(text)
+    found = _stated(text, answer_type, source)
+    if found is None:
+        found = _fallback(text, answer_type)
+    return (clean_answer(found, answer_type) or None) if found is not None else None
+
+
+def stated_answer(text: str, answer_type: str = "math", source: str = "") -> str | None:
+    """The final answer `text` states explicitly, cleaned; None if it states none: strict grading's
+    extraction, lm-evaluation-harness's "strict-match" for GSM8K widened to the markers our sources use.
+
+    Looked for in this order, the last occurrence of each winning: `\\boxed{...}` or `\\fbox{...}`
+    (balanced braces); GSM8K's `#### n` (first when `source` names gsm8k); "the (final) answer is
+    ...", "Answer: ...", "答案是 ..." up to the end of that sentence. For "choice" an option letter
+    A-J: from the box or the answer phrase, named in prose ("the correct option is B"), or the
+    whole output ("B", "(B)"). A number that merely ends the text is not a stated answer.
+    """
+    check_type(answer_type)
+    if answer_type == "choice":
+        return _stated_choice(text)
+    found = _stated(text, answer_type, source)
+    return (clean_answer(found, answer_type) or None) if found is not None else None
+
+
+def _stated(text: str, answer_type: str, source: str) -> str | None:
+    """The raw answer after a final-answer marker (see `stated_answer`), uncleaned; None if none."""
     gsm8k = _GSM8K.findall(text)
     found = None
     if gsm8k and "gsm8k" in source.lower():
@@ -127,12 +166,7 @@ def extract_answer(text: str, answer_type: str = "math", source: str = "") -> st
             if to_number(clean_answer(found, answer_type)) is None and "\\" not in found:
                 numbers = _NUMBER.findall(found)
                 found = numbers[0] if numbers else found
-    if found is None:
-        found = _fallback(text, answer_type)
-    if found is None:
-        return None
-    cleaned = clean_answer(found, answer_type)
-    return cleaned or None
+    return found
 
 
 def check_type(answer_type: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from metasft.errors import MetasftError
+from metasft.eval.scoring import GRADINGS
 from metasft.rundir import meta_train_file
 
 
@@ -222,6 +223,10 @@ class EvalArgs:
     # results equal one at a time (1). A decoding batch then holds batch_size rows across the cells.
     cells_per_batch: int = 1
     allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
+    # the verdict in `correct` and `accuracy`, what the statistics read: strict (an explicit final
+    # answer: \boxed{}, "The answer is", ####, a stated option letter) | flexible (also the last
+    # number); both are stored, and neither credits an output cut off or looping (issue 19)
+    grading: str = "strict"
 
 
 # the design's hypotheses and success criteria, in the order the report lists them (metasft.stats.verdicts)
@@ -486,6 +491,7 @@ def validate(cfg: Config) -> None:
     need(cfg.data.budget in ("matched", "unique"), f"data.budget must be matched or unique, got {cfg.data.budget!r}")
     need(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {cfg.model.dtype!r}")
     need(cfg.trainer.device in ("auto", "cpu", "cuda"), f"trainer.device must be auto, cpu or cuda, got {cfg.trainer.device!r}")
+    need(cfg.eval.grading in GRADINGS, f"eval.grading must be one of {GRADINGS}, got {cfg.eval.grading!r}")
     for key in ("support_ratio", "query_ratio", "val_ratio"):
         value = getattr(cfg.data, key)
         need(0 <= value <= 1, f"data.{key} must be in [0, 1], got {value}")

@@ -25,8 +25,9 @@ from metasft.manifests import DataManifest, read_manifest
 
 # Bump a stage's version when its code starts producing different results for the same settings.
 # data 2: eval-task relations in the manifest (issue 9); train 2: balanced task draws, best checkpoint
-# by each arm's objective, inner-loop drop and warnings (issue 9)
-VERSIONS = {"data": 2, "train": 2, "eval": 1, "similarity": 1, "report": 1}
+# by each arm's objective, inner-loop drop and warnings (issue 9); eval 2 and report 2: strict and
+# flexible grading, cut-off and looping outputs credited by neither (issue 19)
+VERSIONS = {"data": 2, "train": 2, "eval": 2, "similarity": 1, "report": 2}
 # SFT arms' own version (code.sft), so a change to them leaves the meta runs' fingerprints alone.
 # sft 1: sft_task trains total_epochs over its pool; data.budget_scale scales the distinct examples (issue 9)
 SFT_VERSION = 1

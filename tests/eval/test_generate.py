@@ -103,6 +103,21 @@ def test_per_prompt_limits_share_batches(lm):
         backend.generate(prompts, max_new_tokens=[1, 2])
 
 
+def test_cut_off_is_a_limit_reached_without_a_stop_token(lm):
+    """An output is cut off when it reaches its max_new_tokens before a stop token: with the stop token
+    as the (j+1)-th greedy token, a limit of j + 1 ends at it and a limit of j cuts the output off."""
+    model, tokenizer = lm
+    prompt = _prompts(tokenizer)[0]
+    free = _reference(model, tokenizer, prompt, 10, [])
+    j = free.index(free[1])
+    backend = HFBackend(model, tokenizer, batch_size=3, stop_ids=[free[1]])
+    done, cut, never = backend.complete([prompt] * 3, max_new_tokens=[j + 1, j, 10])
+    text = tokenizer.decode(free[:j], skip_special_tokens=True)
+    assert (done.text, done.cut_off) == (text, False) and (cut.text, cut.cut_off) == (text, True)
+    assert never == done  # a longer limit ends at the same stop token
+    assert backend.generate([prompt], max_new_tokens=j) == [text]
+
+
 def test_a_batch_ends_when_each_row_is_done(lm, monkeypatch):
     """A row that has its own limit's tokens is done even though the batch's longest limit is not
     reached: with row 0 stopped by a stop token after two tokens and row 1 at its limit of 3, the

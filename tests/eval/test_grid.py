@@ -204,7 +204,8 @@ def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
 
 def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup, monkeypatch):
     """With a stop token that the tiny model emits in some rows only, rows finish at different steps
-    and leave the batch (unequal rows per cell, some cells empty); outputs still equal each cell alone."""
+    and leave the batch (unequal rows per cell, some cells empty); outputs, and which of them were cut
+    off at max_new_tokens, still equal each cell alone."""
     from metasft.eval.generate import HFBackend
     _, data, models = setup
     cfg = tiny_config()
@@ -223,9 +224,11 @@ def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup, mon
     for c in range(len(CELLS)):
         load_adapter_state(ev.peft, lora.cell_state(c))
         with ev.merged():
-            assert together[c].outputs == backend.generate(task.prompts, task.max_new_tokens)
+            assert together[c].completions() == backend.complete(task.prompts, task.max_new_tokens)
     rows = [(a, b) for t, f in zip(together, first) for a, b in zip(t.outputs, f.outputs)]
     assert any(a == b for a, b in rows) and any(a != b for a, b in rows)  # some rows stopped early, some not
+    cut = [c for t in together for c in t.cut_off]
+    assert any(cut) and not all(cut)
 
 
 # ----------------------------------------------------------------------------------------- whole runs
@@ -239,11 +242,12 @@ def _assert_same_store(a, b):
     cells_a, preds_a, _ = a
     cells_b, preds_b, _ = b
     exact = ["model", "task", "n_shots", "seed", "step", "accuracy", "n", "n_correct", "n_timed_out",
-             "reasoning_steps", "step_correctness", "accuracy_ll"]
+             "reasoning_steps", "step_correctness", "accuracy_ll", "accuracy_strict", "accuracy_flexible",
+             "n_truncated", "n_repeating"]
     assert cells_a[exact].equals(cells_b[exact])
     assert cells_a["loss"].tolist() == pytest.approx(cells_b["loss"].tolist(), rel=1e-5)
     exact = ["model", "task", "n_shots", "seed", "step", "question_id", "output", "extracted", "correct",
-             "shot_ids", "ll_choice", "loss_tokens"]
+             "shot_ids", "ll_choice", "loss_tokens", "correct_strict", "correct_flexible", "truncated", "repeating"]
     assert preds_a[exact].equals(preds_b[exact])
     assert preds_a["loss"].tolist() == pytest.approx(preds_b["loss"].tolist(), rel=1e-5)
 

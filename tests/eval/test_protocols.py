@@ -2,6 +2,8 @@
 per-question losses and the rank split."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tiny_eval import base_and_tuned, tiny_config, write_adapter  # the shared tiny setup (tests/eval)
@@ -228,3 +230,56 @@ def test_two_ranks_cover_every_group_once_and_match_one_process(setup, full_run,
     assert cells[cols].equals(single[cols])
     assert cells["loss"].tolist() == pytest.approx(single["loss"].tolist(), rel=1e-5)
     assert (out / "eval_config.yaml").is_file() and not list((out / "claims").iterdir())
+
+
+def _canned(self, prompts, max_new_tokens):
+    """Outputs with known gradings for the tiny data's questions: arith "What is a + b?" answered with
+    a marker (a + b = 3), by its last number only (7), or cut off (11); mcq with a stated letter, B."""
+    from metasft.eval.generate import Completion
+    out = []
+    for prompt in prompts:
+        sums = [int(a) + int(b) for a, b in re.findall(r"What is (\d+) \+ (\d+)\?", prompt)]
+        if not sums:
+            out.append(Completion("Hydrogen. The answer is (B).", False))
+        elif sums[-1] == 3:
+            out.append(Completion("2 + 1 = 3. The answer is 3.", False))
+        elif sums[-1] == 7:
+            out.append(Completion("3 + 4 = 7", False))
+        else:
+            out.append(Completion(f"4 + 7 = {sums[-1]} and then", True))
+    return out
+
+
+def test_an_evaluation_stores_both_gradings(setup, tmp_path, monkeypatch):
+    """Every prediction carries its strict and flexible verdicts and cut-off / looping flags, every cell
+    their counts; `correct` and `accuracy` follow eval.grading, which a resumed evaluation must keep."""
+    from metasft.eval.generate import HFBackend
+    from metasft.eval.results import ResultsError
+    _, data, models = setup
+    monkeypatch.setattr(HFBackend, "complete", _canned)
+    stored = {}
+    for grading in ("strict", "flexible"):
+        out = P.run_eval(tiny_config(seeds=[0], grading=grading), data, models[:1], tmp_path / grading)
+        with ResultsStore(out / "results.sqlite") as store:
+            stored[grading] = (store.cells(), store.predictions(), store.meta())
+    cells, preds, meta = stored["strict"]
+    assert meta["grading"] == "strict"
+    arith = preds[preds["task"] == "arith"].set_index("question_id")
+    expected = {"arith-test-0": (True, True, False), "arith-test-1": (False, True, False),
+                "arith-test-2": (False, False, True)}  # marker, last number only, cut off
+    for qid, rows in arith.groupby(level=0):
+        verdicts = rows[["correct_strict", "correct_flexible", "truncated"]].to_numpy()
+        assert {tuple(r) for r in verdicts} == {expected[qid]}
+    assert (preds["correct"] == preds["correct_strict"]).all() and not preds["repeating"].any()
+    by_task = cells.groupby("task")
+    assert by_task["accuracy_strict"].unique().map(list).to_dict() == {"arith": [1 / 3], "mcq": [1.0]}
+    assert by_task["accuracy_flexible"].unique().map(list).to_dict() == {"arith": [2 / 3], "mcq": [1.0]}
+    assert by_task["n_truncated"].unique().map(list).to_dict() == {"arith": [1], "mcq": [0]}
+    assert (cells["accuracy"] == cells["accuracy_strict"]).all() and (cells["n_repeating"] == 0).all()
+    cells_f, preds_f, _ = stored["flexible"]
+    assert (preds_f["correct"] == preds_f["correct_flexible"]).all()
+    assert (cells_f["accuracy"] == cells_f["accuracy_flexible"]).all()
+    assert preds_f["correct_strict"].tolist() == preds["correct_strict"].tolist()
+    # a rerun with the other grading would mix gradings in one store: refused
+    with pytest.raises(ResultsError, match='grading was "strict" when these results were written, now "flexible"'):
+        P.run_eval(tiny_config(seeds=[0], grading="flexible"), data, models[:1], tmp_path / "strict")

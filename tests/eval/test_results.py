@@ -2,6 +2,7 @@
 union of an evaluation's shard stores."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 
@@ -123,7 +124,7 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
     assert len(finished) == 5
 
     calls = []
-    original = HFBackend.generate
+    original = HFBackend.complete
 
     def counting(self, prompts, max_new_tokens):
         calls.append(len(prompts))
@@ -131,10 +132,10 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
 
     second: list = []
     try:
-        HFBackend.generate = counting
+        HFBackend.complete = counting
         P.run_eval(cfg, data, models, out, after_group=second.append)
     finally:
-        HFBackend.generate = original
+        HFBackend.complete = original
     assert first == groups[:5] and second == groups[5:]
     # the 3 remaining groups are few-shot: steps 0 (the stored 0-shot result) and 2 -> one generation each
     assert len(calls) == 3
@@ -175,6 +176,66 @@ def test_a_store_from_before_per_question_losses_gains_the_columns(tmp_path):
         frame = store.predictions()
     assert frame.loc[frame["model"] == "old", "loss"].isna().all()
     assert frame.loc[frame["model"] == "m", "loss"].tolist() == [0.5, 1.5, 2.5, 3.5]
+
+
+def _graded_group(**kw):
+    """`_group` with both gradings: q1 right by its last number only, q2 cut off and looping."""
+    key, cells, preds = _group(**kw)
+    cells = [{**c, "accuracy": 0.0, "n_correct": 0, "accuracy_strict": 0.0, "accuracy_flexible": 0.5,
+              "n_truncated": 1, "n_repeating": 1} for c in cells]
+    flags = {"q1": (False, True, False, False), "q2": (False, False, True, True)}
+    preds = [{**p, "correct": False, **dict(zip(("correct_strict", "correct_flexible", "truncated", "repeating"),
+                                                flags[p["question_id"]]))} for p in preds]
+    return key, cells, preds
+
+
+def test_both_gradings_round_trip(tmp_path):
+    """The strict and flexible verdicts, the cut-off and looping flags of each prediction and their
+    cell aggregates come back as written: from the store, the report's reader and an export."""
+    from metasft.eval.results import export_predictions
+    key, cells, preds = _graded_group()
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        store.write_group(**key, cells=cells, predictions=preds)
+        c, p = store.cells(), store.predictions()
+        export_predictions(store, tmp_path / "out.jsonl")
+    assert c["accuracy_strict"].tolist() == [0.0, 0.0] and c["accuracy_flexible"].tolist() == [0.5, 0.5]
+    assert c["n_truncated"].tolist() == [1, 1] and c["n_repeating"].tolist() == [1, 1]
+    columns = ["correct", "correct_strict", "correct_flexible", "truncated", "repeating"]
+    assert p[columns].to_dict("records")[:2] == [
+        dict(zip(columns, (False, False, True, False, False))), dict(zip(columns, (False, False, False, True, True)))]
+    assert all(p[column].dtype == bool for column in columns)
+    cells_read, _ = read_results([tmp_path / "results.sqlite"])
+    assert cells_read["accuracy_flexible"].tolist() == [0.5, 0.5] and cells_read["n_truncated"].tolist() == [1, 1]
+    exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["correct_flexible"], r["truncated"], r["repeating"]) for r in exported[:2]] == [
+        (True, False, False), (False, True, True)]
+
+
+def test_a_store_from_before_the_gradings_gains_the_columns(tmp_path):
+    """A store written before strict / flexible grading reads (read-only too) with those columns empty,
+    and reopened for writing gains them."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        key, cells, preds = _group(model="old")
+        store.write_group(**key, cells=cells, predictions=preds)
+    with sqlite3.connect(path) as con:
+        for table, columns in (("cells", ("accuracy_strict", "accuracy_flexible", "n_truncated", "n_repeating")),
+                               ("predictions", ("correct_strict", "correct_flexible", "truncated", "repeating"))):
+            for column in columns:
+                con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.close()
+    with ResultsUnion([path]) as old:
+        assert old.cells()["accuracy_strict"].isna().all()
+        assert old.predictions()["correct_strict"].tolist() == [None] * 4
+    assert read_results([path])[0]["accuracy"].tolist() == [0.5, 0.5]
+    with ResultsStore(path) as store:
+        key, cells, preds = _graded_group()
+        store.write_group(**key, cells=cells, predictions=preds)
+        c, p = store.cells(), store.predictions()
+    assert c.loc[c["model"] == "old", "n_truncated"].isna().all()
+    assert c.loc[c["model"] == "m", "n_truncated"].eq(1).all()
+    assert p.loc[p["model"] == "m", "truncated"].tolist() == [False, True, False, True]
+    assert p.loc[p["model"] == "old", "truncated"].tolist() == [None] * 4
 
 
 # ----------------------------------------------------------------------------------------- shards

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from metasft.answers import stated_answer
 from metasft.eval.scoring import (
     Grader,
     acc_at_k,
@@ -16,6 +17,7 @@ from metasft.eval.scoring import (
     extract_answer,
     is_equivalent,
     reasoning_steps,
+    repeating,
     step_correctness,
 )
 
@@ -167,6 +169,78 @@ def test_grader_hand_cases(grader):
     assert [v.correct for v in verdicts] == [True, True, False, True, True, False]
     assert verdicts[0].extracted == "0.5" and verdicts[5].extracted is None
     assert not any(v.timed_out for v in verdicts)
+
+
+# --- strict and flexible grading (issue 19) ----------------------------------------------------
+
+@pytest.mark.parametrize("text, answer_type, stated, extracted", [
+    (r"Adding gives 7, so \boxed{7}.", "math", "7", "7"),
+    ("3 + 4 = 7. The answer is 7.", "math", "7", "7"),
+    ("She has 3 + 4 = 7 apples.\n#### 7", "math", "7", "7"),
+    ("Answer: 12", "integer", "12", "12"),
+    ("The answer is (B).", "choice", "B", "B"),
+    ("Answer: B", "choice", "B", "B"),
+    ("The correct option is C because it is a noble gas.", "choice", "C", "C"),
+    ("(D)", "choice", "D", "D"),
+    ("B", "choice", "B", "B"),
+    # no final-answer marker: flexible's fallbacks find an answer, strict none
+    ("3 + 4 = 7", "math", None, "7"),
+    ("We get 5 and then 7 apples", "math", None, "7"),
+    ("Options: (A) helium (B) hydrogen", "choice", None, "B"),
+    ("A. 12\nLet me think.\nC. 5", "choice", None, "C"),
+    ("maybe [1,2] but really [3, 4]", "list", None, "[3, 4]"),
+])
+def test_stated_answer_needs_a_marker(text, answer_type, stated, extracted):
+    assert stated_answer(text, answer_type) == stated
+    assert extract_answer(text, answer_type) == extracted
+
+
+@pytest.mark.parametrize("text, loops", [
+    ("The numbers are 21, " + "21, " * 30, True),                  # the default run's looping output
+    ("The answer is 21. " * 4, True),
+    ("x = 5\n" * 20, True),
+    ("The answer is 21. " * 3, False),                             # 54 characters: short of a loop
+    ("0.33333333333333333333", False),
+    ("1,000,000,000,000", False),
+    ("=" * 200, False),                                            # a rule line, no letter or digit
+    ("Step 1: 3 + 4 = 7.\nStep 2: 7 * 2 = 14.\nStep 3: 14 - 1 = 13.\nThe answer is 13.", False),
+    (r"\begin{align*} x &= 1 \end{align*}" + "\n" + r"\begin{align*} y &= 2 \end{align*}", False),
+])
+def test_repeating(text, loops):
+    assert repeating(text) is loops
+
+
+def test_strict_and_flexible_verdicts(grader):
+    """Hand cases for both verdicts: markers credited by both; a last number by flexible only; a cut-off
+    or looping output by neither, whatever its answer."""
+    loop = "Let me list them: 21, " + "21, " * 40
+    items = [
+        (r"3 + 4 = 7, so \boxed{7}.", "7", "math", "math"),         # boxed
+        ("3 + 4 = 7. The answer is 7.", "7", "math", "math"),       # "The answer is"
+        ("3 + 4 = 7\n#### 7", "7", "math", "gsm8k"),                # ####
+        ("Hydrogen is element 1. The answer is (B).", "B", "choice", "mmlu_stem"),
+        ("Answer: B", "B", "choice", "mmlu_stem"),
+        ("3 + 4 = 7", "7", "math", "math"),                         # last number only
+        ("(A) helium (B) hydrogen", "B", "choice", "mmlu_stem"),    # an option restated, none chosen
+        (r"3 + 4 = 7, so \boxed{7}. Next, 8 + 1 = 9 and", "7", "math", "math"),  # cut off
+        ("3 + 4 = 7 and then 7 +", "7", "math", "math"),            # cut off, last number right
+        (loop, "21", "math", "math"),                               # looping
+        ("The answer is 8.", "7", "math", "math"),                  # stated and wrong
+    ]
+    cut_off = [False] * 7 + [True, True, False, False]
+    verdicts = grader.grade_many(items, cut_off=cut_off)
+    got = [(v.correct_strict, v.correct_flexible) for v in verdicts]
+    assert got == [(True, True)] * 5 + [(False, True)] * 2 + [(False, False)] * 4
+    assert [v.truncated for v in verdicts] == cut_off
+    assert [v.repeating for v in verdicts] == [False] * 9 + [True, False]
+    assert verdicts[9].extracted == "21"  # the loop's last number is there; it is not credited
+    assert [v.correct for v in verdicts] == [s for s, _ in got]  # the fixture grades strict
+    with Grader(n_workers=1, grading="flexible") as flexible:
+        assert [v.correct for v in flexible.grade_many(items, cut_off=cut_off)] == [f for _, f in got]
+    with pytest.raises(ValueError, match="grading"):
+        Grader(grading="lenient")
+    with pytest.raises(ValueError, match="cut_off"):
+        grader.grade_many(items, cut_off=[False])
 
 
 # --- real solutions ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import shutil
@@ -243,6 +244,42 @@ def test_cells_table_holds_the_mean_over_seeds(full):
     row = summary[(summary.model == "sft_mixed") & (summary.task == "theorem_eval") & (summary.n_shots == 5)]
     assert row["mean"].item() == pytest.approx(statistics.mean(
         accuracy[("sft_mixed", "theorem_eval", 5, s, STEPS[-1])] for s in (0, 1, 2)))
+
+
+def test_strict_and_flexible_grading_per_cell(tmp_path, full):
+    """Section 4 shows each cell's strict and flexible accuracy and its cut-off and repeating outputs,
+    and says which grading is primary; results written before the gradings say that instead."""
+    root = tmp_path / "exp"
+    accuracy = make_experiment(root, models=("fomaml", "sft_mixed"), seeds=(0, 1))
+    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+        for column in ("accuracy_strict REAL", "accuracy_flexible REAL", "n_truncated INTEGER", "n_repeating INTEGER"):
+            con.execute(f"ALTER TABLE cells ADD COLUMN {column}")
+        con.execute("UPDATE cells SET accuracy_strict = accuracy, accuracy_flexible = MIN(1.0, accuracy + 0.1), "
+                    "n_truncated = 2, n_repeating = 1")
+        con.execute("ALTER TABLE predictions ADD COLUMN truncated INTEGER")  # (repeating: from before it)
+        con.execute("UPDATE predictions SET truncated = 1 - correct")
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("INSERT INTO meta VALUES ('grading', '\"flexible\"')")
+    con.close()
+    md = write_report(root, n_boot=50).read_text()
+    section = md[md.index("## Strict and flexible grading"):]
+    assert "Accuracy in this report (tables, curves, comparisons, verdicts) is graded **flexible**" in section
+    assert "accuracy graded flexible (`eval.grading`" in md[:md.index("## Contents")]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| task | model | N-shot | strict accuracy"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:])
+    rows = {tuple(cells[:3]): cells for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in table)}
+    accs = [accuracy[("fomaml", "prob_eval", 10, s, STEPS[-1])] for s in (0, 1)]
+    row = rows[("prob_eval", "FOMAML-SFT", "10")]
+    assert row[3:] == [f"{statistics.mean(accs):.3f}", f"{statistics.mean(min(1.0, a + 0.1) for a in accs):.3f}",
+                       f"4 of {2 * N_Q}", f"2 of {2 * N_Q}"]
+    assert rows[("theorem_eval", "SFT-Mixed", "0")][5:] == [f"2 of {N_Q}", f"1 of {N_Q}"]
+    assert len(rows) == len(EVAL) * 2 * len(SHOTS)
+    errors = md[md.index("## 6. Error cases"):]
+    assert "(cut off at max_new_tokens)" in errors and "(repeating)" not in errors
+    assert "could not be built" not in md
+    old = full[2][full[2].index("## Strict and flexible grading"):]
+    assert "The results record no grading" in old and "holds no strict / flexible accuracy" in old
 
 
 def test_verdicts_are_the_stats_verdicts(full):

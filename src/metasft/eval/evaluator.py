@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from metasft.config import Config, ConfigError
-from metasft.eval.generate import HFBackend, LoraMerger, eval_mode
+from metasft.eval.generate import Completion, HFBackend, LoraMerger, eval_mode
 from metasft.eval.schedule import stable_seed
 from metasft.data.records import OPTION_LETTERS
 from metasft.eval.scoring import acc_at_k, reasoning_steps, step_correctness
@@ -98,7 +98,7 @@ def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | No
     prompts = [p for t in tasks for p in t.prompts]
     limits = [t.max_new_tokens for t in tasks for _ in t.prompts]
     with ev.merged():
-        outputs = ev.backend.generate(prompts, limits)
+        outputs = ev.backend.complete(prompts, limits)
         scored = []
         for task in tasks:
             with eval_mode(ev.peft):
@@ -114,31 +114,40 @@ def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | No
     return results
 
 
-def step_result(task: TaskData, outputs: list[str], losses: list[tuple[float, int]], ll_choice: dict[int, str],
-                 samples: list[list[str]] | None, grader, acc_k: int | None) -> StepResult:
+def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[float, int]], ll_choice: dict[int, str],
+                samples: list[list[Completion]] | None, grader, acc_k: int | None) -> StepResult:
     """`losses`: (summed CE, tokens) of each question's reference solution. The cell's loss is their
-    token mean; each prediction row keeps its own token mean, the per-question loss outcome."""
+    token mean; each prediction row keeps its own token mean, the per-question loss outcome. Each
+    prediction carries both verdicts (strict, flexible) and `correct`, the grader's primary one; the
+    cell's `accuracy` is the primary's, acc@k too."""
     records = task.records
-    verdicts = grader.grade_many([(o, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)])
+    verdicts = grader.grade_many([(o.text, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)],
+                                 cut_off=[o.cut_off for o in outputs])
     preds = []
     for i, (r, out, v) in enumerate(zip(records, outputs, verdicts)):
-        preds.append({"question_id": r.id, "prompt": task.prompts[i], "output": out, "extracted": v.extracted,
-                      "gold": r.answer, "correct": v.correct, "timed_out": v.timed_out,
-                      "reasoning_steps": reasoning_steps(out), "step_correctness": step_correctness(out, r.steps),
-                      "ll_choice": ll_choice.get(i), "loss": losses[i][0] / losses[i][1],
-                      "loss_tokens": losses[i][1]})
+        preds.append({"question_id": r.id, "prompt": task.prompts[i], "output": out.text, "extracted": v.extracted,
+                      "gold": r.answer, "correct": v.correct, "correct_strict": v.correct_strict,
+                      "correct_flexible": v.correct_flexible, "truncated": v.truncated, "repeating": v.repeating,
+                      "timed_out": v.timed_out, "reasoning_steps": reasoning_steps(out.text),
+                      "step_correctness": step_correctness(out.text, r.steps), "ll_choice": ll_choice.get(i),
+                      "loss": losses[i][0] / losses[i][1], "loss_tokens": losses[i][1]})
     n = len(preds)
     loss = sum(s for s, _ in losses) / sum(c for _, c in losses)
     known = [p["step_correctness"] for p in preds if p["step_correctness"] is not None]
     choice = [(ll_choice[i], records[i].answer) for i in sorted(ll_choice)]
-    cell = {"accuracy": sum(p["correct"] for p in preds) / n, "loss": loss, "n": n,
-            "n_correct": sum(p["correct"] for p in preds), "n_timed_out": sum(p["timed_out"] for p in preds),
+    count = lambda column: sum(p[column] for p in preds)
+    cell = {"accuracy": count("correct") / n, "accuracy_strict": count("correct_strict") / n,
+            "accuracy_flexible": count("correct_flexible") / n, "loss": loss, "n": n,
+            "n_correct": count("correct"), "n_timed_out": count("timed_out"), "n_truncated": count("truncated"),
+            "n_repeating": count("repeating"),
             "reasoning_steps": float(np.mean([p["reasoning_steps"] for p in preds])),
             "step_correctness": float(np.mean(known)) if known else None,
             "accuracy_ll": sum(a == b for a, b in choice) / len(choice) if choice else None,
             "acc_at_k": None}
     if samples is not None:
-        flat = grader.grade_many([(s, r.answer, r.answer_type, r.source) for ss, r in zip(samples, records) for s in ss])
+        flat = grader.grade_many([(s.text, r.answer, r.answer_type, r.source)
+                                  for ss, r in zip(samples, records) for s in ss],
+                                 cut_off=[s.cut_off for ss in samples for s in ss])
         cell["acc_at_k"] = acc_at_k([[v.correct for v in flat[i * acc_k:(i + 1) * acc_k]] for i in range(n)])
     return StepResult(cell, preds)
 

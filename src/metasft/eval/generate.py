@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -89,6 +90,14 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A generated continuation: its text (stop token excluded) and whether it was cut off, i.e.
+    reached its max_new_tokens without a stop token (grading credits no cut-off output, issue 19)."""
+    text: str
+    cut_off: bool
+
+
 class _RowLimits(StoppingCriteria):
     """Ends row i of a batch once it has `limits[i]` new tokens (prompts of several tasks, each with
     its own max_new_tokens, share batches)."""
@@ -101,7 +110,8 @@ class _RowLimits(StoppingCriteria):
 
 
 class HFBackend:
-    """generate / sample / loglikelihood over a causal LM, batched.
+    """complete (generate: its texts) / sample / loglikelihood over a causal LM, batched. A completion
+    says whether it was cut off at its max_new_tokens, which grading never credits (issue 19).
 
     `batch_size` bounds the sequences run together (generation and scoring). Outputs are returned
     in the order of the inputs whatever the batching. `stop_ids` defaults to `stop_token_ids`.
@@ -128,13 +138,17 @@ class HFBackend:
         return left_pad(seqs, self.pad_id, self.device)
 
     # ------------------------------------------------------------------------------ generation
-    def generate(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[str]:
+    def complete(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[Completion]:
         """Greedy continuation of each prompt, up to a stop token (not included) or `max_new_tokens`
         (one limit for all, or one per prompt: prompts of several tasks then share batches)."""
         return self._decode_all(prompts, max_new_tokens, temperature=0.0)
 
+    def generate(self, prompts: list[str], max_new_tokens: int | Sequence[int]) -> list[str]:
+        """The texts of `complete`."""
+        return [c.text for c in self.complete(prompts, max_new_tokens)]
+
     def sample(self, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
-               seed: int = 0) -> list[list[str]]:
+               seed: int = 0) -> list[list[Completion]]:
         """`n` sampled continuations per prompt (for acc@k), reproducible for `seed`; the global RNG is
         left as it was."""
         if temperature <= 0:
@@ -144,27 +158,29 @@ class HFBackend:
             flat = self._decode_all([p for p in prompts for _ in range(n)], max_new_tokens, temperature)
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _decode_all(self, prompts, max_new_tokens, temperature) -> list[str]:
+    def _decode_all(self, prompts, max_new_tokens, temperature) -> list[Completion]:
         encoded = [self.encode(p) for p in prompts]
         limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(limits) != len(prompts):
             raise ValueError(f"{len(limits)} max_new_tokens for {len(prompts)} prompts")
-        out: list[str | None] = [None] * len(prompts)
+        out: list[Completion | None] = [None] * len(prompts)
         with eval_mode(self.model):
             for batch in self._batches([len(e) for e in encoded]):
-                tokens = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature)
-                for i, toks in zip(batch, tokens):
-                    out[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
+                rows = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature)
+                for i, (toks, stopped) in zip(batch, rows):
+                    out[i] = Completion(self.tokenizer.decode(toks, skip_special_tokens=True), not stopped)
         return out
 
-    def _decode_batch(self, seqs: list[list[int]], limits: list[int], temperature: float) -> list[list[int]]:
-        """New token ids per sequence (stop token excluded), at most `limits[i]` for sequence i.
+    def _decode_batch(self, seqs: list[list[int]], limits: list[int],
+                      temperature: float) -> list[tuple[list[int], bool]]:
+        """(new token ids, stopped) per sequence: at most `limits[i]` ids for sequence i, the stop token
+        excluded; `stopped` when it ended at a stop token (not at its limit).
 
         A row ends at a stop token or its own limit (`_RowLimits`); generate pads finished rows until
         the batch's last row ends, and the padding is cut off here."""
         longest = max(limits)
         if longest <= 0:
-            return [[] for _ in seqs]
+            return [([], False) for _ in seqs]
         ids, mask, _ = self._left_pad(seqs)  # generate derives the same positions from the mask
         row_limits = _RowLimits(ids.shape[1], torch.tensor(limits, device=self.device))
         # Set explicitly so that a checkpoint's generation_config (do_sample, top_p 0.9, a repetition
@@ -177,8 +193,8 @@ class HFBackend:
         new = []
         for row, limit in zip(out[:, ids.shape[1]:].tolist(), limits):
             row = row[:limit]
-            end = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            new.append(row[:end])
+            end = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
+            new.append((row[:end], True) if end is not None else (row, False))
         return new
 
     # ------------------------------------------------------------------------------ scoring

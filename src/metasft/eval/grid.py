@@ -121,7 +121,7 @@ def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: 
     def on_step(step: int) -> None:
         if step in record:
             for c, s in enumerate(scorer.score(lora)):
-                results[c][step] = step_result(task, s.outputs, s.losses, s.ll_choice, None, grader, None)
+                results[c][step] = step_result(task, s.completions(), s.losses, s.ll_choice, None, grader, None)
 
     ev.peft.train()
     adapt_stacked(ev.model.loss_module, lora, shots, steps=e.adaptation_steps, lr=e.adaptation_lr,

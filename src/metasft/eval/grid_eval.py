@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from metasft.data.records import OPTION_LETTERS
 from metasft.eval.evaluator import CHOICE_PREFILL
-from metasft.eval.generate import eval_mode, left_pad, stop_token_ids
+from metasft.eval.generate import Completion, eval_mode, left_pad, stop_token_ids
 from metasft.eval.lora_forward import KVCache, check_supported, forward, new_cache
 from metasft.eval.specs import EvalError
 from metasft.eval.stacked_lora import RowCells, StackedLora
@@ -56,6 +56,10 @@ class CellScores:
     outputs: list[str]                    # greedy output per question
     losses: list[tuple[float, int]]       # (summed CE, tokens) of each question's reference solution
     ll_choice: dict[int, str]             # choice question -> option letter of highest log-likelihood
+    cut_off: list[bool]                   # the output reached max_new_tokens without a stop token
+
+    def completions(self) -> list[Completion]:
+        return [Completion(t, c) for t, c in zip(self.outputs, self.cut_off)]
 
 
 class GridScorer:
@@ -100,7 +104,7 @@ class GridScorer:
     def score(self, lora: StackedLora) -> list[CellScores]:
         """Every cell of `lora` on every question of the task, in shared batches."""
         n_cells, q_all = lora.n_cells, len(self.prompts)
-        out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}) for _ in range(n_cells)]
+        out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}, [False] * q_all) for _ in range(n_cells)]
         order = sorted(range(q_all), key=lambda q: -len(self.prompts[q]))
         per_batch = max(1, self.rows_per_batch // n_cells)
         with eval_mode(self.lm):
@@ -150,8 +154,9 @@ class GridScorer:
         rows = RowCells.blocks([n_q] * n_cells, self.device)
         with lora.active(rows):
             outputs = self._greedy(lora, rows, cache, last, plen)
-        for r, text in enumerate(outputs):
+        for r, (text, stopped) in enumerate(outputs):
             out[r // n_q].outputs[qs[r % n_q]] = text
+            out[r // n_q].cut_off[qs[r % n_q]] = not stopped
 
     def _chunks(self, qs: list[int], n_cells: int) -> list[list[int]]:
         """`qs` in consecutive runs whose rows (n_cells per question) hold at most PREFILL_TOKENS
@@ -254,14 +259,16 @@ class GridScorer:
         return best
 
     def _greedy(self, lora: StackedLora, rows: RowCells, cache: KVCache, last: torch.Tensor,
-                plen: torch.Tensor) -> list[str]:
-        """Greedy continuation of every row up to a stop token or the task's max_new_tokens.
+                plen: torch.Tensor) -> list[tuple[str, bool]]:
+        """(text, stopped) of every row's greedy continuation, up to a stop token (then `stopped`) or
+        the task's max_new_tokens.
 
         Finished rows leave the batch (and the cache, and the LoRA row layout) once they are an
         eighth of it: each removal copies the cache's filled slots, so until then they decode a pad
         token whose output is dropped (rows do not interact)."""
         limit = self.task.max_new_tokens
         new: list[list[int]] = [[] for _ in range(len(plen))]
+        stopped_rows: set[int] = set()
         if limit > 0:
             alive = torch.arange(len(plen), device=self.device)    # original row of each row in the batch
             running = torch.ones(len(plen), dtype=torch.bool, device=self.device)
@@ -270,9 +277,11 @@ class GridScorer:
             for step in range(limit):
                 tok = logits.argmax(dim=-1)
                 stopped = running & torch.isin(tok, self.stop)
-                for r, t, go in zip(alive.tolist(), tok.tolist(), (running & ~stopped).tolist()):
+                for r, t, go, end in zip(alive.tolist(), tok.tolist(), (running & ~stopped).tolist(), stopped.tolist()):
                     if go:
                         new[r].append(t)
+                    elif end:
+                        stopped_rows.add(r)
                 running = running & ~stopped
                 n_running = int(running.sum())
                 if n_running == 0 or step + 1 == limit:
@@ -287,7 +296,7 @@ class GridScorer:
                 valid = torch.ones((len(alive), 1), dtype=torch.bool, device=self.device)
                 logits = self._logits(forward(self.lm, tok[:, None], pos[:, None], valid, cache)[:, -1])
                 pos = pos + 1
-        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
+        return [(self.tokenizer.decode(t, skip_special_tokens=True), r in stopped_rows) for r, t in enumerate(new)]
 
 
 def shared_prefix_len(prompts: list[list[int]]) -> int:

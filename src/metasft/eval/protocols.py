@@ -29,7 +29,7 @@ from metasft.eval.claims import Claims
 from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_step, evaluate_steps
 from metasft.eval.grid import run_stack
 from metasft.eval.lora_forward import check_supported
-from metasft.eval.results import ResultsStore, ResultsUnion, store_file, store_paths
+from metasft.eval.results import GRADING_KEY, ResultsStore, ResultsUnion, store_file, store_paths
 from metasft.eval.schedule import Group, Shard, enumerate_groups, recorded_steps, stacks
 from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
@@ -110,7 +110,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
     task_info = manifest.eval_tasks
     groups = _groups(cfg, manifest, models)
     mine = shard.share(groups)
-    meta = {"settings": _settings(cfg, manifest), "acc_k": acc_k,
+    meta = {"settings": _settings(cfg, manifest), "acc_k": acc_k, GRADING_KEY: cfg.eval.grading,
             **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
                adapter_fingerprint(spec, cfg.seed) for spec in models}}
     lead = shard.index == 0  # checks and records the directory; the others only write their store
@@ -204,7 +204,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
             after_group(group)
 
     others: list[Group] = []
-    with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader:
+    with Grader(timeout_s=cfg.eval.grade_timeout_s, grading=cfg.eval.grading) as grader:
         for unit in stacks(todo, cfg.eval.cells_per_batch):
             others += [g for g in unit if not claims.take(g)]
             unit = [g for g in unit if g not in others]

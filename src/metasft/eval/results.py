@@ -2,7 +2,8 @@
 
 Tables
     cells        one row per (model, task, n_shots, seed, step): the aggregates of that evaluation
-    predictions  one row per question per cell: prompt, output, extracted answer, verdict, shot ids
+    predictions  one row per question per cell: prompt, output, extracted answer, verdicts (strict,
+                 flexible, and the primary one in `correct`), cut-off and looping flags, shot ids
     done         (model, task, n_shots, seed) whose rows are complete, written in the same
                  transaction as those rows: a killed evaluation leaves either a whole group or nothing
     meta         settings the stored numbers depend on: recorded with the first group written,
@@ -61,11 +62,23 @@ GROUP_KEYS = ("model", "task", "n_shots", "seed")
 CELL_KEYS = GROUP_KEYS + ("step",)
 SCORES = ("accuracy", "loss")                     # a cell's outcomes, what the statistics read
 QUALITY = ("reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k")  # the design's other metrics
-CELL_COLUMNS = CELL_KEYS + SCORES + ("n", "n_correct", "n_timed_out") + QUALITY
+# Both gradings of every cell and prediction (issue 19); `accuracy` / `correct` hold the primary one
+# (eval.grading, recorded in the store's settings).
+GRADING = ("accuracy_strict", "accuracy_flexible", "n_truncated", "n_repeating")
+CELL_COLUMNS = CELL_KEYS + SCORES + ("n", "n_correct", "n_timed_out") + QUALITY + GRADING
 QUESTION_SCORES = ("correct", "loss")             # a question's outcomes, what the clustered tests resample
+VERDICT_FLAGS = ("correct", "correct_strict", "correct_flexible", "truncated", "repeating", "timed_out")
 PREDICTION_COLUMNS = CELL_KEYS + ("question_id", "prompt", "output", "extracted", "gold", "correct",
                                   "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice",
-                                  "loss", "loss_tokens")
+                                  "loss", "loss_tokens", "correct_strict", "correct_flexible", "truncated",
+                                  "repeating")
+# The meta key (`write_group(meta=)`) recording eval.grading, which of the two `correct` and `accuracy` hold.
+GRADING_KEY = "grading"
+# Columns a store written before them lacks: added (NULL) when it is opened for writing, read as NULL.
+_ADDED_LATER = {"cells": (("accuracy_strict", "REAL"), ("accuracy_flexible", "REAL"), ("n_truncated", "INTEGER"),
+                          ("n_repeating", "INTEGER")),
+                "predictions": (("loss", "REAL"), ("loss_tokens", "INTEGER"), ("correct_strict", "INTEGER"),
+                                ("correct_flexible", "INTEGER"), ("truncated", "INTEGER"), ("repeating", "INTEGER"))}
 SCORE_PREDICTION_COLUMNS = CELL_KEYS + ("question_id",) + QUESTION_SCORES  # predictions without their texts
 
 _SCHEMA = """
@@ -79,6 +92,10 @@ CREATE TABLE IF NOT EXISTS cells (
     step_correctness REAL,         -- mean over questions whose record lists steps, NULL if none does
     accuracy_ll REAL,              -- option log-likelihood accuracy over choice questions, NULL if none
     acc_at_k REAL,                 -- NULL unless sampled
+    accuracy_strict REAL,          -- share correct under strict grading (an explicit final answer)
+    accuracy_flexible REAL,        -- under flexible grading (also the last number); accuracy is one of the two
+    n_truncated INTEGER,           -- outputs cut off at max_new_tokens (no stop token)
+    n_repeating INTEGER,           -- outputs caught looping (scoring.repeating)
     PRIMARY KEY (model, task, n_shots, seed, step)
 );
 CREATE TABLE IF NOT EXISTS predictions (
@@ -91,6 +108,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     ll_choice TEXT,                -- the option letter of highest log-likelihood (choice questions)
     loss REAL,                     -- token-mean CE of this question's reference solution (NULL: older store)
     loss_tokens INTEGER,           -- its response tokens
+    correct_strict INTEGER,        -- the verdict under strict grading; `correct` is the primary grading's
+    correct_flexible INTEGER,      -- under flexible grading
+    truncated INTEGER,             -- cut off at max_new_tokens (credited by neither grading)
+    repeating INTEGER,             -- caught looping (credited by neither grading)
     PRIMARY KEY (model, task, n_shots, seed, step, question_id)
 );
 CREATE TABLE IF NOT EXISTS done (
@@ -132,10 +153,11 @@ class ResultsStore:
             for statement in _SCHEMA.split(";\n"):
                 if statement.strip():
                     self._db.execute(statement)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(predictions)")}
-            for column, kind in (("loss", "REAL"), ("loss_tokens", "INTEGER")):  # stores written before them
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE predictions ADD COLUMN {column} {kind}")
+            for table, added in _ADDED_LATER.items():  # stores written before these columns
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in added:
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -218,7 +240,7 @@ class ResultsStore:
     def _encode(column: str, value):
         if column == "shot_ids":
             return json.dumps(list(value or []))
-        if column in ("correct", "timed_out"):
+        if column in VERDICT_FLAGS and value is not None:
             return int(bool(value))
         return value
 
@@ -257,22 +279,25 @@ class ResultsStore:
         if not self._has(table):
             return pd.DataFrame(columns=list(columns))
         where = " AND ".join(f"{k}=?" for k in filters)
-        sql = f"SELECT {', '.join(columns)} FROM {table}" + (f" WHERE {where}" if where else "")
+        have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+        wanted = [c if c in have else f"NULL AS {c}" for c in columns]  # a read-only store from before `_ADDED_LATER`
+        sql = f"SELECT {', '.join(wanted)} FROM {table}" + (f" WHERE {where}" if where else "")
         sql += f" ORDER BY {', '.join(order)}"
         return pd.read_sql_query(sql, self._db, params=tuple(filters.values()))
 
     def cells(self, **filters) -> pd.DataFrame:
         """Cell rows (columns CELL_COLUMNS), optionally filtered by key columns (`task="x"`)."""
         frame = self._frame("cells", CELL_COLUMNS, CELL_KEYS, filters)
-        for c in SCORES + QUALITY:
+        for c in SCORES + QUALITY + GRADING[:2]:
             frame[c] = frame[c].astype(float)
         return frame
 
     def predictions(self, **filters) -> pd.DataFrame:
-        """Prediction rows (columns PREDICTION_COLUMNS); `shot_ids` as lists, verdicts as bools."""
+        """Prediction rows (columns PREDICTION_COLUMNS); `shot_ids` as lists, verdicts and flags as bools
+        (None where a store written before them has none)."""
         frame = self._frame("predictions", PREDICTION_COLUMNS, CELL_KEYS + ("question_id",), filters)
-        frame["correct"] = frame["correct"].astype(bool)
-        frame["timed_out"] = frame["timed_out"].astype(bool)
+        for c in VERDICT_FLAGS:
+            frame[c] = _flags(frame[c])
         frame["shot_ids"] = frame["shot_ids"].map(json.loads)
         frame["step_correctness"] = frame["step_correctness"].astype(float)
         frame["loss"] = frame["loss"].astype(float)
@@ -282,6 +307,13 @@ class ResultsStore:
 
     def done(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM done ORDER BY model, task, n_shots, seed", self._db)
+
+
+def _flags(column: pd.Series) -> pd.Series:
+    """0/1 as bools; NULL (a column added later, `_ADDED_LATER`) stays None."""
+    if column.notna().all():
+        return column.astype(bool)
+    return column.astype(object).map(lambda v: None if v is None or v != v else bool(v))
 
 
 class ResultsUnion:
@@ -380,6 +412,18 @@ def read_results(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             preds.sort_values(list(CELL_KEYS) + ["question_id"], kind="stable", ignore_index=True))
 
 
+def read_meta(paths: list[Path]) -> dict:
+    """The settings recorded with the stores `paths` (one evaluation: `read_results` refuses stores that
+    differ), e.g. `GRADING_KEY`; {} when none is recorded."""
+    meta: dict = {}
+    for path in paths:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+                meta.update({k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")})
+    return meta
+
+
 def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     uri = path.resolve().as_uri() + "?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
@@ -387,12 +431,12 @@ def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
         present = [c for c in CELL_COLUMNS if c in have("cells")]
         cells = pd.read_sql_query(f"SELECT {', '.join(present)} FROM cells", con)
-        added_later = {"loss"}
+        added_later = {c for c, _ in _ADDED_LATER["predictions"]}
         wanted = [c if c in have("predictions") or c not in added_later else f"NULL AS {c}"
                   for c in SCORE_PREDICTION_COLUMNS]
         preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")} if have("meta") else {}
-    for c in set(SCORES + QUALITY) & set(cells.columns):
+    for c in set(SCORES + QUALITY + GRADING[:2]) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
     preds["loss"] = preds["loss"].astype(float)

@@ -3,8 +3,12 @@
 `extract_answer` finds the answer in free text, `is_equivalent` compares it with the gold answer by
 the record's `answer_type` (see `metasft.data.records.ANSWER_TYPES`), and `Grader` runs those
 comparisons in killable worker processes so that one pathological expression cannot stall an
-evaluation. `reasoning_steps`, `step_correctness` and `acc_at_k` are the design's reasoning-quality
-and acc@k metrics.
+evaluation. Every output gets two verdicts (issue 19), as lm-evaluation-harness reports for GSM8K:
+strict (the answer the output states with a final-answer marker, `stated_answer`) and flexible
+(`extract_answer`'s fallbacks too, the last number); neither credits an output cut off at
+max_new_tokens or caught looping (`repeating`), which is how grading noise was counted as skill.
+`reasoning_steps`, `step_correctness` and `acc_at_k` are the design's reasoning-quality and acc@k
+metrics.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from multiprocessing.connection import wait as wait_for_connections
 from typing import Callable, Iterable, Sequence
 
 from metasft.answers import (INTEGER, answer_key, check_type, clean_answer, extract_answer, latex_radicals,
-                             option_letter, split_list, to_bool, to_number)
+                             option_letter, split_list, stated_answer, to_bool, to_number)
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +135,61 @@ def is_equivalent(pred: str | None, gold: str, answer_type: str = "math") -> boo
 # ----------------------------------------------------------------------------------------------
 
 
+GRADINGS = ("strict", "flexible")  # eval.grading: which verdict is a prediction's `correct`
+
+# An output caught looping (greedy decoding's failure mode, "21, 21, 21, ..."): a span of at most
+# LOOP_MAX_PERIOD characters, holding a letter or digit, repeated at least LOOP_MIN_REPEATS times in a
+# row over at least LOOP_MIN_CHARS characters. A 20-character sentence said four times is a loop; a
+# worked solution does not repeat itself verbatim, and "0.333..." or "1,000,000" stay short of 60.
+LOOP_MAX_PERIOD = 400
+LOOP_MIN_REPEATS = 3
+LOOP_MIN_CHARS = 60
+_LOOP = re.compile(rf"(.{{1,{LOOP_MAX_PERIOD}}}?)\1{{{LOOP_MIN_REPEATS - 1},}}", re.DOTALL)
+_ALNUM = re.compile(r"[^\W_]")
+
+
+def repeating(text: str) -> bool:
+    """Whether `text` holds a loop: the same span repeated (see LOOP_MIN_REPEATS, LOOP_MIN_CHARS)."""
+    # A loop of period p over S >= max(3p, 60) characters repeats each of its 20-character pieces p
+    # characters later (p + 20 <= S), so a text whose 20-character pieces are all distinct holds none:
+    # the common case, decided without the regex (which costs about 10 ms per 1,000 characters).
+    pieces = {text[i:i + 20] for i in range(len(text) - 19)}
+    if len(pieces) == max(0, len(text) - 19):
+        return False
+    pos = 0
+    while (match := _LOOP.search(text, pos)) is not None:
+        if match.end() - match.start() >= LOOP_MIN_CHARS and _ALNUM.search(match.group(1)):
+            return True
+        # A short run ("aaa") can hide a longer loop starting at the same place; a long run without a
+        # letter or digit ("=====") holds no loop's first span, except one reaching past its end.
+        pos = max(match.start() + 1, match.end() - LOOP_MAX_PERIOD)
+    return False
+
+
+def check_grading(grading: str) -> None:
+    if grading not in GRADINGS:
+        raise ValueError(f"unknown grading {grading!r}; expected one of {GRADINGS}")
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """One graded output: the extracted answer (None if none found), whether it is right, and
-    whether its comparison ran out of time (then `correct` is False)."""
+    """One graded output.
+
+    extracted: the answer flexible extraction finds (None if none); correct_flexible: it equals the
+    gold answer and the output was neither cut off nor looping; correct_strict: that, and the output
+    states the answer with a final-answer marker (so strict never credits what flexible does not);
+    correct: the verdict of the Grader's primary grading. truncated: generation hit max_new_tokens
+    without a stop token; repeating: `repeating(output)`. timed_out: the comparison ran out of time
+    (then every verdict is False).
+    """
 
     extracted: str | None
     correct: bool
     timed_out: bool = False
+    correct_strict: bool = False
+    correct_flexible: bool = False
+    truncated: bool = False
+    repeating: bool = False
 
 
 def _worker_main(conn, compare: Callable[[str, str, str], bool]) -> None:
@@ -195,10 +246,11 @@ class Grader:
     thread and cannot interrupt sympy inside C code, so it is switched off; instead a comparison
     still running after `timeout_s` seconds has its worker killed and replaced, and is marked wrong
     with `timed_out=True`. `compare(pred, gold, answer_type) -> bool` must be importable at module
-    level (spawn pickles it by name); it defaults to `is_equivalent`.
+    level (spawn pickles it by name); it defaults to `is_equivalent`. `grading` (GRADINGS) names the
+    verdict each Verdict's `correct` holds; both are computed either way.
 
-        with Grader() as grader:
-            verdicts = grader.grade_many([(output, record.answer, record.answer_type, record.source)])
+        with Grader(grading="strict") as grader:
+            verdicts = grader.grade_many([(output, record.answer, record.answer_type, record.source)], cut_off=[False])
     """
 
     def __init__(
@@ -207,7 +259,10 @@ class Grader:
         timeout_s: float = 5.0,
         compare: Callable[[str, str, str], bool] = is_equivalent,
         start_timeout_s: float = 300.0,
+        grading: str = "strict",
     ):
+        check_grading(grading)
+        self.grading = grading
         self.n_workers = n_workers or min(2, os.cpu_count() or 1)
         self.timeout_s = timeout_s
         self.compare = compare
@@ -227,12 +282,22 @@ class Grader:
             worker.stop(kill=worker.state == "busy")
         self._workers = []
 
-    def grade_many(self, items: Sequence[tuple[str, str, str, str]]) -> list[Verdict]:
-        """Grade (pred_text, gold, answer_type, source) tuples; one Verdict each, in order."""
+    def grade_many(self, items: Sequence[tuple[str, str, str, str]],
+                   cut_off: Sequence[bool] | None = None) -> list[Verdict]:
+        """Grade (pred_text, gold, answer_type, source) tuples; one Verdict each, in order.
+
+        `cut_off[i]`: item i's generation stopped at max_new_tokens without a stop token (None: none
+        did). Outputs cut off or looping are credited by neither grading and not compared at all."""
+        cut_off = [False] * len(items) if cut_off is None else [bool(c) for c in cut_off]
+        if len(cut_off) != len(items):
+            raise ValueError(f"{len(cut_off)} cut_off flags for {len(items)} items")
         extracted = [extract_answer(text, answer_type, source) for text, _, answer_type, source in items]
+        stated = [stated_answer(text, answer_type, source) is not None for text, _, answer_type, source in items]
+        loops = [repeating(text) for text, _, _, _ in items]
+        creditable = [not (c or r) for c, r in zip(cut_off, loops)]
         correct: list[bool | None] = []
-        for pred, (_, gold, answer_type, _) in zip(extracted, items):
-            correct.append(cheap_equivalent(pred, gold, answer_type))
+        for pred, (_, gold, answer_type, _), ok in zip(extracted, items, creditable):
+            correct.append(cheap_equivalent(pred, gold, answer_type) if ok else False)
         timed_out = [False] * len(items)
         pending = deque(i for i, c in enumerate(correct) if c is None)
         if pending:
@@ -241,7 +306,14 @@ class Grader:
             except BaseException:  # interrupted: busy workers would answer stale items next time
                 self.close()
                 raise
-        return [Verdict(e, bool(c), t) for e, c, t in zip(extracted, correct, timed_out)]
+        verdicts = []
+        for i, match in enumerate(correct):
+            flexible = bool(match)
+            strict = flexible and stated[i]
+            verdicts.append(Verdict(extracted[i], strict if self.grading == "strict" else flexible, timed_out[i],
+                                    correct_strict=strict, correct_flexible=flexible, truncated=cut_off[i],
+                                    repeating=loops[i]))
+        return verdicts
 
     def _run(self, pending, extracted, items, correct, timed_out) -> None:
         while len(self._workers) < self.n_workers:

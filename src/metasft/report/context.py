@@ -14,7 +14,7 @@ from metasft.matrix import replicates
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.doc import Callout, Document, Image
-from metasft.eval.results import QUALITY
+from metasft.eval.results import GRADING_KEY, QUALITY
 from metasft.report.load import Experiment
 from metasft.stats import Verdict, summarize
 from metasft.stats.verdicts import DESIGN_TARGET_ACC
@@ -52,6 +52,7 @@ class Context:
     # outcome name -> the verdicts, judged once (summary.judge_claims) for the summary and section 5
     verdicts: dict[str, list[Verdict]] | None = None
     verdicts_error: str = ""
+    grading: str | None = None    # eval.grading as recorded with the results; None: written before it
 
     @property
     def name(self) -> str:
@@ -85,6 +86,7 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
         except ValueError as e:  # repeated or missing columns: say so, report the rest
             exp.missing.append(f"{exp.results_name}: table cells unusable ({e})")
             exp.cells = exp.predictions = None
+    ctx.grading = exp.results_meta.get(GRADING_KEY)
     if exp.config is not None:
         ctx.target_acc, ctx.target_from = exp.config.eval.target_acc, "config.yaml eval.target_acc"
         ctx.stats = exp.config.stats
@@ -104,6 +106,27 @@ def build_context(exp: Experiment, out: Path, n_boot: int, errors_per_cell: int)
     ctx.unseen = [t for t, (u, _) in flags.items() if u]
     ctx.cross_domain = [t for t, (_, c) in flags.items() if c]
     return ctx
+
+
+GRADING_RULES = {
+    "strict": "an answer counts only where the output states it (`\\boxed{}`, \"The answer is ...\", "
+              "\"#### ...\", a stated option letter)",
+    "flexible": "the answer the output states, else its last number, option letter, list or yes / no",
+}
+
+
+def grading_sentence(ctx: Context) -> str:
+    """Which grading the accuracy of this report is (the primary one, eval.grading), and what it credits:
+    the opening of section 4's grading table."""
+    if ctx.grading is None:
+        return ("The results record no grading: they were written before strict and flexible grading (issue 19), "
+                "and their accuracy credits the last number of any output, cut off or looping ones included; "
+                "rerun the evaluation (`metasft run --force`) to grade both ways.")
+    other = next(g for g in GRADING_RULES if g != ctx.grading)
+    return (f"Accuracy in this report (tables, curves, comparisons, verdicts) is graded **{ctx.grading}** "
+            f"(`eval.grading`, recorded with the results): {GRADING_RULES[ctx.grading]}. {other.capitalize()} "
+            f"grading ({GRADING_RULES[other]}) is shown beside it in the table below. Neither credits an output "
+            "cut off at max_new_tokens (no stop token) or caught repeating (the same span over and over).")
 
 
 def is_tiny(ctx: Context) -> bool:

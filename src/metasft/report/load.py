@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from metasft.config import Config, ConfigError, load_config
-from metasft.eval.results import RESULTS_FILE, ResultsError, read_results, store_paths
+from metasft.eval.results import RESULTS_FILE, ResultsError, read_meta, read_results, store_paths
 from metasft.manifests import DataManifest, ExperimentManifest, TrainManifest, has_record, manifest_path, read_manifest
 
 
@@ -46,6 +46,7 @@ class Experiment:
     metrics: dict[str, pd.DataFrame] = field(default_factory=dict)  # run dir name -> metrics.jsonl
     cells: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None               # SCORE_PREDICTION_COLUMNS; None when empty
+    results_meta: dict = field(default_factory=dict)      # the settings recorded with the results (read_meta)
     similarity: Similarity | None = None
     missing: list[str] = field(default_factory=list)      # "relpath: why", in reading order
 
@@ -148,6 +149,7 @@ def _results(exp: Experiment) -> tuple[pd.DataFrame | None, pd.DataFrame | None]
         # the statistics need the verdicts, not the texts (error cases fetch their few texts with
         # `error_rows`); a store from before per-question losses reads them as NULL
         cells, preds = read_results(exp.results_paths)
+        exp.results_meta = read_meta(exp.results_paths)
     except (sqlite3.Error, pd.errors.DatabaseError, ResultsError) as e:
         exp.missing.append(f"{name}: not readable ({e})")
         return None, None
@@ -180,14 +182,16 @@ def _similarity(exp: Experiment, path: Path) -> Similarity | None:
 
 def error_rows(paths: list[Path], model: str, task: str, n_shots: int, keys: list[tuple[int, int, str]]) -> pd.DataFrame:
     """The stored texts of predictions (seed, step, question_id) of one (model, task, n_shots), from
-    whichever of the stores `paths` holds each."""
+    whichever of the stores `paths` holds each; `truncated` and `repeating` NULL in a store from before them."""
     if not keys:
         return pd.DataFrame()
     frames = []
     for path in paths:
         with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as con:
+            have = {r[1] for r in con.execute("PRAGMA table_info(predictions)")}
+            flags = ", ".join(c if c in have else f"NULL AS {c}" for c in ("truncated", "repeating"))
             frames += [pd.read_sql_query(
-                "SELECT seed, step, question_id, gold, extracted, output, timed_out FROM predictions "
+                f"SELECT seed, step, question_id, gold, extracted, output, timed_out, {flags} FROM predictions "
                 "WHERE model = ? AND task = ? AND n_shots = ? AND seed = ? AND step = ? AND question_id = ?",
                 con, params=(model, task, int(n_shots), int(seed), int(step), str(qid))) for seed, step, qid in keys]
     return pd.concat(frames, ignore_index=True).sort_values(["seed", "step", "question_id"], ignore_index=True)

@@ -11,9 +11,9 @@ import pandas as pd
 from metasft.report import bands, plots
 from metasft.report import tables as T
 from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_METRICS, FOMAML,
-    PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, no_results, result_tasks)
+    PREDICTIONS_SOURCE, SFT, SIMILARITY_SOURCE, Context, grading_sentence, no_results, result_tasks)
 from metasft.report.doc import Callout, Code, Document, Heading, Para, Table
-from metasft.eval.results import CELL_KEYS
+from metasft.eval.results import CELL_KEYS, GRADING
 from metasft.report.load import error_rows
 from metasft.report.summary import caveats, claim_needs, status_badge, verdict_number
 from metasft.rundir import atomic_write_text
@@ -176,6 +176,7 @@ def tables_section(ctx: Context, doc: Document) -> None:
                      "what a model reaches with enough data of the task, the line the few-shot curves aim at "
                      "(dashed in the learning-curve plots)."),
                 upper)
+    _grading_table(ctx, doc, final)
     if extras:
         _quality_table(ctx, doc, final, extras)
 
@@ -185,6 +186,27 @@ def tables_section(ctx: Context, doc: Document) -> None:
     _efficiency(ctx, doc)
     doc.add(Heading(2, "Zero-shot transfer on unseen tasks (protocol B)"))
     _zero_shot(ctx, doc)
+
+
+def _grading_table(ctx: Context, doc: Document, final: pd.DataFrame) -> None:
+    """Strict and flexible accuracy and the cut-off / looping outputs of every cell (issue 19)."""
+    doc.add(Heading(2, "Strict and flexible grading"))
+    doc.add(Para(grading_sentence(ctx)))
+    if ctx.grading is None or not all(c in final and final[c].notna().any() for c in GRADING):
+        doc.add(Para(f"{CELLS_SOURCE} holds no strict / flexible accuracy: no table."))
+        return
+    rows = []
+    for task in result_tasks(ctx):
+        at_task = final[final["task"] == task]
+        for model in plots.model_order(at_task["model"].unique()):
+            for n_shots, cell in at_task[at_task["model"] == model].groupby("n_shots"):
+                n = int(cell["n"].sum())
+                rows.append([task, plots.label(model), str(n_shots), T.acc(cell["accuracy_strict"].mean()),
+                             T.acc(cell["accuracy_flexible"].mean()), f"{int(cell['n_truncated'].sum())} of {n}",
+                             f"{int(cell['n_repeating'].sum())} of {n}"])
+    doc.add(Table(["task", "model", "N-shot", "strict accuracy", "flexible accuracy", "cut off", "repeating"], rows,
+                  f"Every cell at its final adaptation step ({CELLS_SOURCE}): accuracy the mean over seeds, outputs "
+                  "cut off at max_new_tokens and caught repeating counted over all seeds' answers"))
 
 
 def _quality_table(ctx: Context, doc: Document, final: pd.DataFrame, extras: list[str]) -> None:
@@ -366,7 +388,9 @@ def errors_section(ctx: Context, doc: Document) -> None:
             doc.add(Para(f"**{plots.label(model)}**, {n}-shot: {len(wrong)} of {len(rows)} answers wrong"
                          + (f"; {len(chosen)} shown." if chosen else ".")))
             for r in error_rows(exp.results_paths, model, task, n, chosen).itertuples():
-                timed = " (grading timed out)" if r.timed_out else ""
+                timed = "".join(f" ({why})" for flag, why in ((r.timed_out, "grading timed out"),
+                                                                (r.truncated, "cut off at max_new_tokens"),
+                                                                (r.repeating, "repeating")) if flag == 1)
                 doc.add(Para(f"`{_plain(r.question_id)}` (seed {r.seed}, step {r.step}): gold `{_plain(r.gold)}`, "
                              f"extracted `{_plain(r.extracted)}`{timed}"),
                         Code(_tail(r.output)))

@@ -175,9 +175,11 @@ def summary_section(ctx: Context, doc: Document) -> None:
                       f"{ctx.stats.margin_accuracy:g}, fixed in config.yaml stats before the run (section 5 has "
                       "the evidence)", css="summary"))
         doc.add(Para(scope_line(primary, secondary, tiny=is_tiny(ctx))))
+    graded = (f", accuracy graded {ctx.grading} (`eval.grading`; both gradings in section 4)" if ctx.grading
+              else ", accuracy graded before strict / flexible grading existed (section 4)")
     doc.add(Para(f"Experiment directory `{exp.root}`; model `{model or 'unknown (config.yaml missing)'}`; results from "
-                 f"{PREDICTIONS_SOURCE}. Every number below names the file it was read from, relative to this "
-                 "directory; setup, hashes and provenance are in Appendix A."))
+                 f"{PREDICTIONS_SOURCE}{graded}. Every number below names the file it was read from, relative to "
+                 "this directory; setup, hashes and provenance are in Appendix A."))
     if exp.missing:
         doc.add(Callout("note", "Missing or unreadable inputs (the sections that need them say what they cannot show):"),
                 Bullets([f"`{m.split(':', 1)[0]}`:{m.split(':', 1)[1]}" if ":" in m else m for m in exp.missing]))
