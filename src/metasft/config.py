@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 
 from metasft.errors import MetasftError
-from metasft.eval.scoring import GRADINGS
 from metasft.rundir import meta_train_file
 
 
@@ -228,6 +227,8 @@ class EvalArgs:
     # number); both are stored, and neither credits an output cut off or looping (issue 19)
     grading: str = "strict"
 
+
+GRADINGS = ("strict", "flexible")  # eval.grading: which verdict is a prediction's `correct` (eval/scoring.py)
 
 # the design's hypotheses and success criteria, in the order the report lists them (metasft.stats.verdicts)
 CLAIMS = ("H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5")

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 from metasft.answers import (INTEGER, answer_key, check_type, clean_answer, extract_answer, latex_radicals,
                              option_letter, split_list, stated_answer, to_bool, to_number)
+from metasft.config import GRADINGS
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,6 @@ def is_equivalent(pred: str | None, gold: str, answer_type: str = "math") -> boo
 # ----------------------------------------------------------------------------------------------
 
 
-GRADINGS = ("strict", "flexible")  # eval.grading: which verdict is a prediction's `correct`
 
 # An output caught looping (greedy decoding's failure mode, "21, 21, 21, ..."): a span of at most
 # LOOP_MAX_PERIOD characters, holding a letter or digit, repeated at least LOOP_MIN_REPEATS times in a
