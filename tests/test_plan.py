@@ -139,7 +139,9 @@ def test_design_on_h100_prints_every_stage_with_its_assumptions(capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.split("\n\n")[1].splitlines()[2:]}
     tasks = ["hard_algebra", "calculus", "theorem_proving", "mmlu_stem", "aime"]
-    assert list(rows) == ["data", "train/fomaml", "train/sft_mixed", *[f"train/sft_task_{t}" for t in tasks],
+    trained = ["train/fomaml", "train/fomaml_seed1", "train/fomaml_seed2",  # trainer.seeds [0, 1, 2]
+               "train/sft_mixed", "train/sft_mixed_seed1", "train/sft_mixed_seed2"]
+    assert list(rows) == ["data", *trained, *[f"train/sft_task_{t}" for t in tasks],
                           "train/base", "eval", "similarity", "report", "total"]
     assert "meta-llama/Llama-3.2-1B: 1,235,814,400 parameters" in out and "estimates, not measurements" in out
     assert "(8 workers)" in rows["eval"] and "30% of 989 TFLOP/s" in out
