@@ -67,8 +67,9 @@ REGIMES = (
     Regime("floor, 200 q x 5 seeds", 200, 5, 0.06, 0.06),
     Regime("mid, 200 q x 5 seeds, 3 tasks", 200, 5, 0.5, 0.3, tasks=3),
     Regime("ceiling, 200 q x 1 seed", 200, 1, 0.92, 0.06),
-    Regime("mid, 60 q x 2 seeds, 3 training runs (sd 0.05)", 60, 2, 0.5, 0.3, train_effect=0.05, training_runs=3),
-    Regime("mid, 60 q x 2 seeds, 1 training run (sd 0.05)", 60, 2, 0.5, 0.3, train_effect=0.05),
+    Regime("mid, 60 q x 2 seeds, 3 tasks, 3 training runs (sd 0.05)", 60, 2, 0.5, 0.3, tasks=3, train_effect=0.05,
+           training_runs=3),
+    Regime("mid, 60 q x 2 seeds, 3 tasks, 1 training run (sd 0.05)", 60, 2, 0.5, 0.3, tasks=3, train_effect=0.05),
 )
 
 
@@ -82,16 +83,16 @@ class Scores:
 
 def paired_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage: float) -> Scores:
     """Studies where model b answers question q right with p_q and model a with p_q + `advantage`
-    (+ its training run's effect, mean 0): each question's true advantage is exactly `advantage`."""
+    (+ its training run's effect, mean 0, the same on every task): each question's true advantage is
+    exactly `advantage`."""
     advantages, run_means = [], []
     lo, hi = max(0.0, -advantage), min(1.0, 1.0 - advantage)
+    effects = rng.normal(0, regime.train_effect, (runs, regime.training_runs, 1))
     for _ in range(regime.tasks):
         p_b = np.clip(regime.accuracy + rng.uniform(-regime.spread, regime.spread, (runs, regime.questions)), lo, hi)
         per_run = []
-        for _ in range(regime.training_runs):
-            p_a = p_b + advantage
-            if regime.train_effect:
-                p_a = np.clip(p_a + rng.normal(0, regime.train_effect, (runs, 1)), 0, 1)
+        for j in range(regime.training_runs):
+            p_a = np.clip(p_b + advantage + effects[:, j], 0, 1)
             shape = (runs, regime.questions, regime.seeds)
             a = (rng.random(shape) < p_a[..., None]).mean(axis=-1)
             b = (rng.random(shape) < p_b[..., None]).mean(axis=-1)
@@ -106,9 +107,9 @@ def loss_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage: 
     """Loss advantages (b's loss minus a's) with true mean `advantage` (+ each training run's effect)."""
     sd = LOSS_SD / math.sqrt(regime.seeds)
     advantages, run_means = [], []
+    effect = rng.normal(0, 4 * regime.train_effect, (runs, regime.training_runs, 1))  # shared by the tasks
     for _ in range(regime.tasks):
         question = rng.uniform(-0.2, 0.2, (runs, 1, regime.questions))
-        effect = rng.normal(0, 4 * regime.train_effect, (runs, regime.training_runs, 1))
         per_run = advantage + question + effect + rng.normal(0, sd, (runs, regime.training_runs, regime.questions))
         advantages.append(per_run.mean(axis=1))
         run_means.append(per_run.mean(axis=2))
@@ -140,6 +141,7 @@ def calibrate_difference(claim: str, outcome: str, regime: Regime, runs: int, se
     C2 or C5 on one outcome."""
     acc_threshold, loss_threshold, alpha, beats = DIFFERENCE_CLAIMS[claim]
     bounded = outcome == "accuracy"
+    alpha = alpha if bounded else ALPHA  # every claim on the loss is exploratory
     threshold = acc_threshold if bounded else loss_threshold
     draw = paired_scores if bounded else loss_scores
     rng = np.random.default_rng(seed)
@@ -154,11 +156,12 @@ def calibrate_h2(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict
     boundary for "met": the first difference at 0, the second clearly positive; for "not met": both at 0."""
     bounded = outcome == "accuracy"
     draw = paired_scores if bounded else loss_scores
+    alpha = PRIMARY_ALPHA if bounded else ALPHA
     rng = np.random.default_rng(seed)
 
     def judge(first, second):
-        a = _difference(draw(rng, runs, regime, first), 0.0, bounded=bounded, alpha=PRIMARY_ALPHA, beats=True, seed=seed)
-        b = _difference(draw(rng, runs, regime, second), 0.0, bounded=bounded, alpha=PRIMARY_ALPHA, beats=True,
+        a = _difference(draw(rng, runs, regime, first), 0.0, bounded=bounded, alpha=alpha, beats=True, seed=seed)
+        b = _difference(draw(rng, runs, regime, second), 0.0, bounded=bounded, alpha=alpha, beats=True,
                         seed=seed + 1)
         return a["met"] & b["met"], a["not_met"] | b["not_met"]
 
@@ -272,6 +275,12 @@ def calibrate_speed(regime: SpeedRegime, runs: int, n_boot: int = 1_000, seed: i
     return out
 
 
+def level(claim: str, outcome: str) -> float:
+    """A claim's nominal one-sided error at its boundary: alpha / 2 of its family (primary H1-H3 on
+    accuracy at alpha / 3, all else at alpha)."""
+    return (PRIMARY_ALPHA if claim in ("H1", "H2", "H3") and outcome == "accuracy" else ALPHA) / 2
+
+
 def limit(runs: int, level: float = 0.025) -> float:
     """The largest error share consistent with a true rate of `level`: its binomial 99.9% upper quantile."""
     return float(stats.binom.ppf(0.999, runs, level) / runs)
@@ -285,11 +294,12 @@ def calibrate(runs: int, regimes=REGIMES, speed_regimes=SPEED_REGIMES, n_boot: i
         for outcome in ("accuracy", "loss"):
             row = dict(outcome=outcome, regime=regime.name, runs=runs, conditional=regime.conditional)
             for claim in DIFFERENCE_CLAIMS:
-                rows.append(dict(claim=claim, **row, **calibrate_difference(claim, outcome, regime, runs, seed + i)))
-            rows.append(dict(claim="H2", **row, **calibrate_h2(outcome, regime, runs, seed + i)))
-            rows.append(dict(claim="C3", **row, **calibrate_c3(outcome, regime, runs, seed + i)))
+                rows.append(dict(claim=claim, **row, level=level(claim, outcome),
+                                 **calibrate_difference(claim, outcome, regime, runs, seed + i)))
+            rows.append(dict(claim="H2", **row, level=level("H2", outcome), **calibrate_h2(outcome, regime, runs, seed + i)))
+            rows.append(dict(claim="C3", **row, level=level("C3", outcome), **calibrate_c3(outcome, regime, runs, seed + i)))
     for j, regime in enumerate(speed_regimes):
         for claim, numbers in calibrate_speed(regime, runs, n_boot, seed + 100 + j).items():
             rows.append(dict(claim=claim, outcome="accuracy", regime=f"speed, {regime.name}", runs=runs,
-                             conditional=False, **numbers))
+                             conditional=False, level=level(claim, "accuracy"), **numbers))
     return rows

@@ -10,7 +10,8 @@ mean per-question advantage (a question's score is the mean over seeds); the cla
     inconclusive  otherwise, and always when the interval is degenerate
 
 so the interval and the test agree by construction, and touching c is not clearing it. The interval is
-a t interval over questions (Welch's degrees of freedom over tasks). For a bounded outcome (accuracy)
+a t interval over questions centred on the observed mean (Welch's degrees of freedom over tasks;
+with several training runs, their spread added). For a bounded outcome (accuracy)
 each task's variance is taken from its questions plus Agresti & Min's (2005) pseudo-counts: half a
 question won by each side and one tied, so that no disagreement among 24 questions leaves a
 5-point difference possible (the percentile bootstrap gave [0, 0]) and few disagreements do not
@@ -76,44 +77,46 @@ def _task_moments(x: np.ndarray, bounded: bool) -> tuple[np.ndarray, np.ndarray,
 
 def difference_batch(samples: Sequence[np.ndarray], threshold: float, *, bounded: bool, alpha: float = ALPHA,
                      run_means: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """`difference` for R simulated runs at once: each sample (task) is an (R, n_t) array of
+    """`difference` for R simulated studies at once: each sample (task) is an (R, n_t) array of
     per-question advantages (each the mean over the training runs, when there are several).
-    `run_means`: per task an (R, J) array of each of J training runs' mean advantage; with J >= 2 the
-    spread between training runs (var / J) is added to the questions' (a two-stage variance; it counts
-    the run x question noise twice, which errs wide) and the degrees of freedom are at most J - 1.
-    Returns arrays of
-    length R: estimate, lo, hi, se, df, p, met, not_met."""
+
+    `run_means`: per task an (R, J) array of each of J matched training runs' mean advantage. With
+    J >= 2 the spread between training runs is added once, from each run's mean over tasks (a
+    checkpoint better on one task is usually better on all): var / J with (J - 1) / 2 degrees of
+    freedom in Welch-Satterthwaite. The halved degrees of freedom are calibrated: at J - 1 the
+    interval erred 0.037 for a nominal 0.025 when runs differed; capping the whole interval at J - 1
+    left almost no power. This two-stage variance counts the run x question noise twice (wide).
+    Returns arrays of length R: estimate, lo, hi, se, df, p, met, not_met."""
     arrays = [np.atleast_2d(np.asarray(s, dtype=float)) for s in samples]
     if not arrays or any(a.shape[-1] == 0 for a in arrays):
         raise ValueError("difference needs one or more non-empty samples of per-question advantages")
     k = len(arrays)
     terms = []  # (variance of the macro mean, its degrees of freedom)
-    run_dfs = []
     estimate = 0.0
-    for i, a in enumerate(arrays):
+    for a in arrays:
         mean, var, n = _task_moments(a, bounded)
         estimate = estimate + mean / k
         terms.append((var / k ** 2, max(n - 1, 1)))
-        runs = None if run_means is None else np.atleast_2d(np.asarray(run_means[i], dtype=float))
-        if runs is not None and runs.shape[-1] >= 2:
-            terms.append((runs.var(axis=-1, ddof=1) / runs.shape[-1] / k ** 2, runs.shape[-1] - 1))
-            run_dfs.append(runs.shape[-1] - 1)
+    if run_means is not None:
+        runs = [np.atleast_2d(np.asarray(r, dtype=float)) for r in run_means]
+        if len({r.shape[-1] for r in runs}) != 1:
+            raise ValueError(f"every task needs the same training runs, got {[r.shape[-1] for r in runs]}")
+        macro = sum(runs) / k  # (R, J): each training run's mean over tasks
+        if macro.shape[-1] >= 2:
+            terms.append((macro.var(axis=-1, ddof=1) / macro.shape[-1], (macro.shape[-1] - 1) / 2))
     var = sum(v for v, _ in terms)
+    # a bounded outcome moves in steps of one question: half a step of continuity correction
+    cc = sum(0.5 / a.shape[-1] for a in arrays) / k if bounded else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         df = var ** 2 / sum(v ** 2 / d for v, d in terms)  # Welch-Satterthwaite
-        if run_dfs:
-            # a few training runs' spread has J - 1 degrees of freedom; Satterthwaite's (~2.2 for 3 runs)
-            # was anti-conservative in the calibration (0.021 for a nominal 0.008)
-            df = np.minimum(df, min(run_dfs))
         se = np.sqrt(var)
         usable = np.isfinite(se) & (se > 0)
-        q = stats.t.ppf(1 - alpha / 2, np.where(usable, df, 1.0))
-        # a bounded outcome moves in steps of one question: half a step of continuity correction
-        cc = sum(0.5 / a.shape[-1] for a in arrays) / k if bounded else 0.0
+        df1 = np.where(usable, df, 1.0)
+        q = stats.t.ppf(1 - alpha / 2, df1)
         lo = np.where(usable, estimate - q * se - cc, np.nan)
         hi = np.where(usable, estimate + q * se + cc, np.nan)
-        p = np.where(usable, stats.t.sf((estimate - threshold) / np.where(usable, se, 1.0), np.where(usable, df, 1.0)),
-                     np.nan)
+        # the one-sided p of "quantity <= threshold", continuity-corrected like the interval
+        p = np.where(usable, stats.t.sf((estimate - cc - threshold) / np.where(usable, se, 1.0), df1), np.nan)
     return dict(estimate=estimate, lo=lo, hi=hi, se=se, df=df, p=p,
                 met=usable & (lo > threshold), not_met=usable & (hi < threshold))
 
@@ -152,44 +155,55 @@ def sign_flip_pvalues(samples: Sequence[np.ndarray], n_resamples: int = 4_000, s
 
 # ----------------------------------------------------------------------------------------- power
 def paired_answers(rng: np.random.Generator, runs: int, n: int, seeds: int, discordance: float,
-                   advantage: float) -> np.ndarray:
+                   advantage) -> np.ndarray:
     """(runs, n) per-question advantages (the mean over `seeds` of a's answer minus b's) of two
     models answering n questions, each seed independently: P(a right, b wrong) = (r + Δ) / 2,
     P(a wrong, b right) = (r - Δ) / 2, r = `discordance` raised to |Δ| where needed; the rest are
-    ties (both right or both wrong), which add nothing to the advantage."""
-    r = min(1.0, max(discordance, abs(advantage)))
-    win, lose = (r + advantage) / 2, (r - advantage) / 2
+    ties (both right or both wrong), which add nothing to the advantage. `advantage`: a number, or
+    (runs,) one per simulated study (a training run's own effect)."""
+    adv = np.clip(np.broadcast_to(np.asarray(advantage, dtype=float), (runs,)), -1, 1)[:, None, None]
+    r = np.minimum(1.0, np.maximum(discordance, np.abs(adv)))
+    win, lose = (r + adv) / 2, (r - adv) / 2
     u = rng.random((runs, n, seeds))
     return np.where(u < win, 1.0, np.where(u < win + lose, -1.0, 0.0)).mean(axis=-1)
 
 
 def power_difference(threshold: float, advantage: float, shape: Sequence[int], seeds: int,
-                     discordance: float, *, alpha: float = ALPHA, beats: bool, runs: int = 400,
-                     seed: int = 0) -> float:
+                     discordance: float, *, alpha: float = ALPHA, beats: bool, training_runs: int = 1,
+                     run_sd: float = 0.0, runs: int = 400, seed: int = 0) -> float:
     """P(met) of `difference` (and, for a "beats" claim, the sign-flip test) at a planted advantage,
-    on tasks of `shape` questions each, by simulation (`paired_answers`)."""
+    on tasks of `shape` questions each, by simulation (`paired_answers`); with several training runs,
+    each run's advantage drawn around it with sd `run_sd` (shared by the tasks)."""
     rng = np.random.default_rng(seed)
-    samples = [paired_answers(rng, runs, n, seeds, discordance, advantage) for n in shape]
-    met = difference_batch(samples, threshold, bounded=True, alpha=alpha)["met"]
+    effects = rng.normal(0, run_sd, (training_runs, runs)) if training_runs > 1 else np.zeros((1, runs))
+    per_task = [np.stack([paired_answers(rng, runs, n, seeds, discordance, advantage + e) for e in effects], axis=1)
+                for n in shape]  # (runs, training runs, n)
+    samples = [x.mean(axis=1) for x in per_task]
+    run_means = [x.mean(axis=2) for x in per_task] if training_runs > 1 else None
+    met = difference_batch(samples, threshold, bounded=True, alpha=alpha, run_means=run_means)["met"]
     if beats:
         met = met & (sign_flip_pvalues(samples, n_resamples=1_000, seed=seed + 1) < alpha)
     return float(met.mean())
 
 
 def mde_difference(threshold: float, shape: Sequence[int], seeds: int, discordance: float, *,
-                   alpha: float = ALPHA, beats: bool, power: float = POWER, runs: int = 400) -> float:
+                   alpha: float = ALPHA, beats: bool, training_runs: int = 1, run_sd: float = 0.0,
+                   power: float = POWER, runs: int = 400) -> float:
     """The smallest planted advantage (on a grid of one question's worth of the smallest task) that
     `difference` finds met with probability >= `power`; NaN if even an advantage of 1 does not."""
     step = 1.0 / min(shape)
     grid = np.arange(max(threshold, -1.0) + step, 1.0 + 1e-9, step)
+
+    def enough(i: int) -> bool:
+        return power_difference(threshold, grid[i], shape, seeds, discordance, alpha=alpha, beats=beats,
+                                training_runs=training_runs, run_sd=run_sd, runs=runs) >= power
+
     lo, hi = 0, len(grid) - 1
-    if power_difference(threshold, grid[hi], shape, seeds, discordance, alpha=alpha, beats=beats,
-                        runs=runs) < power:
+    if not enough(hi):
         return math.nan
     while lo < hi:  # power rises with the planted advantage: bisect the grid
         mid = (lo + hi) // 2
-        if power_difference(threshold, grid[mid], shape, seeds, discordance, alpha=alpha, beats=beats,
-                            runs=runs) >= power:
+        if enough(mid):
             hi = mid
         else:
             lo = mid + 1
@@ -241,13 +255,15 @@ def ratio_bounds(num: np.ndarray, num_censored: np.ndarray, den: np.ndarray,
     value given): (the ratio's lower bound, its upper bound) per replicate. A censored numerator
     makes the ratio more than num / den (upper unknown: inf); a censored denominator, at most num / den
     (lower: 0); both censored, anything. A denominator of 0 (FOMAML-SFT at the target before any
-    step) with a numerator above 0 is an unbounded ratio (inf, inf); 0 / 0 is 1."""
+    step) with a numerator above 0 is an unbounded ratio (inf, inf); 0 / 0 (both at the target before
+    any step) is no ratio at all (0, inf)."""
     num, den = np.asarray(num, float), np.asarray(den, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 1.0))
+        ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)
     lower = np.where(den_censored, 0.0, np.where(num_censored, ratio * (1 + MORE_THAN), ratio))
     upper = np.where(num_censored, np.inf, ratio)
-    return lower, upper
+    both_at_start = (num == 0) & (den == 0)  # no steps for either: no ratio at all
+    return np.where(both_at_start, 0.0, lower), np.where(both_at_start, np.inf, upper)
 
 
 def bound_quantiles(lower: np.ndarray, upper: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:
@@ -258,11 +274,12 @@ def bound_quantiles(lower: np.ndarray, upper: np.ndarray, alpha: float = ALPHA) 
 
 
 def mde(samples: Sequence[Sequence[float]], threshold: float, *, bounded: bool, seeds: int, beats: bool,
-        alpha: float = ALPHA) -> float:
+        alpha: float = ALPHA, run_means: Sequence[Sequence[float]] | None = None) -> float:
     """The MDE of `difference` on these tasks' question counts: for a bounded outcome by simulation
     (`paired_answers`) at the disagreement rate that reproduces the observed variance of the
     per-question advantages over `seeds` seeds (var = (r - mean^2) / seeds), at least one question's
-    worth; for an unbounded one from the observed standard error."""
+    worth, and with several training runs (`run_means`, per task) at their observed spread; for an
+    unbounded one from the observed standard error (and its degrees of freedom)."""
     arrays = [np.asarray(s, dtype=float) for s in samples]
     if not arrays or any(len(a) < 2 for a in arrays):
         return math.nan
@@ -271,6 +288,10 @@ def mde(samples: Sequence[Sequence[float]], threshold: float, *, bounded: bool, 
         k = max(seeds, 1)
         rate = float(np.mean([k * a.var(ddof=1) + a.mean() ** 2 for a in arrays]))
         disagree = min(1.0, max(rate, 1.0 / min(shape)))
-        return mde_difference(threshold, shape, k, disagree, alpha=alpha, beats=beats)
-    d = difference(arrays, threshold, bounded=False, alpha=alpha)
+        macro = None if run_means is None else np.mean([np.asarray(r, dtype=float) for r in run_means], axis=0)
+        training_runs = 1 if macro is None else len(macro)
+        run_sd = float(np.std(macro, ddof=1)) if training_runs > 1 else 0.0
+        return mde_difference(threshold, shape, k, disagree, alpha=alpha, beats=beats, training_runs=training_runs,
+                              run_sd=run_sd)
+    d = difference(arrays, threshold, bounded=False, alpha=alpha, run_means=run_means)
     return mde_unbounded(d.se, d.df, threshold, alpha)

@@ -147,8 +147,8 @@ class _Judge:
                  seed: int = 0):
         self.s, self.o = scores, scores.outcome
         self.fomaml, self.sft, self.base = fomaml, sft, base
-        # each arm's training runs (one per training seed), matched by position; found in the scores
-        self.runs = {m: [r for r in (replicates or {}).get(m, [m]) if r == m or self.s.tasks(r)] for m in (fomaml, sft, base)}
+        # each arm's training runs (one per training seed), matched by position
+        self.runs = {m: list((replicates or {}).get(m, [m])) for m in (fomaml, sft, base)}
         self.n_boot, self.seed, self.margin = n_boot, seed, margin
         self.sign = 1.0 if self.o.higher_is_better else -1.0
         self.bounded = self.o.floor is not None and self.o.ceiling is not None
@@ -177,9 +177,10 @@ class _Judge:
         """The training runs of `upper` and `lower` matched by training seed (an arm with one run,
         like Base, is paired with each of the other's)."""
         u, lo = self.runs[upper], self.runs[lower]
-        if len(u) == 1 or len(lo) == 1:
-            return [(a, b) for a in u for b in lo]
-        return list(zip(u, lo))
+        pairs = [(a, b) for a in u for b in lo] if len(u) == 1 or len(lo) == 1 else list(zip(u, lo))
+        # a pair is kept whole or dropped whole (a run without results must not shift the matching)
+        found = [(a, b) for a, b in pairs if self.s.tasks(a) and self.s.tasks(b)]
+        return found or pairs[:1]
 
     def paired(self, upper: str, lower: str, score) -> _Paired:
         """`score(model) -> per-question Series` of each training run of `upper` and `lower`, compared
@@ -215,8 +216,8 @@ class _Judge:
         status = d.status
         if beats and status == MET and not p_flip < alpha:
             status = INCONCLUSIVE
-        effect = (rules.mde(advantages, threshold, bounded=self.bounded, seeds=seeds, beats=beats, alpha=alpha)
-                  if mde else math.nan)
+        effect = (rules.mde(advantages, threshold, bounded=self.bounded, seeds=seeds, beats=beats, alpha=alpha,
+                            run_means=[c.run_means for c in compared]) if mde else math.nan)
         return dict(estimate=d.estimate, lo=d.lo, hi=d.hi, p_flip=p_flip, status=status, mde=effect)
 
     def judged_difference(self, name: str, quantity: str, advantages: dict[str, _Paired], threshold: float,
@@ -406,7 +407,7 @@ class _Judge:
         worst = min(per_task, key=lambda t: min(len(r["adv"]) for r in rows if r["task"] == t))
         worst_rows = [r for r in rows if r["task"] == worst]
         effect = rules.mde([worst_rows[0]["adv"]], 0.0, bounded=self.bounded, seeds=worst_rows[0]["n_seeds"],
-                           beats=True, alpha=alpha / len(rows))
+                           beats=True, alpha=alpha / len(rows), run_means=[worst_rows[0]["c"].run_means])
         explanation = (f"Family: {len(family)} comparisons (every task x shot level >= 5 of {', '.join(per_task)}), "
                        f"sign-flip test over questions, Holm-corrected over the family, and the "
                        f"{100 * (1 - alpha):.4g}% interval on the claimed side. Significantly better: "
@@ -533,6 +534,9 @@ def _steps(r: dict, model: str) -> str:
 def _ratio_text(r: dict) -> str:
     if r["fomaml_censored"] and r["sft_censored"]:
         return "undefined (neither reaches the target)"
+    if r["fomaml_steps"] == 0:
+        return ("undefined (both at the target before adaptation)" if r["sft_steps"] == 0
+                else "unbounded (FOMAML-SFT at the target before adaptation)")
     if r["sft_censored"]:
         return f"at least {r['ratio']:.3g}"
     if r["fomaml_censored"]:
@@ -569,8 +573,8 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
     ratio_ci = rules.bound_quantiles(lower, upper, alpha)
     obs_lower, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
     ratio = float(obs_lower[0]) if s_cens[0] and not f_cens[0] else float(obs_upper[0])
-    if f_cens[0] and s_cens[0]:
-        c4 = INCONCLUSIVE
+    if (f_cens[0] and s_cens[0]) or (f_obs[0] == 0 and s_obs[0] == 0):
+        c4 = INCONCLUSIVE  # neither reaches the target, or both start at it: no ratio
     else:
         c4 = (MET if _above(ratio_ci[0], SPEED_RATIO) else NOT_MET if _above(SPEED_RATIO, ratio_ci[1])
               else INCONCLUSIVE)
@@ -578,7 +582,7 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
           else NOT_MET if _above(f_ci[0], H3_FOMAML_STEPS) or _above(H3_SFT_STEPS, s_ci[1]) else INCONCLUSIVE)
     return dict(fomaml_steps=float(f_obs[0]), fomaml_censored=bool(f_cens[0]), fomaml_ci=list(f_ci),
                 sft_steps=float(s_obs[0]), sft_censored=bool(s_cens[0]), sft_ci=list(s_ci),
-                ratio=ratio if math.isfinite(ratio) else math.nan, ratio_ci=list(ratio_ci),
+                ratio=ratio if not (f_obs[0] == 0 and s_obs[0] == 0) else math.nan, ratio_ci=list(ratio_ci),
                 c4_status=c4, h3_status=h3, n_questions=fv.shape[1], training_runs=fv.shape[0],
                 fomaml_curve=dict(zip(f_steps.tolist(), fv.mean(axis=(0, 1)).tolist())),
                 sft_curve=dict(zip(s_steps.tolist(), sv.mean(axis=(0, 1)).tolist())))
