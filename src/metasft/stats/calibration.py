@@ -160,10 +160,11 @@ def calibrate_h2(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict
     rng = np.random.default_rng(seed)
 
     def judge(first, second):
-        a = _difference(draw(rng, runs, regime, first), 0.0, bounded=bounded, alpha=alpha, beats=True, seed=seed)
-        b = _difference(draw(rng, runs, regime, second), 0.0, bounded=bounded, alpha=alpha, beats=True,
-                        seed=seed + 1)
-        return a["met"] & b["met"], a["not_met"] | b["not_met"]
+        drawn = draw(rng, runs, regime, first), draw(rng, runs, regime, second)
+        a, b = (_difference(d, 0.0, bounded=bounded, alpha=alpha, beats=True, seed=seed + i) for i, d in enumerate(drawn))
+        # "not met": either comparison below 0, each judged at alpha / 2 (a union)
+        below = [_difference(d, 0.0, bounded=bounded, alpha=alpha / 2, beats=False, seed=seed)["not_met"] for d in drawn]
+        return a["met"] & b["met"], below[0] | below[1]
 
     met_false, _ = judge(0.0, 0.3)
     _, not_met_true = judge(0.0, 0.0)

@@ -7,6 +7,7 @@ outcome's own units (for the loss, lower is better, so FOMAML-SFT's advantage is
     claim  quantity (per question, macro mean over tasks)      met if the 1 - alpha interval lies
     H1     FOMAML-SFT at r shots - SFT-Mixed at 5r (r 10, else 5)  above -margin (non-inferiority)
     H2     FOMAML-SFT - SFT-Mixed and SFT-Mixed - Base, 0-shot     above 0, both, and sign-flip p < alpha
+                                                                (not met: either below 0 at alpha / 2)
     H3     steps to the target: FOMAML-SFT's, SFT-Mixed's       FOMAML-SFT's below 50, SFT-Mixed's above 100
     C1     FOMAML-SFT at 10 shots - SFT-Mixed at 30             above -margin (non-inferiority)
     C2     FOMAML-SFT - SFT-Mixed, 0-shot, unseen tasks         above +0.05, and sign-flip p < alpha
@@ -322,7 +323,11 @@ class _Judge:
             for t in tasks:
                 adv[t] = self.paired(upper, lower, lambda m: self.s.final(m, t, 0))
                 raw.setdefault(t, []).extend(adv[t].raw)
-            parts.append(self.test_difference(list(adv.values()), 0.0, alpha, beats=True, seeds=1))
+            r = self.test_difference(list(adv.values()), 0.0, alpha, beats=True, seeds=1)
+            # "not met" is a union (either comparison below 0): each side at alpha / 2 keeps its level
+            below = rules.difference([c.adv for c in adv.values()], 0.0, bounded=self.bounded, alpha=alpha / 2,
+                                     run_means=[c.run_means for c in adv.values()]).status == NOT_MET
+            parts.append(r | dict(status=NOT_MET if below else INCONCLUSIVE if r["status"] == NOT_MET else r["status"]))
         first, second = parts
         if all(self.o.at_bound(*raw[t]) for t in tasks):
             status = INCONCLUSIVE
