@@ -194,12 +194,59 @@ def test_compare_names_differing_keys_and_tabulates_final_accuracy(tmp_path, cap
     assert diff[0].split() == ["key", "exp1", "exp3"]
     assert [line.split() for line in diff[2:]] == [["meta.inner_lr", "0.0001", "0.001"], ["meta.num_inner_steps", "2", "10"]]
     table = out.split("columns: experiment model):\n", 1)[1].splitlines()
-    assert table[0].split() == ["task", "n_shots", "exp1", "base", "exp1", "fomaml", "exp3", "base", "exp3", "fomaml"]
-    cells = {tuple(line.split()[:2]): line.split()[2:] for line in table[2:4]}
-    assert cells[("algebra", "0")] == ["0.500", "0.500", "0.250", "0.250"]
+    # the report's display names, in its model order (FOMAML-SFT first)
+    assert [c.strip() for c in table[0].split("  ") if c.strip()] == [
+        "task", "n_shots", "exp1 FOMAML-SFT", "exp1 Base", "exp3 FOMAML-SFT", "exp3 Base"]
+    cells = {tuple(line.split()[:2]): line.split("  ")[2:] for line in table[2:4]}
+    means = {k: [c.split()[0] for c in v if c.strip()] for k, v in cells.items()}
+    assert means[("algebra", "0")] == ["0.500", "0.500", "0.250", "0.250"]
     # 4 shots, final step 2: base 0.5 on both seeds; fomaml 0.5 (seed 0) and 0.75 (seed 1) -> 0.625
-    assert cells[("algebra", "4")] == ["0.500", "0.500", "0.500", "0.625"]
+    assert means[("algebra", "4")] == ["0.500", "0.500", "0.625", "0.500"]
+    # each mean with its 95% interval over questions, which holds it
+    for row in cells.values():
+        for c in (c.strip() for c in row if c.strip()):
+            mean, lo, hi = (float(x) for x in c.replace("[", "").replace("]", "").replace(",", "").split())
+            assert lo <= mean <= hi and lo < hi, c
+    assert "  exp3 FOMAML-SFT: 4 q × 2 seeds" in out.splitlines()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in out
+
+
+def test_compare_figure_draws_each_arm_in_its_report_style(tmp_path):
+    """compare's figure: every model in its report colour and marker, named by its display name with n;
+    two experiments with equal curves stay apart (x offsets, line style, marker fill); error bars are
+    the intervals over questions."""
+    import matplotlib.colors
+    from metasft.compare import figure, load_experiments
+    from metasft.report.plots import arm_style
+    a = make_experiment(tmp_path / "a" / "exp1")
+    b = make_experiment(tmp_path / "b" / "exp1")  # the same results: the curves coincide
+    fig = figure(load_experiments([a, b]))
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == sorted(f"{e}/exp1 {name} (n = 4 q × 2 seeds)" for e in ("a", "b")
+                                   for name in ("FOMAML-SFT", "Base"))
+    for name, line in lines.items():
+        style = arm_style("fomaml" if "FOMAML" in name else "base")
+        assert matplotlib.colors.to_hex(line.get_color()) == style.color.lower()
+        assert line.get_marker() == style.marker
+    xs = [tuple(line.get_xdata()) for line in lines.values()]
+    assert len(set(xs)) == 4  # equal values, four distinct positions
+    # experiments: a line style and a marker fill each
+    assert {(str(line.get_linestyle()), str(line.get_markerfacecolor())) for name, line in lines.items()
+            if "FOMAML" in name} == {("-", "#D55E00"), ("--", "white")}
+    assert [c for c in fig.axes[0].containers]  # error bars drawn
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "4"]
+
+
+def test_compare_refuses_a_directory_given_twice(experiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(experiment.parent)
+    assert main(["compare", str(experiment), experiment.name, "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the same directory as" in err and "give each directory once" in err
+    assert not (tmp_path / "x.png").exists()
+    # a directory below the working directory is shown by its relative path
+    assert main(["compare", experiment.name, "--plot", str(tmp_path / "x.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"  exp1: exp1\n" in out and str(experiment.parent) not in out.split("plot:")[0]
 
 
 def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path, capsys):

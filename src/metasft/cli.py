@@ -306,10 +306,10 @@ def _dispatch(args) -> int:
         print(f"wrote {n} predictions from {source} to {args.predictions}")
         return 0
     if args.command == "compare":
-        from metasft.compare import labels, load_experiment, plot, render
-        experiments = [load_experiment(d, name) for d, name in zip(args.dirs, labels(args.dirs))]
+        from metasft.compare import load_experiments, plot, render, shown_path
+        experiments = load_experiments(args.dirs)
         print(render(experiments))
-        print(f"\nplot: {plot(experiments, args.plot)}")
+        print(f"\nplot: {shown_path(plot(experiments, args.plot))}")
         return 0
     raise AssertionError(args)
 
