@@ -18,7 +18,7 @@ from metasft.data.records import DataError
 from metasft.eval.results import ResultsUnion, find_results
 from metasft.fingerprint import flatten
 from metasft.report.bands import final_bands
-from metasft.report.plots import arm_style, label, model_order, n_label
+from metasft.report.plots import accuracy_axis, arm_style, label, model_order, n_label
 from metasft.stats import summarize
 
 CONFIG_FILES = ("config.yaml", "eval_config.yaml", "eval/eval_config.yaml")
@@ -228,7 +228,8 @@ def figure(experiments: list[Experiment]):
         ax.set_xlabel("N-shot (evenly spaced)")
         ax.set_xticks(range(len(shots)), [str(n) for n in shots])
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final-step accuracy (mean over seeds)")
+    finals = pd.concat([e.final for e in experiments])
+    accuracy_axis(axes[0][0], finals[["accuracy", "hi"]].to_numpy(float), "final-step accuracy (mean over seeds)")
     seen = {}  # one legend entry per (experiment, model) over all panels
     for ax in axes[0]:
         for handle, name in zip(*ax.get_legend_handles_labels()):

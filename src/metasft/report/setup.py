@@ -3,6 +3,8 @@
 verdicts come first."""
 from __future__ import annotations
 
+import time
+
 from metasft.manifests import SplitCounts
 from metasft.report import plots
 from metasft.report import tables as T
@@ -190,15 +192,36 @@ def _provenance(ctx: Context, doc: Document) -> None:
         doc.add(Para("No package versions recorded (manifest.json has no `versions`)."))
 
 
+# The order `metasft run` runs its stages (metasft.pipeline), which the table follows.
+STAGE_ORDER = ("data", "train/", "eval", "similarity", "report")
+
+
+def _stage_rank(name: str) -> int:
+    return next((i for i, s in enumerate(STAGE_ORDER) if name == s or (s.endswith("/") and name.startswith(s))),
+                len(STAGE_ORDER))
+
+
 def _stages(ctx: Context, doc: Document) -> None:
     doc.add(Heading(2, "Wall time per stage"))
     stages = ctx.exp.manifest.stages if ctx.exp.manifest else {}
     if not stages:
         doc.add(Para("manifest.json records no `stages`: wall times unknown."))
         return
-    rows = [[name, T.seconds(s.seconds), f"status={s.status}"] for name, s in stages.items()]
-    doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages"))
-    no_time = [n for n, s in stages.items() if s.seconds is None]
+    arms = {f"train/{n}": m.arm for n, m in ctx.exp.runs.items()}
+    order = plots.model_order(set(arms.values()))
+    rows, no_time = [], []
+    # training runs in the report's arm order (FOMAML-SFT, SFT-Mixed, Base, ...), then by name
+    key = lambda kv: (_stage_rank(kv[0]), order.index(arms[kv[0]]) if kv[0] in arms else len(order), kv[0])
+    for name, s in sorted(stages.items(), key=key):
+        seconds, other = s.seconds, f"status={s.status}"
+        if name == "report" and s.status != "finished" and ctx.started is not None:
+            # this report is the stage still running: its time so far (all but writing the files)
+            seconds, other = time.perf_counter() - ctx.started, "this report, up to writing this table"
+        elif seconds is None:
+            no_time.append(name)
+        rows.append([name, T.seconds(seconds), other])
+    doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages, in the order `metasft run` "
+                                                          "runs them"))
     if no_time:
         doc.add(Para(f"No `seconds` recorded for: {', '.join(no_time)}."))
 
