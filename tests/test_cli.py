@@ -99,17 +99,75 @@ def test_config_show_errors_are_one_line(capsys):
 
 
 def test_ls_lists_configs_sources_and_tasks(capsys):
-    assert main(["ls"]) == 0
+    assert main(["ls", "--configs"]) == 0
     out = capsys.readouterr().out
     assert "configs/tiny/experiment.yaml" in out and "metasft run configs/tiny/experiment.yaml" in out
     assert "math " in out and "MATH (Hendrycks" in out and "embedded" in out
+    # descriptions whole, wrapped: the opening comment's paragraph and the source's first paragraph
+    flat = " ".join(out.split())
+    assert ("(statistics and chemistry held out as unseen tasks), CHAMP as the competition task, offline. Sized to "
+            "finish within 20 minutes") in flat and "a 135M model is not expected to solve competition problems anyway." in flat
+    assert "with typed answers (integer, float, bool, list, option)." in flat and "…" not in out
+    assert max(len(line) for line in out.splitlines() if not line.lstrip().startswith("metasft ")) <= 100
+    # a config: its tasks, not the catalogue
     assert main(["ls", str(CONFIGS / "tiny" / "data" / "embedded.yaml")]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.split("tasks of ", 1)[1].splitlines()[3:]]
+    out = capsys.readouterr().out
+    assert "configs (" not in out and "sources (" not in out and out.startswith("tasks of ")
+    rows = [line.split() for line in out.split("tasks of ", 1)[1].splitlines()[3:]]
     assert [r[:3] for r in rows] == [["meta", "algebra", "embedded"], ["meta", "geometry", "embedded"],
                                      ["meta", "number_theory", "embedded"], ["meta", "physics", "embedded"],
                                      ["eval", "hard_algebra", "embedded"], ["eval", "statistics", "embedded"],
                                      ["eval", "chemistry", "embedded"]]
     assert rows[-1][-1] == "unseen,cross_domain"
+
+
+def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monkeypatch):
+    """`ls DIR`: every directory a command wrote at or below DIR (not the parts inside one) with its
+    config's name, the stages done and the primary verdicts; `ls EXP_DIR` adds its stages and verdicts;
+    `ls` alone looks in runs/."""
+    from metasft.manifests import ExperimentManifest, Fingerprint, Provenance, StageRecord, write_manifest
+    fp, code = Fingerprint("0" * 64, {}), Provenance("0123456789abcdef", {})
+    done = make_experiment(tmp_path / "runs" / "exp1", ["name=sweep_k3"])
+    write_manifest(done, ExperimentManifest(code, stages={
+        "report": StageRecord("finished", fp, 3.0), "eval": StageRecord("finished", fp, 9.0),
+        "train/fomaml": StageRecord("finished", fp, 60.0), "data": StageRecord("finished", fp, 1.0)}))
+    (done / "runs" / "fomaml").mkdir(parents=True)
+    (done / "runs" / "fomaml" / "manifest.json").write_text(json.dumps({"kind": "train", "status": "finished"}))
+    verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", role="primary", estimate=0.01, ci_lo=-0.05, ci_hi=0.07),
+                Verdict("H2", "accuracy", "...", "not met", role="primary"),
+                Verdict("C2", "accuracy", "...", "met"), Verdict("C5", "accuracy", "...", "inconclusive"),
+                Verdict("H1", "loss", "...", "met", role="primary")]
+    (done / "report").mkdir()
+    (done / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
+    half = make_experiment(tmp_path / "runs" / "sweep" / "exp2")
+    write_manifest(half, ExperimentManifest(code, stages={"data": StageRecord("finished", fp, 1.0),
+                                                          "train/fomaml": StageRecord("running", fp)}))
+    (tmp_path / "runs" / "notes").mkdir()  # not an output directory
+    assert main(["ls", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["directory", "kind", "config", "done", "verdicts", "(accuracy)"]
+    rows = {line.split()[0]: line for line in out[2:]}
+    assert list(rows) == ["exp1", "sweep/exp2"]  # not exp1/runs/fomaml: a part of exp1
+    assert rows["exp1"].split()[1:3] == ["experiment", "sweep_k3"]
+    assert "4 of 4 stages finished" in rows["exp1"]
+    assert "H1 inconclusive, H2 not met; exploratory: 1 of 2 met" in rows["exp1"]
+    assert "1 of 2 stages finished (train/fomaml running)" in rows["sweep/exp2"] and "no report yet" in rows["sweep/exp2"]
+    # one experiment directory: its row, its stages in pipeline order, every verdict
+    assert main(["ls", str(done)]) == 0
+    out = capsys.readouterr().out
+    stages = out.split("stages:\n", 1)[1].split("verdicts")[0].split()
+    assert [w for w in stages if "/" in w or w in ("data", "eval", "report")] == ["data", "train/fomaml", "eval", "report"]
+    assert "H1 (loss)" in out and "[95% CI -0.050, +0.070]" in out
+    # a training run directory on its own
+    assert main(["ls", str(done / "runs" / "fomaml")]) == 0
+    assert "training run" in capsys.readouterr().out
+    # no argument: runs/ of the working directory
+    monkeypatch.chdir(tmp_path)
+    assert main(["ls"]) == 0
+    assert "sweep/exp2" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "runs" / "notes")
+    assert main(["ls"]) == 0
+    assert "no experiment directories" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

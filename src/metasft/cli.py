@@ -165,11 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     cs.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
     _overrides(cs)
 
-    ls = _command(sub, "ls", "list shipped configs, sources, and a data config's tasks",
-                  "List the shipped configs (with the command in their first comment line), the built-in sources, "
-                  "and, given a config, its data.sources and tasks.",
-                  ["metasft ls", "metasft ls configs/data/math_scheme_a.yaml"])
-    ls.add_argument("config", nargs="?", help="a config whose tasks to list")
+    ls = _command(sub, "ls", "list experiment directories, a config's tasks, or (--configs) the shipped configs",
+                  "Given a directory (default: runs/): every experiment, training run and evaluation directory at "
+                  "or below it, with its config's name, the stages done and the verdicts on the primary claims; a "
+                  "single experiment directory also shows its stages and every verdict. Given a config: its "
+                  "data.sources and tasks. --configs: the shipped configs (the command in their first comment "
+                  "line and their description) and the built-in sources.",
+                  ["metasft ls", "metasft ls runs/embedded_default", "metasft ls configs/data/math_scheme_a.yaml",
+                   "metasft ls --configs"])
+    ls.add_argument("config", nargs="?", metavar="DIR_OR_CONFIG",
+                    help="a directory whose experiments to list, or a config whose tasks to list (default: runs/)")
+    ls.add_argument("--configs", action="store_true", help="list the shipped configs and the built-in sources")
     _overrides(ls)
 
     x = _command(sub, "export", "write every stored prediction to JSON lines or CSV",
@@ -292,10 +298,14 @@ def _dispatch(args) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
     if args.command == "ls":
-        from metasft.catalog import listing
-        from metasft.pipeline import REPO_CONFIGS
-        cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
-        print(listing(REPO_CONFIGS, cfg, args.config or ""))
+        from metasft import catalog
+        if args.configs:
+            from metasft.pipeline import REPO_CONFIGS
+            print(catalog.catalogue(REPO_CONFIGS))
+        elif (args.config and Path(args.config).is_dir()) or not (args.config or args.overrides):
+            print(catalog.directories(Path(args.config or "runs")))
+        else:
+            print(catalog.config_tasks(load_config(args.config, args.overrides), args.config or "the default config"))
         return 0
     if args.command == "export":
         from metasft.eval.results import ResultsUnion, export_predictions, find_results

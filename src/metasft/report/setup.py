@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from metasft.manifests import SplitCounts
+from metasft.manifests import SplitCounts, stage_rank
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
@@ -192,15 +192,6 @@ def _provenance(ctx: Context, doc: Document) -> None:
         doc.add(Para("No package versions recorded (manifest.json has no `versions`)."))
 
 
-# The order `metasft run` runs its stages (metasft.pipeline), which the table follows.
-STAGE_ORDER = ("data", "train/", "eval", "similarity", "report")
-
-
-def _stage_rank(name: str) -> int:
-    return next((i for i, s in enumerate(STAGE_ORDER) if name == s or (s.endswith("/") and name.startswith(s))),
-                len(STAGE_ORDER))
-
-
 def _stages(ctx: Context, doc: Document) -> None:
     doc.add(Heading(2, "Wall time per stage"))
     stages = ctx.exp.manifest.stages if ctx.exp.manifest else {}
@@ -211,7 +202,7 @@ def _stages(ctx: Context, doc: Document) -> None:
     order = plots.model_order(set(arms.values()))
     rows, no_time = [], []
     # training runs in the report's arm order (FOMAML-SFT, SFT-Mixed, Base, ...), then by name
-    key = lambda kv: (_stage_rank(kv[0]), order.index(arms[kv[0]]) if kv[0] in arms else len(order), kv[0])
+    key = lambda kv: (stage_rank(kv[0]), order.index(arms[kv[0]]) if kv[0] in arms else len(order), kv[0])
     for name, s in sorted(stages.items(), key=key):
         seconds, other = s.seconds, f"status={s.status}"
         if name == "report" and s.status != "finished" and ctx.started is not None:
