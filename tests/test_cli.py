@@ -125,14 +125,16 @@ def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monk
     """`ls DIR`: every directory a command wrote at or below DIR (not the parts inside one) with its
     config's name, the stages done and the primary verdicts; `ls EXP_DIR` adds its stages and verdicts;
     `ls` alone looks in runs/."""
-    from metasft.manifests import ExperimentManifest, Fingerprint, Provenance, StageRecord, write_manifest
+    from metasft.manifests import (ExperimentManifest, Fingerprint, Provenance, StageRecord, TrainManifest,
+                                   write_manifest)
     fp, code = Fingerprint("0" * 64, {}), Provenance("0123456789abcdef", {})
     done = make_experiment(tmp_path / "runs" / "exp1", ["name=sweep_k3"])
     write_manifest(done, ExperimentManifest(code, stages={
         "report": StageRecord("finished", fp, 3.0), "eval": StageRecord("finished", fp, 9.0),
         "train/fomaml": StageRecord("finished", fp, 60.0), "data": StageRecord("finished", fp, 1.0)}))
-    (done / "runs" / "fomaml").mkdir(parents=True)
-    (done / "runs" / "fomaml" / "manifest.json").write_text(json.dumps({"kind": "train", "status": "finished"}))
+    write_manifest(done / "runs" / "fomaml", TrainManifest(status="finished", arm="fomaml", name="fomaml", seed=0,
+                                                           data_dir="dataset", data_files={}, world_size=1,
+                                                           fsdp=False, code=code))
     verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", role="primary", estimate=0.01, ci_lo=-0.05, ci_hi=0.07),
                 Verdict("H2", "accuracy", "...", "not met", role="primary"),
                 Verdict("C2", "accuracy", "...", "met"), Verdict("C5", "accuracy", "...", "inconclusive"),
@@ -160,7 +162,7 @@ def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monk
     assert "H1 (loss)" in out and "[95% CI -0.050, +0.070]" in out
     # a training run directory on its own
     assert main(["ls", str(done / "runs" / "fomaml")]) == 0
-    assert "training run" in capsys.readouterr().out
+    assert "training run  -       arm fomaml, finished" in capsys.readouterr().out
     # no argument: runs/ of the working directory
     monkeypatch.chdir(tmp_path)
     assert main(["ls"]) == 0

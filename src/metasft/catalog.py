@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import textwrap
 from pathlib import Path
@@ -13,7 +12,8 @@ import yaml
 from metasft.config import Config
 from metasft.data.sources import SOURCE_MODULES
 from metasft.errors import MetasftError
-from metasft.manifests import STARTED, ExperimentManifest, read_manifest, stage_rank
+from metasft.manifests import (STARTED, ExperimentManifest, TrainManifest, manifest_status, read_manifest,
+                               stage_rank)
 from metasft.rundir import MANIFEST, dir_kind
 
 WIDTH = 100  # descriptions are wrapped, never cut
@@ -139,14 +139,19 @@ def _config_name(path: Path) -> str:
 
 def _status(path: Path, kind: str) -> str:
     """What is done: an experiment's finished stages (and those that are not), another directory's status."""
-    if kind != "run":
+    if kind == "train":
         try:
-            raw = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else {}
-        except (ValueError, OSError) as e:
-            return f"manifest unreadable: {type(e).__name__}"
-        status = raw.get("status") if isinstance(raw, dict) else None  # a display, not a contract read
-        arm = f"arm {raw['arm']}, " if isinstance(raw, dict) and "arm" in raw else ""
-        return f"{arm}{status or 'no status recorded'}"
+            run = read_manifest(path, TrainManifest)
+        except MetasftError as e:
+            return "started, nothing recorded yet" if STARTED in str(e) else f"manifest unreadable: {e}"
+        return f"arm {run.arm}, {run.status}"
+    if kind != "run":  # a data build's or an evaluation's manifest is written when it is done
+        if not (path / MANIFEST).is_file():
+            return "results without a manifest"
+        try:
+            return "started, nothing recorded yet" if manifest_status(path) == STARTED else "written"
+        except MetasftError as e:
+            return f"manifest unreadable: {e}"
     try:
         manifest = read_manifest(path, ExperimentManifest)
     except MetasftError as e:

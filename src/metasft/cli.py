@@ -189,7 +189,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = _command(sub, "compare", "compare experiment directories: differing config keys, accuracy table, plot",
                  "For each experiment (or evaluation) directory: the config keys whose values differ between them, "
-                 "and per (task, n_shots) the final-step accuracy of every model, mean over seeds; plus a PNG plot.",
+                 "and per (task, n_shots) the final-step accuracy of every model, mean over seeds, with the report's "
+                 "95% interval over questions and n; plus a PNG plot in the report's colours and names per arm. "
+                 "Each directory once.",
                  ["metasft compare runs/exp1 runs/exp2 runs/exp3 runs/exp4 runs/exp5 --plot sweep.png"])
     c.add_argument("dirs", nargs="+", type=Path, metavar="EXP_DIR", help="experiment or evaluation directories")
     c.add_argument("--plot", type=Path, default=Path("compare.png"), help="where the PNG goes (default: compare.png)")
