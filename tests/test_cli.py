@@ -99,17 +99,77 @@ def test_config_show_errors_are_one_line(capsys):
 
 
 def test_ls_lists_configs_sources_and_tasks(capsys):
-    assert main(["ls"]) == 0
+    assert main(["ls", "--configs"]) == 0
     out = capsys.readouterr().out
     assert "configs/tiny/experiment.yaml" in out and "metasft run configs/tiny/experiment.yaml" in out
     assert "math " in out and "MATH (Hendrycks" in out and "embedded" in out
+    # descriptions whole, wrapped: the opening comment's paragraph and the source's first paragraph
+    flat = " ".join(out.split())
+    assert ("(statistics and chemistry held out as unseen tasks), CHAMP as the competition task, offline. Sized to "
+            "finish within 20 minutes") in flat and "a 135M model is not expected to solve competition problems anyway." in flat
+    assert "with typed answers (integer, float, bool, list, option)." in flat and "…" not in out
+    assert max(len(line) for line in out.splitlines() if not line.lstrip().startswith("metasft ")) <= 100
+    # a config: its tasks, not the catalogue
     assert main(["ls", str(CONFIGS / "tiny" / "data" / "embedded.yaml")]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.split("tasks of ", 1)[1].splitlines()[3:]]
+    out = capsys.readouterr().out
+    assert "configs (" not in out and "sources (" not in out and out.startswith("tasks of ")
+    rows = [line.split() for line in out.split("tasks of ", 1)[1].splitlines()[3:]]
     assert [r[:3] for r in rows] == [["meta", "algebra", "embedded"], ["meta", "geometry", "embedded"],
                                      ["meta", "number_theory", "embedded"], ["meta", "physics", "embedded"],
                                      ["eval", "hard_algebra", "embedded"], ["eval", "statistics", "embedded"],
                                      ["eval", "chemistry", "embedded"]]
     assert rows[-1][-1] == "unseen,cross_domain"
+
+
+def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monkeypatch):
+    """`ls DIR`: every directory a command wrote at or below DIR (not the parts inside one) with its
+    config's name, the stages done and the primary verdicts; `ls EXP_DIR` adds its stages and verdicts;
+    `ls` alone looks in runs/."""
+    from metasft.manifests import (ExperimentManifest, Fingerprint, Provenance, StageRecord, TrainManifest,
+                                   write_manifest)
+    fp, code = Fingerprint("0" * 64, {}), Provenance("0123456789abcdef", {})
+    done = make_experiment(tmp_path / "runs" / "exp1", ["name=sweep_k3"])
+    write_manifest(done, ExperimentManifest(code, stages={
+        "report": StageRecord("finished", fp, 3.0), "eval": StageRecord("finished", fp, 9.0),
+        "train/fomaml": StageRecord("finished", fp, 60.0), "data": StageRecord("finished", fp, 1.0)}))
+    write_manifest(done / "runs" / "fomaml", TrainManifest(status="finished", arm="fomaml", name="fomaml", seed=0,
+                                                           data_dir="dataset", data_files={}, world_size=1,
+                                                           fsdp=False, code=code))
+    verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", role="primary", estimate=0.01, ci_lo=-0.05, ci_hi=0.07),
+                Verdict("H2", "accuracy", "...", "not met", role="primary"),
+                Verdict("C2", "accuracy", "...", "met"), Verdict("C5", "accuracy", "...", "inconclusive"),
+                Verdict("H1", "loss", "...", "met", role="primary")]
+    (done / "report").mkdir()
+    (done / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
+    half = make_experiment(tmp_path / "runs" / "sweep" / "exp2")
+    write_manifest(half, ExperimentManifest(code, stages={"data": StageRecord("finished", fp, 1.0),
+                                                          "train/fomaml": StageRecord("running", fp)}))
+    (tmp_path / "runs" / "notes").mkdir()  # not an output directory
+    assert main(["ls", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["directory", "kind", "config", "done", "verdicts", "(accuracy)"]
+    rows = {line.split()[0]: line for line in out[2:]}
+    assert list(rows) == ["exp1", "sweep/exp2"]  # not exp1/runs/fomaml: a part of exp1
+    assert rows["exp1"].split()[1:3] == ["experiment", "sweep_k3"]
+    assert "4 of 4 stages finished" in rows["exp1"]
+    assert "H1 inconclusive, H2 not met; exploratory: 1 of 2 met" in rows["exp1"]
+    assert "1 of 2 stages finished (train/fomaml running)" in rows["sweep/exp2"] and "no report yet" in rows["sweep/exp2"]
+    # one experiment directory: its row, its stages in pipeline order, every verdict
+    assert main(["ls", str(done)]) == 0
+    out = capsys.readouterr().out
+    stages = out.split("stages:\n", 1)[1].split("verdicts")[0].split()
+    assert [w for w in stages if "/" in w or w in ("data", "eval", "report")] == ["data", "train/fomaml", "eval", "report"]
+    assert "H1 (loss)" in out and "[95% CI -0.050, +0.070]" in out
+    # a training run directory on its own
+    assert main(["ls", str(done / "runs" / "fomaml")]) == 0
+    assert "training run  -       arm fomaml, finished" in capsys.readouterr().out
+    # no argument: runs/ of the working directory
+    monkeypatch.chdir(tmp_path)
+    assert main(["ls"]) == 0
+    assert "sweep/exp2" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "runs" / "notes")
+    assert main(["ls"]) == 0
+    assert "no experiment directories" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -194,12 +254,59 @@ def test_compare_names_differing_keys_and_tabulates_final_accuracy(tmp_path, cap
     assert diff[0].split() == ["key", "exp1", "exp3"]
     assert [line.split() for line in diff[2:]] == [["meta.inner_lr", "0.0001", "0.001"], ["meta.num_inner_steps", "2", "10"]]
     table = out.split("columns: experiment model):\n", 1)[1].splitlines()
-    assert table[0].split() == ["task", "n_shots", "exp1", "base", "exp1", "fomaml", "exp3", "base", "exp3", "fomaml"]
-    cells = {tuple(line.split()[:2]): line.split()[2:] for line in table[2:4]}
-    assert cells[("algebra", "0")] == ["0.500", "0.500", "0.250", "0.250"]
+    # the report's display names, in its model order (FOMAML-SFT first)
+    assert [c.strip() for c in table[0].split("  ") if c.strip()] == [
+        "task", "n_shots", "exp1 FOMAML-SFT", "exp1 Base", "exp3 FOMAML-SFT", "exp3 Base"]
+    cells = {tuple(line.split()[:2]): line.split("  ")[2:] for line in table[2:4]}
+    means = {k: [c.split()[0] for c in v if c.strip()] for k, v in cells.items()}
+    assert means[("algebra", "0")] == ["0.500", "0.500", "0.250", "0.250"]
     # 4 shots, final step 2: base 0.5 on both seeds; fomaml 0.5 (seed 0) and 0.75 (seed 1) -> 0.625
-    assert cells[("algebra", "4")] == ["0.500", "0.500", "0.500", "0.625"]
+    assert means[("algebra", "4")] == ["0.500", "0.500", "0.625", "0.500"]
+    # each mean with its 95% interval over questions, which holds it
+    for row in cells.values():
+        for c in (c.strip() for c in row if c.strip()):
+            mean, lo, hi = (float(x) for x in c.replace("[", "").replace("]", "").replace(",", "").split())
+            assert lo <= mean <= hi and lo < hi, c
+    assert "  exp3 FOMAML-SFT: 4 q × 2 seeds" in out.splitlines()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in out
+
+
+def test_compare_figure_draws_each_arm_in_its_report_style(tmp_path):
+    """compare's figure: every model in its report colour and marker, named by its display name with n;
+    two experiments with equal curves stay apart (x offsets, line style, marker fill); error bars are
+    the intervals over questions."""
+    import matplotlib.colors
+    from metasft.compare import figure, load_experiments
+    from metasft.report.plots import arm_style
+    a = make_experiment(tmp_path / "a" / "exp1")
+    b = make_experiment(tmp_path / "b" / "exp1")  # the same results: the curves coincide
+    fig = figure(load_experiments([a, b]))
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == sorted(f"{e}/exp1 {name} (n = 4 q × 2 seeds)" for e in ("a", "b")
+                                   for name in ("FOMAML-SFT", "Base"))
+    for name, line in lines.items():
+        style = arm_style("fomaml" if "FOMAML" in name else "base")
+        assert matplotlib.colors.to_hex(line.get_color()) == style.color.lower()
+        assert line.get_marker() == style.marker
+    xs = [tuple(line.get_xdata()) for line in lines.values()]
+    assert len(set(xs)) == 4  # equal values, four distinct positions
+    # experiments: a line style and a marker fill each
+    assert {(str(line.get_linestyle()), str(line.get_markerfacecolor())) for name, line in lines.items()
+            if "FOMAML" in name} == {("-", "#D55E00"), ("--", "white")}
+    assert [c for c in fig.axes[0].containers]  # error bars drawn
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "4"]
+
+
+def test_compare_refuses_a_directory_given_twice(experiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(experiment.parent)
+    assert main(["compare", str(experiment), experiment.name, "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the same directory as" in err and "give each directory once" in err
+    assert not (tmp_path / "x.png").exists()
+    # a directory below the working directory is shown by its relative path
+    assert main(["compare", experiment.name, "--plot", str(tmp_path / "x.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"  exp1: exp1\n" in out and str(experiment.parent) not in out.split("plot:")[0]
 
 
 def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path, capsys):

@@ -165,11 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     cs.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
     _overrides(cs)
 
-    ls = _command(sub, "ls", "list shipped configs, sources, and a data config's tasks",
-                  "List the shipped configs (with the command in their first comment line), the built-in sources, "
-                  "and, given a config, its data.sources and tasks.",
-                  ["metasft ls", "metasft ls configs/data/math_scheme_a.yaml"])
-    ls.add_argument("config", nargs="?", help="a config whose tasks to list")
+    ls = _command(sub, "ls", "list experiment directories, a config's tasks, or (--configs) the shipped configs",
+                  "Given a directory (default: runs/): every experiment, training run and evaluation directory at "
+                  "or below it, with its config's name, the stages done and the verdicts on the primary claims; a "
+                  "single experiment directory also shows its stages and every verdict. Given a config: its "
+                  "data.sources and tasks. --configs: the shipped configs (the command in their first comment "
+                  "line and their description) and the built-in sources.",
+                  ["metasft ls", "metasft ls runs/embedded_default", "metasft ls configs/data/math_scheme_a.yaml",
+                   "metasft ls --configs"])
+    ls.add_argument("config", nargs="?", metavar="DIR_OR_CONFIG",
+                    help="a directory whose experiments to list, or a config whose tasks to list (default: runs/)")
+    ls.add_argument("--configs", action="store_true", help="list the shipped configs and the built-in sources")
     _overrides(ls)
 
     x = _command(sub, "export", "write every stored prediction to JSON lines or CSV",
@@ -183,7 +189,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = _command(sub, "compare", "compare experiment directories: differing config keys, accuracy table, plot",
                  "For each experiment (or evaluation) directory: the config keys whose values differ between them, "
-                 "and per (task, n_shots) the final-step accuracy of every model, mean over seeds; plus a PNG plot.",
+                 "and per (task, n_shots) the final-step accuracy of every model, mean over seeds, with the report's "
+                 "95% interval over questions and n; plus a PNG plot in the report's colours and names per arm. "
+                 "Each directory once.",
                  ["metasft compare runs/exp1 runs/exp2 runs/exp3 runs/exp4 runs/exp5 --plot sweep.png"])
     c.add_argument("dirs", nargs="+", type=Path, metavar="EXP_DIR", help="experiment or evaluation directories")
     c.add_argument("--plot", type=Path, default=Path("compare.png"), help="where the PNG goes (default: compare.png)")
@@ -292,10 +300,14 @@ def _dispatch(args) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
     if args.command == "ls":
-        from metasft.catalog import listing
-        from metasft.pipeline import REPO_CONFIGS
-        cfg = load_config(args.config, args.overrides) if args.config or args.overrides else None
-        print(listing(REPO_CONFIGS, cfg, args.config or ""))
+        from metasft import catalog
+        if args.configs:
+            from metasft.pipeline import REPO_CONFIGS
+            print(catalog.catalogue(REPO_CONFIGS))
+        elif (args.config and Path(args.config).is_dir()) or not (args.config or args.overrides):
+            print(catalog.directories(Path(args.config or "runs")))
+        else:
+            print(catalog.config_tasks(load_config(args.config, args.overrides), args.config or "the default config"))
         return 0
     if args.command == "export":
         from metasft.eval.results import ResultsUnion, export_predictions, find_results
@@ -306,10 +318,10 @@ def _dispatch(args) -> int:
         print(f"wrote {n} predictions from {source} to {args.predictions}")
         return 0
     if args.command == "compare":
-        from metasft.compare import labels, load_experiment, plot, render
-        experiments = [load_experiment(d, name) for d, name in zip(args.dirs, labels(args.dirs))]
+        from metasft.compare import load_experiments, plot, render, shown_path
+        experiments = load_experiments(args.dirs)
         print(render(experiments))
-        print(f"\nplot: {plot(experiments, args.plot)}")
+        print(f"\nplot: {shown_path(plot(experiments, args.plot))}")
         return 0
     raise AssertionError(args)
 

@@ -210,6 +210,17 @@ class ExperimentManifest:
     KIND: typing.ClassVar[str] = "run"
 
 
+# The stages of an ExperimentManifest in the order `metasft run` runs them (metasft.pipeline); a
+# name ending in "/" is a family (train/<run>).
+STAGE_ORDER = ("data", "train/", "eval", "similarity", "report")
+
+
+def stage_rank(name: str) -> int:
+    """Position of stage `name` in STAGE_ORDER (an unknown stage after all of them)."""
+    return next((i for i, s in enumerate(STAGE_ORDER) if name == s or (s.endswith("/") and name.startswith(s))),
+                len(STAGE_ORDER))
+
+
 Manifest = TypeVar("Manifest", DataManifest, TrainManifest, EvalManifest, ExperimentManifest)
 
 

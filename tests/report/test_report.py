@@ -24,7 +24,7 @@ from metasft.manifests import (Best, Budget, DataFile, DataManifest, EvalTaskEnt
 from metasft.rundir import RunWarning
 from metasft.report import bands, browser, plots, write_report
 from metasft.report import tables as T
-from metasft.report.doc import Document, Para, Table, to_html, to_markdown
+from metasft.report.doc import Code, Document, Para, Table, to_html, to_markdown
 from metasft.report.summary import DEMO_MDE, demo_size_caveat
 from metasft.stats import LOSS, cluster_bootstrap_ci, verdicts
 
@@ -57,9 +57,10 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
                                    f"eval.seeds={list(seeds)}", "data.train_batch_size=32"]), root / "config.yaml")
     code = Provenance("0123456789abcdef", {"python": "3.12", "torch": "2.13.0"})
     fp = Fingerprint("0" * 64, {})
-    write_manifest(root, ExperimentManifest(code, stages={
-        "data": StageRecord("finished", fp, 12.5), "train/fomaml": StageRecord("finished", fp, 3725.0),
-        "eval": StageRecord("finished", fp, 99.0)}))
+    write_manifest(root, ExperimentManifest(code, stages={  # not in pipeline order; the report is writing itself
+        "eval": StageRecord("finished", fp, 99.0), "report": StageRecord("running", fp),
+        "similarity": StageRecord("finished", fp, 4.0), "data": StageRecord("finished", fp, 12.5),
+        "train/fomaml": StageRecord("finished", fp, 3725.0), "train/base": StageRecord("finished", fp, 1.0)}))
     files = {f"data/meta_train/{t}_{s}.parquet": DataFile(f"{i:02d}" * 32, 10)
              for i, (t, s) in enumerate((t, s) for t in META for s in ("support", "query"))}
     relation = Relation("unseen_level", "unseen level")
@@ -316,6 +317,10 @@ def test_setup_sections(full):
     assert "Pipeline check only" not in md
     assert "| data/meta_train/algebra_support.parquet | 10 | 000000000000 |" in md  # short hash
     assert "| train/fomaml | 3,725.0 s (1:02:05) |" in md
+    # the wall-time table in the order metasft run runs the stages, the report with its own time
+    _, stages = table_rows(md, "Source: manifest.json stages")
+    assert list(stages) == ["data", "train/fomaml", "train/base", "eval", "similarity", "report"]
+    assert "running" not in " ".join(stages["report"]) and re.match(r"\d+\.\d s \(0:00:\d\d\)", stages["report"][1])
     assert "0123456789abcdef" in md
     # transfer: physics_eval is nearest to geometry at similarity 0.3
     assert "| physics_eval | geometry | 0.300 | 0.700 |" in md
@@ -549,3 +554,58 @@ def test_evidence_is_tables_not_json():
                             ["c", "—", "—", "—", "no shot level run by both models"]]
     assert family.rows == [["a", "5", "0.012", "0.04"]] and family.header == ["task", "N-shot", "p", "p (Holm)"]
     assert facts.rows == [["target accuracy", "0.6"], ["worse at every level", "—"]]
+
+
+def test_accuracy_axes_zoom_to_small_values_and_say_so(tmp_path):
+    """Every value at or below 0.08: the axis is 0-0.1, its label states the 0-1 scale, and a target
+    above it is named as off the axis. Values reaching 0.7 keep the full 0-1 axis."""
+    models = ["fomaml", "sft_mixed", "base"]
+    low = _curve_points(models, value=0.05).assign(hi=0.08, lo=0.02)
+    curve = plots.learning_curve(low, low, "t", tmp_path / "c.png", 0.6, "f")
+    adapt = plots.adaptation_curve(_curve_points(models, value=0.05, steps=[0, 5]), "t", 5, tmp_path / "a.png", 0.6, "f")
+    for ax in (curve.axes[0], adapt.axes[0]):
+        lo, hi = ax.get_ylim()
+        assert 0.08 < hi <= 0.11 and lo < 0, (lo, hi)
+        assert "zoomed to 0–0.1 of the 0–1 scale" in ax.get_ylabel()
+        assert any(line.get_label() == "target accuracy 0.6 (above this zoomed axis)" for line in ax.get_lines())
+    high = _curve_points(models, value=0.7)
+    ax = plots.learning_curve(high, high, "t", tmp_path / "c.png", 0.6, "f").axes[0]
+    assert ax.get_ylim() == pytest.approx((-0.04, 1.04)) and "zoomed" not in ax.get_ylabel()
+
+
+def test_validation_panel_starts_at_step_0(tmp_path):
+    """metrics.jsonl's step-0 validation (logged before any `examples` count) is drawn at 0 examples."""
+    metrics = {"fomaml": pd.DataFrame([{"step": 0, "val_loss": 1.558},
+                                       *({"step": s, "examples": 32 * s, "loss": 1.5 - 0.1 * s} for s in (1, 2, 3)),
+                                       {"step": 3, "examples": 96, "val_loss": 1.2}])}
+    fig = plots.training_curves(metrics, {"fomaml": "fomaml"}, tmp_path / "t.png", "f")
+    val = [line for line in fig.axes[1].get_lines() if line.get_label() == "FOMAML-SFT"][0]
+    assert list(val.get_xdata()) == [0, 96] and list(val.get_ydata()) == [1.558, 1.2]
+
+
+def test_no_raw_nan_or_inf_in_prose():
+    """Python's nan / inf are spelled as words everywhere but quoted text (code spans, model outputs)."""
+    assert T.spell_non_finite("ratio nan [95% CI -inf, inf]") == "ratio undefined (no interval)"
+    assert T.spell_non_finite("2.0 [95% CI 1.5, inf]; estimate -inf; p nan.") == \
+        "2.0 [95% CI 1.5, unbounded]; estimate unbounded; p undefined."
+    assert T.spell_non_finite("gold `inf`, extracted `nan`; infinity, \\infty, nan_task") == \
+        "gold `inf`, extracted `nan`; infinity, \\infty, nan_task"
+    doc = Document("t")
+    doc.add(Para("ratio nan [95% CI -inf, inf]"), Table(["a"], [["+inf"]], "nan"), Code("nan inf"))
+    from metasft.report.doc import map_text
+    map_text(doc, T.spell_non_finite)
+    md = to_markdown(doc)
+    assert "ratio undefined (no interval)" in md and "| unbounded |" in md and "nan inf" in md
+    assert not re.search(r"(?<![\w`])[-+]?(nan|inf)(?![\w`])", md.replace("nan inf", ""))
+
+
+def test_a_report_at_the_floor_has_no_raw_nan_or_inf(tmp_path, monkeypatch):
+    """Every arm near 0: the speed claims' curves never reach the target (censored, infinite steps),
+    the number a reader sees is a bound in words, and no Python nan / inf is left in the prose."""
+    for arm in ("fomaml", "sft_mixed", "base"):
+        monkeypatch.setitem(LEVEL, arm, (0.02, 0.0))
+    make_experiment(tmp_path / "exp", seeds=(0, 1))
+    md = write_report(tmp_path / "exp", n_boot=50).read_text()
+    prose = re.sub(r"```.*?```|`[^`]*`", "", md, flags=re.S)
+    assert not re.findall(r"(?<![\w.\\])[-+]?(?:nan|NaN|inf)(?!\w)", prose)
+    assert verdict_rows(md)["H3"][4] == "10 steps [10 steps, unbounded]"  # was "[10 steps, inf steps]"

@@ -53,6 +53,7 @@ class Context:
     verdicts: dict[str, list[Verdict]] | None = None
     verdicts_error: str = ""
     grading: str | None = None    # eval.grading as recorded with the results; None: written before it
+    started: float | None = None  # time.perf_counter() when write_report began: the report's own wall time
 
     @property
     def name(self) -> str:

@@ -118,6 +118,26 @@ def _md_cell(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def map_text(doc: Document, fn) -> None:
+    """Apply `fn` (str -> str) to every prose text of `doc` in place: headings, paragraphs, callouts,
+    bullets, table headers, cells and captions, figure captions; not Code blocks, whose text is quoted
+    (model outputs), nor Badges (a status word)."""
+    def cell(c):
+        return c if isinstance(c, Badge) else fn(str(c))
+
+    for b in doc.blocks:
+        if isinstance(b, (Heading, Para, Callout)):
+            b.text = fn(b.text)
+        elif isinstance(b, Bullets):
+            b.items = [fn(i) for i in b.items]
+        elif isinstance(b, Table):
+            b.header = [fn(h) for h in b.header]
+            b.rows = [[cell(c) for c in row] for row in b.rows]
+            b.caption = fn(b.caption)
+        elif isinstance(b, Image):
+            b.caption = fn(b.caption)
+
+
 def _fence(text: str) -> str:
     ticks = "```"
     while ticks in text:

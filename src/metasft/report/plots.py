@@ -96,6 +96,30 @@ def _arm_name(model: str, points: pd.DataFrame) -> str:
     return f"{label(model)} (n = {' or '.join(sizes)})"
 
 
+# Upper ends of a zoomed accuracy axis: the smallest that holds the data with a little room.
+_ZOOM_TOPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def accuracy_axis(ax, values, ylabel: str, target_acc: float | None = None) -> None:
+    """The y axis of an accuracy panel: 0-1 when the data reach above half of it, else zoomed to
+    0-top (the smallest of _ZOOM_TOPS above the data's largest value and band end), saying so in the
+    label; on a fixed 0-1 axis, points at 0.02-0.08 were indistinguishable (issue 22). A target
+    accuracy above a zoomed axis is drawn off it, and its legend entry says so."""
+    values = np.asarray([v for v in np.asarray(values, dtype=float).ravel() if np.isfinite(v)])
+    largest = float(values.max()) if values.size else 0.0
+    top = next((t for t in _ZOOM_TOPS if largest * 1.1 <= t), None)
+    if top is None:
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_ylabel(ylabel)
+    else:
+        ax.set_ylim(-0.04 * top, 1.04 * top)
+        ax.set_ylabel(f"{ylabel}\nzoomed to 0–{top:g} of the 0–1 scale")
+    if target_acc is not None:
+        off = top is not None and target_acc > top
+        ax.axhline(target_acc, color="k", linestyle=":", linewidth=1,
+                   label=f"target accuracy {target_acc:g}" + (" (above this zoomed axis)" if off else ""))
+
+
 def _draw(ax, model: str, x: np.ndarray, points: pd.DataFrame, name: str | None) -> None:
     style = arm_style(model)
     mean, lo, hi = (points[c].to_numpy(dtype=float) for c in ("mean", "lo", "hi"))
@@ -121,6 +145,7 @@ def learning_curve(acc: pd.DataFrame, loss: pd.DataFrame, task: str, path: Path,
     pos = {n: i for i, n in enumerate(shots)}
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
     upper_reference(acc_ax, loss_ax, acc, loss)
+    drawn = acc  # the upper reference included: the axis must show its line too
     acc, loss = acc[acc["model"] != UPPER_REFERENCE], loss[loss["model"] != UPPER_REFERENCE]
     models = model_order(set(acc["model"]) | set(loss["model"]))
     shift = _offsets(models, 0.07)
@@ -131,10 +156,8 @@ def learning_curve(acc: pd.DataFrame, loss: pd.DataFrame, task: str, path: Path,
                 continue
             x = np.array([pos[n] for n in rows["n_shots"]], dtype=float) + shift[model]
             _draw(ax, model, x, rows, _arm_name(model, rows) if legend else None)
-    if target_acc is not None:
-        acc_ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
-    acc_ax.set_ylabel("accuracy (final adaptation step)")
-    acc_ax.set_ylim(-0.04, 1.04)
+    accuracy_axis(acc_ax, drawn[["mean", "hi"]].to_numpy(), "accuracy (final adaptation step)",
+                  target_acc)
     loss_ax.set_ylabel("loss of the reference solutions (token mean)")
     for ax in (acc_ax, loss_ax):
         ax.set_xticks(range(len(shots)), [str(int(n)) for n in shots])
@@ -175,15 +198,12 @@ def adaptation_curve(points: pd.DataFrame, task: str, n_shots: int, path: Path, 
     for model in models:
         rows = points[points["model"] == model].sort_values("step")
         _draw(ax, model, rows["step"].to_numpy(dtype=float) + shift[model], rows, _arm_name(model, rows))
-    if target_acc is not None:
-        ax.axhline(target_acc, color="k", linestyle=":", linewidth=1, label=f"target accuracy {target_acc:g}")
+    accuracy_axis(ax, points[["mean", "hi"]].to_numpy(), "accuracy", target_acc)
     if len(steps) <= 12:
         ax.set_xticks(steps, [str(s) for s in steps])
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("adaptation steps on the shots")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.04, 1.04)
     ax.set_title(f"{task}: adaptation speed at {n_shots} shots (mean; band: 95% CI over questions)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -250,8 +270,10 @@ def training_curves(metrics: dict[str, pd.DataFrame], arms: dict[str, str], path
         return None
     by_examples = all("examples" in df and df["examples"].notna().any() for df in runs.values())
     xkey, xlabel = ("examples", "training examples processed") if by_examples else ("step", "optimizer step")
-    if by_examples:  # validation rows may lack `examples`: carry the last logged count forward
-        runs = {name: df.assign(examples=df["examples"].ffill()) for name, df in runs.items()}
+    if by_examples:  # validation rows may lack `examples`: carry the last logged count forward; the
+        # validation before any step (step 0, logged before the first count) has processed none
+        runs = {name: df.assign(examples=df["examples"].ffill().where(df["step"] != 0, df["examples"].fillna(0)))
+                for name, df in runs.items()}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     order = model_order({arms.get(n, n) for n in runs})
     for i, (name, df) in enumerate(sorted(runs.items(), key=lambda kv: (order.index(arms.get(kv[0], kv[0])), kv[0]))):
@@ -308,9 +330,10 @@ def matrix_sweep(points: pd.DataFrame, path: Path, footer: str) -> plt.Figure:
         ax.set_title(f"{task} ({shots}-shot, final step)", fontsize=10)
         ax.set_xlabel("K: inner-loop steps (meta.num_inner_steps)")
         ax.set_xticks(sorted(at["k"].unique()))
-        ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy, mean over seeds")
+    for ax in axes[0]:  # one scale for every panel, so the tasks compare by eye
+        accuracy_axis(ax, points[["acc", "partner_acc"]].to_numpy(), "accuracy, mean over seeds")
+        ax.set_ylabel(ax.get_ylabel() if ax is axes[0][0] else "")
     axes[0][0].legend(fontsize=7, loc="best")
     fig.suptitle("Experiment matrix: K / inner_lr sweep, each FOMAML run beside its budget-matched SFT-Mixed")
     return _finish(fig, path, footer)

@@ -22,11 +22,13 @@ Output (replaced as a whole, atomically):
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from metasft.errors import MetasftError
 from metasft.report.context import Context, build_context
-from metasft.report.doc import Callout, Contents, Document, Heading, to_html, to_markdown
+from metasft.report import tables as T
+from metasft.report.doc import Callout, Contents, Document, Heading, map_text, to_html, to_markdown
 from metasft.report.load import load_experiment
 from metasft.report.matrix import matrix_section
 from metasft.report.results import (curves_section, errors_section, tables_section, transfer_section,
@@ -49,6 +51,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
     n_boot: bootstrap replicates of the paired comparisons; errors_per_cell: wrong answers shown per
     (task, model), drawn with a fixed seed.
     """
+    started = time.perf_counter()
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise ReportError(f"{exp_dir}: no such directory; expected an experiment directory (`metasft run --out`)")
@@ -61,6 +64,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
     with atomic_dir(exp_dir / "report") as out:
         (out / "figures").mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
+        ctx.started = started
         check_budgets(ctx)
         try:
             judge_claims(ctx)
@@ -73,6 +77,7 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         for section in (training_section, curves_section, transfer_section, tables_section, verdicts_section,
                         errors_section, matrix_section, setup_section):
             _run_section(section, ctx, doc)
+        map_text(doc, T.spell_non_finite)  # no raw nan / inf from any number formatted on the way
         atomic_write_text(out / "report.md", to_markdown(doc))
         atomic_write_text(out / "report.html", to_html(doc, base=out))
     return exp_dir / "report" / "report.md"

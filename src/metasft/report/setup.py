@@ -3,7 +3,9 @@
 verdicts come first."""
 from __future__ import annotations
 
-from metasft.manifests import SplitCounts
+import time
+
+from metasft.manifests import SplitCounts, stage_rank
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
@@ -196,9 +198,21 @@ def _stages(ctx: Context, doc: Document) -> None:
     if not stages:
         doc.add(Para("manifest.json records no `stages`: wall times unknown."))
         return
-    rows = [[name, T.seconds(s.seconds), f"status={s.status}"] for name, s in stages.items()]
-    doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages"))
-    no_time = [n for n, s in stages.items() if s.seconds is None]
+    arms = {f"train/{n}": m.arm for n, m in ctx.exp.runs.items()}
+    order = plots.model_order(set(arms.values()))
+    rows, no_time = [], []
+    # training runs in the report's arm order (FOMAML-SFT, SFT-Mixed, Base, ...), then by name
+    key = lambda kv: (stage_rank(kv[0]), order.index(arms[kv[0]]) if kv[0] in arms else len(order), kv[0])
+    for name, s in sorted(stages.items(), key=key):
+        seconds, other = s.seconds, f"status={s.status}"
+        if name == "report" and s.status != "finished" and ctx.started is not None:
+            # this report is the stage still running: its time so far (all but writing the files)
+            seconds, other = time.perf_counter() - ctx.started, "this report, up to writing this table"
+        elif seconds is None:
+            no_time.append(name)
+        rows.append([name, T.seconds(seconds), other])
+    doc.add(Table(["stage", "wall time", "other"], rows, "Source: manifest.json stages, in the order `metasft run` "
+                                                          "runs them"))
     if no_time:
         doc.add(Para(f"No `seconds` recorded for: {', '.join(no_time)}."))
 

@@ -7,6 +7,8 @@ results, a demo-size run); both places show it.
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from metasft.report import tables as T
@@ -121,9 +123,12 @@ def verdict_number(v: Verdict) -> str:
     if v.name == "C3":
         return f"{v.estimate:g} of {v.threshold:g} tasks" if T.isnum(v.threshold) else f"{v.estimate:g} tasks"
     fmt = _ratio if v.name == "C4" else _steps if v.name == "H3" else T.signed
-    if T.isnum(v.ci_lo) and T.isnum(v.ci_hi):
+    finite = lambda x: T.isnum(x) and math.isfinite(x)
+    if not finite(v.estimate):  # a censored quantity: its bound is in the explanation
+        return "unbounded"
+    if finite(v.ci_lo) and finite(v.ci_hi):
         return f"{fmt(v.estimate)} [{fmt(v.ci_lo)}, {fmt(v.ci_hi)}]"
-    if T.isnum(v.ci_lo):  # an interval open above: a censored curve
+    if finite(v.ci_lo):  # an interval open above: a censored curve
         return f"{fmt(v.estimate)} [{fmt(v.ci_lo)}, unbounded]"
     return fmt(v.estimate)
 

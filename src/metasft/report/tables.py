@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -65,6 +66,23 @@ def seconds(s) -> str:
     h, rest = divmod(round(s), 3600)
     m, sec = divmod(rest, 60)
     return f"{s:,.1f} s ({h}:{m:02d}:{sec:02d})"
+
+
+_NO_INTERVAL = re.compile(r"\[(\d+(?:\.\d+)?% CI) [-+]?(?:nan|NaN|inf), [-+]?(?:nan|NaN|inf)\]")
+_NAN = re.compile(r"(?<![\w.\\])[-+]?(?:nan|NaN)(?!\w)")
+_INF = re.compile(r"(?<![\w.\\])[-+]?inf(?!\w)")
+
+
+def spell_non_finite(text: str) -> str:
+    """Python's raw 'nan' / 'inf' in prose, as words: an interval with no finite end is '(no
+    interval)', NaN 'undefined', an infinite end 'unbounded' (issue 22: 'ratio nan [95% CI -inf, inf]'
+    read as a bug). Text in `backticks` (answers, ids) is quoted and left alone."""
+    parts = re.split(r"(`[^`]+`)", text)
+    for i, part in enumerate(parts):
+        if not part.startswith("`"):
+            part = _NO_INTERVAL.sub("(no interval)", part)
+            parts[i] = _INF.sub("unbounded", _NAN.sub("undefined", part))
+    return "".join(parts)
 
 
 # Column names for the keys of `Verdict.evidence` (metasft.stats.verdicts); others are shown as they are.
