@@ -103,9 +103,17 @@ def _parser() -> argparse.ArgumentParser:
                    "A rerun skips the stages finished with the same settings; a stage recorded with other settings "
                    "stops the run (use --force or a new --out). Ends by printing the verdicts.",
                    ["metasft run", "metasft run configs/tiny/experiment.yaml --out runs/tiny",
-                    "metasft run meta.inner_lr=1e-4 --out runs/lr1e-4"])
+                    "metasft run meta.inner_lr=1e-4 --out runs/lr1e-4",
+                    "metasft run configs/full/design.yaml --rehearse data_root=../shared/data"])
     run.add_argument("config", nargs="?", help="default: the embedded experiment (configs/experiment.yaml)")
-    run.add_argument("--out", type=Path, default=Path("runs/embedded_default"), help="the experiment directory")
+    run.add_argument("--out", type=Path, default=None,
+                     help="the experiment directory (default: runs/embedded_default; with --rehearse runs/<name>_rehearsal)")
+    run.add_argument("--rehearse", action="store_true",
+                     help="first print what would fail or mislead at full size (sources that cannot load, shot pools, "
+                          "answer-only shots, generation caps, memory per stage on --gpu), then run the same study "
+                          "cut to the tiny model, a few examples and two steps, to its report (metasft.rehearse)")
+    run.add_argument("--gpu", default="h100", help="with --rehearse: the device kind whose memory the plan is checked "
+                                                   "against (cpu, h100, a100; default h100)")
     run.add_argument("--force", action="store_true",
                      help="redo the stages whose settings changed since OUT was run, and all that depends on them")
     run.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -273,9 +281,16 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "run":
         from metasft.pipeline import run_experiment
-        config = _default_config(args.config)
-        out = run_experiment(load_config(config, args.overrides), args.out, force=args.force,
-                             overwrite=args.overwrite)
+        cfg = load_config(_default_config(args.config), args.overrides)
+        if args.rehearse:
+            from metasft.rehearse import check
+            cfg, findings = check(cfg, args.gpu)
+            print(f"rehearsal of {cfg.name.removesuffix('_rehearsal')}: {len(findings)} finding(s) at full size"
+                  + (":" if findings else ""))
+            print("\n".join("  " + f.line() for f in findings))
+            args.out = args.out or Path("runs") / cfg.name
+        args.out = args.out or Path("runs/embedded_default")
+        out = run_experiment(cfg, args.out, force=args.force, overwrite=args.overwrite)
         _print_outcome(out)
         return 0
     if args.command == "launch":

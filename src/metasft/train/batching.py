@@ -37,6 +37,8 @@ def tokenize(rows: list[dict], tokenizer, *, max_length: int, truncation: str,
 
     truncation 'right' drops the end of the response, 'left' the start of the prompt, 'error' raises.
     """
+    if not rows:  # a split a small task leaves empty (its validation set, say)
+        return []
     texts = [chat_text(tokenizer, r["prompt"], r["response"], use_chat_template) for r in rows]
     prompts = tokenizer([p for p, _ in texts], add_special_tokens=False)["input_ids"]
     responses = tokenizer([s for _, s in texts], add_special_tokens=False)["input_ids"]

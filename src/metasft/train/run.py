@@ -237,6 +237,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         val_sets = {t.name: _tokenize(read_sft(data_dir / meta_train_file(t.name, "val")), tokenizer, cfg,
                                       f"{t.name} val") for t in specs
                     if (data_dir / meta_train_file(t.name, "val")).is_file()}
+        val_sets = {name: examples for name, examples in val_sets.items() if examples}  # a task too small for one
         run = _run_meta if cfg.arm in ("fomaml", "reptile") else _run_sft
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
         save_adapter(out / "adapter")
