@@ -22,11 +22,12 @@ from pathlib import Path
 from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_config
 from metasft.data import tasks as T
 from metasft.data.records import DataError, Record, dedup_key
-from metasft.data.sources import load_source
+from metasft.data.sources import describe_reads, load_source, source_root
+from metasft.data.sources._files import recording_reads
 from metasft.data.store import write_examples
 from metasft.matrix import extra_size, pool_scale
 from metasft.manifests import (DataFile, DataManifest, EvalTaskEntry, ManifestError, MetaTaskEntry, Provenance,
-                               Relation, SplitCounts, read_manifest, write_manifest)
+                               Relation, SourceRead, SplitCounts, read_manifest, write_manifest)
 from metasft.rundir import (MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
                             provenance, remove_stale_temps)
 
@@ -34,16 +35,40 @@ log = logging.getLogger(__name__)
 
 
 class _Loader:
-    """Loads each (source, split) once per build."""
+    """Loads each (source, split) once per build, each source under its own root (data.roots, else
+    data_root), and notes what each source read for the manifest."""
 
-    def __init__(self, data_root: str | None, seed: int, user=()):
-        self.data_root, self.seed, self.user, self._cache = data_root, seed, user, {}
+    def __init__(self, data_root: str | None, seed: int, user=(), roots: dict | None = None):
+        self.data_root, self.seed, self.user, self.roots, self._cache = data_root, seed, user, roots or {}, {}
+        self.reads: dict[str, list] = {}
+
+    def root(self, source: str) -> Path | None:
+        if any(spec.name == source for spec in self.user):
+            return None  # a data.sources entry names its own file or hub id
+        return source_root(source, self.data_root, self.roots)
 
     def __call__(self, source: str, split: str, size: int | None) -> list[Record]:
         key = (source.lower(), split, size)
         if key not in self._cache:
-            self._cache[key] = load_source(source, split, self.data_root, seed=self.seed, size=size, user=self.user)
+            with recording_reads() as reads:
+                self._cache[key] = load_source(source, split, self.root(source), seed=self.seed, size=size,
+                                               user=self.user)
+            self.reads.setdefault(self._name(source), []).extend(reads)
         return self._cache[key]
+
+    def _name(self, source: str) -> str:
+        return source if any(spec.name == source for spec in self.user) else source.lower()
+
+    def sources(self) -> dict[str, SourceRead]:
+        """Per source loaded: where from (the manifest's `sources`)."""
+        out = {}
+        for name, reads in sorted(self.reads.items()):
+            root = self.root(name)
+            kinds = {kind for kind, _ in reads}
+            out[name] = SourceRead(kind="hub" if "hub" in kinds else "files" if kinds else "package",
+                                   root=str(root.resolve()) if root is not None and "file" in kinds else None,
+                                   read=describe_reads(reads, root))
+        return out
 
 
 def _subjects(spec: TaskSource | EvalTask) -> list[str]:
@@ -129,7 +154,7 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     relations = held_out_relations(cfg)
-    load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources)
+    load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources, cfg.data.roots)
     dedup = T.Dedup()
     meta = build_meta_tasks(cfg, load, dedup)
     evals = {spec.name: build_eval_task(spec, cfg, load, dedup, i)
@@ -158,7 +183,7 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
                     for spec in cfg.data.eval_tasks},
         dedup_removed={k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
         overlap_check="no normalized problem text appears in two files",
-        code=Provenance(**{k: v for k, v in provenance().items() if k != "command"}))
+        code=Provenance(**{k: v for k, v in provenance().items() if k != "command"}), sources=load.sources())
     _check_disjoint(files)
     out = Path(out)
     remove_stale_temps(out.parent, re.escape(out.name))

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, option_letters, validate
-from metasft.data.sources._files import check_split, hub_rows, log_skips, read_json, snake
+from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips, read_json, snake
 
+ORIGIN = Origin(hub="TIGER-Lab/TheoremQA", local="theoremqa/theoremqa_test.json",
+                get="wenhuchen/TheoremQA theoremqa_test.json")
 SPLITS = ("test",)
 ANSWER_TYPES = {"integer": "integer", "float": "float", "bool": "bool",
                 "list of integer": "list", "list of float": "list", "option": "choice"}
