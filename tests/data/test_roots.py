@@ -114,3 +114,53 @@ def test_a_source_that_cannot_load_says_where_it_looked_and_how_to_get_it(tmp_pa
     err = capsys.readouterr().err.strip()
     assert f"{tmp_path / 'gsm8k' / 'train.jsonl'}: file not found" in err
     assert "data.roots.gsm8k=hub to read openai/gsm8k from the Hugging Face hub" in err
+
+
+SCHEME_B_CONFIGS = ["data/mixed_scheme_b.yaml", "fomaml_sft.yaml", "baseline_sft.yaml", "full/design.yaml",
+                    "experiments/matrix.yaml", *[f"experiments/{p.name}" for p in sorted((CONFIGS / "experiments").glob("exp*.yaml"))]]
+
+
+@pytest.mark.parametrize("path", SCHEME_B_CONFIGS)
+def test_design_configs_say_how_their_data_builds(path):
+    """Scheme B needs Geometry3K, which only local files have: the command in the header passes its root."""
+    cfg = load_config(CONFIGS / path)
+    assert "geometry3k" in {t.source for t in cfg.data.tasks}, path
+    text = (CONFIGS / path).read_text()
+    header = text[:text.index("\ninclude:")]
+    assert "data.roots.geometry3k=DIR" in header.splitlines()[0], path
+    assert "runs unchanged" not in header.lower(), path
+
+
+# scheme B's meta-training tasks (configs/data/mixed_scheme_b.yaml, in order) cut to what ../shared/data holds:
+# its ScienceQA subset has 2 text-only physics and 2 chemistry problems in the train split
+SCHEME_B_SIZES = {"algebra": 6, "geometry": 6, "number_theory": 6, "word_problems": 6, "physics": 1, "chemistry": 1,
+                  "geometry_proof": 3}
+
+
+def test_scheme_b_builds_from_shared_data_plus_a_local_geometry3k(tmp_path, shared_data):
+    """Every task of scheme B as shipped (the design's eval tasks at their sizes), every source but
+    Geometry3K read from ../shared/data, Geometry3K from a root of its own in the published layout."""
+    geometry = tmp_path / "intergps"
+    write_geometry3k(geometry, "train", [(i, "ABCD"[i % 4]) for i in range(1, 11)])
+    path = CONFIGS / "data" / "mixed_scheme_b.yaml"
+    names = [t.name for t in load_config(path).data.tasks]
+    assert names == list(SCHEME_B_SIZES)
+    sizes = [f"data.tasks.{i}.{key}={SCHEME_B_SIZES[name]}" for i, name in enumerate(names)
+             for key in ("support_max_samples", "query_max_samples")]
+    out = tmp_path / "data"
+    assert main(["data", "build", str(path), "--out", str(out), f"data_root={shared_data}",
+                 f"data.roots.geometry3k={geometry}", "data.val_max_samples=2", *sizes]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["tasks"]) == sorted(names)
+    assert sorted(manifest["eval_tasks"]) == ["aime", "calculus", "hard_algebra", "mmlu_stem", "theorem_proving"]
+    for name, n in SCHEME_B_SIZES.items():
+        assert manifest["tasks"][name]["splits"]["support"]["n"] == n
+    proofs = read_records(out / "data" / "meta_train" / "geometry_proof_support.parquet")
+    assert {r.source for r in proofs} == {"geometry3k"}
+    sources = manifest["sources"]
+    assert sources["geometry3k"] == {"kind": "files", "root": str(geometry.resolve()),
+                                     "read": ["geometry3k/train/*/data.json (10 files)"]}
+    assert sorted(sources) == ["aime", "geometry3k", "gsm8k", "math", "mmlu_stem", "scienceqa", "theoremqa"]
+    for name in ("aime", "gsm8k", "math", "mmlu_stem", "scienceqa", "theoremqa"):
+        assert sources[name]["kind"] == "files" and sources[name]["root"] == str(shared_data.resolve()), name
+    assert sources["scienceqa"]["read"] == ["scienceqa/problems_subset150.json"]  # no full problems.json there
