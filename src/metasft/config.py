@@ -140,6 +140,8 @@ class CotArgs:
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     cache_dir: str | None = None
+    # also the eval tasks' pools of shots (few-shot adaptation and Baseline 2 train on them); test items never
+    eval_shots: bool = True
 
 
 @dataclass

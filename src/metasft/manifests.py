@@ -81,7 +81,7 @@ class EvalTaskEntry:
     max_new_tokens: int
     splits: dict[str, SplitCounts]
     # the pool of shots (which sft_task also trains on): the share whose solutions show working
-    # (data.cot.shows_working), and whether that share reaches data.cot.WORKED_SHARE; None: not recorded
+    # (metasft.data.cot.shows_working), and whether it reaches cot.WORKED_SHARE; None: no pool, or not recorded
     shots_worked: float | None = None
     shots_reason: bool | None = None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_config
 from metasft.data import tasks as T
+from metasft.data.cot import WORKED_SHARE, augment_with_cot, worked_share
 from metasft.data.records import DataError, Record, dedup_key
 from metasft.data.sources import describe_reads, load_source, source_root
 from metasft.data.sources._files import recording_reads
@@ -160,11 +161,14 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     evals = {spec.name: build_eval_task(spec, cfg, load, dedup, i)
              for i, spec in enumerate(cfg.data.eval_tasks)}
     if cfg.data.cot.base_url:
-        from metasft.data.cot import augment_with_cot
         meta = {name: {s: augment_with_cot(rs, cfg.data.cot, cfg.data.template) for s, rs in parts.items()}
                 for name, parts in meta.items()}
+        if cfg.data.cot.eval_shots:  # the shots few-shot adaptation and sft_task train on; test items stay as given
+            evals = {name: {**parts, "shots": augment_with_cot(parts["shots"], cfg.data.cot, cfg.data.template)}
+                     for name, parts in evals.items()}
     else:
         log.info("data.cot.base_url not set: sources without worked solutions keep their own solution text")
+    worked = {name: worked_share(parts["shots"]) for name, parts in evals.items()}
 
     files: dict[str, list[Record]] = {}
     for name, parts in meta.items():
@@ -179,7 +183,10 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
         seed=cfg.seed, template=cfg.data.template, data_root=cfg.data_root,
         tasks={spec.name: MetaTaskEntry(spec.source, _split_counts(meta[spec.name])) for spec in cfg.data.tasks},
         eval_tasks={spec.name: EvalTaskEntry(spec.source, spec.n_shots, spec.unseen, Relation(**relations[spec.name]),
-                                             spec.cross_domain, spec.max_new_tokens, _split_counts(evals[spec.name]))
+                                             spec.cross_domain, spec.max_new_tokens, _split_counts(evals[spec.name]),
+                                             shots_worked=worked[spec.name],
+                                             shots_reason=None if worked[spec.name] is None
+                                             else worked[spec.name] >= WORKED_SHARE)
                     for spec in cfg.data.eval_tasks},
         dedup_removed={k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
         overlap_check="no normalized problem text appears in two files",
