@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from metasft.config import Config
-from metasft.data.sources import SOURCE_MODULES
+from metasft.data.sources import SOURCE_MODULES, describe_origin
 
 
 def config_comment(path: Path) -> tuple[str, str]:
@@ -71,7 +71,8 @@ def listing(config_root: Path, cfg: Config | None = None, config_name: str = "")
     parts.append("")
     parts.append("sources (data.tasks / data.eval_tasks `source:`; your own files: data.sources, see README):")
     width = max(len(n) for n, _ in sources())
-    parts += [f"  {name:<{width}}  {doc}" for name, doc in sources()]
+    for name, doc in sources():
+        parts += [f"  {name:<{width}}  {doc}", f"  {'':<{width}}  from: {describe_origin(name)}"]
     if cfg is not None:
         parts.append("")
         for s in cfg.data.sources:

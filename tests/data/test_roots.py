@@ -164,3 +164,12 @@ def test_scheme_b_builds_from_shared_data_plus_a_local_geometry3k(tmp_path, shar
     for name in ("aime", "gsm8k", "math", "mmlu_stem", "scienceqa", "theoremqa"):
         assert sources[name]["kind"] == "files" and sources[name]["root"] == str(shared_data.resolve()), name
     assert sources["scienceqa"]["read"] == ["scienceqa/problems_subset150.json"]  # no full problems.json there
+
+
+def test_ls_says_where_each_source_loads_from():
+    from metasft.catalog import listing
+
+    text = listing(CONFIGS)
+    assert ("from: no usable hub copy; files geometry3k/{train,val,test}/<id>/data.json under data_root or "
+            "data.roots.geometry3k (from lupantech/InterGPS") in text
+    assert "from: hub openai/gsm8k; files gsm8k/{train,test}.jsonl under data_root or data.roots.gsm8k" in text

@@ -45,6 +45,15 @@ def source_root(name: str, data_root: str | Path | None, roots: dict | None = No
     return None if root is None or root == HUB else Path(root)
 
 
+def describe_origin(name: str) -> str:
+    """Where built-in source `name` loads from, in a line: "hub X; files Y under a root (from Z)"."""
+    where = origin(name)
+    parts = [f"hub {where.hub}"] if where.hub else ["no usable hub copy"] if where.local else []
+    if where.local:
+        parts.append(f"files {where.local} under data_root or data.roots.{name}" + (f" (from {where.get})" if where.get else ""))
+    return "; ".join(parts) or where.get
+
+
 def how_to_get(name: str, root: Path | None) -> str:
     """One clause telling how to make source `name` load: its files under a root, or the hub."""
     where = origin(name)

@@ -27,7 +27,7 @@ from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips
 
 ORIGIN = Origin(hub="di-zhang-fdu/AIME_1983_2024, Maxwell-Jia/AIME_2024",
                 local="aime/AIME_Dataset_1983_2024.csv and aime/aime24_test.jsonl",
-                get="see ../shared/data/SOURCES.md")
+                get="the copies listed in ../shared/data/SOURCES.md")
 SPLITS = ("train", "all", "aime24")
 SUBJECTS = ("competition",)
 LAST_TRAIN_YEAR = 2023

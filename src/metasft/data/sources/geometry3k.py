@@ -19,7 +19,7 @@ from metasft.data.records import DataError, Record, option_letters, validate
 from metasft.data.sources._files import Origin, SourceUnavailable, check_split, read_json
 
 ORIGIN = Origin(hub=None, local="geometry3k/{train,val,test}/<id>/data.json",
-                get="unzip lupantech/InterGPS data/geometry3k/{train,val,test}.zip into DIR/geometry3k/")
+                get="lupantech/InterGPS data/geometry3k/{train,val,test}.zip, unzipped into DIR/geometry3k/")
 SPLITS = ("train", "val", "test")
 SUBJECTS = ("geometry",)
 

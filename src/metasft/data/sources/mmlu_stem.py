@@ -17,7 +17,7 @@ from metasft.data.records import DataError, Record, option_letters, validate
 from metasft.data.sources._files import Origin, check_split, hub_rows, read_csv, read_jsonl
 
 ORIGIN = Origin(hub="cais/mmlu", local="mmlu_stem/{test,dev,val}/<subject>_<split>.csv and mmlu_stem/final_release_test.jsonl",
-                get="hendrycks/test data/ at commit 785eba57, see ../shared/data/SOURCES.md")
+                get="hendrycks/test data/ at commit 785eba57, ../shared/data/SOURCES.md")
 SPLITS = ("test", "dev", "val", "final_test")
 HUB_SPLIT = {"test": "test", "dev": "dev", "val": "validation", "final_test": "test"}
 # subject -> design domain; electrical engineering (circuits, fields) counts as physics
