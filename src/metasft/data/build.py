@@ -43,10 +43,12 @@ class _Loader:
         self.data_root, self.seed, self.user, self.roots, self._cache = data_root, seed, user, roots or {}, {}
         self.reads: dict[str, list] = {}
 
+    def _own(self, source: str) -> bool:
+        """A data.sources entry: it names its own file or hub id, and no root."""
+        return any(spec.name == source for spec in self.user)
+
     def root(self, source: str) -> Path | None:
-        if any(spec.name == source for spec in self.user):
-            return None  # a data.sources entry names its own file or hub id
-        return source_root(source, self.data_root, self.roots)
+        return None if self._own(source) else source_root(source, self.data_root, self.roots)
 
     def __call__(self, source: str, split: str, size: int | None) -> list[Record]:
         key = (source.lower(), split, size)
@@ -54,11 +56,8 @@ class _Loader:
             with recording_reads() as reads:
                 self._cache[key] = load_source(source, split, self.root(source), seed=self.seed, size=size,
                                                user=self.user)
-            self.reads.setdefault(self._name(source), []).extend(reads)
+            self.reads.setdefault(source if self._own(source) else source.lower(), []).extend(reads)
         return self._cache[key]
-
-    def _name(self, source: str) -> str:
-        return source if any(spec.name == source for spec in self.user) else source.lower()
 
     def sources(self) -> dict[str, SourceRead]:
         """Per source loaded: where from (the manifest's `sources`)."""
