@@ -12,7 +12,8 @@ entries read by `custom` through their column mapping; `load_source` reaches the
 from __future__ import annotations
 
 import importlib
-from collections import Counter
+import os
+from collections import defaultdict
 from pathlib import Path
 
 from metasft.data.records import DataError, Record
@@ -31,6 +32,7 @@ SOURCE_MODULES = {
     "amps": "amps",
     "champ": "champ",
 }
+MANY_FILES = 3  # describe_reads: more files than this in one folder are shown as a pattern
 HUB = "hub"  # data.roots.<source>: hub reads that source from the Hugging Face hub whatever data_root says
 
 
@@ -90,20 +92,29 @@ def load_source(name: str, split: str = "train", data_root: str | Path | None = 
 
 def describe_reads(reads: list, root: Path | None) -> list[str]:
     """What one source's loads read (`_files.recording_reads`), for the data manifest: "hub <id> [config]
-    <split>" per hub split, then the files, relative to `root`; files that differ only in one folder
-    become a pattern with a count ("geometry3k/train/*/data.json (2101 files)")."""
+    <split>" per hub split, then the files, relative to `root`. Many files become a pattern with a count:
+    those that differ only in one folder ("geometry3k/train/*/data.json (2101 files)"), then more than
+    MANY_FILES in one folder ("mmlu_stem/dev/*_dev.csv (18 files)")."""
     base = Path(root).resolve() if root is not None else None
     files = set()
     for kind, path in reads:
         if kind == "file":
             path = Path(path).resolve()
             files.add(path.relative_to(base) if base is not None and path.is_relative_to(base) else path)
-    groups = Counter(f.parent.parent / "*" / f.name for f in files)
-    out = [f"hub {what}" for what in sorted({what for kind, what in reads if kind == "hub"})]
-    for f in sorted(files):
-        pattern = f.parent.parent / "*" / f.name
-        if groups[pattern] == 1:
-            out.append(str(f))
-        elif f"{pattern} ({groups[pattern]} files)" not in out:
-            out.append(f"{pattern} ({groups[pattern]} files)")
-    return out
+    by_name = defaultdict(list)
+    for f in files:
+        by_name[f.parent.parent / "*" / f.name].append(f)
+    singles = defaultdict(list)
+    out = []
+    for pattern, group in sorted(by_name.items()):
+        if len(group) > 1:
+            out.append(f"{pattern} ({len(group)} files)")
+        else:
+            singles[group[0].parent].append(group[0].name)
+    for folder, names in sorted(singles.items()):
+        if len(names) > MANY_FILES:
+            suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]
+            out.append(f"{folder / ('*' + suffix)} ({len(names)} files)")
+        else:
+            out += [str(folder / n) for n in sorted(names)]
+    return [f"hub {what}" for what in sorted({what for kind, what in reads if kind == "hub"})] + sorted(out)
