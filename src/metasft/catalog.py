@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from metasft.config import Config
-from metasft.data.sources import SOURCE_MODULES
+from metasft.data.sources import SOURCE_MODULES, describe_origin
 from metasft.errors import MetasftError
 from metasft.manifests import (STARTED, ExperimentManifest, TrainManifest, manifest_status, read_manifest,
                                stage_rank)
@@ -91,6 +91,8 @@ def catalogue(config_root: Path) -> str:
     for name, doc in sources():
         parts += textwrap.wrap(doc, WIDTH, initial_indent=f"  {name:<{width}}  ",
                                subsequent_indent=" " * (width + 4), break_on_hyphens=False)
+        parts += textwrap.wrap(f"from: {describe_origin(name)}", WIDTH, initial_indent=" " * (width + 4),
+                               subsequent_indent=" " * (width + 10), break_on_hyphens=False)
     return "\n".join(parts)
 
 

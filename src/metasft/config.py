@@ -140,6 +140,8 @@ class CotArgs:
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     cache_dir: str | None = None
+    # also the eval tasks' pools of shots (few-shot adaptation and Baseline 2 train on them); test items never
+    eval_shots: bool = True
 
 
 @dataclass
@@ -147,6 +149,9 @@ class DataArgs:
     tasks: list[TaskSource] = field(default_factory=list)
     eval_tasks: list[EvalTask] = field(default_factory=list)
     sources: list[UserSource] = field(default_factory=list)  # your own files / hub datasets, by name
+    # per built-in source: a directory laid out like ../shared/data, or "hub"; overrides data_root for
+    # that source (e.g. {geometry3k: DIR}: the hub for the others, local files for Geometry3K)
+    roots: dict = field(default_factory=dict)
     support_ratio: float = 0.2
     query_ratio: float = 0.3        # the rest is the task's held-out test split
     val_ratio: float = 0.1          # share of the held-out part kept for checkpoint selection
@@ -267,7 +272,7 @@ class Config:
     arms: list[str] = field(default_factory=lambda: ["base", "fomaml", "sft_mixed"])  # `metasft run`
     variants: list[Variant] = field(default_factory=list)  # `metasft run`: the matrix's other runs
     seed: int = 0
-    data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub
+    data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub (data.roots: per source)
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     meta: MetaArgs = field(default_factory=MetaArgs)
@@ -543,12 +548,30 @@ def _validate_sources(cfg: Config, need) -> None:
              f"choice: set columns.choices), got {s.answer_type!r}")
         need(s.columns.solution is not None or s.columns.answer is not None,
              f"{where}.columns: solution and answer cannot both be null")
+    _validate_roots(cfg.data.roots, need)
     known = set(SOURCE_MODULES) | set(names)
     for kind, tasks in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks)):
         for t in tasks:
             need(t.source.lower() in known or t.source in names,
                  f"{kind}[{t.name}]: unknown source {t.source!r}; expected a built-in source "
                  f"{sorted(SOURCE_MODULES)} or a data.sources entry {names}")
+
+
+def _validate_roots(roots, need) -> None:
+    """data.roots: built-in source -> a directory or "hub", each possible for that source."""
+    from metasft.data.sources import HUB, SOURCE_MODULES, origin
+
+    need(isinstance(roots, dict), f"data.roots must be a mapping of source -> directory or {HUB!r}, got {roots!r}")
+    for name, value in roots.items():
+        where = f"data.roots.{name}"
+        need(name in SOURCE_MODULES, f"{where}: not a built-in source; expected one of {sorted(SOURCE_MODULES)} "
+                                     f"(a data.sources entry names its own path or hub)")
+        need(isinstance(value, str) and value.strip() != "",
+             f"{where} must be a directory or {HUB!r}, got {value!r}")
+        source = origin(name)
+        need(source.local is not None, f"{where}: {name} reads no files ({source.get}); remove the key")
+        need(value != HUB or source.hub is not None,
+             f"{where}={HUB}: {name} has no usable Hugging Face copy; give a directory with {source.local} under it")
 
 
 def _check_ranges(cfg: Config, need) -> None:

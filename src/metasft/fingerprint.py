@@ -26,8 +26,9 @@ from metasft.manifests import DataManifest, read_manifest
 # Bump a stage's version when its code starts producing different results for the same settings.
 # data 2: eval-task relations in the manifest (issue 9); train 2: balanced task draws, best checkpoint
 # by each arm's objective, inner-loop drop and warnings (issue 9); eval 2 and report 2: strict and
-# flexible grading, cut-off and looping outputs credited by neither (issue 19)
-VERSIONS = {"data": 2, "train": 2, "eval": 2, "similarity": 1, "report": 2}
+# flexible grading, cut-off and looping outputs credited by neither (issue 19); data 3: data.cot also
+# writes the eval tasks' shots, the manifest records each source's origin and the shots' working (issue 20)
+VERSIONS = {"data": 3, "train": 2, "eval": 2, "similarity": 1, "report": 2}
 # SFT arms' own version (code.sft), so a change to them leaves the meta runs' fingerprints alone.
 # sft 1: sft_task trains total_epochs over its pool; data.budget_scale scales the distinct examples (issue 9)
 SFT_VERSION = 1
@@ -36,7 +37,7 @@ SFT_VERSION = 1
 _EXECUTION = ("model.cache_dir", "model.gradient_checkpointing", "model.use_fsdp")
 _TOKENIZE = ("data.max_length", "data.truncation", "data.use_chat_template")
 
-_DATA = ("seed", "data_root", "data.tasks", "data.eval_tasks", "data.support_ratio", "data.query_ratio",
+_DATA = ("seed", "data_root", "data.roots", "data.tasks", "data.eval_tasks", "data.support_ratio", "data.query_ratio",
          "data.val_ratio", "data.val_max_samples", "data.template", "data.cot")
 _DATA_IGNORE = ("data.cot.api_key_env", "data.cot.cache_dir")
 _BASE = ("seed", "model")  # arm base: a fresh LoRA, nothing trained

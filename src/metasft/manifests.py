@@ -80,6 +80,18 @@ class EvalTaskEntry:
     cross_domain: bool
     max_new_tokens: int
     splits: dict[str, SplitCounts]
+    # the pool of shots (which sft_task also trains on): the share whose solutions show working
+    # (metasft.data.cot.shows_working), and whether it reaches cot.WORKED_SHARE; None: no pool, or not recorded
+    shots_worked: float | None = None
+    shots_reason: bool | None = None
+
+
+@dataclass
+class SourceRead:
+    """Where one source's records came from in a data build (data/build.py)."""
+    kind: str               # files | hub | package (generated, or shipped in a Python package)
+    root: str | None        # the directory read under (data.roots.<source>, else data_root); None: none
+    read: list[str]         # what was read: "hub <id> [config] <split>", files relative to root
 
 
 @dataclass
@@ -161,6 +173,7 @@ class DataManifest:
     overlap_check: str
     code: Provenance
     files: dict[str, DataFile] = field(default_factory=dict)
+    sources: dict[str, SourceRead] = field(default_factory=dict)  # per source name; {} before issue 20
 
     KIND: typing.ClassVar[str] = "data"
 

@@ -128,3 +128,79 @@ def test_accepts_the_config_dataclass(tmp_path, caplog):
 
     caplog.set_level(logging.WARNING)
     assert augment_with_cot([record("a")], CotArgs(), "en") == [record("a")]
+
+
+# ------------------------------------------------------------------ shots that reason (issue 20)
+def test_shows_working_tells_worked_solutions_from_answers():
+    from metasft.data.cot import shows_working
+
+    assert not shows_working(record("a"))  # the placeholder
+    assert not shows_working(record("b", answer="B", choices=("1", "2")))
+    assert not shows_working(record("c", topic="Fermat's little theorem"))
+    assert not shows_working(record("d", solution="12"))
+    assert not shows_working(record("e", solution="So the final answer is $\\boxed{12}$."))
+    assert shows_working(record("f", answer="0", solution="Since $\\sin 0 = 0,$ $\\arcsin 0 = \\boxed{0}.$"))
+    assert shows_working(record("g", solution="Six twos are 12.\nSo the answer is 12."))
+
+
+def test_worked_share_of_the_real_sources(shared_data):
+    from metasft.data.cot import worked_share
+    from metasft.data.sources import load_source
+
+    assert worked_share(load_source("gsm8k", "test", shared_data)) == 1.0
+    assert worked_share(load_source("math", "math500", shared_data)) == 1.0
+    assert worked_share(load_source("aime", "aime24", shared_data)) == 1.0
+    for name, split in (("theoremqa", "test"), ("mmlu_stem", "dev"), ("aime", "all")):
+        assert worked_share(load_source(name, split, shared_data)) == 0.0, name
+    assert worked_share([]) is None
+
+
+SHOTS_CONFIG = """
+data:
+  template: zh
+  val_max_samples: 2
+  tasks:
+    - {name: algebra, source: math, subject: algebra, exclude_levels: [5], support: 4, query: 4}
+  eval_tasks:
+    - {name: hard_algebra, source: math, subject: algebra, level: 5, split: test, shots_split: train,
+       n_shots: [0, 2], test_size: 3}
+    - {name: theorem_proving, source: theoremqa, subject: particle, split: test, shots_split: test,
+       n_shots: [0, 2], test_size: 2, unseen: true}
+    - {name: mmlu_stem, source: mmlu_stem, subjects: [college_physics], split: test, shots_split: dev,
+       n_shots: [0, 2], test_size: 3, cross_domain: true}
+"""
+
+
+def test_cot_covers_the_eval_tasks_shots_and_the_manifest_says_which_reason(server, tmp_path, shared_data):
+    """TheoremQA's and MMLU's shots are answer-only as loaded; with an endpoint they get worked solutions
+    (the files few-shot adaptation and sft_task read), their test items keep theirs, and the manifest
+    records per eval task whether its shots show working."""
+    from metasft.config import load_config
+    from metasft.data.build import build_data
+    from metasft.data.store import read_records
+
+    base_url, requests = server
+    path = tmp_path / "c.yaml"
+    path.write_text(SHOTS_CONFIG)
+    plain = build_data(load_config(path, [f"data_root={shared_data}"]), tmp_path / "plain")
+    reason = {name: (t.shots_reason, t.shots_worked) for name, t in plain.eval_tasks.items()}
+    assert reason == {"hard_algebra": (True, 1.0), "theorem_proving": (False, 0.0), "mmlu_stem": (False, 0.0)}
+    assert not requests
+
+    overrides = [f"data_root={shared_data}", f"data.cot.base_url={base_url}", "data.cot.model=teacher",
+                 f"data.cot.cache_dir={tmp_path / 'cache'}"]
+    cot = build_data(load_config(path, overrides), tmp_path / "cot")
+    assert {name: t.shots_reason for name, t in cot.eval_tasks.items()} == dict.fromkeys(reason, True)
+    n_shots = cot.eval_tasks["theorem_proving"].splits["shots"].n + cot.eval_tasks["mmlu_stem"].splits["shots"].n
+    assert len(requests) == n_shots >= 2 + 2  # the answer-only shots only; MATH's are worked already
+    for task in ("theorem_proving", "mmlu_stem"):
+        shots = read_records(tmp_path / "cot" / "data" / "eval" / f"{task}_shots.parquet")
+        assert all("步骤1" in r.solution and not lacks_worked_solution(r) for r in shots)
+        test = read_records(tmp_path / "cot" / "data" / "eval" / f"{task}_test.parquet")
+        assert test and all(lacks_worked_solution(r) for r in test)  # scored items keep their references
+    manifest = json.loads((tmp_path / "cot" / "manifest.json").read_text())
+    assert manifest["eval_tasks"]["mmlu_stem"]["shots_reason"] is True
+
+    # data.cot.eval_shots=false: meta-training only, as before issue 20
+    off = build_data(load_config(path, overrides + ["data.cot.eval_shots=false"]), tmp_path / "off")
+    assert off.eval_tasks["theorem_proving"].shots_reason is False

@@ -64,6 +64,8 @@ def test_own_jsonl_builds_as_meta_training_and_eval_task(tmp_path, capsys):
     assert algebra["support"]["levels"] == {"1": 2, "2": 2, "3": 2}  # stratified by the mapped level
     geometry = manifest["eval_tasks"]["my_geometry"]["splits"]
     assert geometry["test"]["n"] == 8 and geometry["shots"]["n"] == 12  # one file: test and shots disjoint
+    assert manifest["sources"] == {"my_problems": {"kind": "files", "root": None,
+                                                   "read": [str((tmp_path / "mine.jsonl").resolve())]}}
     support = read_sft(out / "data/meta_train/my_algebra_support.parquet")
     assert support and all(r["id"].startswith("my_problems/a") for r in support)
     test = pd.read_parquet(out / "data/eval/my_geometry_test.parquet")

@@ -290,7 +290,7 @@ def test_geometry3k(tmp_path):
         geometry3k.load("test", tmp_path)
     with pytest.raises(DataError, match="directory not found"):
         geometry3k.load("val", tmp_path)
-    with pytest.raises(DataError, match="data_root"):
+    with pytest.raises(DataError, match="no Hugging Face copy"):
         geometry3k.load("train")
 
 
@@ -378,8 +378,13 @@ def test_hub_failure_is_a_data_error(monkeypatch):
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match=r"'openai/gsm8k'.*hub unreachable.*data_root"):
+    with pytest.raises(DataError, match=r"'openai/gsm8k'.*hub unreachable"):
         gsm8k.load("test")
+    # through load_source, the one line also says how to read local files instead
+    with pytest.raises(DataError, match=r"source 'gsm8k' \(split 'test'\) did not load on the Hugging Face hub: "
+                                        r".*hub unreachable.*data\.roots\.gsm8k=DIR \(or data_root=DIR\) with "
+                                        r"gsm8k/\{train,test\}\.jsonl under DIR"):
+        load_source("gsm8k", "test")
 
 
 def test_every_registered_source_loads_through_load_source(shared_data):

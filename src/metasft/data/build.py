@@ -21,12 +21,14 @@ from pathlib import Path
 
 from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_config
 from metasft.data import tasks as T
+from metasft.data.cot import WORKED_SHARE, augment_with_cot, worked_share
 from metasft.data.records import DataError, Record, dedup_key
-from metasft.data.sources import load_source
+from metasft.data.sources import describe_reads, load_source, source_root
+from metasft.data.sources._files import recording_reads
 from metasft.data.store import write_examples
 from metasft.matrix import extra_size, pool_scale
 from metasft.manifests import (DataFile, DataManifest, EvalTaskEntry, ManifestError, MetaTaskEntry, Provenance,
-                               Relation, SplitCounts, read_manifest, write_manifest)
+                               Relation, SourceRead, SplitCounts, read_manifest, write_manifest)
 from metasft.rundir import (MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
                             provenance, remove_stale_temps)
 
@@ -34,16 +36,39 @@ log = logging.getLogger(__name__)
 
 
 class _Loader:
-    """Loads each (source, split) once per build."""
+    """Loads each (source, split) once per build, each source under its own root (data.roots, else
+    data_root), and notes what each source read for the manifest."""
 
-    def __init__(self, data_root: str | None, seed: int, user=()):
-        self.data_root, self.seed, self.user, self._cache = data_root, seed, user, {}
+    def __init__(self, data_root: str | None, seed: int, user=(), roots: dict | None = None):
+        self.data_root, self.seed, self.user, self.roots, self._cache = data_root, seed, user, roots or {}, {}
+        self.reads: dict[str, list] = {}
+
+    def _own(self, source: str) -> bool:
+        """A data.sources entry: it names its own file or hub id, and no root."""
+        return any(spec.name == source for spec in self.user)
+
+    def root(self, source: str) -> Path | None:
+        return None if self._own(source) else source_root(source, self.data_root, self.roots)
 
     def __call__(self, source: str, split: str, size: int | None) -> list[Record]:
         key = (source.lower(), split, size)
         if key not in self._cache:
-            self._cache[key] = load_source(source, split, self.data_root, seed=self.seed, size=size, user=self.user)
+            with recording_reads() as reads:
+                self._cache[key] = load_source(source, split, self.root(source), seed=self.seed, size=size,
+                                               user=self.user)
+            self.reads.setdefault(source if self._own(source) else source.lower(), []).extend(reads)
         return self._cache[key]
+
+    def sources(self) -> dict[str, SourceRead]:
+        """Per source loaded: where from (the manifest's `sources`)."""
+        out = {}
+        for name, reads in sorted(self.reads.items()):
+            root = self.root(name)
+            kinds = {kind for kind, _ in reads}
+            out[name] = SourceRead(kind="hub" if "hub" in kinds else "files" if kinds else "package",
+                                   root=str(root.resolve()) if root is not None and "file" in kinds else None,
+                                   read=describe_reads(reads, root))
+        return out
 
 
 def _subjects(spec: TaskSource | EvalTask) -> list[str]:
@@ -129,17 +154,20 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     relations = held_out_relations(cfg)
-    load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources)
+    load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources, cfg.data.roots)
     dedup = T.Dedup()
     meta = build_meta_tasks(cfg, load, dedup)
     evals = {spec.name: build_eval_task(spec, cfg, load, dedup, i)
              for i, spec in enumerate(cfg.data.eval_tasks)}
     if cfg.data.cot.base_url:
-        from metasft.data.cot import augment_with_cot
         meta = {name: {s: augment_with_cot(rs, cfg.data.cot, cfg.data.template) for s, rs in parts.items()}
                 for name, parts in meta.items()}
+        if cfg.data.cot.eval_shots:  # the shots few-shot adaptation and sft_task train on; test items stay as given
+            evals = {name: {**parts, "shots": augment_with_cot(parts["shots"], cfg.data.cot, cfg.data.template)}
+                     for name, parts in evals.items()}
     else:
         log.info("data.cot.base_url not set: sources without worked solutions keep their own solution text")
+    worked = {name: worked_share(parts["shots"]) for name, parts in evals.items()}
 
     files: dict[str, list[Record]] = {}
     for name, parts in meta.items():
@@ -154,11 +182,14 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
         seed=cfg.seed, template=cfg.data.template, data_root=cfg.data_root,
         tasks={spec.name: MetaTaskEntry(spec.source, _split_counts(meta[spec.name])) for spec in cfg.data.tasks},
         eval_tasks={spec.name: EvalTaskEntry(spec.source, spec.n_shots, spec.unseen, Relation(**relations[spec.name]),
-                                             spec.cross_domain, spec.max_new_tokens, _split_counts(evals[spec.name]))
+                                             spec.cross_domain, spec.max_new_tokens, _split_counts(evals[spec.name]),
+                                             shots_worked=worked[spec.name],
+                                             shots_reason=None if worked[spec.name] is None
+                                             else worked[spec.name] >= WORKED_SHARE)
                     for spec in cfg.data.eval_tasks},
         dedup_removed={k: v for k, v in sorted(dedup.removed.items()) if k != "unused"},
         overlap_check="no normalized problem text appears in two files",
-        code=Provenance(**{k: v for k, v in provenance().items() if k != "command"}))
+        code=Provenance(**{k: v for k, v in provenance().items() if k != "command"}), sources=load.sources())
     _check_disjoint(files)
     out = Path(out)
     remove_stale_temps(out.parent, re.escape(out.name))

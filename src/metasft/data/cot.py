@@ -4,7 +4,13 @@ Some sources have no worked solution (the AIME CSV, MMLU, Geometry3K, most of Th
 loaders write a one-sentence placeholder (`placeholder_solution`) so every record still has a
 non-empty `solution`. The design's `augment_with_cot(problem, solution)` replaces those placeholders
 with a solution written by a teacher model behind any OpenAI-compatible chat-completions endpoint.
-Every response is cached on disk under a hash of (model, prompt), so a rerun makes no calls.
+Every response is cached on disk under a hash of (model, prompt), so a rerun makes no calls. The data
+build (data.cot) applies it to the meta-training tasks and, with data.cot.eval_shots, to each eval
+task's pool of shots, which few-shot adaptation and Baseline 2 (sft_task) train on; test items keep
+their sources' solutions.
+
+`shows_working` tells a worked solution from an answer-only one, so the data manifest can say per eval
+task whether its shots reason (`worked_share`, `WORKED_SHARE`).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -58,6 +65,34 @@ def lacks_worked_solution(record: Record) -> bool:
     """True when the record's solution is exactly its `placeholder_solution`: it states the answer only."""
     stated = answer_text(record.answer, record.choices)
     return record.solution.strip() in (placeholder_solution(stated), placeholder_solution(stated, record.topic))
+
+
+# A solution shows working when it is not its record's answer-only placeholder and, with the answer and
+# the words of an answer statement removed, at least MIN_WORK_WORDS words are left. "The answer is 5."
+# and a bare "5" leave none; MATH's shortest solutions ("Since $\sin 0 = 0,$ $\arcsin 0 = \boxed{0}.$")
+# leave 4. On ../shared/data: MATH, GSM8K and AIME 2024 solutions 100 % show working, ScienceQA's 82-96 %
+# (the rest have no solution text), TheoremQA, MMLU, the AIME CSV and Geometry3K 0 %.
+MIN_WORK_WORDS = 3
+# a pool of shots "reasons" when at least this share shows working: a 5-shot prompt then holds on average
+# under half an answer-only shot
+WORKED_SHARE = 0.9
+_ANSWER_WORDS = frozenset({"the", "final", "answer", "is", "so", "thus", "therefore", "hence", "boxed"})
+_WORD = re.compile(r"[^\W_]+")
+
+
+def shows_working(record: Record) -> bool:
+    """Whether `record.solution` is a worked solution, not only a statement of the answer (see MIN_WORK_WORDS)."""
+    if lacks_worked_solution(record):
+        return False
+    text = record.solution.replace(answer_text(record.answer, record.choices), " ")
+    if not record.choices:  # a choice's bare letter would cut words
+        text = text.replace(record.answer, " ")
+    return sum(w.lower() not in _ANSWER_WORDS for w in _WORD.findall(text)) >= MIN_WORK_WORDS
+
+
+def worked_share(records: list[Record]) -> float | None:
+    """The share of `records` whose solutions show working; None for no records."""
+    return sum(map(shows_working, records)) / len(records) if records else None
 
 
 def answer_text(answer: str, choices: tuple[str, ...] = ()) -> str:

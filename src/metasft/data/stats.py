@@ -1,4 +1,5 @@
-"""`metasft data stats`: the manifest's counts per task, split and level as a table."""
+"""`metasft data stats`: the manifest's counts per task, split and level as a table, where each source
+was read from, and whether each eval task's shots show working."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,4 +30,13 @@ def stats_table(data_dir: Path) -> str:
     if removed:
         lines.append("")
         lines.append("removed as duplicates: " + ", ".join(f"{k}={v}" for k, v in removed.items()))
+    if manifest.sources:
+        lines.append("")
+        lines += [f"{name}: {s.kind}" + (f" under {s.root}" if s.root else "") + (f": {', '.join(s.read)}" if s.read else "")
+                  for name, s in manifest.sources.items()]
+    worked = {name: t for name, t in manifest.eval_tasks.items() if t.shots_worked is not None}
+    if worked:
+        lines.append("")
+        lines.append("shots that show working: " + ", ".join(
+            f"{name} {t.shots_worked:.0%}" + ("" if t.shots_reason else " (answer-only)") for name, t in worked.items()))
     return "\n".join(lines)

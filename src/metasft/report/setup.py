@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from metasft.manifests import SplitCounts, stage_rank
+from metasft.data.cot import WORKED_SHARE
+from metasft.manifests import EvalTaskEntry, SplitCounts, stage_rank
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
@@ -59,11 +60,18 @@ def _data_tables(ctx: Context, doc: Document) -> None:
     evals = data.eval_tasks
     if evals:
         doc.add(Table(["eval task", "source", "N-shot levels", "unseen (protocol B)", "cross-domain (C5)",
-                       "relation to meta-training", "examples per split"],
+                       "relation to meta-training", "examples per split", "shots show working"],
                       [[name, t.source, ", ".join(str(n) for n in t.n_shots),
                         "yes" if t.unseen else "no", "yes" if t.cross_domain else "no",
-                        t.relation.detail, _splits(t.splits)] for name, t in evals.items()],
-                      "Evaluation tasks (`test`: scored questions; `shots`: the pool the shots are drawn from)"))
+                        t.relation.detail, _splits(t.splits), _working(t)] for name, t in evals.items()],
+                      "Evaluation tasks (`test`: scored questions; `shots`: the pool the shots are drawn from, which "
+                      "Baseline 2 also trains on; shots show working: the share of their solutions that are worked, "
+                      "not a one-line answer)"))
+        answer_only = [name for name, t in evals.items() if t.shots_reason is False]
+        if answer_only:
+            doc.add(Callout("warning", f"The shots of {', '.join(answer_only)} are answer-only (under "
+                                       f"{WORKED_SHARE:.0%} show working): few-shot adaptation and Baseline 2 on these tasks train on final "
+                                       "answers without reasoning. A CoT endpoint (`data.cot`) writes worked solutions."))
     else:
         doc.add(Para("No evaluation tasks listed."))
     files = data.files
@@ -77,6 +85,12 @@ def _data_tables(ctx: Context, doc: Document) -> None:
             if differ:
                 doc.add(Callout("warning", f"Run `{run}` trained on data files whose hashes differ from "
                                            f"dataset/manifest.json: {', '.join(differ)}."))
+
+
+def _working(task: EvalTaskEntry) -> str:
+    if task.shots_worked is None:
+        return "not recorded"
+    return f"{'yes' if task.shots_reason else 'no'} ({task.shots_worked:.0%})"
 
 
 def _levels(splits: dict[str, SplitCounts]) -> str:

@@ -1,7 +1,10 @@
 """Small helpers shared by the source loaders: reading files with located errors, the hub, names.
 
 Every reader names the file and line of a bad row (`DataError`), so a broken download is found at
-load time and not as a crash in the middle of training.
+load time and not as a crash in the middle of training. A file that is not there, or a hub dataset
+that does not load, is a `SourceUnavailable`, which `load_source` completes with how to get the data.
+While `recording_reads()` is active, every file and hub split a loader reads is noted, so the data
+build's manifest says where each source actually came from.
 """
 from __future__ import annotations
 
@@ -11,11 +14,52 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 from metasft.data.records import DataError
 
 logger = logging.getLogger(__name__)
+
+
+class SourceUnavailable(DataError):
+    """A source's files are not where they were looked for, or its hub copy did not load."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a source module loads from (its `ORIGIN`), for errors, docs and `metasft ls`.
+
+    `hub`: the Hugging Face dataset id(s) read without a root, None when the hub has no usable copy;
+    `local`: the files it expects under a root laid out like ../shared/data (`data_root`, or
+    `data.roots.<source>`), None for data shipped in a package; `get`: where those files come from.
+    """
+    hub: str | None
+    local: str | None
+    get: str = ""
+
+
+# ("file", Path) / ("hub", "id config split") per read, while a recording_reads() block is active
+_READS: ContextVar[list | None] = ContextVar("metasft_source_reads", default=None)
+
+
+@contextmanager
+def recording_reads():
+    """Collect what loaders read inside the block: a list of ("file", Path) and ("hub", text)."""
+    reads: list = []
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def _note(kind: str, what) -> None:
+    reads = _READS.get()
+    if reads is not None:
+        reads.append((kind, what))
 
 
 def check_split(source: str, split: str, splits: tuple[str, ...]) -> None:
@@ -27,7 +71,8 @@ def check_split(source: str, split: str, splits: tuple[str, ...]) -> None:
 def require_file(path: Path, what: str) -> Path:
     """Return `path` if it is a file, else raise DataError saying what was expected there."""
     if not path.is_file():
-        raise DataError(f"{path}: file not found; expected {what}")
+        raise SourceUnavailable(f"{path}: file not found; expected {what}")
+    _note("file", path)
     return path
 
 
@@ -98,8 +143,9 @@ def hub_rows(dataset_id: str, config: str | None, split: str) -> list[dict]:
     try:
         data = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as e:  # network, auth, missing config: all mean "not loaded from the hub"
-        raise DataError(f"could not load {dataset_id!r} (config {config!r}, split {split!r}) from the "
-                        f"Hugging Face hub: {e}; pass data_root to read local files instead") from e
+        raise SourceUnavailable(f"could not load {dataset_id!r} (config {config!r}, split {split!r}) from the "
+                                f"Hugging Face hub: {' '.join(str(e).split())}") from e
+    _note("hub", " ".join(str(x) for x in (dataset_id, config, split) if x is not None))
     return [dict(row) for row in data]
 
 

@@ -23,8 +23,11 @@ from pathlib import Path
 
 from metasft.data.cot import placeholder_solution
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import check_split, hub_rows, log_skips, read_csv, read_jsonl
+from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips, read_csv, read_jsonl
 
+ORIGIN = Origin(hub="di-zhang-fdu/AIME_1983_2024, Maxwell-Jia/AIME_2024",
+                local="aime/AIME_Dataset_1983_2024.csv and aime/aime24_test.jsonl",
+                get="the copies listed in ../shared/data/SOURCES.md")
 SPLITS = ("train", "all", "aime24")
 SUBJECTS = ("competition",)
 LAST_TRAIN_YEAR = 2023

@@ -22,8 +22,10 @@ from pathlib import Path
 from metasft.data.cot import placeholder_solution
 from metasft.data.records import DataError, Record, validate
 from metasft.answers import last_boxed
-from metasft.data.sources._files import check_split, log_skips, read_json, require_file, snake
+from metasft.data.sources._files import Origin, SourceUnavailable, check_split, log_skips, read_json, require_file, snake
 
+ORIGIN = Origin(hub=None, local="amps/khan/<topic>/.../<n>.json and/or amps/mathematica/<topic>/.../<n>.txt",
+                get="the AMPS tarball of hendrycks/math")
 SPLITS = ("train", "khan", "mathematica")
 SKIP_ANSWER = "no answer found in the last hint"
 SKIP_FORMAT = "not in 'Problem:/Answer:' form"
@@ -35,13 +37,12 @@ def load(split: str = "train", data_root: Path | None = None, *, seed: int = 0, 
     """AMPS records of `split`, id `amps/<part>/<path below the part folder, without suffix>`."""
     check_split("amps", split, SPLITS)
     if data_root is None:
-        raise DataError("amps: not on the Hugging Face hub; pass data_root holding amps/khan/ and/or "
-                        "amps/mathematica/ (extracted from the AMPS tarball of hendrycks/math)")
+        raise SourceUnavailable("amps: not on the Hugging Face hub")
     root = Path(data_root) / "amps"
     wanted = ("khan", "mathematica") if split == "train" else (split,)
     present = [part for part in wanted if (root / part).is_dir()]
     if not present:
-        raise DataError(f"{root}: no {' or '.join(wanted)} folder found; expected "
+        raise SourceUnavailable(f"{root}: no {' or '.join(wanted)} folder found; expected "
                         f"{root}/khan/<topic>/<n>.json and/or {root}/mathematica/<topic>/<n>.txt")
     skipped = Counter()
     records = []

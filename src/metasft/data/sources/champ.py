@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import check_split, snake
+from metasft.data.sources._files import Origin, check_split, snake
 
+ORIGIN = Origin(hub=None, local=None, get="the champ_dataset package")
 SPLITS = ("all",)
 SUBJECTS = ("competition",)
 VERSION = "v0"

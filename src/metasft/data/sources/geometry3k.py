@@ -1,9 +1,10 @@
 """Geometry3K (Lu et al., 2021, InterGPS): geometry problems with a diagram, four choices each.
 
-Local files only: the published layout `<data_root>/geometry3k/<split>/<id>/data.json` (keys
+Local files only: the published layout `<root>/geometry3k/<split>/<id>/data.json` (keys
 include id, problem_text, choices, answer letter, problem_type_goal, problem_type_graph) beside
-`img_diagram.png`. The hub has no copy with the original text, choices and letters, so
-`data_root=None` is an error.
+`img_diagram.png`, as unzipped from lupantech/InterGPS `data/geometry3k/{train,val,test}.zip`. The hub
+has no copy with the original text, choices and letters, so a build needs a root for it: `data_root`,
+or `data.roots.geometry3k` alone when the other sources come from the hub.
 
 The diagram is not read: many problems ("Find x.") cannot be solved from the text alone, which
 limits what a text-only model can learn from them. There are no solutions, so `solution` is the
@@ -15,8 +16,10 @@ from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, option_letters, validate
-from metasft.data.sources._files import check_split, read_json
+from metasft.data.sources._files import Origin, SourceUnavailable, check_split, read_json
 
+ORIGIN = Origin(hub=None, local="geometry3k/{train,val,test}/<id>/data.json",
+                get="lupantech/InterGPS data/geometry3k/{train,val,test}.zip, unzipped into DIR/geometry3k/")
 SPLITS = ("train", "val", "test")
 SUBJECTS = ("geometry",)
 
@@ -25,14 +28,14 @@ def load(split: str = "train", data_root: Path | None = None, *, seed: int = 0, 
     """Geometry3K records of `split`, id `geometry3k/<split>/<id>`, in numeric folder order."""
     check_split("geometry3k", split, SPLITS)
     if data_root is None:
-        raise DataError("geometry3k: no Hugging Face copy has the original problem text, choices and answer "
-                        "letters; pass data_root holding geometry3k/<split>/<id>/data.json (lupantech/InterGPS)")
+        raise SourceUnavailable("geometry3k: no Hugging Face copy has the original problem text, choices and "
+                                "answer letters")
     folder = Path(data_root) / "geometry3k" / split
     if not folder.is_dir():
-        raise DataError(f"{folder}: directory not found; expected Geometry3K problems as {folder}/<id>/data.json")
+        raise SourceUnavailable(f"{folder}: directory not found; expected Geometry3K problems as {folder}/<id>/data.json")
     paths = sorted(folder.glob("*/data.json"), key=lambda p: (not p.parent.name.isdigit(), p.parent.name.zfill(12)))
     if not paths:
-        raise DataError(f"{folder}: no <id>/data.json files found")
+        raise SourceUnavailable(f"{folder}: no <id>/data.json files found")
     return [row_to_record(read_json(path, "a Geometry3K problem"), split, str(path)) for path in paths]
 
 

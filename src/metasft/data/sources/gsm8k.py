@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 
 from metasft.data.records import DataError, Record, validate
-from metasft.data.sources._files import check_split, hub_rows, read_jsonl
+from metasft.data.sources._files import Origin, check_split, hub_rows, read_jsonl
 
+ORIGIN = Origin(hub="openai/gsm8k", local="gsm8k/{train,test}.jsonl",
+                get="openai/grade-school-math grade_school_math/data/")
 SPLITS = ("train", "test")
 SUBJECTS = ("word_problems",)
 

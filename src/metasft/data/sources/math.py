@@ -12,8 +12,10 @@ from pathlib import Path
 
 from metasft.data.records import DataError, Record, validate
 from metasft.answers import last_boxed
-from metasft.data.sources._files import check_split, hub_rows, log_skips, read_jsonl, snake
+from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips, read_jsonl, snake
 
+ORIGIN = Origin(hub="EleutherAI/hendrycks_math, HuggingFaceH4/MATH-500", local="math/{train,test,math500_test}.jsonl",
+                get="the MATH release as JSONL, ../shared/data/SOURCES.md")
 SPLITS = ("train", "test", "math500")
 SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
             "number_theory", "prealgebra", "precalculus")

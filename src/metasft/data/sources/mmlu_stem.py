@@ -14,8 +14,10 @@ from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, option_letters, validate
-from metasft.data.sources._files import check_split, hub_rows, read_csv, read_jsonl
+from metasft.data.sources._files import Origin, check_split, hub_rows, read_csv, read_jsonl
 
+ORIGIN = Origin(hub="cais/mmlu", local="mmlu_stem/{test,dev,val}/<subject>_<split>.csv and mmlu_stem/final_release_test.jsonl",
+                get="hendrycks/test data/ at commit 785eba57, ../shared/data/SOURCES.md")
 SPLITS = ("test", "dev", "val", "final_test")
 HUB_SPLIT = {"test": "test", "dev": "dev", "val": "validation", "final_test": "test"}
 # subject -> design domain; electrical engineering (circuits, fields) counts as physics

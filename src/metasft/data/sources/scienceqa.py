@@ -18,10 +18,12 @@ from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import OPTION_LETTERS, DataError, Record, validate
-from metasft.data.sources._files import check_split, hub_rows, log_skips, read_json, snake
+from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips, read_json, snake
 
 logger = logging.getLogger(__name__)
 
+ORIGIN = Origin(hub="derek-thomas/ScienceQA", local="scienceqa/problems.json (else problems_subset150.json)",
+                get="lupantech/ScienceQA data/scienceqa/problems.json")
 SPLITS = ("train", "val", "test")
 HUB_SPLIT = {"train": "train", "val": "validation", "test": "test"}
 DOMAIN_OF_TOPIC = {"physics": "physics", "chemistry": "chemistry", "biology": "biology"}

@@ -11,9 +11,12 @@ question keeps its stem and a specific closing question ("which color is brighte
 generic "Which option is correct?" is dropped. Skipped, counted and logged: questions with a
 Picture (53), and option questions whose options are not in the text.
 
-Solutions: the release's `explanation` is "NONE" or the path of a file that was never published,
-so records get `placeholder_solution(answer, theorem)` ("Using <theorem>, the answer is X."),
-which `metasft.data.cot.augment_with_cot` replaces.
+Solutions: none. The release's `explanation` is "NONE" or the path of a file that was never published
+(all 747 questions without a picture), and the hub copy has no such column, so every record gets
+`placeholder_solution(answer, theorem)` ("Using <theorem>, the answer is X."): an answer-only solution.
+Only a configured CoT endpoint (data.cot) replaces it, in meta-training tasks and in eval tasks' pools
+of shots (data.cot.eval_shots); test items keep it, and without data.cot the shots stay answer-only
+(the data manifest's `shots_reason` is then false for a TheoremQA eval task).
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ from pathlib import Path
 
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, option_letters, validate
-from metasft.data.sources._files import check_split, hub_rows, log_skips, read_json, snake
+from metasft.data.sources._files import Origin, check_split, hub_rows, log_skips, read_json, snake
 
+ORIGIN = Origin(hub="TIGER-Lab/TheoremQA", local="theoremqa/theoremqa_test.json",
+                get="wenhuchen/TheoremQA theoremqa_test.json")
 SPLITS = ("test",)
 ANSWER_TYPES = {"integer": "integer", "float": "float", "bool": "bool",
                 "list of integer": "list", "list of float": "list", "option": "choice"}

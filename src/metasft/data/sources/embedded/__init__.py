@@ -15,10 +15,13 @@ import random
 from pathlib import Path
 
 from metasft.data.records import DataError, Record, normalized_text
+from metasft.data.sources._files import Origin
 from metasft.data.sources.embedded import (
     algebra, calculus, chemistry, combinatorics, geometry, number_theory, physics, statistics,
 )
 from metasft.data.sources.embedded._common import Topic
+
+ORIGIN = Origin(hub=None, local=None, get="generated here, from a seed")
 
 DOMAINS: dict[str, dict[str, Topic]] = {
     "algebra": algebra.TOPICS,
