@@ -106,6 +106,7 @@ class EvalTask:
     cross_domain: bool = False      # success criterion 5 (science / MMLU-STEM-like)
     allow_overlap: bool = False     # may share a (source, subject, level) slice with a meta-training task
     max_new_tokens: int = 256
+    shots_max: int | None = None    # the shot pool cut to this many (seeded; Baseline 2 trains on it); None: all
 
 
 @dataclass
@@ -610,6 +611,9 @@ def _check_ranges(cfg: Config, need) -> None:
         positive(f"{where}.size", task.size, allow_none=True)
         positive(f"{where}.test_size", task.test_size)
         positive(f"{where}.max_new_tokens", task.max_new_tokens)
+        positive(f"{where}.shots_max", task.shots_max, allow_none=True)
+        need(task.shots_max is None or task.shots_max >= max(task.n_shots, default=0),
+             f"{where}.shots_max ({task.shots_max}) must hold its largest shot level {max(task.n_shots, default=0)}")
         need(task.n_shots and len(set(task.n_shots)) == len(task.n_shots),
              f"{where}.n_shots must be a non-empty list without repeats, got {task.n_shots}")
     need(e.seeds and len(set(e.seeds)) == len(e.seeds), f"eval.seeds must be a non-empty list without repeats, got {e.seeds}")

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from metasft.config import Config, EvalTask, TaskSource, validate
+from metasft.data.cot import WORKED_SHARE, shows_working
 from metasft.rundir import pooled_file
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 TINY = "tiny-llama"
 EXAMPLES = 2            # support and query examples per meta-training task
 TEST_QUESTIONS = 4      # test questions per eval task
+SHOT_POOL = 8           # shots kept per eval task beyond its largest shot level (Baseline 2 trains on them)
 STEPS = 2               # training steps, and adaptation steps
 GENERATED = 24          # new tokens per answer (the real caps are checked, not generated)
+MAX_LENGTH = 768        # tokens per training example: the longest MATH problems' prompts fit
 LONG_SHARE = 0.05       # warn when more than this share of reference solutions exceed the cap
 
 
@@ -45,9 +48,15 @@ class Finding:
 
 
 # ----------------------------------------------------------------------------------------- sources
+def _root(cfg: Config, source: str):
+    from metasft.data.sources import source_root
+    own = any(s.name == source for s in cfg.data.sources)  # a data.sources entry names its own file
+    return None if own else source_root(source, cfg.data_root, cfg.data.roots)
+
+
 def _load(cfg: Config, source: str, split: str, size: int | None):
     from metasft.data.sources import load_source
-    return load_source(source, split, cfg.data_root, seed=cfg.seed, size=size, user=cfg.data.sources)
+    return load_source(source, split, _root(cfg, source), seed=cfg.seed, size=size, user=cfg.data.sources)
 
 
 def _selected(cfg: Config, spec: TaskSource | EvalTask, split: str) -> list:
@@ -59,8 +68,6 @@ def _selected(cfg: Config, spec: TaskSource | EvalTask, split: str) -> list:
                     exclude_levels=list(getattr(spec, "exclude_levels", [])))
 
 
-def _where(cfg: Config) -> str:
-    return f"data_root={cfg.data_root}" if cfg.data_root else "the Hugging Face hub"
 
 
 def probe(cfg: Config) -> tuple[dict[str, int], dict[str, int], dict[str, list], list[Finding]]:
@@ -76,11 +83,9 @@ def probe(cfg: Config) -> tuple[dict[str, int], dict[str, int], dict[str, list],
         try:
             return _selected(cfg, spec, split)
         except Exception as e:  # noqa: BLE001 - any failure to load is a finding, not a crash
-            failed[key] = " ".join(str(e).split())[:300]
-            findings.append(Finding("source", f"{spec.source}/{split}", f"cannot load from {_where(cfg)} "
-                                    f"({failed[key]}); its tasks are left out of this rehearsal. Point data_root "
-                                    f"at a local copy (laid out like ../shared/data, see its SOURCES.md) or run "
-                                    f"where the hub is reachable"))
+            failed[key] = " ".join(str(e).split())[:400]
+            findings.append(Finding("source", f"{spec.source}/{split}", f"{failed[key]}; its tasks are left out "
+                                                                          "of this rehearsal"))
             return None
 
     for spec in cfg.data.tasks:
@@ -144,18 +149,15 @@ def shot_findings(cfg: Config, pools: dict[str, int], tests: dict[str, list]) ->
             out.append(Finding("shots", f"data.eval_tasks[{spec.name}]",
                                f"the shot pool ({spec.source}/{spec.shots_split}) holds {max(left, 0)} items after "
                                f"its {spec.test_size} test items, fewer than its largest shot level {need}"))
-        solutions = [r.solution for r in tests.get(spec.name, []) if r.solution]
-        if solutions and not cfg.data.cot.base_url and sum(_reasons(s) for s in solutions) < len(solutions) / 2:
+        records = tests.get(spec.name, [])
+        worked = sum(shows_working(r) for r in records) / len(records) if records else 1.0
+        covered = cfg.data.cot.base_url and cfg.data.cot.eval_shots
+        if worked < WORKED_SHARE and not covered:
             out.append(Finding("shots", f"data.eval_tasks[{spec.name}]",
-                               f"most of {spec.source}'s solutions are answer-only: adapting on such shots teaches "
-                               f"the model to stop reasoning; set data.cot to give its shots worked solutions"))
+                               f"{100 * (1 - worked):.0f}% of {spec.source}'s solutions are answer-only: adapting on "
+                               f"such shots teaches the model to stop reasoning; set data.cot.base_url (a CoT "
+                               f"endpoint) to give its shots worked solutions"))
     return out
-
-
-def _reasons(solution: str) -> bool:
-    """A worked solution: more than one sentence or line of reasoning before the answer."""
-    import re
-    return len([s for s in re.split(r"(?<=[.!?])\s+|\n+", solution.strip()) if s.strip()]) > 1
 
 
 def memory_findings(cfg: Config, gpu: str) -> list[Finding]:
@@ -204,11 +206,12 @@ def rehearsal_config(cfg: Config, meta: dict[str, int], pools: dict[str, int], t
         test = max(1, min(TEST_QUESTIONS, len(tests[t.name])))
         shots = [n for n in t.n_shots if n <= pools[t.name] - test] or [0]
         eval_tasks.append(dataclasses.replace(t, test_size=test, max_new_tokens=min(t.max_new_tokens, GENERATED),
-                                              n_shots=shots, size=min(t.size, 60) if t.size else None))
+                                              n_shots=shots, size=min(t.size, 60) if t.size else None,
+                                              shots_max=max(max(shots), SHOT_POOL)))
     kept = {t.name for t in tasks}
     meta_tasks = [m for m in cfg.meta.tasks if m.name in kept]
     dropped_files = {pooled_file(t.name) for t in cfg.data.tasks if t.name not in kept}
-    data = dataclasses.replace(cfg.data, tasks=tasks, eval_tasks=eval_tasks,
+    data = dataclasses.replace(cfg.data, tasks=tasks, eval_tasks=eval_tasks, max_length=min(cfg.data.max_length, MAX_LENGTH),
                                train_files=[f for f in cfg.data.train_files if f not in dropped_files], val_max_samples=min(cfg.data.val_max_samples, 2),
                                train_batch_size=min(cfg.data.train_batch_size, 4),
                                total_samples=None if cfg.data.total_samples is None else min(cfg.data.total_samples, 16))
@@ -219,7 +222,7 @@ def rehearsal_config(cfg: Config, meta: dict[str, int], pools: dict[str, int], t
                                query_batch_size=min(cfg.meta.query_batch_size, 2),
                                meta_batch_size=min(cfg.meta.meta_batch_size, len(tasks)),
                                min_inner_drop=0.0)  # two steps of a random tiny model say nothing of adaptation
-    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=1, test_freq=1,
+    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=1, test_freq=STEPS,
                                   micro_batch_size=min(cfg.trainer.micro_batch_size, 4), val_batch_size=2,
                                   device="cpu", bf16=False, loggers=["jsonl"], seeds=cfg.trainer.seeds[:1])
     steps = min(STEPS, cfg.eval.adaptation_steps)

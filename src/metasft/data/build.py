@@ -116,6 +116,8 @@ def build_eval_task(spec: EvalTask, cfg: Config, load: _Loader, dedup: T.Dedup, 
     pool = T.select(load(spec.source, spec.shots_split, spec.size), task=spec.name, source=spec.source,
                     subjects=subjects, levels=levels)
     pool = dedup.keep_new(pool, f"eval_{spec.name}_shot_seen_elsewhere")
+    if spec.shots_max is not None and len(pool) > spec.shots_max:
+        pool = T.sample(pool, spec.shots_max, seed=cfg.seed + 2000 + index)
     need = max(spec.n_shots, default=0)
     if need > len(pool):
         raise DataError(f"eval task {spec.name!r}: n_shots {need} is larger than the pool of {len(pool)} "

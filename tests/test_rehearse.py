@@ -1,0 +1,100 @@
+"""`metasft run CONFIG --rehearse` (issue 20): the design's own configs run as shipped, cut to the tiny
+model, on ../shared/data, and say what would fail or mislead at full size."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from conftest import CONFIGS
+from metasft.cli import main
+from metasft.config import load_config
+from metasft.rehearse import check, rehearsal_config
+
+DESIGN = CONFIGS / "full" / "design.yaml"
+MATRIX = CONFIGS / "experiments" / "matrix.yaml"
+ANSWER_ONLY = ("theorem_proving", "mmlu_stem", "aime")  # TheoremQA, MMLU and the AIME CSV state answers only
+
+
+def rehearse(config, tmp_path, shared_data, capsys):
+    out = tmp_path / "rehearsal"
+    assert main(["run", str(config), "--rehearse", "--out", str(out), f"data_root={shared_data}"]) == 0
+    printed = capsys.readouterr().out
+    return out, [line.strip() for line in printed.splitlines() if line.strip().startswith("[")]
+
+
+def findings_of(lines, kind):
+    return [line for line in lines if line.startswith(f"[{kind}]")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [DESIGN, MATRIX], ids=["design", "matrix"])
+def test_the_design_configs_rehearse_to_a_report(config, tmp_path, shared_data, capsys):
+    """Every arm, variant, task, shot level and record step of the shipped config, on the tiny model:
+    a report with verdicts; Geometry3K (not in ../shared/data) named with how to get it; the answer-only
+    shot pools named; the MATH tasks, whose solutions are worked and fit their caps, not."""
+    out, lines = rehearse(config, tmp_path, shared_data, capsys)
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "verdicts.json").is_file()
+    [source] = findings_of(lines, "source")
+    assert "geometry3k" in source and "data.roots.geometry3k=DIR" in source
+    shots = findings_of(lines, "shots")
+    assert sorted(t for t in ANSWER_ONLY if any(f"[{t}]" in line for line in shots)) == sorted(ANSWER_ONLY)
+    assert not findings_of(lines, "generation"), findings_of(lines, "generation")
+    cfg = load_config(config)
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    expected = {"fomaml", "sft_mixed", "base", *(f"sft_task_{t.name}" for t in cfg.data.eval_tasks),
+                *(v.name for v in cfg.variants)}
+    assert expected <= set(runs)
+    # one training seed, and the structure kept: every eval task that loads with its shot levels
+    rehearsed = load_config(out / "config.yaml")
+    assert rehearsed.trainer.seeds == cfg.trainer.seeds[:1] and rehearsed.model.partial_pretrain == "tiny-llama"
+    assert {t.name: t.n_shots for t in rehearsed.data.eval_tasks} == {t.name: t.n_shots for t in cfg.data.eval_tasks}
+    assert [t.name for t in rehearsed.data.tasks] == [t.name for t in cfg.data.tasks if t.source != "geometry3k"]
+
+
+def test_short_caps_and_answer_only_shots_warn(shared_data):
+    """A generation cap below the references' lengths and a source without worked solutions are named;
+    a CoT endpoint silences the second."""
+    cfg = load_config(CONFIGS / "tiny" / "full" / "design.yaml", [f"data_root={shared_data}"])
+    short = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, max_new_tokens=64))
+    _, findings = check(short, "h100")
+    generation = [f for f in findings if f.kind == "generation"]
+    assert "data.eval_tasks[hard_algebra]" in {f.where for f in generation}  # MATH Level 5: hundreds of tokens
+    assert any(f.kind == "shots" and "theorem_proving" in f.where for f in findings)
+    cot = dataclasses.replace(cfg.data, cot=dataclasses.replace(cfg.data.cot, base_url="http://127.0.0.1:9"))
+    _, findings = check(dataclasses.replace(cfg, data=cot), "h100")
+    assert not any(f.kind == "shots" and "answer-only" in f.message for f in findings)
+
+
+def test_the_cut_keeps_the_structure(shared_data):
+    """The rehearsal config: tiny model, a few examples, two steps, one seed; arms, variants, tasks, shot
+    levels, templates and selection as configured; a task whose source cannot load is left out."""
+    cfg = load_config(MATRIX, [f"data_root={shared_data}"])
+    meta = {t.name: 100 for t in cfg.data.tasks if t.source != "geometry3k"}
+    pools = {t.name: 500 for t in cfg.data.eval_tasks}
+    tests = {t.name: [object()] * 10 for t in cfg.data.eval_tasks}
+    r = rehearsal_config(cfg, meta, pools, tests)
+    assert r.arms == cfg.arms and [v.name for v in r.variants] == [v.name for v in cfg.variants]
+    assert r.data.template == cfg.data.template and r.trainer.select_by == cfg.trainer.select_by
+    assert r.trainer.total_steps == 2 and r.eval.seeds == cfg.eval.seeds[:1] and r.eval.adaptation_steps == 2
+    assert [t.name for t in r.data.tasks] == list(meta)
+    assert all(t.support_max_samples == 2 and t.query_max_samples == 2 for t in r.data.tasks)
+    assert [m.name for m in r.meta.tasks] == list(meta)
+    assert not any("geometry_proof" in f for f in r.data.train_files)
+    assert all(t.test_size == 4 and t.shots_max >= max(t.n_shots) for t in r.data.eval_tasks)
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")))
+def test_every_shipped_config_is_checked_or_says_why_not(config, shared_data):
+    """Every shipped config: its full-size findings computed and its rehearsal config built (the design
+    and the matrix also run to a report above; the tiny twins run in the pipeline tests)."""
+    path = CONFIGS / config
+    if config.startswith("data/"):
+        pytest.skip("a data-only config (tasks for `metasft data build`), included by the configs checked here")
+    cfg = load_config(path, [f"data_root={shared_data}"])
+    rehearsed, findings = check(cfg, "h100")
+    assert rehearsed.model.partial_pretrain == "tiny-llama" and rehearsed.trainer.total_steps == 2
+    for f in findings:
+        assert f.kind in ("source", "shots", "generation", "memory") and f.message, f
+    if any(t.source == "geometry3k" for t in cfg.data.tasks):
+        assert any(f.kind == "source" and "geometry3k" in f.where for f in findings)
