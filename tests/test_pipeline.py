@@ -177,3 +177,22 @@ def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
     # eval continued from its stored groups (none left), the trained arms were not touched
     assert not {r for r in rewritten(before, files(exp)) if r.startswith(("runs", "dataset"))}
     assert (exp / "report" / "report.md").is_file()
+
+
+def test_training_seeds_add_runs_and_widen_the_intervals(exp):
+    """The finished tiny experiment rerun with trainer.seeds [0, 1, 2]: the first runs are kept (same
+    fingerprint), two more per trained arm are trained, and the verdicts pair the three by seed and
+    count them (issue 19: intervals that include the spread between training runs)."""
+    stages = manifest(exp)["stages"]
+    before = json.loads((exp / "report" / "verdicts.json").read_text())
+    assert main(["run", TINY, "--out", str(exp), "--force", "trainer.seeds=[0, 1, 2]"]) == 0
+    now = manifest(exp)["stages"]
+    assert now["train/fomaml"] == stages["train/fomaml"] and now["train/sft_mixed"] == stages["train/sft_mixed"]
+    for run in ("fomaml_seed1", "fomaml_seed2", "sft_mixed_seed1", "sft_mixed_seed2"):
+        assert now[f"train/{run}"]["status"] == "finished" and (exp / "runs" / run / "adapter").is_dir()
+    after = json.loads((exp / "report" / "verdicts.json").read_text())
+    c5 = next(v for v in after if v["label"] == "C5 (loss)")
+    assert all(t["training_runs"] == 3 for t in c5["evidence"]["per_task"].values())
+    one = next(v for v in before if v["label"] == "C5 (loss)")
+    assert c5["ci_hi"] - c5["ci_lo"] != one["ci_hi"] - one["ci_lo"]
+    assert "trained once" not in (exp / "report" / "report.md").read_text()
