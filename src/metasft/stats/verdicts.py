@@ -108,15 +108,17 @@ class Verdict:
         return strict_json(asdict(self) | {"label": self.label})
 
 
-def _interval(estimate: float, lo: float, hi: float, alpha: float = ALPHA, digits: int = 3) -> str:
-    """'+0.012 [95% CI -0.050, +0.071]'; an end left open by a censored curve is 'unbounded'."""
-    if math.isnan(lo) or math.isnan(hi):
-        return f"{estimate:+.{digits}f} (no interval)"
+def _interval(estimate: float, lo: float, hi: float, alpha: float = ALPHA, digits: int = 3, sign: str = "+") -> str:
+    """'+0.012 [95% CI -0.050, +0.071]' (sign "" for steps and ratios: '2.5 [95% CI 1.2, 4]'); an end
+    left open by a censored curve is 'unbounded'."""
+    fmt = f"{{:{sign}.{digits}f}}" if sign else "{:.3g}"
 
     def end(x):
-        return "unbounded" if math.isinf(x) else f"{x:+.{digits}f}"
+        return "unbounded" if math.isinf(x) else fmt.format(x)
 
-    return f"{estimate:+.{digits}f} [{100 * (1 - alpha):.4g}% CI {end(lo)}, {end(hi)}]"
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{end(estimate)} (no interval)"
+    return f"{end(estimate)} [{100 * (1 - alpha):.4g}% CI {end(lo)}, {end(hi)}]"
 
 
 def _above(x: float, threshold: float) -> bool:
@@ -674,7 +676,8 @@ def summary_lines(verdicts: Sequence[Verdict]) -> list[str]:
     width = max((len(v.label) for v in verdicts), default=0)
     lines = []
     for v in verdicts:
-        number = _interval(v.estimate, v.ci_lo, v.ci_hi, v.alpha) if math.isfinite(v.estimate) else "-"
+        signed = "" if v.name in ("H3", "C4") and v.outcome == ACCURACY.name else "+"  # steps, a ratio
+        number = _interval(v.estimate, v.ci_lo, v.ci_hi, v.alpha, sign=signed) if math.isfinite(v.estimate) else "-"
         tail = f"  ({v.quantity})" if v.quantity and math.isfinite(v.estimate) else ""
         lines.append(f"{v.label:<{width}}  {v.role:<11}  {v.status:<15} {number}{tail}")
     return lines
