@@ -164,7 +164,8 @@ def _submit(study: Study, stage: Stage, cluster: ClusterArgs, after_group) -> li
         fn = functools.partial(_job, stage.work, stage.name, distributed=stage.name.startswith("train/"))
         return [_Task(stage.name, executor, fn, executor.submit(fn))]
     # every shard's store goes into one evaluation directory: mark it an evaluation's before they start
-    OutputDir(study.eval_dir, "eval").start()
+    # (its lock is the lead worker's, shard 0; the others keep their per-group claims beneath it)
+    OutputDir(study.eval_dir, "eval", lock=False).start()
     fns = [functools.partial(_shard_job, stage.work, stage.name, w, cluster.workers, cluster.processes_per_worker,
                              after_group) for w in range(cluster.workers)]
     with executor.batch():  # one job array on slurm
