@@ -299,3 +299,33 @@ def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
     db.close()
     assert set(meta) == {"settings", "acc_k", "adapter:base", "adapter:fomaml"}
     assert json.loads((out / "manifest.json").read_text())["kind"] == "eval" and (out / "eval_config.yaml").is_file()
+
+
+def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, shared, capsys, monkeypatch):
+    """Issue 23: three groups are stored, then the disk is full; the new evaluation directory stays with
+    them (it was removed as a whole before), and the rerun evaluates only what is left."""
+    from metasft.eval.results import ResultsStore
+    real_write, calls = ResultsStore.write_group, []
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(args[:4])
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "write_group", full_disk)
+    out = tmp_path / "new" / "eval"
+    argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]", "eval.cells_per_batch=1",
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", f"eval.models=[base,{shared / R}]"]
+    assert main(argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    with sqlite3.connect(out / "results.sqlite") as db:
+        stored = set(db.execute("select model, task, n_shots, seed from done"))
+    db.close()
+    assert stored == set(calls[:3]) and len(stored) == 3
+    monkeypatch.setattr(ResultsStore, "write_group", real_write)
+    assert main(argv) == 0
+    assert "0/9 " in capsys.readouterr().err  # the progress bar: 9 groups left to do
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("select count(*) from done").fetchone()[0] == 12
+    db.close()

@@ -3,6 +3,7 @@ key=value overrides; those that read a directory (report, data stats, export, co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -210,6 +211,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"metasft: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"metasft: interrupted: {_kept(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+
+
+def _kept(args) -> str:
+    """After Ctrl-C: what the command kept and how to go on, in one line."""
+    again = "rerun the same command to go on"
+    if args.command in ("run", "launch"):
+        return (f"the stages finished in {args.out} are kept and the one that was running continues where it "
+                f"stopped; {again}")
+    if args.command == "train":
+        return f"{args.out} keeps its last checkpoint; rerun with --resume to continue from it"
+    if args.command == "eval":
+        return f"the groups stored in {args.out} are kept; {again} (it skips them)"
+    if args.command == "data" and args.data_command == "build":
+        return f"{args.out} is as it was (a build is written at once, at its end); {again}"
+    if args.command == "report":
+        return f"{args.dir / 'report'} is as it was (a report is written at once, at its end); {again}"
+    if args.command in ("export", "compare"):
+        return "nothing was written (its output is written at once, at its end)"
+    return "nothing was written"
 
 
 def _one_line(e: Exception) -> str:
@@ -256,12 +281,15 @@ def _dispatch(args) -> int:
                 from metasft.train.run import ensure_data
                 claim.start()
                 data_dir = ensure_data(cfg, args.out, World())
-            run_eval(cfg, data_dir, models, args.out)
+            # a group stored is a record worth keeping: a failure after it leaves the directory to resume
+            run_eval(cfg, data_dir, models, args.out, after_group=lambda group: claim.commit())
             claim.commit()
         return 0
     if args.command == "report":
         from metasft.report import write_report
-        print(write_report(args.dir))
+        from metasft.rundir import hold
+        with hold(args.dir) if args.dir.is_dir() else contextlib.nullcontext():  # one writer per directory
+            print(write_report(args.dir))
         return 0
     if args.command == "run":
         from metasft.pipeline import run_experiment
