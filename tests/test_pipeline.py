@@ -177,3 +177,40 @@ def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
     # eval continued from its stored groups (none left), the trained arms were not touched
     assert not {r for r in rewritten(before, files(exp)) if r.startswith(("runs", "dataset"))}
     assert (exp / "report" / "report.md").is_file()
+
+
+# ------------------------------------------------------------- the user's files are kept (issue 23)
+def _user_files(exp) -> dict:
+    """Files a user put into the experiment directory, written now; {path: bytes}."""
+    placed = {exp / "report" / "my_notes.md": b"# my notes\n", exp / "report" / "drafts" / "v1.md": b"draft \xff\n",
+              exp / "runs" / "fomaml" / "my_notes.txt": b"lr 1e-3 looked fine\n",
+              exp / "dataset" / "second_build" / "data" / "x.parquet": b"PAR1 not really\n"}
+    for path, content in placed.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return placed
+
+
+def test_report_rewrites_only_its_own_files_and_removes_its_stale_temps(exp):
+    placed = _user_files(exp)
+    (exp / ".report.abcd1234.tmp").mkdir()  # left by a report killed while it wrote
+    (exp / "report" / "figures" / "old_plot.png").write_bytes(b"a figure of an earlier report")
+    listed = set(json.loads((exp / "report" / "manifest.json").read_text())["files"])
+    (exp / "report" / "manifest.json").write_text(json.dumps(
+        {"kind": "report", "schema": 2, "files": sorted(listed | {"figures/old_plot.png"})}))
+    assert main(["report", str(exp)]) == 0
+    assert {p: p.read_bytes() for p in placed} == placed
+    assert not (exp / "report" / "figures" / "old_plot.png").exists()  # the earlier report's, listed
+    assert not (exp / ".report.abcd1234.tmp").exists()
+    assert set(json.loads((exp / "report" / "manifest.json").read_text())["files"]) == listed
+    assert not [p for p in exp.parent.iterdir() if p.name != "exp"]  # nothing put aside
+
+
+def test_force_removes_only_what_the_redone_stages_wrote(exp):
+    placed = _user_files(exp)
+    assert main(["run", TINY, "--out", str(exp), "--force", "seed=1"]) == 0  # every stage redone
+    assert {p: p.read_bytes() for p in placed} == placed
+    stages = manifest(exp)["stages"]
+    assert all(stages[s]["status"] == "finished" for s in STAGES)
+    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 1
+    assert json.loads((exp / "runs" / "fomaml" / "manifest.json").read_text())["seed"] == 1

@@ -4,6 +4,7 @@
     <run dir>/manifest.json       TrainManifest       `metasft train`: arm, budget, best checkpoint, warnings
     <eval dir>/manifest.json      EvalManifest        `metasft eval`: which data it evaluated
     <experiment>/manifest.json    ExperimentManifest  `metasft run`: stage records, budget checks
+    <experiment>/report/manifest.json  ReportManifest  `metasft report`: the files it wrote
 
 Every manifest carries `kind` (rundir.KINDS) and `schema` (SCHEMA). `read_manifest` builds the
 dataclass with every key type-checked; a file from an older layout, of another kind, or with a
@@ -210,7 +211,14 @@ class ExperimentManifest:
     KIND: typing.ClassVar[str] = "run"
 
 
-Manifest = TypeVar("Manifest", DataManifest, TrainManifest, EvalManifest, ExperimentManifest)
+@dataclass
+class ReportManifest:
+    files: list[str]    # every file the report wrote, relative to report/: a rewrite removes these only
+
+    KIND: typing.ClassVar[str] = "report"
+
+
+Manifest = TypeVar("Manifest", DataManifest, TrainManifest, EvalManifest, ExperimentManifest, ReportManifest)
 
 
 # ------------------------------------------------------------------------------ read / write
@@ -218,7 +226,8 @@ def manifest_path(directory: Path) -> Path:
     return Path(directory) / MANIFEST
 
 
-def write_manifest(directory: Path, manifest: DataManifest | TrainManifest | EvalManifest | ExperimentManifest) -> None:
+def write_manifest(directory: Path,
+                   manifest: DataManifest | TrainManifest | EvalManifest | ExperimentManifest | ReportManifest) -> None:
     """`directory`/manifest.json, strict JSON, atomically."""
     write_json(manifest_path(directory), {"kind": manifest.KIND, "schema": SCHEMA, **dataclasses.asdict(manifest)})
 

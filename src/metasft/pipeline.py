@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,10 @@ from metasft.eval.claims import CLAIMS_DIR
 from metasft.eval.results import store_files
 from metasft.fingerprint import changes, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
-                               StageRecord, TrainManifest, has_record, manifest_path, read_manifest, write_manifest)
+                               StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
+                               write_manifest)
 from metasft.matrix import Run, pairs, plan_runs
-from metasft.rundir import OutputDir
+from metasft.rundir import TRAIN_OUTPUTS, OutputDir, remove_owned, write_json
 
 if TYPE_CHECKING:
     from metasft.eval.schedule import Shard
@@ -101,19 +101,23 @@ class _Stages:
                 out.append((name, f"was run with {changes(record.fingerprint.keys, keys)}"))
         return out
 
-    def outputs(self, name: str) -> list[Path]:
-        """What stage `name` writes under the experiment directory (see the module docstring)."""
+    def outputs(self, name: str) -> tuple[Path, set[str]]:
+        """Where stage `name` writes under the experiment directory (see the module docstring) and the
+        paths there, relative to it, that it wrote: all that a redo may remove."""
         if name == "data":
-            return [self.out / "dataset"]
+            from metasft.data.build import written_before
+            return self.out / "dataset", written_before(self.out / "dataset")
         if name.startswith("train/"):
-            return [self.out / "runs" / name.removeprefix("train/")]
+            return self.out / "runs" / name.removeprefix("train/"), set(TRAIN_OUTPUTS)
+        eval_dir = self.out / "eval"
         if name == "eval":
             # eval/manifest.json stays: it marks eval/ as an evaluation's (rundir.OutputDir) and is rewritten
-            return [*store_files(self.out / "eval"), self.out / "eval" / CLAIMS_DIR, self.out / "eval" / "eval_config.yaml"]
+            return eval_dir, {p.name for p in store_files(eval_dir)} | {CLAIMS_DIR, "eval_config.yaml"}
         if name == "similarity":
-            return [self.out / "eval" / "task_similarity.json"]
+            return eval_dir, {"task_similarity.json"}
         if name == "report":
-            return [self.out / "report"]
+            from metasft.report.report import written_before
+            return self.out / "report", written_before(self.out / "report")
         raise ConfigError(f"{self.path}: unknown stage {name!r} in stages")
 
     def check(self, force: bool) -> None:
@@ -135,11 +139,13 @@ class _Stages:
             raise StaleStage(f"{self.out}: stage {name} {why}; rerun with --force to {todo}, or use a new --out")
         for name, why in stale:
             log.info("stage %s %s: redoing it (--force)", name, why)
-            for path in self.outputs(name):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            where, written = self.outputs(name)
+            left = remove_owned(where, written)
+            if left and where != self.out / "eval":  # eval/ is shared by two stages: the rest is the other's
+                log.warning("stage %s: kept %d file(s) metasft did not write in %s: %s", name, len(left), where,
+                            ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
+                if name.startswith("train/"):  # still the run's directory to its redo (rundir.OutputDir)
+                    write_json(manifest_path(where), started_record("train"))
             del self.manifest.stages[name]
 
     def save(self) -> None:

@@ -10,7 +10,8 @@ The report leads with the answer: a summary (the question, every claim's status 
 behind it, what the run can and cannot say), a table of contents, sections 1-6, and the setup and
 provenance in an appendix. The verdicts are judged once, before any section is written.
 
-Output (replaced as a whole, atomically):
+Output (written atomically; a rewrite removes the files the last report listed in report/manifest.json and keeps
+any other file there, e.g. your notes):
     <exp>/report/report.md, report.html   the same blocks, rendered twice; the HTML embeds its
                                           figures (one file that can be mailed), the Markdown links them
     <exp>/report/figures/*.png, *.svg     learning curves, adaptation speed, transfer, similarity
@@ -18,10 +19,12 @@ Output (replaced as a whole, atomically):
     <exp>/report/comparison.csv           compare_models(fomaml, sft_mixed) on accuracy (comparison_loss.csv: loss)
     <exp>/report/verdicts.json            the verdicts with their evidence
     <exp>/report/verdicts_matrix.json     with `variants`: the verdicts of every compared pair (section 7)
+    <exp>/report/manifest.json            the files above that this report wrote (ReportManifest)
 """
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from metasft.errors import MetasftError
@@ -33,7 +36,8 @@ from metasft.report.results import (curves_section, errors_section, tables_secti
     verdicts_section)
 from metasft.report.setup import check_budgets, setup_section, training_section
 from metasft.report.summary import judge_claims, summary_section
-from metasft.rundir import atomic_dir, atomic_write_text
+from metasft.manifests import ManifestError, ReportManifest, read_manifest, write_manifest
+from metasft.rundir import MANIFEST, atomic_dir, atomic_write_text, remove_stale_temps
 
 
 log = logging.getLogger(__name__)
@@ -57,8 +61,8 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         why = next((m for m in exp.missing if m.startswith(exp.results_name)), f"{exp.results_name}: unusable")
         raise ReportError(f"{exp_dir}: no results to report ({why}); run `metasft run` or `metasft eval` first")
 
-
-    with atomic_dir(exp_dir / "report") as out:
+    remove_stale_temps(exp_dir, "report")  # a report killed while it wrote
+    with atomic_dir(exp_dir / "report", owned=written_before(exp_dir / "report")) as out:
         (out / "figures").mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
         check_budgets(ctx)
@@ -75,7 +79,24 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
             _run_section(section, ctx, doc)
         atomic_write_text(out / "report.md", to_markdown(doc))
         atomic_write_text(out / "report.html", to_html(doc, base=out))
+        write_manifest(out, ReportManifest(sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())))
     return exp_dir / "report" / "report.md"
+
+
+# what a report wrote before it listed its files in report/manifest.json
+_OLDER_REPORT = re.compile(r"report\.(md|html)|(summary|comparison(_loss)?)\.csv|verdicts(_matrix)?\.json|figures/[^/]+\.(png|svg)")
+
+
+def written_before(report_dir: Path) -> set[str]:
+    """The files of `report_dir` that an earlier report wrote, relative to it: all a rewrite may remove."""
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return set()
+    try:
+        return {MANIFEST, *read_manifest(report_dir, ReportManifest).files}
+    except ManifestError:
+        files = (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file())
+        return {f for f in files if _OLDER_REPORT.fullmatch(f)}
 
 
 def _run_section(section, ctx: Context, doc: Document) -> None:
