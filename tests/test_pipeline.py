@@ -214,3 +214,26 @@ def test_force_removes_only_what_the_redone_stages_wrote(exp):
     assert all(stages[s]["status"] == "finished" for s in STAGES)
     assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 1
     assert json.loads((exp / "runs" / "fomaml" / "manifest.json").read_text())["seed"] == 1
+
+
+def test_report_on_an_unfinished_evaluation_says_partial_k_of_n(exp, capsys):
+    """Issue 23: a report while the evaluation runs (or after it was interrupted) gave full verdicts
+    from some of the groups, exit 0. Refused now, or with --partial marked so in the summary."""
+    m = manifest(exp)
+    m["stages"]["eval"]["status"] = "running"
+    (exp / "manifest.json").write_text(json.dumps(m))
+    with sqlite3.connect(exp / "eval" / "results.sqlite") as db:
+        total = db.execute("select count(*) from done").fetchone()[0]
+        for table in ("done", "cells", "predictions"):
+            db.execute(f"delete from {table} where model = 'sft_mixed'")
+        stored = db.execute("select count(*) from done").fetchone()[0]
+    db.close()
+    assert 0 < stored < total
+    report = (exp / "report" / "report.md").read_bytes()
+    capsys.readouterr()
+    assert main(["report", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"partial: {stored} of {total} groups" in err and "--partial" in err
+    assert (exp / "report" / "report.md").read_bytes() == report
+    assert main(["report", str(exp), "--partial"]) == 0
+    assert f"Evaluation not finished — partial: {stored} of {total} groups stored" in (exp / "report" / "report.md").read_text()

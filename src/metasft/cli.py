@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                  "files; its settings come from the directory's config.yaml, so it takes no overrides.",
                  ["metasft report runs/embedded_default"])
     r.add_argument("dir", type=Path, help="an experiment directory (`metasft run --out`)")
+    r.add_argument("--partial", action="store_true",
+                   help="report an evaluation still running or interrupted (the summary says: partial, k of n groups)")
 
     run = _command(sub, "run", "the whole experiment: data, every arm, evaluation, report",
                    "Data build, every arm of `arms`, evaluation, task similarity and the report, in one directory. "
@@ -289,7 +291,7 @@ def _dispatch(args) -> int:
         from metasft.report import write_report
         from metasft.rundir import hold
         with hold(args.dir) if args.dir.is_dir() else contextlib.nullcontext():  # one writer per directory
-            print(write_report(args.dir))
+            print(write_report(args.dir, partial=args.partial))
         return 0
     if args.command == "run":
         from metasft.pipeline import run_experiment

@@ -47,6 +47,7 @@ class Context:
     # outcome name -> the verdicts, judged once (summary.judge_claims) for the summary and section 5
     verdicts: dict[str, list[Verdict]] | None = None
     verdicts_error: str = ""
+    partial: str | None = None    # "partial: k of n groups" while the evaluation is not finished
 
     @property
     def name(self) -> str:

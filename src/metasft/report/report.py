@@ -30,7 +30,7 @@ from pathlib import Path
 from metasft.errors import MetasftError
 from metasft.report.context import Context, build_context
 from metasft.report.doc import Callout, Contents, Document, Heading, to_html, to_markdown
-from metasft.report.load import load_experiment
+from metasft.report.load import evaluation_progress, load_experiment
 from metasft.report.matrix import matrix_section
 from metasft.report.results import (curves_section, errors_section, tables_section, transfer_section,
     verdicts_section)
@@ -47,11 +47,13 @@ class ReportError(MetasftError):
     """The directory holds no experiment whose results can be reported."""
 
 
-def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 3) -> Path:
+def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 3, partial: bool = False) -> Path:
     """Write `<exp_dir>/report/` (see the module docstring) and return the path of report.md.
 
     n_boot: bootstrap replicates of the paired comparisons; errors_per_cell: wrong answers shown per
-    (task, model), drawn with a fixed seed.
+    (task, model), drawn with a fixed seed. An evaluation still running or interrupted is a ReportError
+    (verdicts from some of the groups would read as the experiment's), unless `partial`: then the
+    summary opens with "partial: k of n groups".
     """
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
@@ -61,10 +63,16 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         why = next((m for m in exp.missing if m.startswith(exp.results_name)), f"{exp.results_name}: unusable")
         raise ReportError(f"{exp_dir}: no results to report ({why}); run `metasft run` or `metasft eval` first")
 
+    stored, total, complete = evaluation_progress(exp)
+    progress = None if complete else f"partial: {stored} of {total if total is not None else '?'} groups"
+    if progress and not partial:
+        raise ReportError(f"{exp_dir}: the evaluation is still running or was interrupted ({progress} stored); "
+                          f"finish it (rerun the command that ran it) or pass --partial to report what is stored")
     remove_stale_temps(exp_dir, "report")  # a report killed while it wrote
     with atomic_dir(exp_dir / "report", owned=written_before(exp_dir / "report")) as out:
         (out / "figures").mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
+        ctx.partial = progress
         check_budgets(ctx)
         try:
             judge_claims(ctx)
