@@ -1,14 +1,20 @@
 """End-to-end runs of the whole pipeline on the tiny config (`metasft run`): one smoke run, then
 reruns of copies of it against the stage fingerprints (stale settings, --force, a killed run)."""
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
+from metasft.rundir import LOCK
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
@@ -237,3 +243,119 @@ def test_report_on_an_unfinished_evaluation_says_partial_k_of_n(exp, capsys):
     assert (exp / "report" / "report.md").read_bytes() == report
     assert main(["report", str(exp), "--partial"]) == 0
     assert f"Evaluation not finished — partial: {stored} of {total} groups stored" in (exp / "report" / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ processes (issue 23)
+def _metasft(*args) -> list[str]:
+    return [sys.executable, "-m", "metasft.cli", *map(str, args)]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _holds_lock(out) -> bool:
+    try:
+        return bool((out / LOCK).read_text())
+    except OSError:
+        return False
+
+
+def test_two_runs_on_one_out_one_proceeds_and_the_other_is_refused_naming_it(tmp_path, finished):
+    out = tmp_path / "exp"
+    first = subprocess.Popen(_metasft("run", TINY, "--out", out), env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _holds_lock(out), "the first run to lock its directory")
+        second = subprocess.run(_metasft("run", TINY, "--out", out), env=ENV, capture_output=True, text=True,
+                                timeout=300)
+        _, first_err = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"metasft: error: {out} is being written by another metasft process, pid {first.pid} (metasft run {TINY} "
+        f"--out {out}); wait for it to end or stop it (one writer per directory)"]
+    assert first.returncode == 0, first_err[-3000:]
+    # the finished run is the single run's: the same stages, one line per training step, the same results
+    assert {s: r["fingerprint"] for s, r in manifest(out)["stages"].items()} == \
+           {s: r["fingerprint"] for s, r in manifest(finished)["stages"].items()}
+    steps = [json.loads(line)["step"] for line in (out / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+    stored = []
+    for d in (finished, out):
+        with ResultsStore(d / "eval" / "results.sqlite") as store:
+            stored.append(store.cells().sort_values(["model", "task", "n_shots", "seed", "step"]).reset_index(drop=True))
+    assert stored[0].drop(columns="loss").equals(stored[1].drop(columns="loss"))
+    assert stored[0]["loss"].tolist() == pytest.approx(stored[1]["loss"].tolist(), rel=1e-5)
+    assert not (out / LOCK).exists()
+
+
+# `metasft run` as a terminal runs it (SIGINT handled even when this test runs in a background shell,
+# which starts its children with SIGINT ignored), optionally with the data build's file writes slowed
+# down: the tiny build takes 0.2 s, too short to be interrupted reliably.
+_RUN = """import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+if sys.argv[1] == "slow-build":
+    import metasft.data.build as build
+    write = build.write_examples
+    build.write_examples = lambda *a, **k: (time.sleep(0.3), write(*a, **k))[1]
+from metasft.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _stage_running(out, name: str) -> bool:
+    try:
+        return manifest(out)["stages"][name]["status"] == "running"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _interrupt(out, slow: str, when, what: str) -> str:
+    """Start `metasft run` on `out`, send it SIGINT once `when()` holds; return its stderr (exit 130)."""
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, slow, "run", TINY, "--out", str(out)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(when, what)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("metasft:")]
+    assert lines == [err.rstrip().splitlines()[-1]] and lines[0].startswith("metasft: interrupted: "), err[-3000:]
+    assert "rerun the same command" in lines[0]
+    return lines[0]
+
+
+def test_ctrl_c_in_the_data_build_training_and_evaluation_is_one_line_and_the_rerun_completes(tmp_path):
+    out = tmp_path / "exp"
+    _interrupt(out, "slow-build", lambda: _stage_running(out, "data"), "the data build")
+    assert _stage_running(out, "data") and not (out / "dataset").exists()  # a build is written at once
+    metrics = out / "runs" / "fomaml" / "metrics.jsonl"
+    _interrupt(out, "-", lambda: _stage_running(out, "train/fomaml") and metrics.is_file() and
+               len(metrics.read_text().splitlines()) >= 2, "two logged training steps")
+    assert _stage_running(out, "train/fomaml") and manifest(out)["stages"]["data"]["status"] == "finished"
+
+    def groups_stored() -> bool:
+        try:
+            with ResultsStore(out / "eval" / "results.sqlite") as store:
+                return len(store.cells()) > 0
+        except Exception:  # not created yet, or being written
+            return False
+
+    _interrupt(out, "-", lambda: _stage_running(out, "eval") and groups_stored(), "a stored evaluation group")
+    assert _stage_running(out, "eval")
+    assert main(["run", TINY, "--out", str(out)]) == 0
+    assert all(r["status"] == "finished" for r in manifest(out)["stages"].values())
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the interrupted training resumed, no step twice
+    assert (out / "report" / "report.md").is_file()

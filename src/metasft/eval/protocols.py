@@ -204,7 +204,8 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
             after_group(group)
 
     others: list[Group] = []
-    with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader:
+    # the bar is closed however this ends: an error's or Ctrl-C's one line then starts a line of its own
+    with Grader(timeout_s=cfg.eval.grade_timeout_s) as grader, bar:
         for unit in stacks(todo, cfg.eval.cells_per_batch):
             others += [g for g in unit if not claims.take(g)]
             unit = [g for g in unit if g not in others]
@@ -247,5 +248,4 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                              [zero_shots[(g.model, g.task)] for g in unit])
             for group, (cells, preds) in zip(unit, rows):
                 store_group(group, cells, preds)
-    bar.close()
     return others
