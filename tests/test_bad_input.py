@@ -132,6 +132,12 @@ CASES = [
     ("build-test-size-0", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.test_size=0"], "test_size"),
     ("build-n-shots-repeat", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.n_shots=[0,4,4]"], "n_shots"),
     ("build-val-ratio", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.val_ratio=2"], "data.val_ratio"),
+    ("build-task-name-is-a-path", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"),
+                                                 "data.tasks.0.name=../../../../escaped"], "a name becomes a file name"),
+    ("build-overwrite-reads-from-out", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", _foreign(ws), "--overwrite",
+                                                      f"data.sources=[{{name: mine, path: {ws / 'd' / 'notes.txt'}}}]",
+                                                      "data.tasks=[{name: t, source: mine}]", "data.eval_tasks=[]"],
+     "notes.txt"),
     ("build-seed-not-int", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "seed=abc"], "seed"),
     ("build-null-solution", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), *MATH_TASK,
      "data_root=" + _math_root(ws, b'{"problem": "1+1", "solution": null, "level": "Level 1", "type": "Algebra", "unique_id": "a"}\n')],
@@ -329,3 +335,27 @@ def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, s
     with sqlite3.connect(out / "results.sqlite") as db:
         assert db.execute("select count(*) from done").fetchone()[0] == 12
     db.close()
+
+
+def _tree(root) -> dict:
+    return {str(p): p.read_bytes() if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=../../../../escaped"], "data.tasks.0.name='../../../../escaped'"),
+    (["data", "build", str(DATA_CFG), "data.eval_tasks.1.name=../up"], "data.eval_tasks.1.name='../up'"),
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=/abs"], "data.tasks.0.name='/abs'"),
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=.hidden"], "data.tasks.0.name='.hidden'"),
+    (["data", "build", str(DATA_CFG), "data.sources=[{name: a/b, path: x.jsonl}]"], "data.sources.0.name='a/b'"),
+    (["run", str(EXP), "variants=[{name: ../../v, arm: fomaml}]"], "variants.0.name='../../v'"),
+])
+def test_a_name_is_never_a_path(argv, key, tmp_path, capsys):
+    """Issue 23: names from a config are refused at load when they are not plain file names, and
+    nothing is written anywhere (the whole tree around --out is walked)."""
+    out = tmp_path / "a" / "b" / "c" / "out"
+    out.parent.mkdir(parents=True)
+    before = _tree(tmp_path)
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{key}: a name becomes a file name" in err, err
+    assert _tree(tmp_path) == before

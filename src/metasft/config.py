@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -441,11 +442,28 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- checks
+# A name from a config becomes a file or directory name in the output directory (data/meta_train/
+# <task>_support.parquet, runs/<variant>/): it is never a path (issue 23: a task named
+# ../../../../escaped wrote outside --out).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(key: str, value: str) -> None:
+    if not SAFE_NAME.fullmatch(value):
+        raise ConfigError(f"{key}={value!r}: a name becomes a file name in the output directory; use letters, "
+                          f"digits and _ . - only (no / or spaces, not starting with .)")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks, run before any heavy work."""
     def need(cond: bool, msg: str):
         if not cond:
             raise ConfigError(msg)
+
+    for kind, named in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks),
+                        ("data.sources", cfg.data.sources), ("variants", cfg.variants)):
+        for i, entry in enumerate(named):
+            check_name(f"{kind}.{i}.name", entry.name)
 
     need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
     bad_arms = [a for a in cfg.arms if a not in ARMS]

@@ -567,7 +567,7 @@ class OutputDir:
                 log.warning("%s was written by another process: the old directory stays at %s", self.path, self._aside)
             else:
                 os.replace(self._aside, self.path)
-                log.warning("%s failed: put the old directory back from %s", self.flag, self._aside)
+                log.warning("the command failed: put the old %s back from %s", self.path, self._aside)
 
 
 def _entries(path: Path) -> set[str]:
