@@ -10,6 +10,7 @@ from pathlib import Path
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
+from metasft.rundir import OutputError
 
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
@@ -183,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
                   "metasft export runs/eval --predictions preds.csv"])
     x.add_argument("run", type=Path, help="an experiment directory, an evaluation directory or a results.sqlite")
     x.add_argument("--predictions", required=True, type=Path, help="output file: .jsonl or .csv")
+    x.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
     c = _command(sub, "compare", "compare experiment directories: differing config keys, accuracy table, plot",
                  "For each experiment (or evaluation) directory: the config keys whose values differ between them, "
@@ -190,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
                  ["metasft compare runs/exp1 runs/exp2 runs/exp3 runs/exp4 runs/exp5 --plot sweep.png"])
     c.add_argument("dirs", nargs="+", type=Path, metavar="EXP_DIR", help="experiment or evaluation directories")
     c.add_argument("--plot", type=Path, default=Path("compare.png"), help="where the PNG goes (default: compare.png)")
+    c.add_argument("--overwrite", action="store_true", help="replace the plot file if it exists")
     return p
 
 
@@ -329,6 +332,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "export":
         from metasft.eval.results import ResultsUnion, export_predictions, find_results
+        _new_file(args.predictions, "--predictions", args.overwrite)
         paths = find_results(args.run)
         with ResultsUnion(paths) as stored:
             n = export_predictions(stored, args.predictions)
@@ -337,11 +341,20 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "compare":
         from metasft.compare import labels, load_experiment, plot, render
+        _new_file(args.plot, "--plot", args.overwrite)
         experiments = [load_experiment(d, name) for d, name in zip(args.dirs, labels(args.dirs))]
         print(render(experiments))
         print(f"\nplot: {plot(experiments, args.plot)}")
         return 0
     raise AssertionError(args)
+
+
+def _new_file(path: Path, flag: str, overwrite: bool) -> None:
+    """An output file of export / compare: an existing one is the user's until --overwrite says otherwise."""
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory; give a file name")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another file")
 
 
 def _print_outcome(out: Path) -> None:

@@ -282,10 +282,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key = key.strip()
         if key in ALIASES:
             key, convert = ALIASES[key]
-            value = yaml.safe_load(text)
+            value = _override_value(text)
             value = convert(value) if convert else value
         else:
-            value = yaml.safe_load(text)
+            value = _override_value(text)
         _set_dotted(raw, key, value, f"command-line override {item!r}")
     cfg = _build(Config, raw, "", origin)
     try:
@@ -302,17 +302,63 @@ def load_fields(base, path: str | Path):
     return _build(type(base), _deep_merge(dataclasses.asdict(base), _read_yaml(Path(path), seen=())), "", str(path))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (safe_load keeps the last one
+    silently) and a key that is not a string (`1: x`, `null: x`); merge keys (<<) work as before."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"a key must be a string, got {type(key).__name__} {key!r}", key_node.start_mark)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str):
+    """The YAML document `text` (strictly: see _StrictLoader; an alias that contains itself refused);
+    ConfigError naming `where` otherwise."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    _check_acyclic(data, where, ())
+    return data
+
+
+def _check_acyclic(value, where: str, parents: tuple) -> None:
+    if isinstance(value, (dict, list)):
+        if any(value is p for p in parents):
+            raise ConfigError(f"{where}: an alias (*name) refers to a node that contains it (a recursive structure)")
+        for child in (value.values() if isinstance(value, dict) else value):
+            _check_acyclic(child, where, parents + (value,))
+
+
+def _override_value(text: str):
+    """An override's value as YAML (1e-4, [0, 1], {a: b}); a plain unquoted string is kept whole,
+    `#` included (YAML would read `/data/run #2` as a path and a comment)."""
+    value = load_yaml(text, f"override value {text!r}")
+    if isinstance(value, str) and "#" in text and not text.strip().startswith(("'", '"')):
+        return text.strip()
+    return value
+
+
 def _read_yaml(path: Path, seen: tuple) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: include cycle through {[str(p) for p in seen]}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     includes = data.pop("include", [])
