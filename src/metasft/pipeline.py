@@ -190,6 +190,7 @@ class Study:
     out: Path
     stages: list[Stage]
     fingerprints: dict[str, dict]
+    eval_groups: int | None = None  # the evaluation's (model, task, n_shots, seed) groups; None: not counted
 
     @property
     def eval_dir(self) -> Path:
@@ -237,7 +238,19 @@ def plan_study(cfg: Config, out: Path) -> Study:
         Stage("report", built + trained + ("eval", "similarity"), functools.partial(write_report, out)),
     ]
     fingerprints = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs], data_dir if cfg.data.dir else None)
-    return Study(cfg, out, stages, fingerprints)
+    return Study(cfg, out, stages, fingerprints, _count_groups(cfg, data_dir, runs, eval_tasks))
+
+
+def _count_groups(cfg: Config, data_dir: Path, runs: list[Run], eval_tasks: list[str]) -> int:
+    """How many groups the evaluation of `runs` has (what parse_model_specs makes of their models)."""
+    from metasft.eval.schedule import enumerate_groups
+    from metasft.eval.specs import ModelSpec
+    if cfg.data.dir:
+        shots = {t: info.n_shots for t, info in read_manifest(data_dir, DataManifest).eval_tasks.items()}
+    else:
+        shots = {t.name: t.n_shots for t in cfg.data.eval_tasks}
+    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in runs]
+    return len(enumerate_groups(specs, {t: shots[t] for t in eval_tasks}, cfg.eval.seeds))
 
 
 def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,
