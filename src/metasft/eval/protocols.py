@@ -114,7 +114,9 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
             **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
                adapter_fingerprint(spec, cfg.seed) for spec in models}}
     lead = shard.index == 0  # checks and records the directory; the others only write their store
-    claim = OutputDir(out, "eval") if lead else contextlib.nullcontext()
+    # the workers of a sharded evaluation share `out` (a resubmitted one may even run beside its old self):
+    # their per-group claims keep them apart, under `metasft launch`'s lock on the experiment directory
+    claim = OutputDir(out, "eval", lock=shard.count == 1) if lead else contextlib.nullcontext()
     with claim:
         if lead:
             if shard.count == 1:  # with other workers a temp may be theirs, still being written
