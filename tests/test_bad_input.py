@@ -112,6 +112,12 @@ def _corrupt_checkpoints(ws, run):
     return str(copy)
 
 
+def _without_config(ws, run):
+    shutil.copytree(run, ws / "run")
+    (ws / "run" / "config.yaml").unlink()
+    return str(ws / "run")
+
+
 def _not_utf8(ws):
     (ws / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     return str(ws / "latin1.yaml")
@@ -191,6 +197,9 @@ CASES = [
      "trainer.total_steps=3"], "arm: 'fomaml' -> 'sft_mixed'"),
     ("train-resume-other-rank", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
      "trainer.total_steps=3", "model.lora_rank=8"], "model.lora_rank"),
+    ("train-resume-config-yaml-deleted", lambda ws, s: ["train", str(FOMAML), "--out", _without_config(ws, s / R), "--resume",
+                                                         f"data.dir={s / D}", "trainer.total_steps=3", "trainer.lr=0.5"],
+     "config.yaml is missing"),
     ("train-resume-shorter", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
      "trainer.total_steps=2"], "can only grow"),
     ("train-resume-all-checkpoints-corrupt", lambda ws, s: ["train", str(FOMAML), "--out", _corrupt_checkpoints(ws, s / R),

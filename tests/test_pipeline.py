@@ -359,3 +359,16 @@ def test_ctrl_c_in_the_data_build_training_and_evaluation_is_one_line_and_the_re
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == sorted(set(steps))  # the interrupted training resumed, no step twice
     assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("lost, stage", [("eval/results.sqlite", "eval"), ("report/report.md", "report")])
+def test_a_finished_stage_whose_output_was_deleted_is_not_skipped(exp, capsys, lost, stage):
+    """Issue 23: with eval/results.sqlite deleted, `run` skipped every stage and printed the old verdicts."""
+    for p in exp.glob(lost + "*"):
+        p.unlink()
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"stage {stage} is recorded finished but {lost} is missing" in err, err
+    assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
+    assert (exp / lost).is_file() and manifest(exp)["stages"][stage]["status"] == "finished"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
-from metasft.eval.results import store_files
+from metasft.eval.results import store_files, store_paths
 from metasft.fingerprint import changes, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
@@ -99,7 +99,19 @@ class _Stages:
                 continue
             if record.fingerprint.sha256 != digest(keys):
                 out.append((name, f"was run with {changes(record.fingerprint.keys, keys)}"))
+            elif record.status == "finished" and self._lost(name):
+                out.append((name, f"is recorded finished but {self._lost(name)} is missing"))
         return out
+
+    def _lost(self, name: str) -> str | None:
+        """The output of finished stage `name` that a later stage or the user reads and that is gone
+        (the stages whose manifests later stages read are checked in `check`): a rerun would
+        otherwise skip the stage and show what is no longer there."""
+        if name == "eval" and not store_paths(self.out / "eval"):
+            return "eval/results.sqlite"
+        if name == "report" and not (self.out / "report" / "report.md").is_file():
+            return "report/report.md"
+        return None
 
     def outputs(self, name: str) -> tuple[Path, set[str]]:
         """Where stage `name` writes under the experiment directory (see the module docstring) and the
