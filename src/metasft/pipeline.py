@@ -228,10 +228,10 @@ def plan_study(cfg: Config, out: Path) -> Study:
     if cfg.data.dir:
         if not manifest_path(data_dir).is_file():
             raise DataError(f"data.dir={data_dir}: no manifest.json; build it with `metasft data build`")
-        eval_tasks = list(read_manifest(data_dir, DataManifest).eval_tasks)
+        shots = {t: info.n_shots for t, info in read_manifest(data_dir, DataManifest).eval_tasks.items()}
     else:
-        eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
-    runs = plan_runs(cfg, eval_tasks)
+        shots = {t.name: t.n_shots for t in cfg.data.eval_tasks}  # what build_data writes, in order
+    runs = plan_runs(cfg, list(shots))
     built = () if cfg.data.dir else ("data",)
     stages = [] if cfg.data.dir else [Stage("data", (), functools.partial(build_data, cfg, data_dir))]
     for run in runs:
@@ -250,19 +250,17 @@ def plan_study(cfg: Config, out: Path) -> Study:
         Stage("report", built + trained + ("eval", "similarity"), functools.partial(write_report, out)),
     ]
     fingerprints = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs], data_dir if cfg.data.dir else None)
-    return Study(cfg, out, stages, fingerprints, _count_groups(cfg, data_dir, runs, eval_tasks))
+    return Study(cfg, out, stages, fingerprints, count_groups(cfg, shots))
 
 
-def _count_groups(cfg: Config, data_dir: Path, runs: list[Run], eval_tasks: list[str]) -> int:
-    """How many groups the evaluation of `runs` has (what parse_model_specs makes of their models)."""
+def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
+    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
+    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
+    tasks `shots` ({task: n_shots}, in the data's order)."""
     from metasft.eval.schedule import enumerate_groups
     from metasft.eval.specs import ModelSpec
-    if cfg.data.dir:
-        shots = {t: info.n_shots for t, info in read_manifest(data_dir, DataManifest).eval_tasks.items()}
-    else:
-        shots = {t.name: t.n_shots for t in cfg.data.eval_tasks}
-    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in runs]
-    return len(enumerate_groups(specs, {t: shots[t] for t in eval_tasks}, cfg.eval.seeds))
+    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
+    return len(enumerate_groups(specs, shots, cfg.eval.seeds))
 
 
 def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,

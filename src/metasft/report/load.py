@@ -98,16 +98,11 @@ def evaluation_progress(exp: Experiment) -> tuple[int, int | None, bool]:
     records the eval stage as running (it runs, or it was interrupted). Without a stage record
     (a directory put together by hand) a group missing is the report's to name, not a partial run."""
     from metasft.eval.results import GROUP_KEYS
-    from metasft.matrix import plan_runs
+    from metasft.pipeline import count_groups
     stored = 0 if exp.cells is None else len(exp.cells[list(GROUP_KEYS)].drop_duplicates())
     total = None
     if exp.config is not None and exp.data is not None:
-        shots = {task: sorted(set(info.n_shots)) for task, info in exp.data.eval_tasks.items()}
-        models: dict[str, set[str]] = {}  # the pipeline's eval.models: one per run, the sft_task runs as one
-        for run in plan_runs(exp.config, list(shots)):
-            models.setdefault(run.model, set()).update([run.sft_task] if run.sft_task else shots)
-        seeds = len(exp.config.eval.seeds)
-        total = sum((0 in shots[t]) + sum(n > 0 for n in shots[t]) * seeds for tasks in models.values() for t in tasks)
+        total = count_groups(exp.config, {task: info.n_shots for task, info in exp.data.eval_tasks.items()})
     stage = exp.manifest.stages.get("eval") if exp.manifest is not None else None
     return stored, total, stage is None or stage.status == "finished"
 
