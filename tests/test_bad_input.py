@@ -381,3 +381,20 @@ def test_a_name_is_never_a_path(argv, key, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{key}: a name becomes a file name" in err, err
     assert _tree(tmp_path) == before
+
+
+def test_an_evaluation_does_not_add_groups_of_other_seeds_to_a_store(tmp_path, shared, capsys):
+    """Issue 23: eval rerun into the same --out with other eval.seeds mixed the stores while
+    eval_config.yaml claimed the new seeds. Adding seeds is fine; leaving stored ones out is refused."""
+    out = tmp_path / "eval"
+    argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.cells_per_batch=1",
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", "eval.models=[base]"]
+    assert main(argv + ["eval.seeds=[0]"]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(argv + ["eval.seeds=[1]"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "few-shot groups of seeds [0], which eval.seeds [1] leaves out" in err, err
+    assert snapshot(out) == before
+    assert main(argv + ["eval.seeds=[0, 1]"]) == 0
+    assert load_config(out / "eval_config.yaml").eval.seeds == [0, 1]

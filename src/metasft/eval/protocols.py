@@ -144,6 +144,11 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
             with ResultsUnion(store_paths(out)) as stored:  # this worker's store and the others'
                 stored.check_settings(meta)
                 done = stored.done_groups()
+            other_seeds = sorted({seed for _, _, n_shots, seed in done if n_shots > 0} - set(cfg.eval.seeds))
+            if other_seeds:  # eval_config.yaml would claim seeds the stored results do not have (issue 23)
+                raise EvalError(f"{out}: its results hold few-shot groups of seeds {other_seeds}, which eval.seeds "
+                                f"{list(cfg.eval.seeds)} leaves out; keep them in eval.seeds, or evaluate into a new "
+                                f"--out (or pass --overwrite)")
             todo = [g for g in mine if _key(g) not in done]
             log.info("eval: %d groups in all, %d for shard %d of %d, %d left to do", len(groups), len(mine),
                      shard.index, shard.count, len(todo))
