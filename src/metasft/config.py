@@ -636,6 +636,26 @@ def _check_ranges(cfg: Config, need) -> None:
     at_least_0("eval.acc_k", e.acc_k)
     beyond = [s for s in e.record_steps if not 0 <= s <= e.adaptation_steps]
     need(not beyond, f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
+    for key, value in [("seed", cfg.seed)] + [(f"eval.seeds.{i}", s) for i, s in enumerate(e.seeds)]:
+        need(0 <= value <= MAX_SEED, f"{key} must be in [0, {MAX_SEED}] (numpy's seeds), got {value}")
+    for key, value in _integers(to_dict(cfg)):
+        need(abs(value) <= MAX_INT or key == "seed" or key.startswith("eval.seeds."),
+             f"{key}={value} is too large: at most {MAX_INT} (torch and SQLite store it in 32 / 64 bits)")
+
+
+MAX_SEED = 2**32 - 1
+MAX_INT = 2**31 - 1  # no count, step or size of a run comes near it; a value beyond is a typo
+
+
+def _integers(tree, prefix: str = ""):
+    """(dotted key, value) of every integer in a to_dict tree (bools are not integers here)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            yield key, v
+        else:
+            yield from _integers(v, key + ".")
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:
