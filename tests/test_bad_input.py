@@ -242,6 +242,12 @@ CASES = [
     ("report-empty-results", lambda ws, s: ["report", _empty_results(ws)], "table cells is empty"),
     ("report-truncated-results", lambda ws, s: ["report", _truncated_results(ws)], "results.sqlite"),
     # ---- run: every stage's settings are checked before the first stage starts
+    ("plan-no-tasks", lambda ws, s: ["plan", str(EXP), "data.tasks=[]"], "data.tasks is empty"),
+    ("plan-no-eval-tasks", lambda ws, s: ["plan", str(EXP), "data.eval_tasks=[]"], "data.eval_tasks is empty"),
+    ("plan-zero-throughput", lambda ws, s: ["plan", str(EXP), "--throughput", _file(ws, "t.yaml", b"flops: 0\n")],
+     "flops must be > 0, got 0"),
+    ("plan-negative-overhead", lambda ws, s: ["plan", str(EXP), "--throughput", _file(ws, "t.yaml", b"stage_s: {eval: -1}\n")],
+     "stage_s.eval must be >= 0, got -1"),
     ("export-over-a-users-file", lambda ws, s: ["export", str(s / R), "--predictions", _file(ws, "p.jsonl")],
      "exists; pass --overwrite"),
     ("compare-plot-over-a-users-file", lambda ws, s: ["compare", str(s / R), "--plot", _file(ws, "c.png")],
