@@ -363,6 +363,8 @@ def _read_yaml(path: Path, seen: tuple) -> dict:
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     includes = data.pop("include", [])
     includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(inc, str) for inc in includes):
+        raise ConfigError(f"{path}: include must be a file name or a list of them, got {includes!r}")
     merged: dict = {}
     for inc in includes:
         merged = _deep_merge(merged, _read_yaml(path.parent / inc, seen + (path.resolve(),)))
