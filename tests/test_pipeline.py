@@ -372,3 +372,17 @@ def test_a_finished_stage_whose_output_was_deleted_is_not_skipped(exp, capsys, l
     assert err.count("\n") == 1 and f"stage {stage} is recorded finished but {lost} is missing" in err, err
     assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
     assert (exp / lost).is_file() and manifest(exp)["stages"][stage]["status"] == "finished"
+
+
+def test_a_data_build_replaced_by_hand_is_not_resumed_on(exp, capsys):
+    """Issue 23: dataset/ rebuilt with another seed under a finished run was used by the next run."""
+    assert main(["data", "build", TINY, "--out", str(exp / "dataset"), "seed=1"]) == 0
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stage data is recorded finished but the build it wrote" in err, err
+    stages = manifest(exp)["stages"]
+    assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
+    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 0  # the run's own build again
+    assert manifest(exp)["stages"]["data"]["wrote"] == stages["data"]["wrote"]  # the same build as before
+    assert manifest(exp)["stages"]["train/fomaml"] == stages["train/fomaml"]  # trained on it: not redone

@@ -139,6 +139,7 @@ class StageRecord:
     status: str                     # "running" | "finished"
     fingerprint: Fingerprint
     seconds: float | None = None
+    wrote: str | None = None        # the data stage: fingerprint.data_files_digest of what it built
 
 
 @dataclass

@@ -26,7 +26,7 @@ from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
 from metasft.eval.results import store_files, store_paths
-from metasft.fingerprint import changes, digest, plan
+from metasft.fingerprint import changes, data_files_digest, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
                                write_manifest)
@@ -104,9 +104,12 @@ class _Stages:
         return out
 
     def _lost(self, name: str) -> str | None:
-        """The output of finished stage `name` that a later stage or the user reads and that is gone
-        (the stages whose manifests later stages read are checked in `check`): a rerun would
-        otherwise skip the stage and show what is no longer there."""
+        """The output of finished stage `name` that later stages or the user read and that is gone or
+        replaced (a data build into dataset/ by hand): a rerun would otherwise skip the stage and go on
+        from what it did not write. The manifests later stages read are checked in `check`."""
+        record = self.manifest.stages[name]
+        if name == "data" and record.wrote and record.wrote != data_files_digest(self.out / "dataset"):
+            return "the build it wrote (dataset/ holds another one now)"
         if name == "eval" and not store_paths(self.out / "eval"):
             return "eval/results.sqlite"
         if name == "report" and not (self.out / "report" / "report.md").is_file():
@@ -176,7 +179,8 @@ class _Stages:
         self.save()
 
     def finish(self, name: str, seconds: float) -> None:
-        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1))
+        wrote = data_files_digest(self.out / "dataset") if name == "data" else None
+        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1), wrote)
         self.save()
         self.claim.commit()  # a finished stage is worth keeping whatever happens next
 
