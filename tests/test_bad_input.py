@@ -112,6 +112,12 @@ def _corrupt_checkpoints(ws, run):
     return str(copy)
 
 
+def _without_config(ws, run):
+    shutil.copytree(run, ws / "run")
+    (ws / "run" / "config.yaml").unlink()
+    return str(ws / "run")
+
+
 def _not_utf8(ws):
     (ws / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     return str(ws / "latin1.yaml")
@@ -127,11 +133,36 @@ CASES = [
     ("build-config-missing", lambda ws, s: ["data", "build", str(ws / "nope.yaml"), "--out", str(ws / "o")], "does not exist"),
     ("build-config-not-utf8", lambda ws, s: ["data", "build", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),
     ("build-config-bad-yaml", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"a: [1\n"), "--out", str(ws / "o")], "not valid YAML"),
+    ("build-config-duplicate-key", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"seed: 1\nseed: 2\n"), "--out", str(ws / "o")],
+     "key 'seed' is given twice"),
+    ("build-config-nested-duplicate-key", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"data:\n  val_ratio: 0.1\n  val_ratio: 0.2\n"),
+                                                         "--out", str(ws / "o")], "key 'val_ratio' is given twice"),
+    ("build-config-int-key", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"seed: 1\n1: x\n"), "--out", str(ws / "o")],
+     "a key must be a string, got int 1"),
+    ("build-config-recursive-alias", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"arms: &a [base, *a]\n"), "--out", str(ws / "o")],
+     "recursive"),
+    ("build-config-include-not-a-name", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"include: {a: 1}\n"), "--out", str(ws / "o")],
+     "include must be a file name or a list of them"),
+    ("build-config-include-list-of-ints", lambda ws, s: ["data", "build", _file(ws, "b.yaml", b"include: [1, 2]\n"), "--out", str(ws / "o")],
+     "include must be a file name or a list of them"),
+    ("build-override-not-yaml", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "eval.seeds=[0"], "not valid YAML"),
     ("build-unknown-key", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.nope=1"], "data.nope"),
     ("build-no-tasks", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.tasks=[]"], "data.tasks is empty"),
     ("build-test-size-0", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.test_size=0"], "test_size"),
     ("build-n-shots-repeat", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.eval_tasks.0.n_shots=[0,4,4]"], "n_shots"),
     ("build-val-ratio", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "data.val_ratio=2"], "data.val_ratio"),
+    ("build-seed-beyond-numpy", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "seed=99999999999999999999"],
+     "seed must be in [0, 4294967295]"),
+    ("build-eval-seed-negative", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "eval.seeds=[0, -1]"],
+     "eval.seeds.1 must be in [0, 4294967295]"),
+    ("run-total-steps-beyond-int", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "trainer.total_steps=10000000000000000000000"],
+     "trainer.total_steps=10000000000000000000000 is too large"),
+    ("build-task-name-is-a-path", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"),
+                                                 "data.tasks.0.name=../../../../escaped"], "a name becomes a file name"),
+    ("build-overwrite-reads-from-out", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", _foreign(ws), "--overwrite",
+                                                      f"data.sources=[{{name: mine, path: {ws / 'd' / 'notes.txt'}}}]",
+                                                      "data.tasks=[{name: t, source: mine}]", "data.eval_tasks=[]"],
+     "notes.txt"),
     ("build-seed-not-int", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), "seed=abc"], "seed"),
     ("build-null-solution", lambda ws, s: ["data", "build", str(DATA_CFG), "--out", str(ws / "o"), *MATH_TASK,
      "data_root=" + _math_root(ws, b'{"problem": "1+1", "solution": null, "level": "Level 1", "type": "Algebra", "unique_id": "a"}\n')],
@@ -176,6 +207,9 @@ CASES = [
      "trainer.total_steps=3"], "arm: 'fomaml' -> 'sft_mixed'"),
     ("train-resume-other-rank", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
      "trainer.total_steps=3", "model.lora_rank=8"], "model.lora_rank"),
+    ("train-resume-config-yaml-deleted", lambda ws, s: ["train", str(FOMAML), "--out", _without_config(ws, s / R), "--resume",
+                                                         f"data.dir={s / D}", "trainer.total_steps=3", "trainer.lr=0.5"],
+     "config.yaml is missing"),
     ("train-resume-shorter", lambda ws, s: ["train", str(FOMAML), "--out", str(s / R), "--resume", f"data.dir={s / D}",
      "trainer.total_steps=2"], "can only grow"),
     ("train-resume-all-checkpoints-corrupt", lambda ws, s: ["train", str(FOMAML), "--out", _corrupt_checkpoints(ws, s / R),
@@ -212,6 +246,16 @@ CASES = [
     ("report-empty-results", lambda ws, s: ["report", _empty_results(ws)], "table cells is empty"),
     ("report-truncated-results", lambda ws, s: ["report", _truncated_results(ws)], "results.sqlite"),
     # ---- run: every stage's settings are checked before the first stage starts
+    ("plan-no-tasks", lambda ws, s: ["plan", str(EXP), "data.tasks=[]"], "data.tasks is empty"),
+    ("plan-no-eval-tasks", lambda ws, s: ["plan", str(EXP), "data.eval_tasks=[]"], "data.eval_tasks is empty"),
+    ("plan-zero-throughput", lambda ws, s: ["plan", str(EXP), "--throughput", _file(ws, "t.yaml", b"flops: 0\n")],
+     "flops must be > 0, got 0"),
+    ("plan-negative-overhead", lambda ws, s: ["plan", str(EXP), "--throughput", _file(ws, "t.yaml", b"stage_s: {eval: -1}\n")],
+     "stage_s.eval must be >= 0, got -1"),
+    ("export-over-a-users-file", lambda ws, s: ["export", str(s / R), "--predictions", _file(ws, "p.jsonl")],
+     "exists; pass --overwrite"),
+    ("compare-plot-over-a-users-file", lambda ws, s: ["compare", str(s / R), "--plot", _file(ws, "c.png")],
+     "exists; pass --overwrite"),
     ("run-eval-seeds-empty", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "eval.seeds=[]"], "eval.seeds"),
     ("run-total-steps-0", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "trainer.total_steps=0"], "total_steps"),
     ("run-model-path-missing", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), f"model.partial_pretrain={ws / 'm'}"],
@@ -299,3 +343,74 @@ def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
     db.close()
     assert set(meta) == {"settings", "acc_k", "adapter:base", "adapter:fomaml"}
     assert json.loads((out / "manifest.json").read_text())["kind"] == "eval" and (out / "eval_config.yaml").is_file()
+
+
+def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, shared, capsys, monkeypatch):
+    """Issue 23: three groups are stored, then the disk is full; the new evaluation directory stays with
+    them (it was removed as a whole before), and the rerun evaluates only what is left."""
+    from metasft.eval.results import ResultsStore
+    real_write, calls = ResultsStore.write_group, []
+
+    def full_disk(self, *args, **kwargs):
+        calls.append(args[:4])
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "write_group", full_disk)
+    out = tmp_path / "new" / "eval"
+    argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]", "eval.cells_per_batch=1",
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", f"eval.models=[base,{shared / R}]"]
+    assert main(argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    with sqlite3.connect(out / "results.sqlite") as db:
+        stored = set(db.execute("select model, task, n_shots, seed from done"))
+    db.close()
+    assert stored == set(calls[:3]) and len(stored) == 3
+    monkeypatch.setattr(ResultsStore, "write_group", real_write)
+    assert main(argv) == 0
+    assert "0/9 " in capsys.readouterr().err  # the progress bar: 9 groups left to do
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("select count(*) from done").fetchone()[0] == 12
+    db.close()
+
+
+def _tree(root) -> dict:
+    return {str(p): p.read_bytes() if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=../../../../escaped"], "data.tasks.0.name='../../../../escaped'"),
+    (["data", "build", str(DATA_CFG), "data.eval_tasks.1.name=../up"], "data.eval_tasks.1.name='../up'"),
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=/abs"], "data.tasks.0.name='/abs'"),
+    (["data", "build", str(DATA_CFG), "data.tasks.0.name=.hidden"], "data.tasks.0.name='.hidden'"),
+    (["data", "build", str(DATA_CFG), "data.sources=[{name: a/b, path: x.jsonl}]"], "data.sources.0.name='a/b'"),
+    (["run", str(EXP), "variants=[{name: ../../v, arm: fomaml}]"], "variants.0.name='../../v'"),
+])
+def test_a_name_is_never_a_path(argv, key, tmp_path, capsys):
+    """Issue 23: names from a config are refused at load when they are not plain file names, and
+    nothing is written anywhere (the whole tree around --out is walked)."""
+    out = tmp_path / "a" / "b" / "c" / "out"
+    out.parent.mkdir(parents=True)
+    before = _tree(tmp_path)
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{key}: a name becomes a file name" in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_an_evaluation_does_not_add_groups_of_other_seeds_to_a_store(tmp_path, shared, capsys):
+    """Issue 23: eval rerun into the same --out with other eval.seeds mixed the stores while
+    eval_config.yaml claimed the new seeds. Adding seeds is fine; leaving stored ones out is refused."""
+    out = tmp_path / "eval"
+    argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.cells_per_batch=1",
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", "eval.models=[base]"]
+    assert main(argv + ["eval.seeds=[0]"]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(argv + ["eval.seeds=[1]"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "few-shot groups of seeds [0], which eval.seeds [1] leaves out" in err, err
+    assert snapshot(out) == before
+    assert main(argv + ["eval.seeds=[0, 1]"]) == 0
+    assert load_config(out / "eval_config.yaml").eval.seeds == [0, 1]

@@ -150,3 +150,11 @@ def test_optimizer_type_selects_the_optimizer():
         cfg = load_config(None, [f"optim.optimizer_type={name}"])
         opt = outer_optimizer(params, cfg.optim.optimizer_type, 1e-3, cfg.optim.weight_decay, cfg.optim.betas)
         assert type(opt) is cls and opt.defaults["weight_decay"] == cfg.optim.weight_decay
+
+
+def test_a_hash_in_an_override_value_is_kept_unless_quoted_yaml_says_otherwise():
+    """Issue 23: data_root=/data/run #2/math was cut at the # (YAML read a comment)."""
+    from metasft.config import load_config
+    assert load_config(None, ["data_root=/data/run #2/math"]).data_root == "/data/run #2/math"
+    assert load_config(None, ["data_root='/data/run #2'"]).data_root == "/data/run #2"
+    assert load_config(None, ["eval.seeds=[0, 1]"]).eval.seeds == [0, 1]

@@ -103,6 +103,9 @@ def test_cluster_options_are_checked_before_anything_is_written(tmp_path, capsys
     out = tmp_path / "exp"
     for argv, message in ((["--backend", "local", "--partition", "gpu"], "--partition: only for --backend slurm"),
                           (["--backend", "local", "--workers", "0"], "--workers 0: expected an integer >= 1"),
+                          (["--backend", "local", "--mem-gb", "-5"], "--mem-gb -5: expected a number of gigabytes > 0"),
+                          (["--backend", "local", "--mem-gb", "0"], "--mem-gb 0: expected a number of gigabytes > 0"),
+                          (["--backend", "local", "--cpus-per-worker", "-1"], "--cpus-per-worker -1: expected an integer >= 1"),
                           (["--backend", "slurm"], "--backend slurm: no srun on PATH")):
         capsys.readouterr()
         assert main(["launch", TINY, "--out", str(out), *argv]) == 2
@@ -140,3 +143,21 @@ def test_slurm_evaluation_is_one_array_of_workers_with_their_gpus(tmp_path, fake
     _submit(study, Stage("report", (), print), cluster, None)  # on CPU, one process
     script = (fake_slurm / "1.sh").read_text()
     assert "--array" not in script and "#SBATCH --ntasks-per-node=1" in script.splitlines() and "gpus" not in script
+
+
+def test_evaluation_workers_are_capped_at_the_groups_to_do(tmp_path, fake_slurm):
+    """Issue 23: --workers 100 for 18 groups started 100 workers (202 processes)."""
+    cluster = ClusterArgs(backend="slurm", workers=100, partition="gpu")
+    study = Study(Config(), tmp_path / "exp", [], {}, eval_groups=3)
+    tasks = _submit(study, Stage("eval", (), print, sharded=True), cluster, None)
+    assert [t.label for t in tasks] == ["eval worker 0", "eval worker 1", "eval worker 2"]
+    assert "#SBATCH --array=0-2%3" in (fake_slurm / "0.sh").read_text().splitlines()
+
+
+def test_the_study_counts_the_groups_its_evaluation_has():
+    from metasft.pipeline import plan_study
+    cfg = load_config(TINY)
+    n_tasks, shots = len(cfg.data.eval_tasks), cfg.data.eval_tasks[0].n_shots
+    assert all(t.n_shots == shots for t in cfg.data.eval_tasks)
+    per_task = (0 in shots) + sum(n > 0 for n in shots) * len(cfg.eval.seeds)
+    assert plan_study(cfg, "unused").eval_groups == len(cfg.arms) * n_tasks * per_task

@@ -1,14 +1,20 @@
 """End-to-end runs of the whole pipeline on the tiny config (`metasft run`): one smoke run, then
 reruns of copies of it against the stage fingerprints (stale settings, --force, a killed run)."""
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
+from metasft.rundir import LOCK
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
@@ -177,6 +183,209 @@ def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
     # eval continued from its stored groups (none left), the trained arms were not touched
     assert not {r for r in rewritten(before, files(exp)) if r.startswith(("runs", "dataset"))}
     assert (exp / "report" / "report.md").is_file()
+
+
+# ------------------------------------------------------------- the user's files are kept (issue 23)
+def _user_files(exp) -> dict:
+    """Files a user put into the experiment directory, written now; {path: bytes}."""
+    placed = {exp / "report" / "my_notes.md": b"# my notes\n", exp / "report" / "drafts" / "v1.md": b"draft \xff\n",
+              exp / "runs" / "fomaml" / "my_notes.txt": b"lr 1e-3 looked fine\n",
+              exp / "dataset" / "second_build" / "data" / "x.parquet": b"PAR1 not really\n"}
+    for path, content in placed.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return placed
+
+
+def test_report_rewrites_only_its_own_files_and_removes_its_stale_temps(exp):
+    placed = _user_files(exp)
+    (exp / ".report.abcd1234.tmp").mkdir()  # left by a report killed while it wrote
+    (exp / "report" / "figures" / "old_plot.png").write_bytes(b"a figure of an earlier report")
+    listed = set(json.loads((exp / "report" / "manifest.json").read_text())["files"])
+    (exp / "report" / "manifest.json").write_text(json.dumps(
+        {"kind": "report", "schema": 2, "files": sorted(listed | {"figures/old_plot.png"})}))
+    assert main(["report", str(exp)]) == 0
+    assert {p: p.read_bytes() for p in placed} == placed
+    assert not (exp / "report" / "figures" / "old_plot.png").exists()  # the earlier report's, listed
+    assert not (exp / ".report.abcd1234.tmp").exists()
+    assert set(json.loads((exp / "report" / "manifest.json").read_text())["files"]) == listed
+    assert not [p for p in exp.parent.iterdir() if p.name != "exp"]  # nothing put aside
+
+
+def test_force_removes_only_what_the_redone_stages_wrote(exp):
+    placed = _user_files(exp)
+    assert main(["run", TINY, "--out", str(exp), "--force", "seed=1"]) == 0  # every stage redone
+    assert {p: p.read_bytes() for p in placed} == placed
+    stages = manifest(exp)["stages"]
+    assert all(stages[s]["status"] == "finished" for s in STAGES)
+    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 1
+    assert json.loads((exp / "runs" / "fomaml" / "manifest.json").read_text())["seed"] == 1
+
+
+def test_report_on_an_unfinished_evaluation_says_partial_k_of_n(exp, capsys):
+    """Issue 23: a report while the evaluation runs (or after it was interrupted) gave full verdicts
+    from some of the groups, exit 0. Refused now, or with --partial marked so in the summary."""
+    m = manifest(exp)
+    m["stages"]["eval"]["status"] = "running"
+    (exp / "manifest.json").write_text(json.dumps(m))
+    with sqlite3.connect(exp / "eval" / "results.sqlite") as db:
+        total = db.execute("select count(*) from done").fetchone()[0]
+        for table in ("done", "cells", "predictions"):
+            db.execute(f"delete from {table} where model = 'sft_mixed'")
+        stored = db.execute("select count(*) from done").fetchone()[0]
+    db.close()
+    assert 0 < stored < total
+    report = (exp / "report" / "report.md").read_bytes()
+    capsys.readouterr()
+    assert main(["report", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"partial: {stored} of {total} groups" in err and "--partial" in err
+    assert (exp / "report" / "report.md").read_bytes() == report
+    assert main(["report", str(exp), "--partial"]) == 0
+    assert f"Evaluation not finished — partial: {stored} of {total} groups stored" in (exp / "report" / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ processes (issue 23)
+def _metasft(*args) -> list[str]:
+    return [sys.executable, "-m", "metasft.cli", *map(str, args)]
+
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _holds_lock(out) -> bool:
+    try:
+        return bool((out / LOCK).read_text())
+    except OSError:
+        return False
+
+
+def test_two_runs_on_one_out_one_proceeds_and_the_other_is_refused_naming_it(tmp_path, finished):
+    out = tmp_path / "exp"
+    first = subprocess.Popen(_metasft("run", TINY, "--out", out), env=ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _holds_lock(out), "the first run to lock its directory")
+        second = subprocess.run(_metasft("run", TINY, "--out", out), env=ENV, capture_output=True, text=True,
+                                timeout=300)
+        _, first_err = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"metasft: error: {out} is being written by another metasft process, pid {first.pid} (metasft run {TINY} "
+        f"--out {out}); wait for it to end or stop it (one writer per directory)"]
+    assert first.returncode == 0, first_err[-3000:]
+    # the finished run is the single run's: the same stages, one line per training step, the same results
+    assert {s: r["fingerprint"] for s, r in manifest(out)["stages"].items()} == \
+           {s: r["fingerprint"] for s, r in manifest(finished)["stages"].items()}
+    steps = [json.loads(line)["step"] for line in (out / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+    stored = []
+    for d in (finished, out):
+        with ResultsStore(d / "eval" / "results.sqlite") as store:
+            stored.append(store.cells().sort_values(["model", "task", "n_shots", "seed", "step"]).reset_index(drop=True))
+    assert stored[0].drop(columns="loss").equals(stored[1].drop(columns="loss"))
+    assert stored[0]["loss"].tolist() == pytest.approx(stored[1]["loss"].tolist(), rel=1e-5)
+    assert not (out / LOCK).exists()
+
+
+# `metasft run` as a terminal runs it (SIGINT handled even when this test runs in a background shell,
+# which starts its children with SIGINT ignored), optionally with the data build's file writes slowed
+# down: the tiny build takes 0.2 s, too short to be interrupted reliably.
+_RUN = """import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+if sys.argv[1] == "slow-build":
+    import metasft.data.build as build
+    write = build.write_examples
+    build.write_examples = lambda *a, **k: (time.sleep(0.3), write(*a, **k))[1]
+from metasft.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _stage_running(out, name: str) -> bool:
+    try:
+        return manifest(out)["stages"][name]["status"] == "running"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _interrupt(out, slow: str, when, what: str) -> str:
+    """Start `metasft run` on `out`, send it SIGINT once `when()` holds; return its stderr (exit 130)."""
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, slow, "run", TINY, "--out", str(out)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(when, what)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("metasft:")]
+    assert lines == [err.rstrip().splitlines()[-1]] and lines[0].startswith("metasft: interrupted: "), err[-3000:]
+    assert "rerun the same command" in lines[0]
+    return lines[0]
+
+
+def test_ctrl_c_in_the_data_build_training_and_evaluation_is_one_line_and_the_rerun_completes(tmp_path):
+    out = tmp_path / "exp"
+    _interrupt(out, "slow-build", lambda: _stage_running(out, "data"), "the data build")
+    assert _stage_running(out, "data") and not (out / "dataset").exists()  # a build is written at once
+    metrics = out / "runs" / "fomaml" / "metrics.jsonl"
+    _interrupt(out, "-", lambda: _stage_running(out, "train/fomaml") and metrics.is_file() and
+               len(metrics.read_text().splitlines()) >= 2, "two logged training steps")
+    assert _stage_running(out, "train/fomaml") and manifest(out)["stages"]["data"]["status"] == "finished"
+
+    def groups_stored() -> bool:
+        try:
+            with ResultsStore(out / "eval" / "results.sqlite") as store:
+                return len(store.cells()) > 0
+        except Exception:  # not created yet, or being written
+            return False
+
+    _interrupt(out, "-", lambda: _stage_running(out, "eval") and groups_stored(), "a stored evaluation group")
+    assert _stage_running(out, "eval")
+    assert main(["run", TINY, "--out", str(out)]) == 0
+    assert all(r["status"] == "finished" for r in manifest(out)["stages"].values())
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == sorted(set(steps))  # the interrupted training resumed, no step twice
+    assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("lost, stage", [("eval/results.sqlite", "eval"), ("report/report.md", "report")])
+def test_a_finished_stage_whose_output_was_deleted_is_not_skipped(exp, capsys, lost, stage):
+    """Issue 23: with eval/results.sqlite deleted, `run` skipped every stage and printed the old verdicts."""
+    for p in exp.glob(lost + "*"):
+        p.unlink()
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"stage {stage} is recorded finished but {lost} is missing" in err, err
+    assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
+    assert (exp / lost).is_file() and manifest(exp)["stages"][stage]["status"] == "finished"
+
+
+def test_a_data_build_replaced_by_hand_is_not_resumed_on(exp, capsys):
+    """Issue 23: dataset/ rebuilt with another seed under a finished run was used by the next run."""
+    assert main(["data", "build", TINY, "--out", str(exp / "dataset"), "seed=1"]) == 0
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stage data is recorded finished but the build it wrote" in err, err
+    stages = manifest(exp)["stages"]
+    assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
+    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 0  # the run's own build again
+    assert manifest(exp)["stages"]["data"]["wrote"] == stages["data"]["wrote"]  # the same build as before
+    assert manifest(exp)["stages"]["train/fomaml"] == stages["train/fomaml"]  # trained on it: not redone
 
 
 def test_training_seeds_add_runs_and_widen_the_intervals(exp):

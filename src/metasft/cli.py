@@ -3,12 +3,14 @@ key=value overrides; those that read a directory (report, data stats, export, co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
+from metasft.rundir import OutputError
 
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
@@ -97,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                  "files; its settings come from the directory's config.yaml, so it takes no overrides.",
                  ["metasft report runs/embedded_default"])
     r.add_argument("dir", type=Path, help="an experiment directory (`metasft run --out`)")
+    r.add_argument("--partial", action="store_true",
+                   help="report an evaluation still running or interrupted (the summary says: partial, k of n groups)")
 
     run = _command(sub, "run", "the whole experiment: data, every arm, evaluation, report",
                    "Data build, every arm of `arms`, evaluation, task similarity and the report, in one directory. "
@@ -194,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
                   "metasft export runs/eval --predictions preds.csv"])
     x.add_argument("run", type=Path, help="an experiment directory, an evaluation directory or a results.sqlite")
     x.add_argument("--predictions", required=True, type=Path, help="output file: .jsonl or .csv")
+    x.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
     c = _command(sub, "compare", "compare experiment directories: differing config keys, accuracy table, plot",
                  "For each experiment (or evaluation) directory: the config keys whose values differ between them, "
@@ -203,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
                  ["metasft compare runs/exp1 runs/exp2 runs/exp3 runs/exp4 runs/exp5 --plot sweep.png"])
     c.add_argument("dirs", nargs="+", type=Path, metavar="EXP_DIR", help="experiment or evaluation directories")
     c.add_argument("--plot", type=Path, default=Path("compare.png"), help="where the PNG goes (default: compare.png)")
+    c.add_argument("--overwrite", action="store_true", help="replace the plot file if it exists")
     return p
 
 
@@ -226,6 +232,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"metasft: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"metasft: interrupted: {_kept(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+
+
+def _kept(args) -> str:
+    """After Ctrl-C: what the command kept and how to go on, in one line."""
+    again = "rerun the same command to go on"
+    if args.command in ("run", "launch"):
+        return (f"the stages finished in {args.out} are kept and the one that was running continues where it "
+                f"stopped; {again}")
+    if args.command == "train":
+        return f"{args.out} keeps its last checkpoint; rerun with --resume to continue from it"
+    if args.command == "eval":
+        return f"the groups stored in {args.out} are kept; {again} (it skips them)"
+    if args.command == "data" and args.data_command == "build":
+        return f"{args.out} is as it was (a build is written at once, at its end); {again}"
+    if args.command == "report":
+        return f"{args.dir / 'report'} is as it was (a report is written at once, at its end); {again}"
+    if args.command in ("export", "compare"):
+        return "nothing was written (its output is written at once, at its end)"
+    return "nothing was written"
 
 
 def _one_line(e: Exception) -> str:
@@ -272,12 +302,15 @@ def _dispatch(args) -> int:
                 from metasft.train.run import ensure_data
                 claim.start()
                 data_dir = ensure_data(cfg, args.out, World())
-            run_eval(cfg, data_dir, models, args.out)
+            # a group stored is a record worth keeping: a failure after it leaves the directory to resume
+            run_eval(cfg, data_dir, models, args.out, after_group=lambda group: claim.commit())
             claim.commit()
         return 0
     if args.command == "report":
         from metasft.report import write_report
-        print(write_report(args.dir))
+        from metasft.rundir import hold
+        with hold(args.dir) if args.dir.is_dir() else contextlib.nullcontext():  # one writer per directory
+            print(write_report(args.dir, partial=args.partial))
         return 0
     if args.command == "run":
         from metasft.pipeline import run_experiment
@@ -326,6 +359,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "export":
         from metasft.eval.results import ResultsUnion, export_predictions, find_results
+        _new_file(args.predictions, "--predictions", args.overwrite)
         paths = find_results(args.run)
         with ResultsUnion(paths) as stored:
             n = export_predictions(stored, args.predictions)
@@ -334,11 +368,20 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "compare":
         from metasft.compare import load_experiments, plot, render, shown_path
+        _new_file(args.plot, "--plot", args.overwrite)
         experiments = load_experiments(args.dirs)
         print(render(experiments))
         print(f"\nplot: {shown_path(plot(experiments, args.plot))}")
         return 0
     raise AssertionError(args)
+
+
+def _new_file(path: Path, flag: str, overwrite: bool) -> None:
+    """An output file of export / compare: an existing one is the user's until --overwrite says otherwise."""
+    if path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory; give a file name")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another file")
 
 
 def _print_outcome(out: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from metasft.config import load_yaml
 from metasft.data.records import DataError
 from metasft.eval.results import ResultsUnion, find_results
 from metasft.fingerprint import flatten
@@ -58,7 +59,13 @@ def load_experiment(path: Path, label: str) -> Experiment:
     if config_file is None:
         raise DataError(f"{path}: no {' or '.join(CONFIG_FILES)}; expected an experiment directory "
                         f"(`metasft run --out`) or an evaluation directory (`metasft eval --out`)")
-    config = flatten(yaml.safe_load(config_file.read_text()) or {})
+    try:
+        config = load_yaml(config_file.read_text(encoding="utf-8"), str(config_file)) or {}
+    except UnicodeDecodeError as e:
+        raise DataError(f"{config_file}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{config_file}: expected a mapping of config keys, got {type(config).__name__}")
+    config = flatten(config)
     with ResultsUnion(find_results(path)) as stored:
         cells = stored.cells()
         predictions = stored.predictions() if not cells.empty else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -311,10 +312,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key = key.strip()
         if key in ALIASES:
             key, convert = ALIASES[key]
-            value = yaml.safe_load(text)
+            value = _override_value(text)
             value = convert(value) if convert else value
         else:
-            value = yaml.safe_load(text)
+            value = _override_value(text)
         _set_dotted(raw, key, value, f"command-line override {item!r}")
     cfg = _build(Config, raw, "", origin)
     try:
@@ -331,21 +332,69 @@ def load_fields(base, path: str | Path):
     return _build(type(base), _deep_merge(dataclasses.asdict(base), _read_yaml(Path(path), seen=())), "", str(path))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (safe_load keeps the last one
+    silently) and a key that is not a string (`1: x`, `null: x`); merge keys (<<) work as before."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"a key must be a string, got {type(key).__name__} {key!r}", key_node.start_mark)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str):
+    """The YAML document `text` (strictly: see _StrictLoader; an alias that contains itself refused);
+    ConfigError naming `where` otherwise."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    _check_acyclic(data, where, ())
+    return data
+
+
+def _check_acyclic(value, where: str, parents: tuple) -> None:
+    if isinstance(value, (dict, list)):
+        if any(value is p for p in parents):
+            raise ConfigError(f"{where}: an alias (*name) refers to a node that contains it (a recursive structure)")
+        for child in (value.values() if isinstance(value, dict) else value):
+            _check_acyclic(child, where, parents + (value,))
+
+
+def _override_value(text: str):
+    """An override's value as YAML (1e-4, [0, 1], {a: b}); a plain unquoted string is kept whole,
+    `#` included (YAML would read `/data/run #2` as a path and a comment)."""
+    value = load_yaml(text, f"override value {text!r}")
+    if isinstance(value, str) and "#" in text and not text.strip().startswith(("'", '"')):
+        return text.strip()
+    return value
+
+
 def _read_yaml(path: Path, seen: tuple) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: include cycle through {[str(p) for p in seen]}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     includes = data.pop("include", [])
     includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(inc, str) for inc in includes):
+        raise ConfigError(f"{path}: include must be a file name or a list of them, got {includes!r}")
     merged: dict = {}
     for inc in includes:
         merged = _deep_merge(merged, _read_yaml(path.parent / inc, seen + (path.resolve(),)))
@@ -471,11 +520,28 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- checks
+# A name from a config becomes a file or directory name in the output directory (data/meta_train/
+# <task>_support.parquet, runs/<variant>/): it is never a path (issue 23: a task named
+# ../../../../escaped wrote outside --out).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(key: str, value: str) -> None:
+    if not SAFE_NAME.fullmatch(value):
+        raise ConfigError(f"{key}={value!r}: a name becomes a file name in the output directory; use letters, "
+                          f"digits and _ . - only (no / or spaces, not starting with .)")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks, run before any heavy work."""
     def need(cond: bool, msg: str):
         if not cond:
             raise ConfigError(msg)
+
+    for kind, named in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks),
+                        ("data.sources", cfg.data.sources), ("variants", cfg.variants)):
+        for i, entry in enumerate(named):
+            check_name(f"{kind}.{i}.name", entry.name)
 
     need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
@@ -632,6 +698,26 @@ def _check_ranges(cfg: Config, need) -> None:
          f"stats.primary must list distinct claims of {list(CLAIMS)}, got {st.primary}")
     beyond = [s for s in e.record_steps if not 0 <= s <= e.adaptation_steps]
     need(not beyond, f"eval.record_steps {beyond} fall outside [0, eval.adaptation_steps={e.adaptation_steps}]")
+    for key, value in [("seed", cfg.seed)] + [(f"eval.seeds.{i}", s) for i, s in enumerate(e.seeds)]:
+        need(0 <= value <= MAX_SEED, f"{key} must be in [0, {MAX_SEED}] (numpy's seeds), got {value}")
+    for key, value in _integers(to_dict(cfg)):
+        need(abs(value) <= MAX_INT or key == "seed" or key.startswith("eval.seeds."),
+             f"{key}={value} is too large: at most {MAX_INT} (torch and SQLite store it in 32 / 64 bits)")
+
+
+MAX_SEED = 2**32 - 1
+MAX_INT = 2**31 - 1  # no count, step or size of a run comes near it; a value beyond is a typo
+
+
+def _integers(tree, prefix: str = ""):
+    """(dotted key, value) of every integer in a to_dict tree (bools are not integers here)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            yield key, v
+        else:
+            yield from _integers(v, key + ".")
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:

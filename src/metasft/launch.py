@@ -14,8 +14,10 @@ rerun must wait for them (or `scancel` them) first: two evaluation workers never
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import math
 import os
 import shutil
 import time
@@ -25,6 +27,7 @@ from typing import Callable
 
 from metasft.config import Config, ConfigError
 from metasft.errors import MetasftError
+from metasft.eval.results import ResultsUnion, store_paths
 from metasft.pipeline import Stage, Study, open_study, plan_study
 from metasft.rundir import JOBS_DIR, OutputDir
 
@@ -59,6 +62,8 @@ class ClusterArgs:
                                    ("--time", self.time_min, 1), ("--cpus-per-worker", self.cpus_per_worker, 1)):
             if value is not None and value < least:
                 raise ConfigError(f"{flag} {value}: expected an integer >= {least}")
+        if self.mem_gb is not None and not (math.isfinite(self.mem_gb) and self.mem_gb > 0):
+            raise ConfigError(f"--mem-gb {self.mem_gb:g}: expected a number of gigabytes > 0")
         slurm_only = {"--partition": self.partition, "--account": self.account, "--qos": self.qos}
         given = [flag for flag, value in slurm_only.items() if value is not None]
         if given and self.backend != "slurm":
@@ -159,17 +164,35 @@ class _Task:
 
 
 def _submit(study: Study, stage: Stage, cluster: ClusterArgs, after_group) -> list[_Task]:
+    if stage.sharded:
+        cluster = dataclasses.replace(cluster, workers=_workers(study, cluster.workers))
     executor = build_executor(cluster, study.out / JOBS_DIR, stage)
     if not stage.sharded:
         fn = functools.partial(_job, stage.work, stage.name, distributed=stage.name.startswith("train/"))
         return [_Task(stage.name, executor, fn, executor.submit(fn))]
     # every shard's store goes into one evaluation directory: mark it an evaluation's before they start
-    OutputDir(study.eval_dir, "eval").start()
+    # (its lock is the lead worker's, shard 0; the others keep their per-group claims beneath it)
+    OutputDir(study.eval_dir, "eval", lock=False).start()
     fns = [functools.partial(_shard_job, stage.work, stage.name, w, cluster.workers, cluster.processes_per_worker,
                              after_group) for w in range(cluster.workers)]
     with executor.batch():  # one job array on slurm
         jobs = [executor.submit(fn) for fn in fns]
     return [_Task(f"{stage.name} worker {w}", executor, fn, job) for w, (fn, job) in enumerate(zip(fns, jobs))]
+
+
+def _workers(study: Study, asked: int) -> int:
+    """--workers, at most one per group left to evaluate (a worker more would only start and stop)."""
+    if study.eval_groups is None:
+        return asked
+    paths = store_paths(study.eval_dir)
+    done = 0
+    if paths:
+        with ResultsUnion(paths) as stored:
+            done = len(stored.done_groups())
+    todo = max(study.eval_groups - done, 1)
+    if asked > todo:
+        log.warning("--workers %d: %d group(s) left to evaluate; starting %d worker(s)", asked, todo, todo)
+    return min(asked, todo)
 
 
 def launch_experiment(cfg: Config, out: Path, cluster: ClusterArgs, *, force: bool = False, overwrite: bool = False,

@@ -4,6 +4,7 @@
     <run dir>/manifest.json       TrainManifest       `metasft train`: arm, budget, best checkpoint, warnings
     <eval dir>/manifest.json      EvalManifest        `metasft eval`: which data it evaluated
     <experiment>/manifest.json    ExperimentManifest  `metasft run`: stage records, budget checks
+    <experiment>/report/manifest.json  ReportManifest  `metasft report`: the files it wrote
 
 Every manifest carries `kind` (rundir.KINDS) and `schema` (SCHEMA). `read_manifest` builds the
 dataclass with every key type-checked; a file from an older layout, of another kind, or with a
@@ -150,6 +151,7 @@ class StageRecord:
     status: str                     # "running" | "finished"
     fingerprint: Fingerprint
     seconds: float | None = None
+    wrote: str | None = None        # the data stage: fingerprint.data_files_digest of what it built
 
 
 @dataclass
@@ -234,7 +236,14 @@ def stage_rank(name: str) -> int:
                 len(STAGE_ORDER))
 
 
-Manifest = TypeVar("Manifest", DataManifest, TrainManifest, EvalManifest, ExperimentManifest)
+@dataclass
+class ReportManifest:
+    files: list[str]    # every file the report wrote, relative to report/: a rewrite removes these only
+
+    KIND: typing.ClassVar[str] = "report"
+
+
+Manifest = TypeVar("Manifest", DataManifest, TrainManifest, EvalManifest, ExperimentManifest, ReportManifest)
 
 
 # ------------------------------------------------------------------------------ read / write
@@ -242,7 +251,8 @@ def manifest_path(directory: Path) -> Path:
     return Path(directory) / MANIFEST
 
 
-def write_manifest(directory: Path, manifest: DataManifest | TrainManifest | EvalManifest | ExperimentManifest) -> None:
+def write_manifest(directory: Path,
+                   manifest: DataManifest | TrainManifest | EvalManifest | ExperimentManifest | ReportManifest) -> None:
     """`directory`/manifest.json, strict JSON, atomically."""
     write_json(manifest_path(directory), {"kind": manifest.KIND, "schema": SCHEMA, **dataclasses.asdict(manifest)})
 

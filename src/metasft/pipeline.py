@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
-from metasft.eval.results import store_files
-from metasft.fingerprint import changes, digest, plan
+from metasft.eval.results import store_files, store_paths
+from metasft.fingerprint import changes, data_files_digest, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
-                               StageRecord, TrainManifest, has_record, manifest_path, read_manifest, write_manifest)
+                               StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
+                               write_manifest)
 from metasft.matrix import Run, pairs, plan_runs
-from metasft.rundir import OutputDir
+from metasft.rundir import TRAIN_OUTPUTS, OutputDir, remove_owned, write_json
 
 if TYPE_CHECKING:
     from metasft.eval.schedule import Shard
@@ -99,21 +99,40 @@ class _Stages:
                 continue
             if record.fingerprint.sha256 != digest(keys):
                 out.append((name, f"was run with {changes(record.fingerprint.keys, keys)}"))
+            elif record.status == "finished" and self._lost(name):
+                out.append((name, f"is recorded finished but {self._lost(name)} is missing"))
         return out
 
-    def outputs(self, name: str) -> list[Path]:
-        """What stage `name` writes under the experiment directory (see the module docstring)."""
+    def _lost(self, name: str) -> str | None:
+        """The output of finished stage `name` that later stages or the user read and that is gone or
+        replaced (a data build into dataset/ by hand): a rerun would otherwise skip the stage and go on
+        from what it did not write. The manifests later stages read are checked in `check`."""
+        record = self.manifest.stages[name]
+        if name == "data" and record.wrote and record.wrote != data_files_digest(self.out / "dataset"):
+            return "the build it wrote (dataset/ holds another one now)"
+        if name == "eval" and not store_paths(self.out / "eval"):
+            return "eval/results.sqlite"
+        if name == "report" and not (self.out / "report" / "report.md").is_file():
+            return "report/report.md"
+        return None
+
+    def outputs(self, name: str) -> tuple[Path, set[str]]:
+        """Where stage `name` writes under the experiment directory (see the module docstring) and the
+        paths there, relative to it, that it wrote: all that a redo may remove."""
         if name == "data":
-            return [self.out / "dataset"]
+            from metasft.data.build import written_before
+            return self.out / "dataset", written_before(self.out / "dataset")
         if name.startswith("train/"):
-            return [self.out / "runs" / name.removeprefix("train/")]
+            return self.out / "runs" / name.removeprefix("train/"), set(TRAIN_OUTPUTS)
+        eval_dir = self.out / "eval"
         if name == "eval":
             # eval/manifest.json stays: it marks eval/ as an evaluation's (rundir.OutputDir) and is rewritten
-            return [*store_files(self.out / "eval"), self.out / "eval" / CLAIMS_DIR, self.out / "eval" / "eval_config.yaml"]
+            return eval_dir, {p.name for p in store_files(eval_dir)} | {CLAIMS_DIR, "eval_config.yaml"}
         if name == "similarity":
-            return [self.out / "eval" / "task_similarity.json"]
+            return eval_dir, {"task_similarity.json"}
         if name == "report":
-            return [self.out / "report"]
+            from metasft.report.report import written_before
+            return self.out / "report", written_before(self.out / "report")
         raise ConfigError(f"{self.path}: unknown stage {name!r} in stages")
 
     def check(self, force: bool) -> None:
@@ -135,11 +154,13 @@ class _Stages:
             raise StaleStage(f"{self.out}: stage {name} {why}; rerun with --force to {todo}, or use a new --out")
         for name, why in stale:
             log.info("stage %s %s: redoing it (--force)", name, why)
-            for path in self.outputs(name):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            where, written = self.outputs(name)
+            left = remove_owned(where, written)
+            if left and where != self.out / "eval":  # eval/ is shared by two stages: the rest is the other's
+                log.warning("stage %s: kept %d file(s) metasft did not write in %s: %s", name, len(left), where,
+                            ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
+                if name.startswith("train/"):  # still the run's directory to its redo (rundir.OutputDir)
+                    write_json(manifest_path(where), started_record("train"))
             del self.manifest.stages[name]
 
     def save(self) -> None:
@@ -158,7 +179,8 @@ class _Stages:
         self.save()
 
     def finish(self, name: str, seconds: float) -> None:
-        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1))
+        wrote = data_files_digest(self.out / "dataset") if name == "data" else None
+        self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1), wrote)
         self.save()
         self.claim.commit()  # a finished stage is worth keeping whatever happens next
 
@@ -184,6 +206,7 @@ class Study:
     out: Path
     stages: list[Stage]
     fingerprints: dict[str, dict]
+    eval_groups: int | None = None  # the evaluation's (model, task, n_shots, seed) groups; None: not counted
 
     @property
     def eval_dir(self) -> Path:
@@ -209,10 +232,10 @@ def plan_study(cfg: Config, out: Path) -> Study:
     if cfg.data.dir:
         if not manifest_path(data_dir).is_file():
             raise DataError(f"data.dir={data_dir}: no manifest.json; build it with `metasft data build`")
-        eval_tasks = list(read_manifest(data_dir, DataManifest).eval_tasks)
+        shots = {t: info.n_shots for t, info in read_manifest(data_dir, DataManifest).eval_tasks.items()}
     else:
-        eval_tasks = [t.name for t in cfg.data.eval_tasks]  # what build_data writes, in order
-    runs = plan_runs(cfg, eval_tasks)
+        shots = {t.name: t.n_shots for t in cfg.data.eval_tasks}  # what build_data writes, in order
+    runs = plan_runs(cfg, list(shots))
     built = () if cfg.data.dir else ("data",)
     stages = [] if cfg.data.dir else [Stage("data", (), functools.partial(build_data, cfg, data_dir))]
     for run in runs:
@@ -231,7 +254,17 @@ def plan_study(cfg: Config, out: Path) -> Study:
         Stage("report", built + trained + ("eval", "similarity"), functools.partial(write_report, out)),
     ]
     fingerprints = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs], data_dir if cfg.data.dir else None)
-    return Study(cfg, out, stages, fingerprints)
+    return Study(cfg, out, stages, fingerprints, count_groups(cfg, shots))
+
+
+def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
+    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
+    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
+    tasks `shots` ({task: n_shots}, in the data's order)."""
+    from metasft.eval.schedule import enumerate_groups
+    from metasft.eval.specs import ModelSpec
+    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
+    return len(enumerate_groups(specs, shots, cfg.eval.seeds))
 
 
 def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,

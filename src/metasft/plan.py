@@ -148,7 +148,16 @@ def throughput(kind: str, override: str | Path | None = None, threads: int | Non
     if kind == "cpu":
         import torch
         base = CPU[1 if (threads or torch.get_num_threads()) == 1 else 2]
-    return load_fields(base, override) if override is not None else base
+    if override is None:
+        return base
+    tp = load_fields(base, override)
+    rates = ("flops", "flops_fp32", "memory_bandwidth", "load_bandwidth")  # divided by: must be > 0
+    for key, value in [(k, getattr(tp, k)) for k in rates + ("decode_step_s", "pass_s", "token_s", "load_s",
+                                                              "record_s", "answer_s", "memory_gib")] + \
+            [(f"stage_s.{k}", v) for k, v in dataclasses.asdict(tp.stage_s).items()]:
+        if not (math.isfinite(value) and (value > 0 if key in rates else value >= 0)):
+            raise PlanError(f"{override}: {key} must be {'> 0' if key in rates else '>= 0'}, got {value}")
+    return tp
 
 
 # ------------------------------------------------------------------------------------ the model
@@ -618,6 +627,9 @@ def plan(cfg: Config, origin: str, kind: str = "cpu", workers: int = 1, override
         raise PlanError(f"--workers must be >= 1, got {workers}")
     if threads is not None and (threads < 1 or kind != "cpu"):
         raise PlanError(f"--threads must be >= 1 and goes with --gpu cpu, got {threads} with --gpu {kind}")
+    if not cfg.data.dir and not (cfg.data.tasks and cfg.data.eval_tasks):
+        empty = "data.tasks" if not cfg.data.tasks else "data.eval_tasks"
+        raise PlanError(f"{empty} is empty: `metasft run` needs meta-training and eval tasks; nothing to plan")
     tp = throughput(kind, override, threads)
     shape = model_shape(cfg.model)
     return render(cfg, origin, shape, tp, workers, stages(cfg, shape))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -30,6 +31,7 @@ PACKAGES = ("metasft", "torch", "transformers", "peft", "datasets", "math-verify
 KINDS = ("data", "train", "eval", "run")  # what wrote an output directory (its manifest's `kind`)
 MANIFEST = "manifest.json"
 JOBS_DIR = "jobs"  # in an experiment directory: `metasft launch`'s job scripts, pickles and logs (submitit's)
+LOCK = ".metasft.lock"  # in a run / experiment directory while a command writes it (see `hold`)
 
 
 class OutputError(MetasftError):
@@ -86,6 +88,11 @@ def pooled_file(task: str) -> str:
     return f"data/processed/{task}_all.parquet"
 
 
+# A training run's directory (metasft train): what it writes at its top level, all a redo may remove.
+TRAIN_OUTPUTS = ("config.yaml", "manifest.json", "metrics.jsonl", "train.log", "checkpoints", "adapter",
+                 "adapter_best", "tensorboard", "wandb", "dataset")
+
+
 def eval_task_file(task: str, split: str) -> str:
     """An eval task's test items (split "test") or pool of shots ("shots"), relative to the data directory."""
     return f"{EVAL_DATA_PREFIX}{task}_{split}.parquet"
@@ -129,6 +136,8 @@ def atomic_dir(path: Path, owned: set[str] | None = None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if path.exists():
+        if (path / LOCK).is_file():  # the same inode, so the holder's lock stays on `path` throughout
+            os.link(path / LOCK, tmp / LOCK)
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -146,7 +155,7 @@ def _keep_foreign(old: Path, new: Path, owned: set[str]) -> None:
     clash = []
     for f in sorted(p for p in old.rglob("*") if p.is_file() or p.is_symlink()):
         rel = f.relative_to(old).as_posix()
-        if rel in owned:
+        if rel in owned or rel == LOCK:
             continue
         if (new / rel).exists():
             clash.append(rel)
@@ -167,6 +176,31 @@ def _aside_name(path: Path) -> Path:
         n += 1
         aside = path.with_name(f"{path.name}.old-{stamp}-{n}")
     return aside
+
+
+def remove_owned(directory: Path, owned) -> list[str]:
+    """Remove the files and directories of `directory` named in `owned` (paths relative to it) and the
+    directories that leaves empty; keep everything else. Returns the names left in `directory` (the
+    directory itself is removed when none are)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    for rel in sorted(owned):
+        p = directory / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        parent = p.parent
+        while parent != directory and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    left = sorted(os.listdir(directory))
+    if not left:
+        directory.rmdir()
+    return left
 
 
 def remove_stale_temps(directory: Path, name_pattern: str) -> list[Path]:
@@ -342,33 +376,147 @@ def dir_kind(path: Path) -> str | None:
     return "eval" if (path / "results.sqlite").is_file() else None  # evaluations before their manifest
 
 
+# ----------------------------------------------------------------------- one writer per directory
+class DirectoryInUse(OutputError):
+    """Another metasft process is writing the directory (it holds its lock, see `lock_dir`)."""
+
+
+@dataclass
+class _Held:
+    path: Path      # the lock file
+    file: object    # its open file, which holds the flock
+    depth: int      # lock_dir calls of this process not yet undone by unlock_dir
+
+
+_HELD: dict[Path, _Held] = {}  # this process's locks, by resolved directory
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        return f"pid {info['pid']} ({info['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its pid yet"
+
+
+def lock_dir(directory: Path) -> Path | None:
+    """Make this process the only metasft writer of existing `directory` until `unlock_dir`.
+
+    An advisory lock (fcntl.flock) on `directory`/.metasft.lock, which names the holder (pid, command);
+    a second writer gets DirectoryInUse naming it. Re-entrant within a process (a command's stages
+    lock what the command already holds). The kernel drops the lock when the process dies however it
+    dies, so a killed run never leaves a directory locked. Under torchrun only rank 0 locks: the
+    other ranks write beside it, as one writer. Returns the key for `unlock_dir` (None: not locked).
+    """
+    if int(os.environ.get("RANK", "0")) > 0:
+        return None
+    key = Path(directory).resolve()
+    if key in _HELD:
+        _HELD[key].depth += 1
+        return key
+    path = key / LOCK
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise DirectoryInUse(f"{directory} is being written by another metasft process, {_holder(path)}; "
+                                 f"wait for it to end or stop it (one writer per directory)") from None
+        try:  # a holder releasing removes the file: if it went between our open and our flock, lock the new one
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "command": " ".join(["metasft", *sys.argv[1:]])}) + "\n")
+    f.flush()
+    _HELD[key] = _Held(path, f, 1)
+    return key
+
+
+def unlock_dir(key: Path | None, moved_to: Path | None = None) -> None:
+    """Undo one `lock_dir`; the last one removes the lock file and releases the lock. `moved_to`:
+    where the directory is now, if it was moved while locked."""
+    if key is None or key not in _HELD:
+        return
+    held = _HELD[key]
+    held.depth -= 1
+    if held.depth:
+        return
+    del _HELD[key]
+    path = held.path if moved_to is None else Path(moved_to) / LOCK
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == os.fstat(held.file.fileno()).st_ino:
+            os.unlink(path)  # still holding it: whoever opens the file next finds it gone and retries
+    held.file.close()
+
+
+@contextlib.contextmanager
+def hold(directory: Path) -> Iterator[None]:
+    """`lock_dir(directory)` while the block runs (a command that writes an existing directory)."""
+    key = lock_dir(directory)
+    try:
+        yield
+    finally:
+        unlock_dir(key)
+
+
 class OutputDir:
     """`--out` of one command: a new path, an empty directory or one the same kind wrote before.
 
     Anything else is refused, unless `overwrite`, which first moves it aside to a visible
     `<path>.old-<time>`. Used as a context: if the command fails (an exception, not a kill) before
-    `commit()`, what it created there is removed again, so a refused or failed command leaves nothing.
-    `start()` marks a directory that has no manifest yet as this kind's (a killed attempt is
-    recognised on the rerun).
+    `commit()`, what it created there is removed again and a directory moved aside is put back, so a
+    refused or failed command leaves what was there as it was. `start()` marks a directory that has
+    no manifest yet as this kind's (a killed attempt is recognised on the rerun). `lock`: the
+    directory is created at once and locked (`lock_dir`) until the context ends, before anything in
+    it is looked at; a second writer is refused.
     """
 
-    def __init__(self, path: Path, kind: str, *, overwrite: bool = False, flag: str = "--out"):
-        self.path, self.kind, self.committed = Path(path), kind, False
+    def __init__(self, path: Path, kind: str, *, overwrite: bool = False, flag: str = "--out", lock: bool = True):
+        self.path, self.kind, self.flag, self.committed = Path(path), kind, flag, False
+        self._aside: Path | None = None
+        self._lock: Path | None = None
         path = self.path
         if path.is_symlink() and not path.exists():
             raise OutputError(f"{flag} {path}: a broken symbolic link")
-        if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or dir_kind(path) == kind)):
+        if lock and path.is_dir():
+            self._lock = lock_dir(path)
+        try:
+            self._claim(overwrite, lock)
+        except BaseException:
+            unlock_dir(self._lock)
+            raise
+
+    def _claim(self, overwrite: bool, lock: bool) -> None:
+        path, kind, flag = self.path, self.kind, self.flag
+        if path.exists() and not (path.is_dir() and (not _entries(path) or dir_kind(path) == kind)):
             if not overwrite:
                 found = ("a file" if not path.is_dir() else
                          f"a {dir_kind(path)} directory" if dir_kind(path) else "a non-empty directory metasft did not write")
                 raise OutputError(f"{flag} {path} is {found}, not a {kind} directory; choose a new path "
                                   f"or pass --overwrite to move it aside")
-        if overwrite and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if overwrite and path.exists() and (not path.is_dir() or _entries(path)):
             aside = _aside_name(path)
             os.replace(path, aside)
-            log.warning("--overwrite: moved the old %s to %s", path, aside)
+            self._aside = aside
+            unlock_dir(self._lock, moved_to=aside)  # the new directory is locked below
+            self._lock = None
+            log.warning("--overwrite: moved the old %s to %s (put back if this command fails)", path, aside)
         self._created = self._missing_ancestors(path)
-        self._before = set(os.listdir(path)) if path.is_dir() else set()
+        if lock and not path.exists():
+            self._mkdir()
+            self._lock = lock_dir(path)
+        self._before = _entries(path) if path.is_dir() else set()
+
+    def _mkdir(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{self.flag} {self.path}: cannot create it: {e.strerror}") from None
 
     @staticmethod
     def _missing_ancestors(path: Path) -> list[Path]:
@@ -380,10 +528,7 @@ class OutputDir:
 
     def start(self, **fields) -> None:
         """Create the directory and, if it has no manifest, write one naming this kind."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"--out {self.path}: cannot create it: {e.strerror}") from None
+        self._mkdir()
         if not (self.path / MANIFEST).is_file():
             from metasft.manifests import started_record  # manifests builds on this module
             write_json(self.path / MANIFEST, started_record(self.kind, **fields))
@@ -396,14 +541,35 @@ class OutputDir:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None or self.committed or not issubclass(exc_type, Exception):
-            return
+        try:
+            failed = exc_type is not None and not self.committed
+            if failed and (issubclass(exc_type, Exception) or self._aside is not None):
+                self._undo()
+        finally:
+            unlock_dir(self._lock)
+        for p in self._created:  # created to be locked, then left empty: not there, as before
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+    def _undo(self) -> None:
+        """Remove what this command created; put back the directory --overwrite moved aside."""
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)
             for p in self._created[1:]:
                 with contextlib.suppress(OSError):
                     p.rmdir()  # only if empty
         elif self.path.is_dir():
-            for name in set(os.listdir(self.path)) - self._before:
+            for name in _entries(self.path) - self._before:
                 p = self.path / name
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if self._aside is not None:
+            if self.path.exists() or self.path.is_symlink():
+                log.warning("%s was written by another process: the old directory stays at %s", self.path, self._aside)
+            else:
+                os.replace(self._aside, self.path)
+                log.warning("the command failed: put the old %s back from %s", self.path, self._aside)
+
+
+def _entries(path: Path) -> set[str]:
+    """The names in directory `path`, less the lock file of its writer."""
+    return set(os.listdir(path)) - {LOCK}

@@ -89,6 +89,21 @@ def test_csv_and_parquet_read_like_jsonl(tmp_path):
     assert jsonl[30].level == 2 and jsonl[0].level == 1 and jsonl[0].answer == "3"
 
 
+def test_a_byte_order_mark_is_no_data(tmp_path):
+    """Issue 23: Excel and Notepad start UTF-8 files with a BOM; the first column's name or the first
+    JSON line then did not parse."""
+    items = rows()
+    expected = load_source("mine", "train", user=[spec(write_jsonl(tmp_path / "a.jsonl", items))])
+    with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.DictWriter(f, fieldnames=list(items[0]))
+        writer.writeheader()
+        writer.writerows(items)
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "a.jsonl").read_bytes())
+    (tmp_path / "b.json").write_text(json.dumps(items), encoding="utf-8-sig")
+    for name in ("b.csv", "b.jsonl", "b.json"):
+        assert load_source("mine", "train", user=[spec(tmp_path / name)]) == expected, name
+
+
 def test_split_placeholder_choices_and_boxed_answers(tmp_path):
     (tmp_path / "test.jsonl").write_text(json.dumps(
         {"q": "Which is prime?", "opts": ["4", "6", "7"], "ans": "7", "sol": "7 has no divisor."}) + "\n")

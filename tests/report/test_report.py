@@ -424,13 +424,19 @@ def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
     assert not (root / "report").exists()
 
 
-def test_rerun_replaces_the_report(tmp_path):
+def test_rerun_replaces_the_reports_own_files_and_keeps_the_users(tmp_path):
+    """Issue 23: a rewrite removes what the last report listed in report/manifest.json, nothing else."""
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
     write_report(root, n_boot=50)
-    (root / "report" / "stale.txt").write_text("old")
+    (root / "report" / "figures" / "stale.png").write_text("an earlier report's figure")
+    manifest = json.loads((root / "report" / "manifest.json").read_text())
+    manifest["files"].append("figures/stale.png")
+    (root / "report" / "manifest.json").write_text(json.dumps(manifest))
+    (root / "report" / "my_notes.md").write_text("mine")
     write_report(root, n_boot=50)
-    assert not (root / "report" / "stale.txt").exists() and (root / "report" / "report.md").is_file()
+    assert not (root / "report" / "figures" / "stale.png").exists() and (root / "report" / "report.md").is_file()
+    assert (root / "report" / "my_notes.md").read_text() == "mine"
 
 
 def test_rendering_escapes():

@@ -195,7 +195,7 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     _check_disjoint(files)
     out = Path(out)
     remove_stale_temps(out.parent, re.escape(out.name))
-    with atomic_dir(out, owned=_written_before(out)) as tmp:
+    with atomic_dir(out, owned=written_before(out)) as tmp:
         for rel, records in files.items():
             write_examples(tmp / rel, records, cfg.data.template)
         manifest.files = {rel: DataFile(file_sha256(tmp / rel), len(files[rel])) for rel in sorted(files)}
@@ -208,7 +208,7 @@ def _split_counts(parts: dict[str, list[Record]]) -> dict[str, SplitCounts]:
     return {s: SplitCounts(len(rs), T.level_counts(rs)) for s, rs in parts.items()}
 
 
-def _written_before(out: Path) -> set[str]:
+def written_before(out: Path) -> set[str]:
     """The files of an earlier build in `out` (a rebuild deletes those only; others are kept)."""
     if dir_kind(out) != "data":
         return set()

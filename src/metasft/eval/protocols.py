@@ -114,7 +114,9 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
             **{f"adapter:{spec.name}" + (f"[{','.join(spec.tasks)}]" if spec.tasks else ""):
                adapter_fingerprint(spec, cfg.seed) for spec in models}}
     lead = shard.index == 0  # checks and records the directory; the others only write their store
-    claim = OutputDir(out, "eval") if lead else contextlib.nullcontext()
+    # the workers of a sharded evaluation share `out` (a resubmitted one may even run beside its old self):
+    # their per-group claims keep them apart, under `metasft launch`'s lock on the experiment directory
+    claim = OutputDir(out, "eval", lock=shard.count == 1) if lead else contextlib.nullcontext()
     with claim:
         if lead:
             if shard.count == 1:  # with other workers a temp may be theirs, still being written
@@ -142,6 +144,11 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
             with ResultsUnion(store_paths(out)) as stored:  # this worker's store and the others'
                 stored.check_settings(meta)
                 done = stored.done_groups()
+            other_seeds = sorted({seed for _, _, n_shots, seed in done if n_shots > 0} - set(cfg.eval.seeds))
+            if other_seeds:  # eval_config.yaml would claim seeds the stored results do not have (issue 23)
+                raise EvalError(f"{out}: its results hold few-shot groups of seeds {other_seeds}, which eval.seeds "
+                                f"{list(cfg.eval.seeds)} leaves out; keep them in eval.seeds, or evaluate into a new "
+                                f"--out (or pass --overwrite)")
             todo = [g for g in mine if _key(g) not in done]
             log.info("eval: %d groups in all, %d for shard %d of %d, %d left to do", len(groups), len(mine),
                      shard.index, shard.count, len(todo))
@@ -204,7 +211,8 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
             after_group(group)
 
     others: list[Group] = []
-    with Grader(timeout_s=cfg.eval.grade_timeout_s, grading=cfg.eval.grading) as grader:
+    # the bar is closed however this ends: an error's or Ctrl-C's one line then starts a line of its own
+    with Grader(timeout_s=cfg.eval.grade_timeout_s, grading=cfg.eval.grading) as grader, bar:
         for unit in stacks(todo, cfg.eval.cells_per_batch):
             others += [g for g in unit if not claims.take(g)]
             unit = [g for g in unit if g not in others]
@@ -247,5 +255,4 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                              [zero_shots[(g.model, g.task)] for g in unit])
             for group, (cells, preds) in zip(unit, rows):
                 store_group(group, cells, preds)
-    bar.close()
     return others

@@ -54,6 +54,7 @@ class Context:
     verdicts_error: str = ""
     grading: str | None = None    # eval.grading as recorded with the results; None: written before it
     started: float | None = None  # time.perf_counter() when write_report began: the report's own wall time
+    partial: str | None = None    # "partial: k of n groups" while the evaluation is not finished
 
     @property
     def name(self) -> str:

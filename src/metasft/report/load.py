@@ -93,6 +93,21 @@ def load_experiment(root: Path) -> Experiment:
     return exp
 
 
+def evaluation_progress(exp: Experiment) -> tuple[int, int | None, bool]:
+    """(groups stored, groups the experiment's evaluation has in all or None when its config or data
+    manifest is missing, whether the evaluation is finished). Not finished: the experiment manifest
+    records the eval stage as running (it runs, or it was interrupted). Without a stage record
+    (a directory put together by hand) a group missing is the report's to name, not a partial run."""
+    from metasft.eval.results import GROUP_KEYS
+    from metasft.pipeline import count_groups
+    stored = 0 if exp.cells is None else len(exp.cells[list(GROUP_KEYS)].drop_duplicates())
+    total = None
+    if exp.config is not None and exp.data is not None:
+        total = count_groups(exp.config, {task: info.n_shots for task, info in exp.data.eval_tasks.items()})
+    stage = exp.manifest.stages.get("eval") if exp.manifest is not None else None
+    return stored, total, stage is None or stage.status == "finished"
+
+
 def _config(exp: Experiment, path: Path) -> Config | None:
     if not path.is_file():
         exp.missing.append(f"{exp.rel(path)}: not found")

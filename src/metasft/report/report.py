@@ -10,7 +10,8 @@ The report leads with the answer: a summary (the question, every claim's status 
 behind it, what the run can and cannot say), a table of contents, sections 1-6, and the setup and
 provenance in an appendix. The verdicts are judged once, before any section is written.
 
-Output (replaced as a whole, atomically):
+Output (written atomically; a rewrite removes the files the last report listed in report/manifest.json and keeps
+any other file there, e.g. your notes):
     <exp>/report/report.md, report.html   the same blocks, rendered twice; the HTML embeds its
                                           figures (one file that can be mailed), the Markdown links them
     <exp>/report/figures/*.png, *.svg     learning curves, adaptation speed, transfer, similarity
@@ -18,10 +19,12 @@ Output (replaced as a whole, atomically):
     <exp>/report/comparison.csv           compare_models(fomaml, sft_mixed) on accuracy (comparison_loss.csv: loss)
     <exp>/report/verdicts.json            the verdicts with their evidence
     <exp>/report/verdicts_matrix.json     with `variants`: the verdicts of every compared pair (section 7)
+    <exp>/report/manifest.json            the files above that this report wrote (ReportManifest)
 """
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -29,13 +32,14 @@ from metasft.errors import MetasftError
 from metasft.report.context import Context, build_context
 from metasft.report import tables as T
 from metasft.report.doc import Callout, Contents, Document, Heading, map_text, to_html, to_markdown
-from metasft.report.load import load_experiment
+from metasft.report.load import evaluation_progress, load_experiment
 from metasft.report.matrix import matrix_section
 from metasft.report.results import (curves_section, errors_section, tables_section, transfer_section,
     verdicts_section)
 from metasft.report.setup import check_budgets, setup_section, training_section
 from metasft.report.summary import judge_claims, summary_section
-from metasft.rundir import atomic_dir, atomic_write_text
+from metasft.manifests import ManifestError, ReportManifest, read_manifest, write_manifest
+from metasft.rundir import MANIFEST, atomic_dir, atomic_write_text, remove_stale_temps
 
 
 log = logging.getLogger(__name__)
@@ -45,11 +49,13 @@ class ReportError(MetasftError):
     """The directory holds no experiment whose results can be reported."""
 
 
-def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 3) -> Path:
+def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 3, partial: bool = False) -> Path:
     """Write `<exp_dir>/report/` (see the module docstring) and return the path of report.md.
 
     n_boot: bootstrap replicates of the paired comparisons; errors_per_cell: wrong answers shown per
-    (task, model), drawn with a fixed seed.
+    (task, model), drawn with a fixed seed. An evaluation still running or interrupted is a ReportError
+    (verdicts from some of the groups would read as the experiment's), unless `partial`: then the
+    summary opens with "partial: k of n groups".
     """
     started = time.perf_counter()
     exp_dir = Path(exp_dir)
@@ -60,11 +66,17 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         why = next((m for m in exp.missing if m.startswith(exp.results_name)), f"{exp.results_name}: unusable")
         raise ReportError(f"{exp_dir}: no results to report ({why}); run `metasft run` or `metasft eval` first")
 
-
-    with atomic_dir(exp_dir / "report") as out:
+    stored, total, complete = evaluation_progress(exp)
+    progress = None if complete else f"partial: {stored} of {total if total is not None else '?'} groups"
+    if progress and not partial:
+        raise ReportError(f"{exp_dir}: the evaluation is still running or was interrupted ({progress} stored); "
+                          f"finish it (rerun the command that ran it) or pass --partial to report what is stored")
+    remove_stale_temps(exp_dir, "report")  # a report killed while it wrote
+    with atomic_dir(exp_dir / "report", owned=written_before(exp_dir / "report")) as out:
         (out / "figures").mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
         ctx.started = started
+        ctx.partial = progress
         check_budgets(ctx)
         try:
             judge_claims(ctx)
@@ -80,7 +92,24 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         map_text(doc, T.spell_non_finite)  # no raw nan / inf from any number formatted on the way
         atomic_write_text(out / "report.md", to_markdown(doc))
         atomic_write_text(out / "report.html", to_html(doc, base=out))
+        write_manifest(out, ReportManifest(sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())))
     return exp_dir / "report" / "report.md"
+
+
+# what a report wrote before it listed its files in report/manifest.json
+_OLDER_REPORT = re.compile(r"report\.(md|html)|(summary|comparison(_loss)?)\.csv|verdicts(_matrix)?\.json|figures/[^/]+\.(png|svg)")
+
+
+def written_before(report_dir: Path) -> set[str]:
+    """The files of `report_dir` that an earlier report wrote, relative to it: all a rewrite may remove."""
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return set()
+    try:
+        return {MANIFEST, *read_manifest(report_dir, ReportManifest).files}
+    except ManifestError:
+        files = (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file())
+        return {f for f in files if _OLDER_REPORT.fullmatch(f)}
 
 
 def _run_section(section, ctx: Context, doc: Document) -> None:

@@ -158,6 +158,9 @@ def summary_section(ctx: Context, doc: Document) -> None:
         doc.add(Callout("warning", "**Pipeline check only — these numbers mean nothing.** The model is the tiny "
                                    "random test model (`tiny-llama`, 2 layers, cannot reason): this report only "
                                    "shows that the pipeline runs end to end."))
+    if ctx.partial:
+        doc.add(Callout("warning", f"**Evaluation not finished — {ctx.partial} stored.** It is still running or "
+                                   "was interrupted: every number and verdict below is from these groups only."))
     doc.add(*run_warning_banners(ctx))
     if ctx.verdicts is None:
         doc.add(Callout("warning", f"The verdicts could not be computed: {ctx.verdicts_error}"))

@@ -186,6 +186,9 @@ def check_resume(cfg: Config, out: Path) -> dict:
     """
     stored_path = out / "config.yaml"
     if not stored_path.is_file():
+        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():  # it was written before either
+            raise ConfigError(f"--resume {out}: the run's config.yaml is missing, so this config cannot be checked "
+                              f"against the one it trained with; put it back, or train into a new --out")
         return {}  # killed before its config was recorded: nothing to compare with
     old, new = _flat(to_dict(load_config(stored_path))), _flat(to_dict(cfg))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))

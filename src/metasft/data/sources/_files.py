@@ -81,7 +81,7 @@ def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     with require_file(path, what).open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM (Excel, Notepad) is no data
             except UnicodeDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line: {e.reason})") from None
             if not line.strip():
@@ -97,7 +97,7 @@ def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
 
 def read_json(path: Path, what: str):
     """The parsed content of a JSON file."""
-    with require_file(path, what).open(encoding="utf-8") as f:
+    with require_file(path, what).open(encoding="utf-8-sig") as f:  # utf-8-sig: a leading BOM is skipped
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
@@ -112,7 +112,7 @@ def read_csv(path: Path, what: str, *, ncols: int | None = None,
 
     `ncols` (header-less files): every row must have exactly that many fields.
     """
-    with require_file(path, what).open(encoding="utf-8", newline="") as f:
+    with require_file(path, what).open(encoding="utf-8-sig", newline="") as f:  # Excel's CSV starts with a BOM
         reader = csv.reader(f)
         columns = None
         start = 1
