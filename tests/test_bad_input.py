@@ -341,7 +341,7 @@ def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
         meta = dict(db.execute("select key, value from meta"))
         assert db.execute("select count(*) from done").fetchone()[0] == 12
     db.close()
-    assert set(meta) == {"settings", "acc_k", "adapter:base", "adapter:fomaml"}
+    assert set(meta) == {"settings", "acc_k", "grading", "adapter:base", "adapter:fomaml"}
     assert json.loads((out / "manifest.json").read_text())["kind"] == "eval" and (out / "eval_config.yaml").is_file()
 
 
