@@ -578,8 +578,9 @@ def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps:
     s_ci = rules.bound_quantiles(rules.beyond(s_rep, s_rep_c), np.where(s_rep_c, np.inf, s_rep), alpha)
     lower, upper = rules.ratio_bounds(s_rep, s_rep_c, f_rep, f_rep_c)
     ratio_ci = rules.bound_quantiles(lower, upper, alpha)
-    obs_lower, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
-    ratio = float(obs_lower[0]) if s_cens[0] and not f_cens[0] else float(obs_upper[0])
+    _, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
+    # the observed ratio as a number (a censored side makes it a bound, said in the text, not an epsilon)
+    ratio = float(s_obs[0] / f_obs[0]) if f_obs[0] > 0 else float(obs_upper[0])
     if (f_cens[0] and s_cens[0]) or (f_obs[0] == 0 and s_obs[0] == 0):
         c4 = INCONCLUSIVE  # neither reaches the target, or both start at it: no ratio
     else:
