@@ -250,18 +250,46 @@ def test_family_and_signs():
 
 # ----------------------------------------------------------------------------------------- calibration
 def test_calibration_keeps_every_error_rate_at_its_boundary():
-    """The calibration benchmark at 200 runs on four regimes (one with three training runs per arm that
-    differ) and one speed regime (fixed seed): every claim's P(met | false) and P(not met | true)
+    """The calibration benchmark at 200 runs on six regimes (one with three training runs per arm that
+    differ, one with SFT-Mixed interpolated between shot levels as H1 / C1 read it, one with C3 over 2 tasks x 3
+    shot levels) and two speed regimes (one with three training runs that differ; fixed seed): every claim's P(met | false) and P(not met | true)
     within its nominal one-sided error (0.025, primary claims 0.0083) + binomial noise."""
-    regimes = (calibration.REGIMES[0], calibration.REGIMES[1], calibration.REGIMES[5], calibration.REGIMES[7])
-    assert regimes[3].training_runs == 3 and regimes[3].train_effect > 0
-    rows = calibration.calibrate(200, regimes=regimes, speed_regimes=calibration.SPEED_REGIMES[:1], n_boot=300)
-    assert len(rows) == 4 * 2 * 6 + 2
+    regimes = (calibration.REGIMES[0], calibration.REGIMES[1], calibration.REGIMES[5], calibration.REGIMES[7],
+               calibration.REGIMES[9], calibration.REGIMES[10])
+    assert regimes[3].training_runs == 3 and regimes[3].train_effect > 0 and regimes[4].claims == ("H1", "C1")
+    assert regimes[5].levels == 3 and regimes[5].claims == ("C3",)
+    speed = (calibration.SPEED_REGIMES[0], calibration.SPEED_REGIMES[2])
+    assert speed[1].training_runs == 3 and speed[1].run_sd > 0
+    rows = calibration.calibrate(200, regimes=regimes, speed_regimes=speed, n_boot=300)
+    assert len(rows) == 4 * 2 * 6 + 2 * 2 + 2 * 2 + 2
     for r in rows:  # each held to its own nominal error: 0.025, the primary claims' 0.0083
         bound = calibration.limit(200, r["level"])
         assert r["met_if_false"] <= bound and r["not_met_if_true"] <= bound, r
     # and the rules can say "met": power at 0.10 beyond the boundary with 200 questions x 5 seeds
     assert all(r["power"] > 0.9 for r in rows if r["regime"] == regimes[2].name)
+
+
+def test_run_weights_draw_the_mean_of_training_runs_with_t_tails():
+    """Projected on one step, the spread `run_weights` draws from J runs' deviations d is the mean's
+    scale sd(d) / sqrt(J) times a t with J - 1 degrees of freedom (scipy's t, Kolmogorov-Smirnov); one
+    run has no spread."""
+    rng = np.random.default_rng(3)
+    for runs in (3, 5):
+        values = rng.normal(0, 1, runs)
+        deviations = (values - values.mean())[:, None]
+        draws = (rules.run_weights(rng, 20_000, runs) @ deviations)[:, 0]
+        scale = values.std(ddof=1) / math.sqrt(runs)
+        assert stats.kstest(draws / scale, stats.t(runs - 1).cdf).pvalue > 0.01
+    assert not rules.run_weights(rng, 10, 1).any()
+
+
+def test_expanded_percentile_level_matches_a_t_interval():
+    """Hesterberg's expanded level: the normal quantile at alpha' / 2 equals sqrt(n / (n - 1)) times the
+    t quantile at alpha / 2 with n - 1 df; it tends to alpha as n grows."""
+    for n in (16, 24, 200):
+        a = rules.expanded_alpha(0.05, n)
+        assert stats.norm.isf(a / 2) == pytest.approx(math.sqrt(n / (n - 1)) * stats.t.isf(0.025, n - 1))
+    assert rules.expanded_alpha(0.05, 16) < rules.expanded_alpha(0.05, 200) < 0.05
 
 
 def test_the_calibration_judges_as_the_verdicts_do():
@@ -344,3 +372,32 @@ def test_a_training_run_without_results_drops_its_pair_not_the_matching():
     expected = np.mean([(answers[(f, "x", 5)] - answers[(s, "x", 5)]).mean()
                         for f, s in (("fomaml", "sft_mixed"), ("fomaml_seed2", "sft_mixed_seed2"))])
     assert v.estimate == pytest.approx(expected) and v.evidence["per_task"]["x"]["training_runs"] == 2
+
+
+def test_calibrations_vectorised_holm_matches_statsmodels():
+    """The calibration judges C3 on thousands of simulated families at once: its Holm over each column
+    equals statsmodels' on 300 random families of 6."""
+    from statsmodels.stats import multitest
+    p = np.random.default_rng(0).random((6, 300)) ** 3
+    reference = np.stack([multitest.multipletests(col, method="holm")[1] for col in p.T], axis=1)
+    assert calibration._holm(p) == pytest.approx(reference)
+
+
+def test_speed_claims_carry_the_spread_between_training_runs():
+    """Three training runs of FOMAML-SFT crossing the target at 8, 20 and 60 steps (SFT-Mixed never
+    reaching it), each run's curve the same on 200 questions: the mean curve crosses near 20, but
+    another three runs could cross anywhere from a few steps to past 50, so H3 and C4 are inconclusive;
+    runs crossing at 18, 20 and 22 meet both."""
+    steps = np.array([0, 10, 25, 50, 100], float)
+
+    def runs(crossings):  # (runs, questions, steps): linear curves from 0.45 crossing 0.7 at each step count
+        return np.stack([np.repeat(np.clip(0.45 + 0.25 / c * steps, 0, 0.9)[None], 200, axis=0) for c in crossings])
+
+    never = np.full((3, 200, len(steps)), 0.5)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 200, (2000, 200))
+    spread = speed_evidence(runs([8, 20, 60]), never, steps, steps, 0.7, idx, 0.05 / 3, rules.run_weights(rng, 2000, 3))
+    assert spread["h3_status"] == INCONCLUSIVE and spread["c4_status"] == INCONCLUSIVE
+    assert spread["fomaml_ci"][0] < 10 and spread["fomaml_ci"][1] > 50
+    close = speed_evidence(runs([18, 20, 22]), never, steps, steps, 0.7, idx, 0.05 / 3, rules.run_weights(rng, 2000, 3))
+    assert close["h3_status"] == MET and close["c4_status"] == MET

@@ -13,7 +13,10 @@ For a rule whose one-sided tests are at alpha / 2 = 0.025 both errors should sta
 floor, mid and near ceiling; 16 to 200 questions; 1 to 5 evaluation seeds), each question with its own
 difficulty shared by the two models, every answer an independent draw per seed. Speed claims (H3, C4)
 have regimes of their own: adaptation curves crossing the target at the boundary, and curves that never
-reach it within the recorded steps. Two regimes give each training run of FOMAML-SFT its own effect
+reach it within the recorded steps, with one training run per model or three whose curves differ.
+H1 / C1 have a regime of their own where SFT-Mixed's score is interpolated between two shot levels (as
+the verdicts read a level it did not run), C3 one over two tasks x three shot levels (Holm over six
+comparisons). Two regimes give each training run of FOMAML-SFT its own effect
 (sd `train_effect`) around the method's: with three training runs per arm the rule adds their spread
 and keeps its level for the method; with one run it cannot, and the table shows by how much a
 checkpoint's verdict overstates the method's (those rows are not held to the bound).
@@ -23,6 +26,7 @@ checkpoint's verdict overstates the method's (those rows are not held to the bou
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,6 +56,14 @@ class Regime:
     tasks: int = 1
     train_effect: float = 0.0
     training_runs: int = 1
+    interpolated: float = 0.0  # > 0: the baseline's score is interpolated this far between two shot levels
+    levels: int = 1            # C3's shot levels per task (each an independent draw of the task's questions)
+
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """The claims whose rule this regime's data reach: an interpolated baseline is H1 / C1's case,
+        several shot levels per task C3's."""
+        return ("H1", "C1") if self.interpolated else ("C3",) if self.levels > 1 else (*DIFFERENCE_CLAIMS, "H2", "C3")
 
     @property
     def conditional(self) -> bool:
@@ -70,7 +82,11 @@ REGIMES = (
     Regime("mid, 60 q x 2 seeds, 3 tasks, 3 training runs (sd 0.05)", 60, 2, 0.5, 0.3, tasks=3, train_effect=0.05,
            training_runs=3),
     Regime("mid, 60 q x 2 seeds, 3 tasks, 1 training run (sd 0.05)", 60, 2, 0.5, 0.3, tasks=3, train_effect=0.05),
+    Regime("mid, 24 q x 3 seeds, SFT-Mixed interpolated halfway between two shot levels", 24, 3, 0.5, 0.3,
+           interpolated=0.5),
+    Regime("mid, 24 q x 3 seeds, C3 over 2 tasks x 3 shot levels", 24, 3, 0.5, 0.3, levels=3),
 )
+LEVEL_GAIN = 0.2  # an interpolated baseline: its accuracy at the upper shot level minus the lower
 
 
 @dataclass
@@ -88,15 +104,22 @@ def paired_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage
     advantages, run_means = [], []
     lo, hi = max(0.0, -advantage), min(1.0, 1.0 - advantage)
     effects = rng.normal(0, regime.train_effect, (runs, regime.training_runs, 1))
+    shape = (runs, regime.questions, regime.seeds)
+
+    def answers(p):  # each question's mean score over the seeds
+        return (rng.random(shape) < p[..., None]).mean(axis=-1)
+
     for _ in range(regime.tasks):
         p_b = np.clip(regime.accuracy + rng.uniform(-regime.spread, regime.spread, (runs, regime.questions)), lo, hi)
         per_run = []
         for j in range(regime.training_runs):
             p_a = np.clip(p_b + advantage + effects[:, j], 0, 1)
-            shape = (runs, regime.questions, regime.seeds)
-            a = (rng.random(shape) < p_a[..., None]).mean(axis=-1)
-            b = (rng.random(shape) < p_b[..., None]).mean(axis=-1)
-            per_run.append(a - b)
+            if regime.interpolated:  # as the verdicts read b between its two levels around the compared one
+                w = regime.interpolated
+                b = (1 - w) * answers(p_b - w * LEVEL_GAIN) + w * answers(p_b + (1 - w) * LEVEL_GAIN)
+            else:
+                b = answers(p_b)
+            per_run.append(answers(p_a) - b)
         stacked = np.stack(per_run, axis=1)  # (runs, training runs, questions)
         advantages.append(stacked.mean(axis=1))
         run_means.append(stacked.mean(axis=2))
@@ -106,6 +129,9 @@ def paired_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage
 def loss_scores(rng: np.random.Generator, runs: int, regime: Regime, advantage: float) -> Scores:
     """Loss advantages (b's loss minus a's) with true mean `advantage` (+ each training run's effect)."""
     sd = LOSS_SD / math.sqrt(regime.seeds)
+    if regime.interpolated:  # b's half of the noise from two cells mixed (1 - w) : w
+        w = regime.interpolated
+        sd *= math.sqrt((1 + (1 - w) ** 2 + w ** 2) / 2)
     advantages, run_means = [], []
     effect = rng.normal(0, 4 * regime.train_effect, (runs, regime.training_runs, 1))  # shared by the tasks
     for _ in range(regime.tasks):
@@ -172,26 +198,39 @@ def calibrate_h2(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict
     return dict(met_if_false=met_false.mean(), not_met_if_true=not_met_true.mean(), power=power.mean())
 
 
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values of (m, R) p-values, each column a family."""
+    m = len(p)
+    order = np.argsort(p, axis=0)
+    ranked = np.take_along_axis(p, order, axis=0) * (m - np.arange(m))[:, None]
+    adjusted = np.minimum(1, np.maximum.accumulate(ranked, axis=0))
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=0)
+    return out
+
+
 def calibrate_c3(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict:
-    """C3 over two tasks at one shot level each: sign flip per task, Holm over the two, the interval on
-    the claimed side; "worse" at alpha / 2. Boundary for "met": one task at 0, the other far ahead;
-    for "not met": both at 0."""
+    """C3 over two tasks at `regime.levels` shot levels each, as the verdicts judge it: sign flip per
+    task x level, Holm over that family, a task better where some level is significant with its
+    interval on the claimed side; "worse" (a task below 0 at every level) at alpha / m. Boundary for
+    "met": one task at 0 on every level, the other far ahead; for "not met": both at 0."""
     bounded = outcome == "accuracy"
     draw = paired_scores if bounded else loss_scores
     one = dataclasses.replace(regime, tasks=1)
     rng = np.random.default_rng(seed)
 
-    def judge(advantages):
-        drawn = [draw(rng, runs, one, adv) for adv in advantages]
-        samples = [d.advantages[0] for d in drawn]
-        p = np.stack([rules.sign_flip_pvalues([s], n_resamples=2_000, seed=seed + i) for i, s in enumerate(samples)])
-        order = np.sort(p, axis=0)  # Holm over m = 2: min p at alpha / 2, the other at alpha
-        holm = np.where(p == order[0], np.minimum(1, 2 * p), np.maximum(np.minimum(1, 2 * order[0]), p))
+    def judge(advantages):  # one per task, the same at each of its levels
+        drawn = [draw(rng, runs, one, adv) for adv in advantages for _ in range(regime.levels)]
+        m = len(drawn)
+        p = np.stack([rules.sign_flip_pvalues(d.advantages, n_resamples=2_000, seed=seed + i)
+                      for i, d in enumerate(drawn)])
         lo_ok = np.stack([rules.difference_batch(d.advantages, 0.0, bounded=bounded, run_means=d.run_means)["met"]
                           for d in drawn])
-        worse = np.stack([rules.difference_batch(d.advantages, 0.0, bounded=bounded, alpha=ALPHA / 2,
+        worse = np.stack([rules.difference_batch(d.advantages, 0.0, bounded=bounded, alpha=ALPHA / m,
                                                  run_means=d.run_means)["not_met"] for d in drawn])
-        return (lo_ok & (holm < ALPHA)).all(axis=0), worse.any(axis=0)
+        better = (lo_ok & (_holm(p) < ALPHA)).reshape(len(advantages), regime.levels, runs)
+        worse = worse.reshape(len(advantages), regime.levels, runs)
+        return better.any(axis=1).all(axis=0), worse.all(axis=1).any(axis=0)
 
     met_false, _ = judge([0.0, 0.4])
     _, not_met_true = judge([0.0, 0.0])
@@ -202,16 +241,22 @@ def calibrate_c3(outcome: str, regime: Regime, runs: int, seed: int = 0) -> dict
 # ----------------------------------------------------------------------------------------- speed
 @dataclass(frozen=True)
 class SpeedRegime:
-    """Adaptation curves of two models at recorded `steps`: `questions` per task x `seeds`."""
+    """Adaptation curves of two models at recorded `steps`: `questions` per task x `seeds`, and
+    `training_runs` per model, each run's curve shifted by its own effect (sd `run_sd`, accuracy
+    points, mean 0: the method's curve is the mean over runs)."""
     name: str
     questions: int
     seeds: int
     steps: tuple = (0, 10, 25, 50, 100)
+    training_runs: int = 1
+    run_sd: float = 0.0
 
 
 SPEED_REGIMES = (
     SpeedRegime("24 q x 3 seeds", 24, 3),
     SpeedRegime("200 q x 5 seeds", 200, 5),
+    SpeedRegime("24 q x 3 seeds, 3 training runs (sd 0.05)", 24, 3, training_runs=3, run_sd=0.05),
+    SpeedRegime("200 q x 5 seeds, 3 training runs (sd 0.10)", 200, 5, training_runs=3, run_sd=0.10),
 )
 TARGET = 0.7
 
@@ -225,26 +270,30 @@ def _curve(steps: np.ndarray, crossing: float, start: float = 0.45, slope: float
 
 
 def speed_studies(rng: np.random.Generator, runs: int, regime: SpeedRegime, fomaml_at: float, sft_at: float):
-    """(runs, questions, steps) per-question mean accuracies of both models whose true curves cross
-    the target at `fomaml_at` and `sft_at` steps (inf: never within the recorded steps)."""
+    """(runs, training runs, questions, steps) per-question mean accuracies of both models whose true
+    curves (the mean over training runs) cross the target at `fomaml_at` and `sft_at` steps (inf:
+    never within the recorded steps)."""
     steps = np.asarray(regime.steps, float)
 
     def draw(at):
         mean = _curve(steps, at) if math.isfinite(at) else np.clip(0.45 + 0.002 * steps, 0, TARGET - 0.1)
-        shift = rng.uniform(-0.05, 0.05, (runs, regime.questions, 1))
-        p = np.clip(mean + shift, 0, 1)
-        return (rng.random((runs, regime.questions, len(steps), regime.seeds)) < p[..., None]).mean(axis=-1)
+        question = rng.uniform(-0.05, 0.05, (runs, 1, regime.questions, 1))
+        training_run = rng.normal(0, regime.run_sd, (runs, regime.training_runs, 1, 1))
+        p = np.clip(mean + question + training_run, 0, 1)
+        shape = (runs, regime.training_runs, regime.questions, len(steps), regime.seeds)
+        return (rng.random(shape) < p[..., None]).mean(axis=-1)
 
     return draw(fomaml_at), draw(sft_at), steps
 
 
 def judge_speed(f, s, steps, alpha: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """H3 and C4 statuses of each simulated run, through the verdicts' own `speed_evidence`."""
+    """H3 and C4 statuses of each simulated run, through the verdicts' own `speed_evidence` (with the
+    training runs' spread drawn as the verdicts draw it)."""
     rng = np.random.default_rng(seed)
     h3, c4 = [], []
     for fv, sv in zip(f, s):
-        idx = rng.integers(0, fv.shape[0], size=(n_boot, fv.shape[0]))
-        e = speed_evidence(fv, sv, steps, steps, TARGET, idx, alpha)
+        idx = rng.integers(0, fv.shape[1], size=(n_boot, fv.shape[1]))
+        e = speed_evidence(fv, sv, steps, steps, TARGET, idx, alpha, rules.run_weights(rng, n_boot, fv.shape[0]))
         h3.append(e["h3_status"])
         c4.append(e["c4_status"])
     return np.array(h3), np.array(c4)
@@ -294,11 +343,11 @@ def calibrate(runs: int, regimes=REGIMES, speed_regimes=SPEED_REGIMES, n_boot: i
     for i, regime in enumerate(regimes):
         for outcome in ("accuracy", "loss"):
             row = dict(outcome=outcome, regime=regime.name, runs=runs, conditional=regime.conditional)
-            for claim in DIFFERENCE_CLAIMS:
+            for claim in regime.claims:
+                judge = (calibrate_h2 if claim == "H2" else calibrate_c3 if claim == "C3"
+                         else functools.partial(calibrate_difference, claim))
                 rows.append(dict(claim=claim, **row, level=level(claim, outcome),
-                                 **calibrate_difference(claim, outcome, regime, runs, seed + i)))
-            rows.append(dict(claim="H2", **row, level=level("H2", outcome), **calibrate_h2(outcome, regime, runs, seed + i)))
-            rows.append(dict(claim="C3", **row, level=level("C3", outcome), **calibrate_c3(outcome, regime, runs, seed + i)))
+                                 **judge(outcome, regime, runs, seed + i)))
     for j, regime in enumerate(speed_regimes):
         for claim, numbers in calibrate_speed(regime, runs, n_boot, seed + 100 + j).items():
             rows.append(dict(claim=claim, outcome="accuracy", regime=f"speed, {regime.name}", runs=runs,

@@ -239,6 +239,20 @@ def crossings(curves: np.ndarray, steps: np.ndarray, target: float) -> tuple[np.
     return np.where(censored, steps[-1], at), censored
 
 
+def run_weights(rng: np.random.Generator, replicates: int, runs: int) -> np.ndarray:
+    """(replicates, runs) weights w: for J >= 2 training runs whose mean curves deviate from their
+    grand mean by d_r (sum 0), w @ d is a draw from a multivariate t with the runs' sample covariance
+    / J as its scale and J - 1 degrees of freedom: the spread of the mean over J training runs, with
+    the heavy tails its estimate from J runs calls for. (Resampling 3 runs with replacement gives 10
+    distinct means and no such tails: H3 / C4 then erred 0.05-0.10 for a nominal 0.025; at (J - 1) / 2
+    degrees of freedom, as `difference_batch` uses, they kept no power: metasft.stats.calibration.)
+    Zero weights for one run."""
+    if runs < 2:
+        return np.zeros((replicates, max(runs, 1)))
+    normal = rng.standard_normal((replicates, runs)) / math.sqrt(runs * (runs - 1))
+    return normal * np.sqrt((runs - 1) / rng.chisquare(runs - 1, (replicates, 1)))
+
+
 # how a censored value says "more than": a relative step well above the float tolerance with which a
 # threshold counts as touched (metasft.stats.verdicts), so "more than 100 steps" clears "above 100"
 MORE_THAN = 1e-6
@@ -264,6 +278,15 @@ def ratio_bounds(num: np.ndarray, num_censored: np.ndarray, den: np.ndarray,
     upper = np.where(num_censored, np.inf, ratio)
     both_at_start = (num == 0) & (den == 0)  # no steps for either: no ratio at all
     return np.where(both_at_start, 0.0, lower), np.where(both_at_start, np.inf, upper)
+
+
+def expanded_alpha(alpha: float, n: int) -> float:
+    """The level at which a percentile bootstrap over `n` questions keeps a t interval's coverage:
+    Hesterberg's expanded percentile interval, z_{alpha'/2} = sqrt(n / (n - 1)) t_{alpha/2, n-1} (the
+    plain percentile interval under-covers at 16-24 questions)."""
+    if n < 2:
+        return alpha
+    return float(2 * stats.norm.sf(math.sqrt(n / (n - 1)) * stats.t.isf(alpha / 2, n - 1)))
 
 
 def bound_quantiles(lower: np.ndarray, upper: np.ndarray, alpha: float = ALPHA) -> tuple[float, float]:

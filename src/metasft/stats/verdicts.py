@@ -474,9 +474,9 @@ class _Judge:
         sv = np.stack([s.loc[common].to_numpy(float) for _, s in pairs])
         f_steps, s_steps = np.asarray(pairs[0][0].columns, float), np.asarray(pairs[0][1].columns, float)
         rng = np.random.default_rng(self.seed)
-        run_idx = rng.integers(0, len(pairs), size=(self.n_boot, len(pairs)))
         idx = rng.integers(0, len(common), size=(self.n_boot, len(common)))
-        return speed_evidence(fv, sv, f_steps, s_steps, target, idx, alpha, run_idx) | dict(n_shots=n)
+        run_w = rules.run_weights(rng, self.n_boot, len(pairs))
+        return speed_evidence(fv, sv, f_steps, s_steps, target, idx, alpha, run_w) | dict(n_shots=n)
 
     def speed(self, name: str, tasks: Sequence[str], target: float) -> Verdict:
         if (missing := self._unavailable(name)):
@@ -551,33 +551,36 @@ def _ratio_text(r: dict) -> str:
     return f"{r['ratio']:.3g}"
 
 
-def _replicates(curves: np.ndarray, run_idx: np.ndarray, idx: np.ndarray, chunk: int = 1_000) -> np.ndarray:
-    """(runs, questions, steps) curves -> (B, steps) mean curves of a two-stage bootstrap: training runs
-    `run_idx` (B, runs), then questions `idx` (B, questions), in chunks of replicates."""
-    out = []
-    for i in range(0, len(idx), chunk):
-        r, q = run_idx[i:i + chunk], idx[i:i + chunk]
-        out.append(curves[r[:, :, None], q[:, None, :]].mean(axis=(1, 2)))
-    return np.concatenate(out)
+def _replicates(curves: np.ndarray, idx: np.ndarray, run_w: np.ndarray, chunk: int = 1_000) -> np.ndarray:
+    """(runs, questions, steps) curves -> (B, steps) mean curves of a two-stage resampling: questions
+    `idx` (B, questions) of the curves averaged over runs, plus the runs' spread drawn by the weights
+    `run_w` (B, runs) of `rules.run_weights` on each run's deviation from the mean curve."""
+    pooled = curves.mean(axis=0)
+    deviations = curves.mean(axis=1) - pooled.mean(axis=0)  # (runs, steps)
+    out = [pooled[idx[i:i + chunk]].mean(axis=1) for i in range(0, len(idx), chunk)]
+    return np.concatenate(out) + run_w @ deviations
 
 
 def speed_evidence(fv: np.ndarray, sv: np.ndarray, f_steps: np.ndarray, s_steps: np.ndarray, target: float,
-                   idx: np.ndarray, alpha: float, run_idx: np.ndarray | None = None) -> dict:
+                   idx: np.ndarray, alpha: float, run_w: np.ndarray | None = None) -> dict:
     """H3's and C4's per-task numbers from curves of both models, (questions, steps) or (training runs,
-    questions, steps) matched by run, and (B, questions) bootstrap indices (with `run_idx` (B, runs):
-    the training runs resampled first): interpolated crossings (censored at the last step), their
-    intervals, the ratio SFT-Mixed / FOMAML-SFT as bounds, and the H3 and C4 statuses."""
+    questions, steps) matched by run, and (B, questions) bootstrap indices (with `run_w` (B, runs) of
+    `rules.run_weights`: the spread between training runs, the same draw for both models since runs
+    pair by seed): interpolated crossings (censored at the last step), their intervals, the ratio
+    SFT-Mixed / FOMAML-SFT as bounds, and the H3 and C4 statuses."""
     fv, sv = (x if x.ndim == 3 else x[None] for x in (fv, sv))
-    run_idx = np.zeros((len(idx), 1), dtype=int) if run_idx is None else run_idx
+    run_w = np.zeros((len(idx), fv.shape[0])) if run_w is None else run_w
     f_obs, f_cens = rules.crossings(fv.mean(axis=(0, 1))[None], f_steps, target)
     s_obs, s_cens = rules.crossings(sv.mean(axis=(0, 1))[None], s_steps, target)
-    f_rep, f_rep_c = rules.crossings(_replicates(fv, run_idx, idx), f_steps, target)
-    s_rep, s_rep_c = rules.crossings(_replicates(sv, run_idx, idx), s_steps, target)
-    # a crossing's own interval: a censored replicate needs more than its last step (open above)
-    f_ci = rules.bound_quantiles(rules.beyond(f_rep, f_rep_c), np.where(f_rep_c, np.inf, f_rep), alpha)
-    s_ci = rules.bound_quantiles(rules.beyond(s_rep, s_rep_c), np.where(s_rep_c, np.inf, s_rep), alpha)
+    f_rep, f_rep_c = rules.crossings(_replicates(fv, idx, run_w), f_steps, target)
+    s_rep, s_rep_c = rules.crossings(_replicates(sv, idx, run_w), s_steps, target)
+    # a crossing's own interval: a censored replicate needs more than its last step (open above);
+    # percentiles at the expanded level that keeps coverage over few questions
+    level = rules.expanded_alpha(alpha, fv.shape[1])
+    f_ci = rules.bound_quantiles(rules.beyond(f_rep, f_rep_c), np.where(f_rep_c, np.inf, f_rep), level)
+    s_ci = rules.bound_quantiles(rules.beyond(s_rep, s_rep_c), np.where(s_rep_c, np.inf, s_rep), level)
     lower, upper = rules.ratio_bounds(s_rep, s_rep_c, f_rep, f_rep_c)
-    ratio_ci = rules.bound_quantiles(lower, upper, alpha)
+    ratio_ci = rules.bound_quantiles(lower, upper, level)
     _, obs_upper = rules.ratio_bounds(s_obs, s_cens, f_obs, f_cens)
     # the observed ratio as a number (a censored side makes it a bound, said in the text, not an epsilon)
     ratio = float(s_obs[0] / f_obs[0]) if f_obs[0] > 0 else float(obs_upper[0])
