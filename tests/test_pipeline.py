@@ -82,6 +82,45 @@ def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     assert after["config.yaml"][1] == before["config.yaml"][1]
 
 
+def _table_row(text: str, *cells: str) -> list[str]:
+    """The cells of the report.md table row that starts with `cells`."""
+    start = "| " + " | ".join(cells) + " |"
+    line = next(l for l in text.splitlines() if l.startswith(start))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_the_report_shows_acc_at_k_step_correctness_and_the_adaptation_gap(finished):
+    """The design's other measures (issue 20) in the tiny experiment's report, each value recomputed here
+    from the store and metrics.jsonl: acc@2 and step correctness per cell (mean over questions of the
+    question's mean over seeds, n questions), FOMAML's adaptation gap per meta-training task."""
+    import pandas as pd
+    text = (finished / "report" / "report.md").read_text()
+    assert "acc@2 [95% CI] (n)" in text and "Adaptation gap (FOMAML-SFT)" in text
+    with sqlite3.connect(finished / "eval" / "results.sqlite") as db:
+        preds = pd.read_sql_query("select * from predictions", db)
+        last = pd.read_sql_query("select model, task, n_shots, seed, max(step) as step from cells "
+                                 "group by model, task, n_shots, seed", db)
+    final = preds.merge(last, on=["model", "task", "n_shots", "seed", "step"])
+    checked = 0
+    for (model, task, n_shots), cell in final.groupby(["model", "task", "n_shots"]):
+        label = {"fomaml": "FOMAML-SFT", "sft_mixed": "SFT-Mixed", "base": "Base"}[model]
+        row = _table_row(text, task, label, str(n_shots))
+        at_k = cell.groupby("question_id")["correct_at_k"].mean()
+        steps = cell.dropna(subset=["step_correctness"]).groupby("question_id")["step_correctness"].mean()
+        assert row[3].startswith(f"{at_k.mean():.3f} [") and row[3].endswith(f"(n = {len(at_k)})"), row
+        assert len(steps) and row[4].startswith(f"{steps.mean():.3f} [") and row[4].endswith(f"(n = {len(steps)})")
+        checked += 1
+    assert checked == 3 * 3 * 2  # models x eval tasks x shot levels
+    gaps: dict[str, list[float]] = {}
+    for line in (finished / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines():
+        for task, values in json.loads(line).get("tasks", {}).items():
+            gaps.setdefault(task, []).append(abs(values["query_loss"] - values["support_loss_post"]))
+    assert gaps
+    for task, values in gaps.items():
+        row = _table_row(text, "fomaml", task)
+        assert row[2] == str(len(values)) and row[3] == f"{sum(values) / len(values):.4f}", row
+
+
 def test_the_grid_engine_stores_what_one_group_at_a_time_stores(finished, tmp_path):
     """The tiny twin runs few-shot groups stacked (eval.cells_per_batch 6, as the default); an
     evaluation of the same runs one group at a time stores the same cells and predictions."""
