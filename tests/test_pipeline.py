@@ -2,6 +2,7 @@
 reruns of copies of it against the stage fingerprints (stale settings, --force, a killed run)."""
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -80,6 +81,61 @@ def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     after = files(exp)
     assert rewritten(before, after) <= {"manifest.json", "config.yaml"}  # provenance (command), the same config
     assert after["config.yaml"][1] == before["config.yaml"][1]
+
+
+def _table_row(text: str, heading: str, *cells: str) -> list[str]:
+    """The cells of the first report.md table row after `heading` that starts with `cells`."""
+    start = "| " + " | ".join(cells) + " |"
+    line = next(l for l in text[text.index(heading):].splitlines() if l.startswith(start))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_the_report_shows_acc_at_k_step_correctness_and_the_adaptation_gap(finished):
+    """The design's other measures (issue 20) in the tiny experiment's report, each value recomputed here
+    from the store and metrics.jsonl: acc@2 and step correctness per cell (mean over questions of the
+    question's mean over seeds, n questions), FOMAML's adaptation gap per meta-training task."""
+    import pandas as pd
+    text = (finished / "report" / "report.md").read_text()
+    assert "acc@2 [95% CI] (n)" in text and "Adaptation gap (FOMAML-SFT)" in text
+    with sqlite3.connect(finished / "eval" / "results.sqlite") as db:
+        preds = pd.read_sql_query("select * from predictions", db)
+        last = pd.read_sql_query("select model, task, n_shots, seed, max(step) as step from cells "
+                                 "group by model, task, n_shots, seed", db)
+    final = preds.merge(last, on=["model", "task", "n_shots", "seed", "step"])
+    checked = 0
+    for (model, task, n_shots), cell in final.groupby(["model", "task", "n_shots"]):
+        label = {"fomaml": "FOMAML-SFT", "sft_mixed": "SFT-Mixed", "base": "Base"}[model]
+        row = _table_row(text, "### acc@k and step correctness", task, label, str(n_shots))
+        at_k = cell.groupby("question_id")["correct_at_k"].mean()
+        steps = cell.dropna(subset=["step_correctness"]).groupby("question_id")["step_correctness"].mean()
+        assert row[3].startswith(f"{at_k.mean():.3f} [") and row[3].endswith(f"(n = {len(at_k)})"), row
+        assert len(steps) and row[4].startswith(f"{steps.mean():.3f} [") and row[4].endswith(f"(n = {len(steps)})")
+        checked += 1
+    assert checked == 3 * 3 * 2  # models x eval tasks x shot levels
+    gaps: dict[str, list[float]] = {}
+    for line in (finished / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines():
+        for task, values in json.loads(line).get("tasks", {}).items():
+            gaps.setdefault(task, []).append(abs(values["query_loss"] - values["support_loss_post"]))
+    assert gaps
+    for task, values in gaps.items():
+        row = _table_row(text, "### Adaptation gap", "fomaml", task)
+        assert row[2] == str(len(values)) and row[3] == f"{sum(values) / len(values):.4f}", row
+
+
+def test_gsm8k_step_correctness_reaches_the_report(tmp_path, shared_data):
+    """GSM8K's calculator annotations are reference steps: the tiny experiment with GSM8K (../shared/data) as
+    its eval task, one arm, reports its step correctness per cell: mean, interval and n, the questions of
+    the 4 evaluated whose solution has a calculator mark."""
+    config = tmp_path / "gsm8k.yaml"
+    config.write_text(f"include: {TINY}\narms: [base]\ndata:\n  roots: {{gsm8k: {shared_data}}}\n  eval_tasks:\n"
+                      "    - {name: gsm8k, source: gsm8k, split: test, shots_split: train, size: 40, shots_max: 8,\n"
+                      "       n_shots: [0, 4], test_size: 4, max_new_tokens: 16}\n")
+    out = tmp_path / "exp"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    text = (out / "report" / "report.md").read_text()
+    for n_shots in (0, 4):
+        row = _table_row(text, "### acc@k and step correctness", "gsm8k", "Base", str(n_shots))
+        assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(n = [1-4]\)", row[4]), row
 
 
 def test_the_grid_engine_stores_what_one_group_at_a_time_stores(finished, tmp_path):

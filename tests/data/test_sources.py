@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from metasft.data.cot import lacks_worked_solution
+from metasft.eval.scoring import step_correctness
 from metasft.data.records import ANSWER_TYPES, DOMAINS, DataError
 from metasft.data.sources import (
     SOURCE_MODULES, aime, amps, champ, geometry3k, gsm8k, load_source, math, mmlu_stem, scienceqa, theoremqa,
@@ -107,6 +108,18 @@ def test_gsm8k(shared_data):
     assert first.id == "gsm8k/train/0" and first.answer == "72"
     assert first.solution == ("Natalia sold 48/2 = 24 clips in May.\n"
                               "Natalia sold 48+24 = 72 clips altogether in April and May.")
+    assert first.steps == ("48/2=24", "48+24=72")  # the calculator marks <<48/2=24>> <<48+24=72>>
+    assert sum(bool(r.steps) for r in test) / len(test) > 0.9  # a few solutions carry no calculator mark
+
+
+def test_gsm8k_steps_are_what_step_correctness_checks():
+    """The marks' equations become steps; an output stating the first result and not the second scores 1/2."""
+    row = {"question": "q", "answer": "She sells 16 - 3 - 4 = <<16 - 3-4=9>>9 eggs.\n"
+                                      "She makes 9 * 2 = $<<9*2=18>>18.\nThe ratio is <<3/4>>.\n#### 18"}
+    r = gsm8k.row_to_record(row, "test", 0, "row 0")
+    assert r.steps == ("16-3-4=9", "9*2=18")  # white space dropped; a mark without '=' is no result
+    assert r.solution == "She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\nThe ratio is .", r.solution
+    assert step_correctness("16-3-4 = 9 eggs, so she makes 9 * 2 = 20 dollars.", r.steps) == 0.5
 
 
 def test_gsm8k_hub_row_and_thousands():

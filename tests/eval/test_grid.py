@@ -183,6 +183,34 @@ def test_per_row_decoding_and_scoring_equal_each_cell_alone(setup, task_name, ro
     assert len({round(t.losses[0][0], 4) for t in together}) == len(CELLS)  # the cells differ
 
 
+@pytest.mark.parametrize("rows_per_batch", [64, 5])
+def test_stacked_samples_equal_each_cell_sampled_alone(setup, rows_per_batch):
+    """acc@k's samples: every cell's k sampled completions in shared batches (rows leaving the batch as
+    they stop: a sixth of the vocabulary stops) equal `HFBackend.sample` of each cell alone with the same
+    seed, in batches of another size; a sample is its seed's, not its batch's."""
+    from metasft.eval.generate import HFBackend
+    _, data, models = setup
+    cfg = tiny_config()
+    ev = E.Evaluator(cfg, torch.device("cpu"))
+    task = T.load_task(data, "arith", 12, ev.tokenizer, cfg)
+    stop = list(range(0, ev.tokenizer.vocab_size, 6))
+    lora, _ = _scorer_and_lora(ev, task, models, rows_per_batch)
+    scorer = GridScorer(ev.peft, ev.tokenizer, task, rows_per_batch=rows_per_batch,
+                        loss_module=ev.model.loss_module, backend=ev.backend, stop_ids=stop)
+    together = scorer.score(lora, samples=3, seed=5, temperature=1.0)
+    backend = HFBackend(ev.peft, ev.tokenizer, batch_size=3, device="cpu", stop_ids=stop)
+    lengths = set()
+    for c in range(len(CELLS)):
+        load_adapter_state(ev.peft, lora.cell_state(c))
+        with ev.merged():
+            alone = backend.sample(task.prompts, 3, temperature=1.0, max_new_tokens=task.max_new_tokens, seed=5)
+        assert together[c].samples == alone
+        lengths |= {len(ev.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for q in alone for s in q}
+    assert len(lengths) > 3  # rows stopped at many different steps
+    assert all(len({s.text for s in q}) > 1 for t in together for q in t.samples)  # sampled, not k copies
+    assert [t.outputs for t in together] == [t.outputs for t in scorer.score(lora)]  # greedy unchanged
+
+
 def test_adaptation_passes_keep_every_row_once_within_the_token_bound():
     """A stack's rows split into passes of at most PASS_TOKENS padded tokens (memory), every row once."""
     from metasft.train.batching import Example
@@ -319,8 +347,28 @@ def test_stacks_keep_zero_shot_groups_alone_and_tasks_apart():
 def test_grid_settings_that_it_cannot_honour_are_refused(setup):
     root, data, models = setup
     from metasft.config import ConfigError
-    with pytest.raises(ConfigError, match="acc_k"):
-        P.run_eval(tiny_config(cells_per_batch=2, acc_k=2), data, models, root / "refused")
+    cfg = tiny_config(cells_per_batch=2)
+    cfg.model.lora_dropout = 0.1
+    with pytest.raises(ConfigError, match="lora_dropout"):
+        P.run_eval(cfg, data, models, root / "refused")
+
+
+def test_stacked_acc_at_k_samples_what_one_group_at_a_time_samples(setup):
+    """eval.acc_k 3 on the grid engine (stacks of 3 cells) stores the same sampled verdicts per question
+    (`correct_at_k`) as one group at a time (`HFBackend.sample`), and each cell's acc@k is the share of
+    its questions with a right sample, recomputed here from the prediction rows."""
+    root, data, models = setup
+    runs = [_rows(P.run_eval(tiny_config(seeds=[0], max_new_tokens=6, acc_k=3, cells_per_batch=c), data, models,
+                             root / f"acc_k_{c}")) for c in (1, 3)]
+    _assert_same_store(*runs)
+    (cells, preds, _), (cells_b, preds_b, _) = runs
+    assert preds["correct_at_k"].tolist() == preds_b["correct_at_k"].tolist()
+    assert cells["acc_at_k"].tolist() == cells_b["acc_at_k"].tolist()
+    assert preds["correct_at_k"].notna().all() and cells["acc_at_k"].notna().all()
+    key = ["model", "task", "n_shots", "seed", "step"]
+    share = preds.groupby(key)["correct_at_k"].mean().rename("share").reset_index()
+    joined = cells.merge(share, on=key)
+    assert len(joined) == len(cells) and (joined["acc_at_k"] == joined["share"]).all()
 
 
 # ----------------------------------------------------------------------------------------- the real model

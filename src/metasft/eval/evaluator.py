@@ -33,6 +33,13 @@ from metasft.train.distributed import World
 from metasft.train.loss import ResponseLoss
 
 CHOICE_PREFILL = "The answer is ("
+ACC_K_TEMPERATURE = 1.0  # acc@k's samples: plain softmax sampling, no top-k / top-p
+
+
+def acc_k_seed(task: str) -> int:
+    """The sampling seed of acc@k on `task`: the same for every model, shot level, seed and step, so
+    each question's k samples use the same random draws in every cell (common random numbers)."""
+    return stable_seed("acc_at_k", task)
 
 
 def device_for(cfg: Config) -> torch.device:
@@ -103,8 +110,9 @@ def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | No
         for task in tasks:
             with eval_mode(ev.peft):
                 losses = ev.model.example_losses(task.examples, micro=ev.cfg.eval.batch_size)
-            samples = (ev.backend.sample(task.prompts, acc_k, temperature=1.0, max_new_tokens=task.max_new_tokens,
-                                         seed=stable_seed("acc_at_k", task.name)) if acc_k else None)
+            samples = (ev.backend.sample(task.prompts, acc_k, temperature=ACC_K_TEMPERATURE,
+                                         max_new_tokens=task.max_new_tokens, seed=acc_k_seed(task.name))
+                       if acc_k else None)
             scored.append((losses, _choice_by_loglikelihood(ev.backend, task), samples))
     results, start = [], 0
     for task, (losses, ll_choice, samples) in zip(tasks, scored):
@@ -119,7 +127,9 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
     """`losses`: (summed CE, tokens) of each question's reference solution. The cell's loss is their
     token mean; each prediction row keeps its own token mean, the per-question loss outcome. Each
     prediction carries both verdicts (strict, flexible) and `correct`, the grader's primary one; the
-    cell's `accuracy` is the primary's, acc@k too."""
+    cell's `accuracy` is the primary's. With `samples` (k per question), each prediction's
+    `correct_at_k` says whether any of its k samples is right (primary grading) and the cell's
+    `acc_at_k` is their mean; without, both are None."""
     records = task.records
     verdicts = grader.grade_many([(o.text, r.answer, r.answer_type, r.source) for o, r in zip(outputs, records)],
                                  cut_off=[o.cut_off for o in outputs])
@@ -130,7 +140,7 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
                       "correct_flexible": v.correct_flexible, "truncated": v.truncated, "repeating": v.repeating,
                       "timed_out": v.timed_out, "reasoning_steps": reasoning_steps(out.text),
                       "step_correctness": step_correctness(out.text, r.steps), "ll_choice": ll_choice.get(i),
-                      "loss": losses[i][0] / losses[i][1], "loss_tokens": losses[i][1]})
+                      "loss": losses[i][0] / losses[i][1], "loss_tokens": losses[i][1], "correct_at_k": None})
     n = len(preds)
     loss = sum(s for s, _ in losses) / sum(c for _, c in losses)
     known = [p["step_correctness"] for p in preds if p["step_correctness"] is not None]
@@ -148,7 +158,10 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
         flat = grader.grade_many([(s.text, r.answer, r.answer_type, r.source)
                                   for ss, r in zip(samples, records) for s in ss],
                                  cut_off=[s.cut_off for ss in samples for s in ss])
-        cell["acc_at_k"] = acc_at_k([[v.correct for v in flat[i * acc_k:(i + 1) * acc_k]] for i in range(n)])
+        per_question = [[v.correct for v in flat[i * acc_k:(i + 1) * acc_k]] for i in range(n)]
+        for p, verdicts in zip(preds, per_question):
+            p["correct_at_k"] = any(verdicts)
+        cell["acc_at_k"] = acc_at_k(per_question)
     return StepResult(cell, preds)
 
 

@@ -7,6 +7,10 @@ Decoding is `model.generate` on left-padded batches of `batch_size` prompts of s
 own decode loop (a preallocated KV cache subclassing transformers' cache internals, finished rows
 dropped) measured no faster than batched `model.generate` (issue 11; BENCHMARKS.md), so it went:
 the grid engine (`grid_eval`, `lora_forward`) is the one place with its own loop and its own cache.
+
+Sampling (for acc@k) draws each row's tokens with that row's own seeded generator (`sample_tokens`),
+so a sample depends on its seed and its logits only, not on the batch it shares: the grid engine
+draws the same samples as this backend, whatever the batching of either.
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from metasft.eval.schedule import stable_seed
 
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
@@ -90,6 +96,39 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+def sample_seeds(seed: int, n_prompts: int, n: int) -> list[int]:
+    """The seed of sample j of prompt i, row i * n + j: one per row, from the sampling `seed`."""
+    return [stable_seed("sample", seed, i, j) for i in range(n_prompts) for j in range(n)]
+
+
+def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], temperature: float) -> torch.Tensor:
+    """One token per row of `logits` (N, V), drawn from softmax(logits / temperature) with row i's
+    generator `generators[i]` (Gumbel-max: the argmax of logits / temperature plus Gumbel noise, V
+    uniforms per row and token)."""
+    vocab = logits.shape[-1]
+    u = torch.stack([torch.rand(vocab, generator=g, device=g.device) for g in generators]).to(logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(u.dtype).tiny)))
+    return (logits.float() / temperature + gumbel).argmax(dim=-1)
+
+
+def row_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    """A generator per row, seeded with its seed (`sample_seeds`)."""
+    return [torch.Generator(device=device).manual_seed(s % 2**63) for s in seeds]
+
+
+class _SeededSampling(LogitsProcessor):
+    """Sampling inside greedy `generate`: every score but the row's drawn token (`sample_tokens`) is
+    -inf, so the argmax is the sample; the rows' generators are those of the batch's rows."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float):
+        self.generators, self.temperature = generators, temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        tok = sample_tokens(scores, self.generators, self.temperature)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, tok[:, None], 0.0)
+
+
 @dataclass(frozen=True)
 class Completion:
     """A generated continuation: its text (stop token excluded) and whether it was cut off, i.e.
@@ -149,16 +188,15 @@ class HFBackend:
 
     def sample(self, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
                seed: int = 0) -> list[list[Completion]]:
-        """`n` sampled continuations per prompt (for acc@k), reproducible for `seed`; the global RNG is
-        left as it was."""
+        """`n` sampled continuations per prompt (for acc@k): sample j of prompt i is drawn with its own
+        generator (`sample_seeds(seed, ...)`), so it is the same in any batch; the global RNG is untouched."""
         if temperature <= 0:
             raise ValueError("sample needs temperature > 0; use generate for greedy decoding")
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            flat = self._decode_all([p for p in prompts for _ in range(n)], max_new_tokens, temperature)
+        flat = self._decode_all([p for p in prompts for _ in range(n)], max_new_tokens, temperature,
+                                sample_seeds(seed, len(prompts), n))
         return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
-    def _decode_all(self, prompts, max_new_tokens, temperature) -> list[Completion]:
+    def _decode_all(self, prompts, max_new_tokens, temperature, seeds=None) -> list[Completion]:
         encoded = [self.encode(p) for p in prompts]
         limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(limits) != len(prompts):
@@ -166,13 +204,14 @@ class HFBackend:
         out: list[Completion | None] = [None] * len(prompts)
         with eval_mode(self.model):
             for batch in self._batches([len(e) for e in encoded]):
-                rows = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature)
+                gens = row_generators([seeds[i] for i in batch], self.device) if seeds is not None else None
+                rows = self._decode_batch([encoded[i] for i in batch], [limits[i] for i in batch], temperature, gens)
                 for i, (toks, stopped) in zip(batch, rows):
                     out[i] = Completion(self.tokenizer.decode(toks, skip_special_tokens=True), not stopped)
         return out
 
-    def _decode_batch(self, seqs: list[list[int]], limits: list[int],
-                      temperature: float) -> list[tuple[list[int], bool]]:
+    def _decode_batch(self, seqs: list[list[int]], limits: list[int], temperature: float,
+                      generators: list[torch.Generator] | None = None) -> list[tuple[list[int], bool]]:
         """(new token ids, stopped) per sequence: at most `limits[i]` ids for sequence i, the stop token
         excluded; `stopped` when it ended at a stop token (not at its limit).
 
@@ -184,10 +223,11 @@ class HFBackend:
         ids, mask, _ = self._left_pad(seqs)  # generate derives the same positions from the mask
         row_limits = _RowLimits(ids.shape[1], torch.tensor(limits, device=self.device))
         # Set explicitly so that a checkpoint's generation_config (do_sample, top_p 0.9, a repetition
-        # penalty) changes neither greedy decoding nor plain temperature sampling.
-        strategy = (dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0
-                    else dict(do_sample=False))
-        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=longest, **strategy,
+        # penalty) changes neither greedy decoding nor plain temperature sampling, which is greedy
+        # decoding of the scores `_SeededSampling` leaves.
+        processors = LogitsProcessorList([_SeededSampling(generators, temperature)] if temperature > 0 else [])
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=longest, do_sample=False,
+                                  logits_processor=processors,
                                   repetition_penalty=1.0, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                                   stopping_criteria=StoppingCriteriaList([row_limits]))
         new = []

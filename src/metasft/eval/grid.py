@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from metasft.eval.adaptation import group_rows
-from metasft.eval.evaluator import Evaluator, StepResult, step_result
+from metasft.eval.evaluator import ACC_K_TEMPERATURE, Evaluator, StepResult, acc_k_seed, step_result
 from metasft.eval.grid_eval import GridScorer
 from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
 from metasft.eval.specs import ModelSpec
@@ -98,10 +98,10 @@ def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> li
 
 
 def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: TaskData, grader,
-              zero_shots: list[StepResult]) -> list[tuple[list[dict], list[dict]]]:
+              zero_shots: list[StepResult], acc_k: int | None = None) -> list[tuple[list[dict], list[dict]]]:
     """Cell rows and prediction rows of each group of a stack (all few-shot groups of `task`), as
-    `adaptation.run_group` gives them one at a time. `zero_shots[c]`: step 0 of group c (its model's
-    0-shot result on the task). The evaluator's own adapter is not touched."""
+    `adaptation.run_group` gives them one at a time (`acc_k` samples too). `zero_shots[c]`: step 0 of
+    group c (its model's 0-shot result on the task). The evaluator's own adapter is not touched."""
     e = ev.cfg.eval
     if any(g.n_shots == 0 or g.task != task.name for g in groups):
         raise ValueError(f"a stack holds few-shot groups of task {task.name} only, got {groups}")
@@ -120,8 +120,9 @@ def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: 
 
     def on_step(step: int) -> None:
         if step in record:
-            for c, s in enumerate(scorer.score(lora)):
-                results[c][step] = step_result(task, s.completions(), s.losses, s.ll_choice, None, grader, None)
+            scored = scorer.score(lora, samples=acc_k or 0, seed=acc_k_seed(task.name), temperature=ACC_K_TEMPERATURE)
+            for c, s in enumerate(scored):
+                results[c][step] = step_result(task, s.completions(), s.losses, s.ll_choice, s.samples, grader, acc_k)
 
     ev.peft.train()
     adapt_stacked(ev.model.loss_module, lora, shots, steps=e.adaptation_steps, lr=e.adaptation_lr,

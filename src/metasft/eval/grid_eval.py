@@ -21,6 +21,10 @@ the matmuls near the CPU's peak, and more rows only add padding, while a decodin
 token per row, so it is the more efficient the more rows it holds. The prompts and references are
 therefore prefilled in chunks of similar length (PREFILL_TOKENS), and the chunks' caches placed
 side by side into one decoding batch of all the rows.
+
+acc@k (`score(lora, samples=k)`): after the greedy pass, the decoding batch decodes k more times from
+a copy of the prompts' cache, sampling, each row with the generator `HFBackend.sample` gives the
+same question and sample (`generate.sample_seeds`), so the samples are those of the one-cell path.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 
 from metasft.data.records import OPTION_LETTERS
 from metasft.eval.evaluator import CHOICE_PREFILL
-from metasft.eval.generate import Completion, eval_mode, left_pad, stop_token_ids
+from metasft.eval.generate import Completion, eval_mode, left_pad, row_generators, sample_seeds, sample_tokens, stop_token_ids
 from metasft.eval.lora_forward import KVCache, check_supported, forward, new_cache
 from metasft.eval.specs import EvalError
 from metasft.eval.stacked_lora import RowCells, StackedLora
@@ -57,6 +61,7 @@ class CellScores:
     losses: list[tuple[float, int]]       # (summed CE, tokens) of each question's reference solution
     ll_choice: dict[int, str]             # choice question -> option letter of highest log-likelihood
     cut_off: list[bool]                   # the output reached max_new_tokens without a stop token
+    samples: list[list[Completion]] | None = None  # question -> its k sampled completions (acc@k)
 
     def completions(self) -> list[Completion]:
         return [Completion(t, c) for t, c in zip(self.outputs, self.cut_off)]
@@ -101,18 +106,23 @@ class GridScorer:
             self.choices[q] = (ctx[len(p):], letters)
 
     # ------------------------------------------------------------------------------ entry point
-    def score(self, lora: StackedLora) -> list[CellScores]:
-        """Every cell of `lora` on every question of the task, in shared batches."""
+    def score(self, lora: StackedLora, samples: int = 0, seed: int = 0, temperature: float = 1.0) -> list[CellScores]:
+        """Every cell of `lora` on every question of the task, in shared batches; with `samples` = k
+        > 0 also k sampled completions per question (`HFBackend.sample(prompts, k, temperature,
+        max_new_tokens, seed)`'s)."""
         n_cells, q_all = lora.n_cells, len(self.prompts)
-        out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}, [False] * q_all) for _ in range(n_cells)]
+        out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}, [False] * q_all,
+                          [[] for _ in range(q_all)] if samples else None) for _ in range(n_cells)]
         order = sorted(range(q_all), key=lambda q: -len(self.prompts[q]))
         per_batch = max(1, self.rows_per_batch // n_cells)
+        seeds = sample_seeds(seed, q_all, samples) if samples else []
         with eval_mode(self.lm):
             for start in range(0, q_all, per_batch):
-                self._batch(lora, order[start:start + per_batch], out)
+                self._batch(lora, order[start:start + per_batch], out, samples, seeds, temperature)
         return out
 
-    def _batch(self, lora: StackedLora, qs: list[int], out: list[CellScores]) -> None:
+    def _batch(self, lora: StackedLora, qs: list[int], out: list[CellScores], samples: int = 0,
+               seeds: list[int] = (), temperature: float = 1.0) -> None:
         """Questions `qs` (longest prompt first) for all cells: the prompts are prefilled, and the
         references and option letters scored, in chunks of about PREFILL_TOKENS padded tokens (less
         padding, bounded activations); then every row decodes in one batch (rows cell-major:
@@ -152,11 +162,19 @@ class GridScorer:
                     cell.ll_choice[q] = choices[r]
             done += len(chunk)
         rows = RowCells.blocks([n_q] * n_cells, self.device)
+        prompts_only = cache.copy() if samples else None   # decoding writes into `cache`
         with lora.active(rows):
-            outputs = self._greedy(lora, rows, cache, last, plen)
+            outputs = self._decode(lora, rows, cache, last, plen)
         for r, (text, stopped) in enumerate(outputs):
             out[r // n_q].outputs[qs[r % n_q]] = text
             out[r // n_q].cut_off[qs[r % n_q]] = not stopped
+        for j in range(samples):
+            gens = row_generators([seeds[qs[r % n_q] * samples + j] for r in range(n_cells * n_q)], self.device)
+            start = prompts_only.copy() if j + 1 < samples else prompts_only
+            with lora.active(rows):
+                drawn = self._decode(lora, rows, start, last, plen, gens, temperature)
+            for r, (text, stopped) in enumerate(drawn):
+                out[r // n_q].samples[qs[r % n_q]].append(Completion(text, not stopped))
 
     def _chunks(self, qs: list[int], n_cells: int) -> list[list[int]]:
         """`qs` in consecutive runs whose rows (n_cells per question) hold at most PREFILL_TOKENS
@@ -258,10 +276,11 @@ class GridScorer:
             best[r] = top[1]
         return best
 
-    def _greedy(self, lora: StackedLora, rows: RowCells, cache: KVCache, last: torch.Tensor,
-                plen: torch.Tensor) -> list[tuple[str, bool]]:
-        """(text, stopped) of every row's greedy continuation, up to a stop token (then `stopped`) or
-        the task's max_new_tokens.
+    def _decode(self, lora: StackedLora, rows: RowCells, cache: KVCache, last: torch.Tensor, plen: torch.Tensor,
+                generators: list[torch.Generator] | None = None, temperature: float = 1.0) -> list[tuple[str, bool]]:
+        """(text, stopped) of every row's continuation, up to a stop token (then `stopped`) or the
+        task's max_new_tokens: greedy, or with `generators` (one per row) sampled at `temperature`
+        (`generate.sample_tokens`).
 
         Finished rows leave the batch (and the cache, and the LoRA row layout) once they are an
         eighth of it: each removal copies the cache's filled slots, so until then they decode a pad
@@ -275,7 +294,8 @@ class GridScorer:
             pos = plen.clone()
             logits = last
             for step in range(limit):
-                tok = logits.argmax(dim=-1)
+                tok = (logits.argmax(dim=-1) if generators is None
+                       else sample_tokens(logits, [generators[r] for r in alive.tolist()], temperature))
                 stopped = running & torch.isin(tok, self.stop)
                 for r, t, go, end in zip(alive.tolist(), tok.tolist(), (running & ~stopped).tolist(), stopped.tolist()):
                     if go:

@@ -11,6 +11,8 @@ the model's; only the attention over the cache is ours (SDPA with an explicit bo
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,6 +107,12 @@ class KVCache:
         self.valid[rows, :length - n] = False
         self.valid[rows, length - n:length] = src.valid[:, :n]
         self.length = length
+
+    def copy(self) -> "KVCache":
+        """An independent cache with the same rows and filled slots (its own tensors, same capacity)."""
+        other = copy.copy(self)
+        other.keep(torch.arange(len(self.valid), device=self.valid.device))
+        return other
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only rows `rows` (indices into the current rows); only the filled slots are copied."""

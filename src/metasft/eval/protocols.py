@@ -64,9 +64,9 @@ def validate_eval(cfg: Config, manifest: DataManifest, models: list[ModelSpec]) 
     if not models:
         raise ConfigError("no models to evaluate (eval.models is empty)")
     e = cfg.eval
-    if e.cells_per_batch > 1 and (e.acc_k or cfg.model.lora_dropout):
-        raise ConfigError("eval.cells_per_batch > 1 (the grid engine) samples no acc@k answers and applies "
-                          "no LoRA dropout: set eval.acc_k: 0 and model.lora_dropout: 0, or eval.cells_per_batch: 1")
+    if e.cells_per_batch > 1 and cfg.model.lora_dropout:
+        raise ConfigError("eval.cells_per_batch > 1 (the grid engine) applies no LoRA dropout: set "
+                          "model.lora_dropout: 0, or eval.cells_per_batch: 1")
     check_names(models)
     m = cfg.model
     for spec in models:
@@ -252,7 +252,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                     ev.load(specs[zkey])
                     zero_shots[zkey] = evaluate_step(ev, task(group.task), grader, acc_k)
             rows = run_stack(ev, [specs[(g.model, g.task)] for g in unit], unit, task(unit[0].task), grader,
-                             [zero_shots[(g.model, g.task)] for g in unit])
+                             [zero_shots[(g.model, g.task)] for g in unit], acc_k)
             for group, (cells, preds) in zip(unit, rows):
                 store_group(group, cells, preds)
     return others

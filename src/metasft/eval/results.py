@@ -10,7 +10,8 @@ Tables
                  checked when an evaluation is resumed
 
 Every aggregate in `cells` is computed from the `predictions` rows of that cell (`loss`, the
-token mean over all reference solutions, from their `loss` x `loss_tokens`; except `acc_at_k`). Concurrent writers
+token mean over all reference solutions, from their `loss` x `loss_tokens`; `acc_at_k`, the mean of
+`correct_at_k`). Concurrent writers
 of one store are serialised by SQLite: WAL journal, `BEGIN IMMEDIATE` per group and a busy timeout.
 
 Shards (issue 14): a lone evaluation writes `results.sqlite`; worker k of several (a torchrun rank,
@@ -67,19 +68,22 @@ QUALITY = ("reasoning_steps", "step_correctness", "accuracy_ll", "acc_at_k")  # 
 GRADING = ("accuracy_strict", "accuracy_flexible", "n_truncated", "n_repeating")
 CELL_COLUMNS = CELL_KEYS + SCORES + ("n", "n_correct", "n_timed_out") + QUALITY + GRADING
 QUESTION_SCORES = ("correct", "loss")             # a question's outcomes, what the clustered tests resample
-VERDICT_FLAGS = ("correct", "correct_strict", "correct_flexible", "truncated", "repeating", "timed_out")
+VERDICT_FLAGS = ("correct", "correct_strict", "correct_flexible", "truncated", "repeating", "timed_out",
+                 "correct_at_k")
 PREDICTION_COLUMNS = CELL_KEYS + ("question_id", "prompt", "output", "extracted", "gold", "correct",
                                   "timed_out", "shot_ids", "reasoning_steps", "step_correctness", "ll_choice",
                                   "loss", "loss_tokens", "correct_strict", "correct_flexible", "truncated",
-                                  "repeating")
+                                  "repeating", "correct_at_k")
 # The meta key (`write_group(meta=)`) recording eval.grading, which of the two `correct` and `accuracy` hold.
 GRADING_KEY = "grading"
 # Columns a store written before them lacks: added (NULL) when it is opened for writing, read as NULL.
 _ADDED_LATER = {"cells": (("accuracy_strict", "REAL"), ("accuracy_flexible", "REAL"), ("n_truncated", "INTEGER"),
                           ("n_repeating", "INTEGER")),
                 "predictions": (("loss", "REAL"), ("loss_tokens", "INTEGER"), ("correct_strict", "INTEGER"),
-                                ("correct_flexible", "INTEGER"), ("truncated", "INTEGER"), ("repeating", "INTEGER"))}
-SCORE_PREDICTION_COLUMNS = CELL_KEYS + ("question_id",) + QUESTION_SCORES  # predictions without their texts
+                                ("correct_flexible", "INTEGER"), ("truncated", "INTEGER"), ("repeating", "INTEGER"),
+                                ("correct_at_k", "INTEGER"))}
+# predictions without their texts: the outcomes, and the per-question values of the design's other measures
+SCORE_PREDICTION_COLUMNS = CELL_KEYS + ("question_id",) + QUESTION_SCORES + ("step_correctness", "correct_at_k")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -112,6 +116,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     correct_flexible INTEGER,      -- under flexible grading
     truncated INTEGER,             -- cut off at max_new_tokens (credited by neither grading)
     repeating INTEGER,             -- caught looping (credited by neither grading)
+    correct_at_k INTEGER,          -- any of the question's k sampled answers right (acc@k); NULL unless sampled
     PRIMARY KEY (model, task, n_shots, seed, step, question_id)
 );
 CREATE TABLE IF NOT EXISTS done (
@@ -439,7 +444,8 @@ def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     for c in set(SCORES + QUALITY + GRADING[:2]) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
-    preds["loss"] = preds["loss"].astype(float)
+    for c in ("loss", "step_correctness", "correct_at_k"):  # NULL (none, or a store from before) as NaN
+        preds[c] = preds[c].astype(float)
     return cells, preds, meta
 
 

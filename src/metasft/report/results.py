@@ -15,6 +15,7 @@ from metasft.report.context import (BASE, CELLS_SOURCE, DESIGN_MODELS, EXTRA_MET
 from metasft.report.doc import Callout, Code, Document, Heading, Para, Table
 from metasft.eval.results import CELL_KEYS, GRADING
 from metasft.report.load import error_rows
+from metasft.report.measures import measures_section
 from metasft.report.summary import caveats, claim_needs, status_badge, verdict_number
 from metasft.rundir import atomic_write_text
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
@@ -179,6 +180,7 @@ def tables_section(ctx: Context, doc: Document) -> None:
     _grading_table(ctx, doc, final)
     if extras:
         _quality_table(ctx, doc, final, extras)
+    measures_section(ctx, doc)
 
     doc.add(Heading(2, "FOMAML-SFT vs SFT-Mixed (paired)"))
     _comparisons(ctx, doc)

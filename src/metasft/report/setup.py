@@ -11,6 +11,7 @@ from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
 from metasft.report.doc import Bullets, Callout, Document, Heading, Para, Table
+from metasft.report.measures import adaptation_gap_section
 
 
 def setup_section(ctx: Context, doc: Document) -> None:
@@ -247,3 +248,4 @@ def training_section(ctx: Context, doc: Document) -> None:
                           "arm and seed, so no band. Budgets and the rest of the setup: Appendix A."))
     else:
         doc.add(Para("No run logged a loss in runs/<run>/metrics.jsonl."))
+    adaptation_gap_section(ctx, doc)

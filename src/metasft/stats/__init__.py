@@ -9,14 +9,14 @@ from metasft.stats.curves import (
     sample_efficiency_interpolated,
     summarize,
 )
-from metasft.stats.questions import ACCURACY, LOSS, Outcome, QuestionScores
+from metasft.stats.questions import ACC_AT_K, ACCURACY, LOSS, STEP_CORRECTNESS, Outcome, QuestionScores
 from metasft.stats.significance import (TTest, cluster_bootstrap_ci, holm, paired_ttest, sign_flip_test,
                                         stars)
 from metasft.stats.verdicts import INCONCLUSIVE, MET, NOT_MET, STATUSES, UNMEASURABLE, Verdict, verdicts
 
 __all__ = [
-    "ACCURACY", "COMPARISON_COLUMNS", "INCONCLUSIVE", "LOSS", "MET", "NOT_MET", "Outcome", "QuestionScores",
-    "STATUSES", "TTest", "UNMEASURABLE", "Verdict", "accuracy_at", "adaptation_gap", "adaptation_speed",
+    "ACC_AT_K", "ACCURACY", "COMPARISON_COLUMNS", "INCONCLUSIVE", "LOSS", "MET", "NOT_MET", "Outcome", "QuestionScores",
+    "STEP_CORRECTNESS", "STATUSES", "TTest", "UNMEASURABLE", "Verdict", "accuracy_at", "adaptation_gap", "adaptation_speed",
     "cluster_bootstrap_ci", "compare_models", "final_step", "holm", "paired_ttest", "sample_efficiency",
     "sample_efficiency_interpolated", "sign_flip_test", "stars", "summarize", "verdicts",
 ]

@@ -39,6 +39,9 @@ class Outcome:
 
 ACCURACY = Outcome("accuracy", "correct", higher_is_better=True, floor=0.0, ceiling=1.0)
 LOSS = Outcome("loss", "loss", higher_is_better=False)
+# The design's other per-question measures (described in the report, not tested between arms)
+ACC_AT_K = Outcome("acc@k", "correct_at_k", higher_is_better=True, floor=0.0, ceiling=1.0)
+STEP_CORRECTNESS = Outcome("step correctness", "step_correctness", higher_is_better=True, floor=0.0, ceiling=1.0)
 
 
 class QuestionScores:

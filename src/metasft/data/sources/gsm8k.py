@@ -2,7 +2,9 @@
 
 Local files: `<data_root>/gsm8k/{train,test}.jsonl` (question, answer). The `answer` field is the
 worked solution with calculator marks `<<48/2=24>>` and a last line `#### 72`. Hub: `openai/gsm8k`
-config "main", same columns.
+config "main", same columns. The calculator marks are the solution's intermediate results: they become
+the record's `steps` ("48/2=24"), which step correctness checks (`metasft.eval.scoring`), and are
+removed from the worked text.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ ORIGIN = Origin(hub="openai/gsm8k", local="gsm8k/{train,test}.jsonl",
 SPLITS = ("train", "test")
 SUBJECTS = ("word_problems",)
 
-_CALCULATOR = re.compile(r"<<[^<>]*>>")
+_CALCULATOR = re.compile(r"<<([^<>]*)>>")
 
 
 def load(split: str = "train", data_root: Path | None = None, *, seed: int = 0, size: int | None = None) -> list[Record]:
@@ -32,7 +34,8 @@ def load(split: str = "train", data_root: Path | None = None, *, seed: int = 0, 
 
 
 def row_to_record(row: dict, split: str, index: int, where: str) -> Record:
-    """One GSM8K row -> Record: the worked text without calculator marks, the number after `####`."""
+    """One GSM8K row -> Record: the worked text without calculator marks, the marks' equations as
+    `steps` (white space removed), the number after `####`."""
     try:
         question, worked = row["question"], row["answer"]
     except KeyError as e:
@@ -44,5 +47,6 @@ def row_to_record(row: dict, split: str, index: int, where: str) -> Record:
         id=f"gsm8k/{split}/{index}", problem=question.strip(),
         solution=_CALCULATOR.sub("", body).strip(), answer=final.strip().replace(",", ""),
         domain="arithmetic", subject="word_problems", source="gsm8k", answer_type="math",
+        steps=tuple(s for s in (re.sub(r"\s+", "", m) for m in _CALCULATOR.findall(body)) if "=" in s),
     )
     return validate(record, where)
