@@ -429,6 +429,9 @@ def read_meta(paths: list[Path]) -> dict:
     return meta
 
 
+_MEASURES_OR_NULL = ("loss", "step_correctness", "correct_at_k")  # per-question measures a store may lack
+
+
 def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     uri = path.resolve().as_uri() + "?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
@@ -436,15 +439,15 @@ def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
             return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
         present = [c for c in CELL_COLUMNS if c in have("cells")]
         cells = pd.read_sql_query(f"SELECT {', '.join(present)} FROM cells", con)
-        added_later = {c for c, _ in _ADDED_LATER["predictions"]}
-        wanted = [c if c in have("predictions") or c not in added_later else f"NULL AS {c}"
+        may_lack = {c for c, _ in _ADDED_LATER["predictions"]} | set(_MEASURES_OR_NULL)
+        wanted = [c if c in have("predictions") or c not in may_lack else f"NULL AS {c}"
                   for c in SCORE_PREDICTION_COLUMNS]
         preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")} if have("meta") else {}
     for c in set(SCORES + QUALITY + GRADING[:2]) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
-    for c in ("loss", "step_correctness", "correct_at_k"):  # NULL (none, or a store from before) as NaN
+    for c in _MEASURES_OR_NULL:  # NULL (none, or a store from before) as NaN
         preds[c] = preds[c].astype(float)
     return cells, preds, meta
 
