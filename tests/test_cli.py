@@ -6,13 +6,16 @@ ResultsStore), so these tests run in seconds; test_pipeline.py runs the real tin
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from metasft import __version__
 from metasft.cli import _parser, main
 from metasft.config import load_config, save_config
@@ -50,6 +53,12 @@ def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, st
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     return make_experiment(tmp_path_factory.mktemp("exp") / "exp1")
+
+
+def test_python_dash_m_metasft_is_the_command():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-m", "metasft", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.startswith("metasft "), done.stderr
 
 
 def test_version(capsys):
