@@ -266,6 +266,11 @@ CASES = [
     ("run-out-is-a-train-run", lambda ws, s: ["run", str(EXP), "--out", str(s / R)], "train directory"),
     ("run-out-foreign-dir", lambda ws, s: ["run", str(EXP), "--out", _foreign(ws)], "did not write"),
     ("run-config-not-utf8", lambda ws, s: ["run", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),
+    # found before any stage runs (issue 23: a traceback at the train stage, after the data build)
+    ("run-target-modules-unknown", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "model.target_modules=[nosuch_proj]"],
+     "model.target_modules: ['nosuch_proj'] are not linear layers"),
+    ("train-target-modules-unknown", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}",
+                                                    "model.target_modules=[q_proj,nosuch_proj]"], "['nosuch_proj']"),
 ]
 
 

@@ -288,13 +288,13 @@ def _dispatch(args) -> int:
     if args.command == "eval":
         from metasft.eval.protocols import run_eval
         from metasft.eval.specs import parse_model_specs
-        from metasft.models import check_model_source
+        from metasft.models import check_model
         from metasft.rundir import OutputDir
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval.models:
             raise ConfigError("eval.models is empty: list run directories, adapter hub ids or 'base'")
         models = parse_model_specs(cfg.eval.models)
-        check_model_source(cfg.model.partial_pretrain)
+        check_model(cfg.model)
         data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
         with OutputDir(args.out, "eval", overwrite=args.overwrite) as claim:
             if data_dir is None:

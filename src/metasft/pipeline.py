@@ -220,12 +220,12 @@ def plan_study(cfg: Config, out: Path) -> Study:
     system), before any work."""
     from metasft.data.build import build_data
     from metasft.eval.similarity import run_similarity
-    from metasft.models import check_model_source
+    from metasft.models import check_model
     from metasft.report import write_report
     from metasft.train.run import train
 
     out = Path(out)
-    check_model_source(cfg.model.partial_pretrain)
+    check_model(cfg.model)
     if not cfg.data.dir and not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
