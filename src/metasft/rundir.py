@@ -496,7 +496,9 @@ class OutputDir:
         if path.exists() and not (path.is_dir() and (not _entries(path) or dir_kind(path) == kind)):
             if not overwrite:
                 found = ("a file" if not path.is_dir() else
-                         f"a {dir_kind(path)} directory" if dir_kind(path) else "a non-empty directory metasft did not write")
+                         f"a {dir_kind(path)} directory" if dir_kind(path) else
+                         f"a directory whose {MANIFEST} is not a metasft record (unreadable, cut short or another "
+                         f"program's)" if (path / MANIFEST).exists() else "a non-empty directory metasft did not write")
                 raise OutputError(f"{flag} {path} is {found}, not a {kind} directory; choose a new path "
                                   f"or pass --overwrite to move it aside")
         if overwrite and path.exists() and (not path.is_dir() or _entries(path)):
