@@ -9,7 +9,8 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from metasft.eval.results import ResultsError, ResultsStore, ResultsUnion, read_results, store_file, store_paths
+from metasft.eval.results import (ResultsError, ResultsStore, ResultsUnion, read_results, readable_store, store_file,
+                                  store_paths)
 
 
 def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1", "q2")):
@@ -41,6 +42,24 @@ def test_write_reopen_and_read(tmp_path):
     assert c["step_correctness"].isna().all() and c["loss"].tolist() == [1.25] * 3
     assert len(p) == 4 and p["correct"].tolist() == [True, False, True, False]
     assert p["shot_ids"].iloc[0] == ["a", "b"] and p["extracted"].tolist() == ["7", None, "7", None]
+
+
+def test_a_store_cut_short_is_not_readable(tmp_path):
+    """`metasft run` reads a finished evaluation's store this way before skipping the stage (issue 23's
+    corpus: a store cut in half was skipped over, and the old verdicts printed)."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        for seed in range(20):
+            key, cells, preds = _group(seed=seed, questions=[f"q{i}" for i in range(20)])
+            store.write_group(**key, cells=cells, predictions=preds)
+    assert readable_store(path)
+    whole = path.read_bytes()
+    for p in tmp_path.glob("results.sqlite-*"):
+        p.unlink()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert not readable_store(path)
+    path.write_bytes(b"not a database" * 100)
+    assert not readable_store(path)
 
 
 def test_group_is_written_once_and_whole(tmp_path):

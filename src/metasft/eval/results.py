@@ -51,6 +51,18 @@ def store_paths(eval_dir: str | Path) -> list[Path]:
     return [p for p in [eval_dir / RESULTS_FILE] if p.is_file()] + [p for _, p in shards]
 
 
+def readable_store(path: Path) -> bool:
+    """SQLite's quick_check passes on the store at `path` (read-only; a file cut short or overwritten fails)."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            return db.execute("pragma quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 def store_files(eval_dir: str | Path) -> list[Path]:
     """The stores of `store_paths` with their SQLite journals (-wal, -shm): what a redone evaluation removes."""
     return sorted(p for p in Path(eval_dir).glob("results*.sqlite*")
