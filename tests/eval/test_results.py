@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import sqlite3
 
 import pandas as pd
@@ -60,6 +61,28 @@ def test_a_store_cut_short_is_not_readable(tmp_path):
     assert not readable_store(path)
     path.write_bytes(b"not a database" * 100)
     assert not readable_store(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("DELETE FROM predictions WHERE model = 'm2'", "cell model=m2, task=t, n_shots=0, seed=0, step=0 has n=2 and no predictions"),
+    ("DELETE FROM predictions WHERE model = 'm' AND step = 10 AND question_id = 'q1'",
+     "cell model=m, task=t, n_shots=5, seed=0, step=10 has n=2 and 1 predictions"),
+    ("DELETE FROM cells WHERE model = 'm' AND step = 0", "cell model=m, task=t, n_shots=5, seed=0, step=0 has no cell and 2"),
+])
+def test_a_store_edited_after_it_was_written_is_refused_not_read(tmp_path, edit, message):
+    """A group is stored whole; a store missing some of a cell's predictions (or a cell) would change
+    the report's verdicts without a word (issue 23's corpus), so reading it is an error naming the cell."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        store.write_group(**_group()[0], cells=_group()[1], predictions=_group()[2])
+        key2, cells2, preds2 = _group(model="m2", n_shots=0, steps=(0,))
+        store.write_group(**key2, cells=cells2, predictions=preds2)
+    assert len(read_results([path])[1]) == 6
+    with sqlite3.connect(path) as db:
+        db.execute(edit)
+    db.close()
+    with pytest.raises(ResultsError, match=re.escape(message)):
+        read_results([path])
 
 
 def test_group_is_written_once_and_whole(tmp_path):

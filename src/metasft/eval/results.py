@@ -448,11 +448,29 @@ def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                   for c in SCORE_PREDICTION_COLUMNS]
         preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")} if have("meta") else {}
+    _check_counts(path, cells, preds)
     for c in set(SCORES + QUALITY + GRADING[:2]) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
     preds["loss"] = preds["loss"].astype(float)
     return cells, preds, meta
+
+
+def _check_counts(path: Path, cells: pd.DataFrame, preds: pd.DataFrame) -> None:
+    """ResultsError unless every cell has its n predictions and every prediction its cell: write_group
+    stores a group whole, so a difference is a store edited or damaged since, and a report from it
+    would change verdicts without a word (issue 23's corpus)."""
+    keys = list(CELL_KEYS)
+    counted = preds.groupby(keys).size().rename("stored") if len(preds) else pd.Series(name="stored", dtype=int)
+    both = cells[keys + ["n"]].merge(counted.reset_index(), on=keys, how="outer")
+    bad = both[both["n"].isna() | both["stored"].isna() | (both["n"] != both["stored"])]
+    if len(bad):
+        row = bad.iloc[0]
+        cell = ", ".join(f"{k}={row[k]}" for k in keys)
+        found = ("no cell" if pd.isna(row["n"]) else f"n={int(row['n'])}") + " and " + \
+                ("no predictions" if pd.isna(row["stored"]) else f"{int(row['stored'])} predictions")
+        raise ResultsError(f"{path}: cell {cell} has {found} ({len(bad)} cell(s) differ): the store was edited or "
+                           f"damaged after it was written; rerun its evaluation (metasft run --force, or a new --out)")
 
 
 # ----------------------------------------------------------------------------------------- export
