@@ -318,6 +318,14 @@ def test_compare_refuses_a_directory_given_twice(experiment, tmp_path, capsys, m
     assert f"  exp1: exp1\n" in out and str(experiment.parent) not in out.split("plot:")[0]
 
 
+def test_compare_plot_of_a_format_matplotlib_cannot_write_is_one_line(experiment, tmp_path, capsys):
+    """Issue 23's corpus: --plot c.txt was a ValueError traceback from matplotlib, after the table."""
+    assert main(["compare", str(experiment), "--plot", str(tmp_path / "c.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"metasft: error: --plot {tmp_path / 'c.txt'}: give a file ending in .png, .svg, .pdf"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(experiment), str(tmp_path / "empty"), "--plot", str(tmp_path / "x.png")]) == 2

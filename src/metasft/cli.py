@@ -12,6 +12,7 @@ from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
 from metasft.rundir import OutputError
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # what compare's figure can be saved as
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
 
@@ -369,6 +370,8 @@ def _dispatch(args) -> int:
     if args.command == "compare":
         from metasft.compare import load_experiments, plot, render, shown_path
         _new_file(args.plot, "--plot", args.overwrite)
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise OutputError(f"--plot {args.plot}: give a file ending in {', '.join(PLOT_SUFFIXES)}")
         experiments = load_experiments(args.dirs)
         print(render(experiments))
         print(f"\nplot: {shown_path(plot(experiments, args.plot))}")
