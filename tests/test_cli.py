@@ -61,6 +61,14 @@ def test_python_dash_m_metasft_is_the_command():
     assert done.returncode == 0 and done.stdout.startswith("metasft "), done.stderr
 
 
+def test_torchs_exit_statistics_do_not_follow_the_last_line(capsys):
+    """torch logs fake-tensor cache statistics at INFO on exit; after an error or Ctrl-C they came after
+    the one line saying what happened (issue 23's corpus)."""
+    import logging
+    assert main(["config", "show", str(TINY)]) == 0
+    assert not logging.getLogger("torch").isEnabledFor(logging.INFO)
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

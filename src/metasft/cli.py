@@ -215,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # torch logs its fake-tensor cache statistics at INFO when the process exits: after an error or
+    # Ctrl-C they would follow the one line that says what happened
+    logging.getLogger("torch").setLevel(logging.WARNING)
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
