@@ -676,10 +676,10 @@ CASES: list[Case] = [
     Case("int-sigint-at-startup", lambda ws: [
         Step(["config", "show", str(EXP_CFG)], (130, 0), kill=(signal.SIGINT, None, 0.15))]),
     Case("int-sigint-train-then-resume", lambda ws: [
-        Step(_train_argv(ws), (130,), kill=(signal.SIGINT, "step", 0.5)),
+        Step(_train_argv(ws), (130,), kill=(signal.SIGINT, "train:", 3.0)),
         Step(_train_argv(ws) + ["--resume"], (0,))], check=_finished("run")),
     Case("int-sigterm-train-then-resume", lambda ws: [
-        Step(_train_argv(ws), (-15, 143), kill=(signal.SIGTERM, "step", 0.5)),
+        Step(_train_argv(ws), (-15, 143), kill=(signal.SIGTERM, "train:", 3.0)),
         Step(_train_argv(ws) + ["--resume"], (0,))], check=_finished("run")),
     Case("int-sigint-report", _report_interrupted(signal.SIGINT), check=_no_temps_in("exp")),
     Case("int-sigkill-report", _report_interrupted(signal.SIGKILL), check=_no_temps_in("exp")),
