@@ -11,12 +11,12 @@ in its own temp directory), checked for what must always hold:
   - a command that only refused leaves its directory exactly as it was; nothing is written outside
     the case's directory, nor in the repository; no temp file (`.*.tmp`, `*.old-*`) is left behind.
 
-    python benchmarks/adversarial.py                        # every case (about 10 minutes, 1 thread)
+    python benchmarks/adversarial.py                        # every case (40-60 min on the shared 2 cores)
     python benchmarks/adversarial.py -k lock -k report      # the cases whose name holds a word
     python benchmarks/adversarial.py --fixtures /tmp/adv    # keep (and reuse) the finished tiny run
 
 The finished tiny experiment (configs/tiny/experiment.yaml) is built once and copied into each case
-that needs one. Prints a row per case (case, expected, observed, PASS/FAIL) and the count; exits 1 on
+that needs one. Most of the time is the `run` cases' import of torch (10-50 s each under load). Prints a row per case (case, expected, observed, PASS/FAIL) and the count; exits 1 on
 any FAIL. Set PYTHONPATH to the checkout's src/ (or install it) and OMP_NUM_THREADS=1.
 """
 from __future__ import annotations
