@@ -67,6 +67,7 @@ def test_a_store_cut_short_is_not_readable(tmp_path):
     ("DELETE FROM predictions WHERE model = 'm2'", "cell model=m2, task=t, n_shots=0, seed=0, step=0 has n=2 and no predictions"),
     ("DELETE FROM predictions WHERE model = 'm' AND step = 10 AND question_id = 'q1'",
      "cell model=m, task=t, n_shots=5, seed=0, step=10 has n=2 and 1 predictions"),
+    ("DELETE FROM predictions", "cell model=m, task=t, n_shots=5, seed=0, step=0 has n=2 and no predictions"),
     ("DELETE FROM cells WHERE model = 'm' AND step = 0", "cell model=m, task=t, n_shots=5, seed=0, step=0 has no cell and 2"),
 ])
 def test_a_store_edited_after_it_was_written_is_refused_not_read(tmp_path, edit, message):
