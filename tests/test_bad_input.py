@@ -75,6 +75,13 @@ def _foreign(ws, name="d"):
     return str(ws / name)
 
 
+def _cut_manifest(ws):
+    """A run directory whose manifest.json was cut short (a full disk, a bad copy)."""
+    (ws / "exp").mkdir()
+    (ws / "exp" / "manifest.json").write_bytes(b'{"kind": "ru')
+    return str(ws / "exp")
+
+
 def _readonly_parent(ws):
     (ws / "ro").mkdir()
     os.chmod(ws / "ro", 0o555)
@@ -266,6 +273,13 @@ CASES = [
     ("run-out-is-a-train-run", lambda ws, s: ["run", str(EXP), "--out", str(s / R)], "train directory"),
     ("run-out-foreign-dir", lambda ws, s: ["run", str(EXP), "--out", _foreign(ws)], "did not write"),
     ("run-config-not-utf8", lambda ws, s: ["run", _not_utf8(ws), "--out", str(ws / "o")], "not UTF-8"),
+    ("run-out-manifest-cut-short", lambda ws, s: ["run", str(EXP), "--out", _cut_manifest(ws)],
+     "manifest.json is not a metasft record"),
+    # found before any stage runs (issue 23: a traceback at the train stage, after the data build)
+    ("run-target-modules-unknown", lambda ws, s: ["run", str(EXP), "--out", str(ws / "o"), "model.target_modules=[nosuch_proj]"],
+     "model.target_modules: ['nosuch_proj'] are not linear layers"),
+    ("train-target-modules-unknown", lambda ws, s: ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}",
+                                                    "model.target_modules=[q_proj,nosuch_proj]"], "['nosuch_proj']"),
 ]
 
 

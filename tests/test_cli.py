@@ -6,13 +6,16 @@ ResultsStore), so these tests run in seconds; test_pipeline.py runs the real tin
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import CONFIGS
+from conftest import CONFIGS, REPO
 from metasft import __version__
 from metasft.cli import _parser, main
 from metasft.config import load_config, save_config
@@ -50,6 +53,20 @@ def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, st
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     return make_experiment(tmp_path_factory.mktemp("exp") / "exp1")
+
+
+def test_python_dash_m_metasft_is_the_command():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-m", "metasft", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.startswith("metasft "), done.stderr
+
+
+def test_torchs_exit_statistics_do_not_follow_the_last_line(capsys):
+    """torch logs fake-tensor cache statistics at INFO on exit; after an error or Ctrl-C they came after
+    the one line saying what happened (issue 23's corpus)."""
+    import logging
+    assert main(["config", "show", str(TINY)]) == 0
+    assert not logging.getLogger("torch").isEnabledFor(logging.INFO)
 
 
 def test_version(capsys):
@@ -307,6 +324,14 @@ def test_compare_refuses_a_directory_given_twice(experiment, tmp_path, capsys, m
     assert main(["compare", experiment.name, "--plot", str(tmp_path / "x.png")]) == 0
     out = capsys.readouterr().out
     assert f"  exp1: exp1\n" in out and str(experiment.parent) not in out.split("plot:")[0]
+
+
+def test_compare_plot_of_a_format_matplotlib_cannot_write_is_one_line(experiment, tmp_path, capsys):
+    """Issue 23's corpus: --plot c.txt was a ValueError traceback from matplotlib, after the table."""
+    assert main(["compare", str(experiment), "--plot", str(tmp_path / "c.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"metasft: error: --plot {tmp_path / 'c.txt'}: give a file ending in .png, .svg, .pdf"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_compare_of_a_directory_without_results_is_one_line(experiment, tmp_path, capsys):

@@ -105,6 +105,19 @@ def test_overrides_types_and_list_indices(tmp_path):
      r"data\.eval_tasks\[s\]: give level or levels, not both"),
     ("data:\n  eval_tasks:\n    - {name: s, source: embedded, levels: [0, 6]}\n", [],
      r"data\.eval_tasks\[s\]\.levels must be within 1-5"),
+    # issue 23's second corpus (benchmarks/adversarial.py): each of these was accepted, or a traceback
+    ("arms: " + "[" * 3000 + "]" * 3000 + "\n", [], "nested too deeply"),
+    ("a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+     + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 6)) + "arms: *a5\n", [],
+     "expand to more than 100,000 values"),
+    ("", ["data.tasks=[{name: a"], r"override data\.tasks=.*not valid YAML"),
+    ("", ["name=../../escaped"], "the experiment's name must be one file name"),
+    ("", ["name=a/b"], "the experiment's name must be one file name"),
+    ("", ["name=" + "x" * 101], "at most 100 printable characters"),
+    ("name: \"a\\0b\"\n", [], "the experiment's name must be one file name"),
+    ("", ["model.target_modules=[]"], "model.target_modules is empty"),
+    ("", ["arms=[]"], "arms is empty"),
+    ("", ["arms=[base,fomaml,base]"], r"arms: \['base'\] given twice"),
 ])
 def test_errors_name_the_key_and_file(tmp_path, text, overrides, match):
     path = write(tmp_path, text)
@@ -158,3 +171,7 @@ def test_a_hash_in_an_override_value_is_kept_unless_quoted_yaml_says_otherwise()
     assert load_config(None, ["data_root=/data/run #2/math"]).data_root == "/data/run #2/math"
     assert load_config(None, ["data_root='/data/run #2'"]).data_root == "/data/run #2"
     assert load_config(None, ["eval.seeds=[0, 1]"]).eval.seeds == [0, 1]
+
+
+def test_a_unicode_name_with_spaces_is_a_name():
+    assert load_config(None, ["name=数学 实验 #2"]).name == "数学 实验 #2"

@@ -98,5 +98,19 @@ def test_remove_owned_keeps_what_it_does_not_own(tmp_path):
     assert remove_owned(tmp_path, ["my_notes.txt"]) == [] and not tmp_path.exists()
 
 
+def test_remove_owned_removes_nothing_outside_its_directory(tmp_path):
+    """A damaged or hand-edited manifest listing ../ paths (issue 23's corpus) deletes nothing outside."""
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("x")
+    (tmp_path / "config.yaml").write_text("the run's")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mine.txt").write_text("the user's")
+    (tmp_path / "report" / "link").symlink_to(tmp_path / "elsewhere")
+    owned = ["report.md", "../config.yaml", "../elsewhere/mine.txt", "link/mine.txt", str(tmp_path / "config.yaml"), ".."]
+    assert remove_owned(tmp_path / "report", owned) == ["link"]
+    assert (tmp_path / "config.yaml").read_text() == "the run's"
+    assert (tmp_path / "elsewhere" / "mine.txt").read_text() == "the user's"
+
+
 def _tree(root) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else "dir" for p in sorted(root.rglob("*"))}

@@ -12,6 +12,7 @@ from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
 from metasft.rundir import OutputError
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # what compare's figure can be saved as
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
 
@@ -214,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # torch logs its fake-tensor cache statistics at INFO when the process exits: after an error or
+    # Ctrl-C they would follow the one line that says what happened
+    logging.getLogger("torch").setLevel(logging.WARNING)
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
@@ -288,13 +292,13 @@ def _dispatch(args) -> int:
     if args.command == "eval":
         from metasft.eval.protocols import run_eval
         from metasft.eval.specs import parse_model_specs
-        from metasft.models import check_model_source
+        from metasft.models import check_model
         from metasft.rundir import OutputDir
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval.models:
             raise ConfigError("eval.models is empty: list run directories, adapter hub ids or 'base'")
         models = parse_model_specs(cfg.eval.models)
-        check_model_source(cfg.model.partial_pretrain)
+        check_model(cfg.model)
         data_dir = args.data or (Path(cfg.data.dir) if cfg.data.dir else None)
         with OutputDir(args.out, "eval", overwrite=args.overwrite) as claim:
             if data_dir is None:
@@ -369,6 +373,8 @@ def _dispatch(args) -> int:
     if args.command == "compare":
         from metasft.compare import load_experiments, plot, render, shown_path
         _new_file(args.plot, "--plot", args.overwrite)
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise OutputError(f"--plot {args.plot}: give a file ending in {', '.join(PLOT_SUFFIXES)}")
         experiments = load_experiments(args.dirs)
         print(render(experiments))
         print(f"\nplot: {shown_path(plot(experiments, args.plot))}")

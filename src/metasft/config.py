@@ -312,10 +312,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key = key.strip()
         if key in ALIASES:
             key, convert = ALIASES[key]
-            value = _override_value(text)
+            value = _override_value(key, text)
             value = convert(value) if convert else value
         else:
-            value = _override_value(text)
+            value = _override_value(key, text)
         _set_dotted(raw, key, value, f"command-line override {item!r}")
     cfg = _build(Config, raw, "", origin)
     try:
@@ -353,28 +353,47 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml(text: str, where: str):
-    """The YAML document `text` (strictly: see _StrictLoader; an alias that contains itself refused);
-    ConfigError naming `where` otherwise."""
+    """The YAML document `text` (strictly: see _StrictLoader; an alias that contains itself, nesting
+    deeper than Python's recursion and aliases that expand past MAX_YAML_VALUES refused); ConfigError
+    naming `where` otherwise."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)
+        _check_structure(data, where, {}, set())
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
-    _check_acyclic(data, where, ())
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
     return data
 
 
-def _check_acyclic(value, where: str, parents: tuple) -> None:
-    if isinstance(value, (dict, list)):
-        if any(value is p for p in parents):
-            raise ConfigError(f"{where}: an alias (*name) refers to a node that contains it (a recursive structure)")
-        for child in (value.values() if isinstance(value, dict) else value):
-            _check_acyclic(child, where, parents + (value,))
+# A config has hundreds of values; aliases of aliases (`a1: [*a0, *a0, ...]`, a "billion laughs")
+# expand exponentially and would hang every walk over the config.
+MAX_YAML_VALUES = 100_000
 
 
-def _override_value(text: str):
+def _check_structure(value, where: str, sizes: dict[int, int], open_: set[int]) -> int:
+    """The number of values `value` expands to, each alias counted where it is used; ConfigError for
+    an alias that contains itself or an expansion past MAX_YAML_VALUES. `sizes` memoizes by node
+    identity, so a shared node is walked once."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in open_:
+        raise ConfigError(f"{where}: an alias (*name) refers to a node that contains it (a recursive structure)")
+    if key not in sizes:
+        open_.add(key)
+        children = value.values() if isinstance(value, dict) else value
+        sizes[key] = 1 + sum(_check_structure(child, where, sizes, open_) for child in children)
+        open_.discard(key)
+        if sizes[key] > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values")
+    return sizes[key]
+
+
+def _override_value(key: str, text: str):
     """An override's value as YAML (1e-4, [0, 1], {a: b}); a plain unquoted string is kept whole,
     `#` included (YAML would read `/data/run #2` as a path and a comment)."""
-    value = load_yaml(text, f"override value {text!r}")
+    value = load_yaml(text, f"override {key}={text!r}")
     if isinstance(value, str) and "#" in text and not text.strip().startswith(("'", '"')):
         return text.strip()
     return value
@@ -532,11 +551,23 @@ def check_name(key: str, value: str) -> None:
                           f"digits and _ . - only (no / or spaces, not starting with .)")
 
 
+def check_experiment_name(value: str) -> None:
+    """`name` titles the report and names a rehearsal's default directory (runs/<name>_rehearsal):
+    any text (unicode and spaces too) that is one file name, never a path."""
+    if (not value.strip() or len(value) > 100 or value in (".", "..") or any(c in value for c in "/\\")
+            or any(not c.isprintable() for c in value)):
+        raise ConfigError(f"name={value[:60]!r}{'...' if len(value) > 60 else ''}: the experiment's name must be "
+                          f"one file name of at most 100 printable characters (no / or \\, not . or ..)")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks, run before any heavy work."""
     def need(cond: bool, msg: str):
         if not cond:
             raise ConfigError(msg)
+
+    check_experiment_name(cfg.name)
+    need(bool(cfg.model.target_modules), "model.target_modules is empty: LoRA needs at least one projection to adapt")
 
     for kind, named in (("data.tasks", cfg.data.tasks), ("data.eval_tasks", cfg.data.eval_tasks),
                         ("data.sources", cfg.data.sources), ("variants", cfg.variants)):
@@ -546,6 +577,9 @@ def validate(cfg: Config) -> None:
     need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
     bad_arms = [a for a in cfg.arms if a not in ARMS]
     need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {ARMS}")
+    need(bool(cfg.arms), f"arms is empty: list the arms a run trains and compares, some of {ARMS}")
+    need(len(set(cfg.arms)) == len(cfg.arms), f"arms: {sorted({a for a in cfg.arms if cfg.arms.count(a) > 1})} "
+                                              f"given twice (each arm is one run)")
     need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
     need(cfg.meta.inner_optimizer in ("sgd", "adam"), f"meta.inner_optimizer must be sgd or adam, got {cfg.meta.inner_optimizer!r}")
     need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"),

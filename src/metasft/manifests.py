@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from metasft.errors import MetasftError
 from metasft.rundir import MANIFEST, RunWarning, provenance, write_json
@@ -148,7 +148,7 @@ class Fingerprint:
 
 @dataclass
 class StageRecord:
-    status: str                     # "running" | "finished"
+    status: Literal["running", "finished"]
     fingerprint: Fingerprint
     seconds: float | None = None
     wrote: str | None = None        # the data stage: fingerprint.data_files_digest of what it built
@@ -345,6 +345,9 @@ def _typed(value: Any, tp: Any, key: str, path: Path) -> Any:
         if not isinstance(value, dict):
             fail("an object")
         return {k: _typed(v, item, f"{key}.{k}", path) for k, v in value.items()}
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        return value if value in allowed else fail(" or ".join(map(repr, allowed)))
     if tp is Any:
         return value
     if tp is bool:

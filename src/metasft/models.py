@@ -142,6 +142,15 @@ def check_model_source(name: str) -> None:
                           f"not a hub id (org/name), {TINY!r} or one of {sorted(EMBEDDED)}")
 
 
+def check_model(m) -> None:
+    """`check_model_source`, and every model.target_modules entry a linear layer of the model, found
+    from its architecture alone (model_config; no weights read): before any work, not when a stage
+    first builds the model. `m`: the config's ModelArgs."""
+    check_model_source(m.partial_pretrain)
+    from metasft.plan import model_shape  # the same walk over the layers counts the LoRA parameters
+    model_shape(m)
+
+
 def load_base(name: str, *, dtype: str = "float32", cache_dir: str | Path | None = None):
     """Return (model, tokenizer) for a hub id, local directory, embedded name or `tiny-llama`."""
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
@@ -169,7 +178,7 @@ def add_lora(model: PreTrainedModel, *, rank: int, alpha: int, dropout: float,
     present = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [m for m in target_modules if m not in present]
     if missing:
-        raise ValueError(f"model.target_modules: {missing} not found in the model; it has e.g. "
+        raise ConfigError(f"model.target_modules: {missing} not found in the model; it has e.g. "
                          f"{sorted(m for m in present if m.endswith('proj'))}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         task_type="CAUSAL_LM")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
-from metasft.eval.results import store_files, store_paths
+from metasft.eval.results import readable_store, store_files, store_paths
 from metasft.fingerprint import changes, data_files_digest, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
@@ -112,6 +112,10 @@ class _Stages:
             return "the build it wrote (dataset/ holds another one now)"
         if name == "eval" and not store_paths(self.out / "eval"):
             return "eval/results.sqlite"
+        if name == "eval":
+            damaged = next((p for p in store_paths(self.out / "eval") if not readable_store(p)), None)
+            if damaged is not None:
+                return f"a readable eval/{damaged.name} (it is damaged: SQLite's check fails)"
         if name == "report" and not (self.out / "report" / "report.md").is_file():
             return "report/report.md"
         return None
@@ -220,12 +224,12 @@ def plan_study(cfg: Config, out: Path) -> Study:
     system), before any work."""
     from metasft.data.build import build_data
     from metasft.eval.similarity import run_similarity
-    from metasft.models import check_model_source
+    from metasft.models import check_model
     from metasft.report import write_report
     from metasft.train.run import train
 
     out = Path(out)
-    check_model_source(cfg.model.partial_pretrain)
+    check_model(cfg.model)
     if not cfg.data.dir and not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
     data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"

@@ -178,6 +178,14 @@ def _aside_name(path: Path) -> Path:
     return aside
 
 
+def inside(path: Path, directory: Path) -> bool:
+    """`path` lies strictly inside `directory`, symbolic links and `..` resolved (but not the last
+    name's link: a link inside is inside, whatever it points to)."""
+    path, directory = Path(path), Path(directory).resolve()
+    parent = path.parent.resolve()
+    return (parent == directory or directory in parent.parents) and path.name not in ("", ".", "..")
+
+
 def remove_owned(directory: Path, owned) -> list[str]:
     """Remove the files and directories of `directory` named in `owned` (paths relative to it) and the
     directories that leaves empty; keep everything else. Returns the names left in `directory` (the
@@ -187,6 +195,9 @@ def remove_owned(directory: Path, owned) -> list[str]:
         return []
     for rel in sorted(owned):
         p = directory / rel
+        if not inside(p, directory):  # a manifest edited or damaged: its list names no file outside
+            log.warning("not removing %s: a record of %s lists it, but it is not inside it", rel, directory)
+            continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():
@@ -496,7 +507,9 @@ class OutputDir:
         if path.exists() and not (path.is_dir() and (not _entries(path) or dir_kind(path) == kind)):
             if not overwrite:
                 found = ("a file" if not path.is_dir() else
-                         f"a {dir_kind(path)} directory" if dir_kind(path) else "a non-empty directory metasft did not write")
+                         f"a {dir_kind(path)} directory" if dir_kind(path) else
+                         f"a directory whose {MANIFEST} is not a metasft record (unreadable, cut short or another "
+                         f"program's)" if (path / MANIFEST).exists() else "a non-empty directory metasft did not write")
                 raise OutputError(f"{flag} {path} is {found}, not a {kind} directory; choose a new path "
                                   f"or pass --overwrite to move it aside")
         if overwrite and path.exists() and (not path.is_dir() or _entries(path)):

@@ -158,3 +158,14 @@ def test_editing_your_file_changes_the_data_fingerprint(tmp_path):
     after = plan(cfg, [], None)["data"]
     assert before != after and before["data.sources.0.path"] == str(data)
     assert plan(load_config(None), [], None)["data"].keys().isdisjoint({"data.sources"})  # old digests kept
+
+
+def test_more_options_than_letters_is_refused_when_read(tmp_path):
+    """11 options: the letters stop at J, so the question could be neither asked nor graded (issue 23:
+    it was found only at evaluation, after training)."""
+    items = [{"q": f"Pick {i}", "sol": "It is A.", "ans": "A", "opts": [f"option {k}" for k in range(11)]}
+             for i in range(3)]
+    src = UserSource(name="mc", path=str(write_jsonl(tmp_path / "mc.jsonl", items)),
+                     columns=Columns(problem="q", solution="sol", answer="ans", choices="opts"))
+    with pytest.raises(DataError, match=r"mc\.jsonl:1: column 'opts' \(columns\.choices\) lists 11 options; at most 10"):
+        load_source("mc", "train", user=[src])

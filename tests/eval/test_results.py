@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import sqlite3
 
 import pandas as pd
 import pytest
 
-from metasft.eval.results import ResultsError, ResultsStore, ResultsUnion, read_results, store_file, store_paths
+from metasft.eval.results import (ResultsError, ResultsStore, ResultsUnion, read_results, readable_store, store_file,
+                                  store_paths)
 
 
 def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1", "q2")):
@@ -41,6 +43,47 @@ def test_write_reopen_and_read(tmp_path):
     assert c["step_correctness"].isna().all() and c["loss"].tolist() == [1.25] * 3
     assert len(p) == 4 and p["correct"].tolist() == [True, False, True, False]
     assert p["shot_ids"].iloc[0] == ["a", "b"] and p["extracted"].tolist() == ["7", None, "7", None]
+
+
+def test_a_store_cut_short_is_not_readable(tmp_path):
+    """`metasft run` reads a finished evaluation's store this way before skipping the stage (issue 23's
+    corpus: a store cut in half was skipped over, and the old verdicts printed)."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        for seed in range(20):
+            key, cells, preds = _group(seed=seed, questions=[f"q{i}" for i in range(20)])
+            store.write_group(**key, cells=cells, predictions=preds)
+    assert readable_store(path)
+    whole = path.read_bytes()
+    for p in tmp_path.glob("results.sqlite-*"):
+        p.unlink()
+    path.write_bytes(whole[: len(whole) // 2])
+    assert not readable_store(path)
+    path.write_bytes(b"not a database" * 100)
+    assert not readable_store(path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("DELETE FROM predictions WHERE model = 'm2'", "cell model=m2, task=t, n_shots=0, seed=0, step=0 has n=2 and no predictions"),
+    ("DELETE FROM predictions WHERE model = 'm' AND step = 10 AND question_id = 'q1'",
+     "cell model=m, task=t, n_shots=5, seed=0, step=10 has n=2 and 1 predictions"),
+    ("DELETE FROM predictions", "cell model=m, task=t, n_shots=5, seed=0, step=0 has n=2 and no predictions"),
+    ("DELETE FROM cells WHERE model = 'm' AND step = 0", "cell model=m, task=t, n_shots=5, seed=0, step=0 has no cell and 2"),
+])
+def test_a_store_edited_after_it_was_written_is_refused_not_read(tmp_path, edit, message):
+    """A group is stored whole; a store missing some of a cell's predictions (or a cell) would change
+    the report's verdicts without a word (issue 23's corpus), so reading it is an error naming the cell."""
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        store.write_group(**_group()[0], cells=_group()[1], predictions=_group()[2])
+        key2, cells2, preds2 = _group(model="m2", n_shots=0, steps=(0,))
+        store.write_group(**key2, cells=cells2, predictions=preds2)
+    assert len(read_results([path])[1]) == 6
+    with sqlite3.connect(path) as db:
+        db.execute(edit)
+    db.close()
+    with pytest.raises(ResultsError, match=re.escape(message)):
+        read_results([path])
 
 
 def test_group_is_written_once_and_whole(tmp_path):

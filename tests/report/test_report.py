@@ -414,6 +414,18 @@ def test_missing_pieces_do_not_crash(tmp_path):
     assert rows["C3"][2] != "**not measurable**"  # one seed: no t-test, but the test over questions stands
 
 
+def test_a_damaged_config_is_an_error_not_the_defaults(tmp_path):
+    """Issue 23's corpus: config.yaml cut or overwritten made the report use the design's margins and
+    target instead, and change its verdicts with exit 0."""
+    from metasft.config import ConfigError
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0, 1))
+    (root / "config.yaml").write_text("stats: {h1_margin: 0.05\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml is not readable as a metasft config .*restore it"):
+        write_report(root, n_boot=50)
+    assert not (root / "report").exists()
+
+
 def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
     from metasft.report.report import ReportError
     root = tmp_path / "exp"
@@ -422,6 +434,21 @@ def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
     with pytest.raises(ReportError, match="no results to report.*results.sqlite: not found"):
         write_report(root, n_boot=50)
     assert not (root / "report").exists()
+
+
+def test_a_redo_after_force_keeps_a_users_figure(tmp_path):
+    """Issue 23's corpus: `metasft run --force` removes the last report's files (its manifest too),
+    then the report stage took a user's report/figures/mine.png for an older report's figure."""
+    from metasft.report.report import written_before
+    from metasft.rundir import remove_owned
+    root = tmp_path / "exp"
+    make_experiment(root, seeds=(0, 1))
+    write_report(root, n_boot=50)
+    (root / "report" / "figures" / "mine.png").write_bytes(b"the user's figure")
+    assert remove_owned(root / "report", written_before(root / "report")) == ["figures"]
+    write_report(root, n_boot=50)
+    assert (root / "report" / "figures" / "mine.png").read_bytes() == b"the user's figure"
+    assert (root / "report" / "report.md").is_file()
 
 
 def test_rerun_replaces_the_reports_own_files_and_keeps_the_users(tmp_path):

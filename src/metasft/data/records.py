@@ -98,6 +98,9 @@ def validate(record: Record, where: str = "record") -> Record:
         raise DataError(f"{where} (id={record.id!r}): level must be 1-5 or missing, got {record.level!r}")
     if record.answer_type not in ANSWER_TYPES:
         raise DataError(f"{where} (id={record.id!r}): answer_type must be one of {ANSWER_TYPES}, got {record.answer_type!r}")
+    if len(record.choices) > len(OPTION_LETTERS):
+        raise DataError(f"{where} (id={record.id!r}): {len(record.choices)} options; at most {len(OPTION_LETTERS)} "
+                        f"({OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]}) can be asked and graded")
     if record.answer_type == "choice":
         letters = option_letters(len(record.choices))
         if len(record.answer) != 1 or record.answer not in letters:

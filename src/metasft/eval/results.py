@@ -52,6 +52,18 @@ def store_paths(eval_dir: str | Path) -> list[Path]:
     return [p for p in [eval_dir / RESULTS_FILE] if p.is_file()] + [p for _, p in shards]
 
 
+def readable_store(path: Path) -> bool:
+    """SQLite's quick_check passes on the store at `path` (read-only; a file cut short or overwritten fails)."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            return db.execute("pragma quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 def store_files(eval_dir: str | Path) -> list[Path]:
     """The stores of `store_paths` with their SQLite journals (-wal, -shm): what a redone evaluation removes."""
     return sorted(p for p in Path(eval_dir).glob("results*.sqlite*")
@@ -444,12 +456,33 @@ def _read_store(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                   for c in SCORE_PREDICTION_COLUMNS]
         preds = pd.read_sql_query(f"SELECT {', '.join(wanted)} FROM predictions", con)
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")} if have("meta") else {}
+    _check_counts(path, cells, preds)
     for c in set(SCORES + QUALITY + GRADING[:2]) & set(cells.columns):
         cells[c] = cells[c].astype(float)
     preds["correct"] = preds["correct"].astype(bool)
     for c in _MEASURES_OR_NULL:  # NULL (none, or a store from before) as NaN
         preds[c] = preds[c].astype(float)
     return cells, preds, meta
+
+
+def _check_counts(path: Path, cells: pd.DataFrame, preds: pd.DataFrame) -> None:
+    """ResultsError unless every cell has its n predictions and every prediction its cell: write_group
+    stores a group whole, so a difference is a store edited or damaged since, and a report from it
+    would change verdicts without a word (issue 23's corpus)."""
+    keys = list(CELL_KEYS)
+    if cells.empty and preds.empty:
+        return  # an empty store is the reader's to report
+    counted = (preds.groupby(keys).size().rename("stored").reset_index() if len(preds)
+               else cells[keys].head(0).assign(stored=0))
+    both = cells[keys + ["n"]].merge(counted, on=keys, how="outer")
+    bad = both[both["n"].isna() | both["stored"].isna() | (both["n"] != both["stored"])]
+    if len(bad):
+        row = bad.iloc[0]
+        cell = ", ".join(f"{k}={row[k]}" for k in keys)
+        found = ("no cell" if pd.isna(row["n"]) else f"n={int(row['n'])}") + " and " + \
+                ("no predictions" if pd.isna(row["stored"]) else f"{int(row['stored'])} predictions")
+        raise ResultsError(f"{path}: cell {cell} has {found} ({len(bad)} cell(s) differ): the store was edited or "
+                           f"damaged after it was written; rerun its evaluation (metasft run --force, or a new --out)")
 
 
 # ----------------------------------------------------------------------------------------- export

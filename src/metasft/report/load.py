@@ -69,7 +69,7 @@ class Experiment:
 def load_experiment(root: Path) -> Experiment:
     root = Path(root)
     exp = Experiment(root=root)
-    exp.config = _config(exp, root / "config.yaml")
+    exp.config = _config(exp, root / "config.yaml", damaged_is_an_error=True)
     exp.manifest = _manifest(exp, root, ExperimentManifest)
     exp.data = _manifest(exp, root / "dataset", DataManifest)
     runs_dir = root / "runs"
@@ -108,13 +108,20 @@ def evaluation_progress(exp: Experiment) -> tuple[int, int | None, bool]:
     return stored, total, stage is None or stage.status == "finished"
 
 
-def _config(exp: Experiment, path: Path) -> Config | None:
+def _config(exp: Experiment, path: Path, damaged_is_an_error: bool = False) -> Config | None:
+    """`path` loaded; None (noted) when missing or, unless `damaged_is_an_error`, unreadable. The
+    experiment's own config sets the verdicts' margins and target: a damaged one is an error, not the
+    design's defaults in its place (issue 23's corpus: the verdicts changed with exit 0)."""
     if not path.is_file():
         exp.missing.append(f"{exp.rel(path)}: not found")
         return None
     try:
         return load_config(path)
     except ConfigError as e:
+        if damaged_is_an_error:
+            raise ConfigError(f"{exp.rel(path)} is not readable as a metasft config ({e}); the verdicts' settings "
+                              f"(stats, eval.target_acc) come from it: restore it, or remove it to report with the "
+                              f"design's defaults") from None
         exp.missing.append(f"{exp.rel(path)}: not readable as a metasft config ({e})")
         return None
 

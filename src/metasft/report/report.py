@@ -38,7 +38,7 @@ from metasft.report.results import (curves_section, errors_section, tables_secti
     verdicts_section)
 from metasft.report.setup import check_budgets, setup_section, training_section
 from metasft.report.summary import judge_claims, summary_section
-from metasft.manifests import ManifestError, ReportManifest, read_manifest, write_manifest
+from metasft.manifests import ReportManifest, read_manifest, write_manifest
 from metasft.rundir import MANIFEST, atomic_dir, atomic_write_text, remove_stale_temps
 
 
@@ -105,11 +105,14 @@ def written_before(report_dir: Path) -> set[str]:
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         return set()
-    try:
+    if (report_dir / MANIFEST).exists():  # a damaged one is a ManifestError: its list is not guessed
         return {MANIFEST, *read_manifest(report_dir, ReportManifest).files}
-    except ManifestError:
-        files = (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file())
-        return {f for f in files if _OLDER_REPORT.fullmatch(f)}
+    if not (report_dir / "report.md").is_file():
+        # no report here (a --force redo removed the last one's files): what is left is the user's,
+        # figures/*.png included (issue 23's corpus: the older layout's pattern took them)
+        return set()
+    files = (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file())
+    return {f for f in files if _OLDER_REPORT.fullmatch(f)}
 
 
 def _run_section(section, ctx: Context, doc: Document) -> None:

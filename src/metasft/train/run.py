@@ -26,7 +26,7 @@ from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
                                manifest_path, manifest_status, read_manifest, write_manifest)
 from metasft.matrix import extra_size, meta_budget
-from metasft.models import add_lora, check_model_source, load_base
+from metasft.models import add_lora, check_model, load_base
 from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
                             meta_train_file, pooled_file, remove_stale_temps, stage_log)
 from metasft.train import checkpoint
@@ -140,7 +140,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
     checked: a refused or failed start leaves the run's record as it was.
     """
     out = Path(out)
-    check_model_source(cfg.model.partial_pretrain)
+    check_model(cfg.model)
     if cfg.data.dir and not manifest_path(Path(cfg.data.dir)).is_file():
         raise DataError(f"data.dir={cfg.data.dir}: no manifest.json; build it with `metasft data build`")
     world = init_world(cfg.trainer.device, cfg.model.use_fsdp)

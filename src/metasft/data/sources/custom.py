@@ -25,7 +25,7 @@ from pathlib import Path
 from metasft.answers import last_boxed
 from metasft.config import UserSource
 from metasft.data.cot import answer_text, placeholder_solution
-from metasft.data.records import DataError, Record, validate
+from metasft.data.records import OPTION_LETTERS, DataError, Record, option_letters, validate
 from metasft.data.sources._files import hub_rows, read_csv, read_json, read_jsonl, require_file, snake
 from metasft.rundir import file_sha256
 
@@ -163,12 +163,15 @@ def _choices(value, column: str, where: str) -> tuple[str, ...]:
         value = value.tolist()  # parquet lists arrive as numpy arrays
     if not isinstance(value, list) or len(value) < 2 or any(_missing(v) for v in value):
         raise DataError(f"{where}: column {column!r} (columns.choices) must list at least two non-empty options, got {value!r}")
+    if len(value) > len(OPTION_LETTERS):
+        raise DataError(f"{where}: column {column!r} (columns.choices) lists {len(value)} options; at most "
+                        f"{len(OPTION_LETTERS)} ({OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]}) can be asked and graded")
     return tuple(str(v).strip() for v in value)
 
 
 def _choice_letter(answer: str, choices: tuple[str, ...], column: str, where: str) -> str:
     """The answer as an option letter: given as the letter, the 0-based index or the option's text."""
-    letters = [chr(ord("A") + i) for i in range(len(choices))]
+    letters = list(option_letters(len(choices)))
     if answer.upper() in letters:
         return answer.upper()
     if answer.isdigit() and int(answer) < len(choices):
