@@ -241,18 +241,25 @@ class Work:
         self.passes += math.ceil(examples / micro)
 
 
+# Resident bytes of a metasft process before its model's tensors: the interpreter, torch, transformers,
+# peft, the tokenizer (VmRSS after those imports and load_base on this machine, torch 2.13 CPU: 0.39 GB;
+# on a GPU the CUDA context takes about as much device memory)
+RUNTIME_BYTES = 0.4e9
+
+
 @dataclass(frozen=True)
 class Memory:
     """Bytes one process of a stage holds."""
     weights: float              # the base model's
-    adapter: float              # LoRA with its gradients and optimizer states
-    activations: float = 0.0    # one micro-batch's, kept for its backward pass
-    kv_cache: float = 0.0       # one generation batch's
+    adapter: float              # LoRA with its gradients and optimizer states (every stacked cell's)
+    activations: float = 0.0    # while adapting or training: one pass's, kept for its backward pass
+    kv_cache: float = 0.0       # while generating: the decoding batch's KV cache and whatever else it holds
+    runtime: float = RUNTIME_BYTES
 
     @property
     def peak(self) -> float:
-        """Adapting and generating alternate: the larger of the two on top of the model."""
-        return self.weights + self.adapter + max(self.activations, self.kv_cache)
+        """Adapting and generating alternate: the larger of the two on top of the process and the model."""
+        return self.runtime + self.weights + self.adapter + max(self.activations, self.kv_cache)
 
 
 @dataclass
@@ -470,12 +477,61 @@ class _Planner:
                     self._evaluation(w, [t], e.batch_size)
                 else:
                     self._stack_evaluation(w, t, len(unit))
-        longest = max(_tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens) for t in tasks.values())
-        # LoRA, its gradient, AdamW's two moments while adapting; the evaluator has no autocast (trainer.bf16)
+        return Stage("eval", w, self._eval_memory(specs, tasks, groups), parallel=True,
+                     half=cfg.model.dtype == "bfloat16")  # the evaluator has no autocast (trainer.bf16)
+
+    def _eval_memory(self, specs, tasks: dict, groups) -> Memory:
+        """The evaluator's peak, phase by phase as the engines run (protocols, grid, grid_eval): a model's
+        0-shot evaluation (one generation over its tasks' questions with the adapter merged, then each
+        task's reference losses), a stack's adaptation (passes of at most grid.PASS_TOKENS padded
+        tokens), a stack's evaluation (one decoding batch of eval.batch_size rows continued from their
+        prompts' cache, reference logits grid_eval.LOGIT_CHUNK positions at a time); with
+        eval.cells_per_batch 1, one group's adaptation and evaluation as the 0-shot one."""
+        from metasft.eval.grid import PASS_TOKENS
+        from metasft.eval.grid_eval import LOGIT_CHUNK
+        from metasft.eval.schedule import stacks
+
+        cfg, e, s = self.cfg, self.cfg.eval, self.shape
         half = cfg.model.dtype == "bfloat16"
-        memory = self._memory(4, self._activations(e.adaptation_batch_size, cfg, half),
-                              self._kv_cache(e.batch_size, round(longest)))
-        return Stage("eval", w, memory, parallel=True, half=half)
+        logit = 4 * s.vocab                                  # one position's float32 logits
+        merged = 0 if half else s.body * s.weight_bytes     # LoraMerger's copy of the adapted projections
+
+        def length(t) -> float:                              # a prompt and its answer, in cache slots
+            return _tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens)
+
+        def one_cell(ts: list) -> float:
+            """HFBackend's generation (DynamicCache grows by concatenation: two copies at a step) and the
+            reference losses of a micro-batch (logits and the cross-entropy's log-softmax)."""
+            rows = min(e.batch_size, sum(t.test_size for t in ts))
+            kv = 2 * self._kv_cache(rows, round(max(length(t) for t in ts)))
+            ref = max(min(e.batch_size, t.test_size) * _tokens(t.source).response for t in ts) * 2 * logit
+            return merged + max(kv, ref)
+
+        zero = [[t for t in tasks.values() if 0 in t.n_shots and (sp.tasks is None or t.name in sp.tasks)]
+                for sp in specs]
+        generating = max([one_cell(ts) for ts in zero if ts], default=0.0)
+        copies = 4 * 4 * s.lora                              # LoRA, its gradient, AdamW's two moments (float32)
+        adapter, adapting = copies, 0.0
+        for unit in stacks([g for g in groups if g.n_shots > 0], e.cells_per_batch):
+            t, cells = tasks[unit[0].task], len(unit)
+            ex = _example(_tokens(t.source), cfg.data.max_length)
+            rows = cells * min(e.adaptation_batch_size, unit[0].n_shots)
+            if e.cells_per_batch == 1:
+                adapting = max(adapting, self._pass(rows * ex.tokens, ex, half))
+                generating = max(generating, one_cell([t]))
+                continue
+            adapter = max(adapter, copies * cells)
+            adapting = max(adapting, self._pass(min(PASS_TOKENS, rows * ex.tokens), ex, half))
+            decoding = min(e.batch_size // cells * cells, cells * t.test_size)
+            generating = max(generating, self._kv_cache(decoding, round(length(t)))
+                             + decoding * logit + 2 * LOGIT_CHUNK * logit)
+        return Memory(s.params * s.weight_bytes, adapter, adapting, generating)
+
+    def _pass(self, tokens: float, ex: Size, half: bool) -> float:
+        """Bytes a forward keeps for its backward over `tokens` tokens of examples like `ex`, its scored
+        share of them through the LM head (logits, log-softmax and their gradient in float32)."""
+        s = self.shape
+        return tokens * (s.layers * s.activation_values() * (2 if half else 4) + ex.rows / ex.tokens * 3 * 4 * s.vocab)
 
     def similarity(self) -> Stage:
         """Adapter gradients of every task on similarity_batches batches of adaptation_batch_size."""
@@ -566,8 +622,8 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
     peak = max(s.memory.peak for s in with_model)
     rows.append(["total", "", "", "", f"{sum(flops(s.work, shape, gc) for s in planned):.2e}", _bytes(peak),
                  _duration(total)])
-    memory_rows = [[s.name, _bytes(s.memory.weights), _bytes(s.memory.adapter), _bytes(s.memory.activations),
-                    _bytes(s.memory.kv_cache)] for s in with_model]
+    memory_rows = [[s.name, _bytes(s.memory.runtime), _bytes(s.memory.weights), _bytes(s.memory.adapter),
+                    _bytes(s.memory.activations), _bytes(s.memory.kv_cache)] for s in with_model]
     e = cfg.eval
     assumptions = [
         f"throughput ({tp.basis}): {tp.flops:.3g} FLOP/s in bf16, {tp.flops_fp32:.3g} in fp32; a decoding step "
@@ -593,8 +649,11 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
         f"sizes the config leaves open: {ASSUMED_ITEMS} items in a task slice (a hub source's task without "
         f"support/query counts; an eval task's pool of shots, which sft_task trains its epochs over); "
         f"{ASSUMED_SOURCE_RECORDS} records in a hub or file source's split (downloads not counted)",
-        "memory: activations of one micro-batch at data.max_length tokens per example (float32 logits and their "
-        "gradient included); the KV cache of one generation batch at the longest prompt + max_new_tokens",
+        f"memory: the process itself ({RUNTIME_BYTES / 1e9:g} GB: interpreter and libraries), the weights, LoRA "
+        "copies, then the larger of adapting (training: one micro-batch at data.max_length tokens per example; "
+        "evaluation: one adaptation pass, a stack's capped at grid.PASS_TOKENS padded tokens; float32 logits and "
+        "their gradient included) and generating (the KV cache of one decoding batch at the mean prompt + "
+        "max_new_tokens, the merged adapter's copy of the weights, the reference solutions' logits)",
         ("eval: one group at a time (eval.cells_per_batch=1)" if e.cells_per_batch == 1 else
          f"eval: a task's few-shot groups in stacks of eval.cells_per_batch={e.cells_per_batch} (the grid engine: one "
          "adaptation pass and shared decoding batches per stack, one prompt forward per question and cell)")
@@ -613,7 +672,7 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
               rows),
         "",
         "memory per process by part:",
-        table(["stage", "weights", "LoRA + optimizer", "activations", "KV cache"], memory_rows),
+        table(["stage", "process", "weights", "LoRA + optimizer", "adapting", "generating"], memory_rows),
         "",
         "assumptions:",
         *(textwrap.fill(a, width=110, initial_indent="  - ", subsequent_indent="    ") for a in assumptions),

@@ -54,7 +54,9 @@ class LoraMerger:
     about 12% faster on an idle CPU (BENCHMARKS.md, benchmarks/bench_generate.py). PEFT's own
     `unmerge` subtracts the update again, which leaves rounding residue in the base weights that
     would grow over hundreds of evaluations and make results depend on their order; instead the
-    pristine base weights are kept (once, for the adapted projections only) and copied back.
+    pristine base weights of the adapted projections are copied aside while merged and copied back
+    (the copy lives only inside the context: 425 MB for SmolLM2-135M that the grid engine, which never
+    merges, would otherwise hold all along).
     Only for float32 base weights: a bfloat16 weight would round small adaptation updates away.
     """
 
@@ -66,19 +68,22 @@ class LoraMerger:
         dtypes = {m.base_layer.weight.dtype for m in self.layers}
         if dtypes != {torch.float32}:
             raise ValueError(f"LoraMerger needs float32 base weights, got {sorted(map(str, dtypes))}")
-        self.originals = [m.base_layer.weight.detach().clone() for m in self.layers]
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        with torch.no_grad():
-            for layer, w0 in zip(self.layers, self.originals):
-                layer.base_layer.weight.copy_(w0 + layer.get_delta_weight(self.adapter))
-                layer.merged_adapters.append(self.adapter)
+        merged = []   # (layer, its pristine weight), for the layers merged so far
         try:
+            with torch.no_grad():
+                for layer in self.layers:
+                    w = layer.base_layer.weight
+                    w0 = w.detach().clone()
+                    w.add_(layer.get_delta_weight(self.adapter))
+                    layer.merged_adapters.append(self.adapter)
+                    merged.append((layer, w0))
             yield
         finally:
             with torch.no_grad():
-                for layer, w0 in zip(self.layers, self.originals):
+                for layer, w0 in merged:
                     layer.base_layer.weight.copy_(w0)
                     layer.merged_adapters.remove(self.adapter)
 

@@ -72,9 +72,10 @@ def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *,
 
 
 # Padded tokens of one adaptation pass at most: its activations are kept for the backward (about
-# 1.7 MB per token for SmolLM2-135M), so 2048 bounds a pass near 3.5 GB, where a stack's 12 rows of
-# 384 tokens in one pass took about 10 GB more than one group at a time (BENCHMARKS.md).
-PASS_TOKENS = 2048
+# 1.6 MB per token for SmolLM2-135M), so 1024 bounds a pass near 1.6 GB, where a stack's 12 rows of
+# 384 tokens in one pass took about 10 GB more than one group at a time, and 2048 tokens 3.3 GB
+# (BENCHMARKS.md, "Peak memory of the stacked evaluation").
+PASS_TOKENS = 1024
 
 
 def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> list[list[tuple[int, Example]]]:

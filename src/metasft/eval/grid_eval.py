@@ -44,9 +44,10 @@ from metasft.train.batching import collate
 from metasft.train.loss import _decoder_and_head
 
 
-# Reference-solution positions whose logits (x the vocabulary, float32) are computed at once: 2048 x
-# SmolLM2's 49k is 0.4 GB, where a batch's whole references (48 rows x ~300 tokens) took ~5 GB.
-LOGIT_CHUNK = 2048
+# Reference-solution positions whose logits (x the vocabulary, float32) are computed at once: 512 x
+# SmolLM2's 49k is 0.1 GB (and as much for the cross-entropy's log-softmax), where a batch's whole
+# references (48 rows x ~300 tokens) took ~5 GB; 512 rows still run the head's matmul at full rate.
+LOGIT_CHUNK = 512
 
 # Padded tokens of the prompts and references prefilled in one pass. Matmuls over 2048 rows of
 # tokens already run near the CPU's peak, so smaller passes only cut padding (prompts and references

@@ -115,13 +115,16 @@ class KVCache:
         return other
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only rows `rows` (indices into the current rows); only the filled slots are copied."""
+        """Keep only rows `rows` (indices into the current rows); only the filled slots are copied, one
+        layer at a time (the old layer freed before the next is copied: a second whole cache is never held)."""
         def kept(t: torch.Tensor) -> torch.Tensor:
             out = t.new_empty((len(rows), *t.shape[1:]))
             out[:, :, :self.length] = t[rows, :, :self.length]
             return out
-        self.keys = [kept(k) for k in self.keys]
-        self.values = [kept(v) for v in self.values]
+        self.keys, self.values = list(self.keys), list(self.values)   # a copy() shares neither list
+        for layer in range(len(self.keys)):
+            self.keys[layer] = kept(self.keys[layer])
+            self.values[layer] = kept(self.values[layer])
         self.valid = self.valid.index_select(0, rows)
 
 
