@@ -59,7 +59,7 @@ def test_every_stage_estimate_is_within_2x_of_its_measured_time(run):
 
 def test_counts_and_flops_match_a_hand_computation():
     cfg = load_config(TINY, ["trainer.total_steps=3", "trainer.test_freq=0", "eval.seeds=[0]", "eval.cells_per_batch=1",
-                             "eval.adaptation_steps=2", "eval.record_steps=[0,2]"])
+                             "eval.adaptation_steps=2", "eval.record_steps=[0,2]", "eval.acc_k=0"])
     shape = model_shape(cfg.model)
     # tiny-llama: SmolLM2's 49,152-token vocabulary x width 64, tied (the embedding is the head); 2 layers of
     # q, o (64x64), k, v (64x32), gate, up, down (64x128) and two norms; a final norm. LoRA rank 4 adds
@@ -96,6 +96,10 @@ def test_counts_and_flops_match_a_hand_computation():
     prefill = questions * (2 * body * tok.prompt + 2 * head)
     assert flops(ev, shape) == pytest.approx(trained(36) + prefill + scored_forward(questions)
                                              + 2 * (body + head) * generated)
+    # acc@k: each question also decodes k sampled answers
+    sampled = {s.name: s.work for s in stages(dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, acc_k=2)), shape)}["eval"]
+    assert (sampled.generated, sampled.answers) == (3 * generated, 3 * ev.answers)
     # similarity: 4 meta-training and 3 eval tasks x 4 batches of 2 examples, forward + backward
     assert flops(work["similarity"], shape) == pytest.approx(trained(7 * 8))
 
