@@ -300,7 +300,8 @@ def _dispatch(args) -> int:
             if data_dir is None:
                 from metasft.train.distributed import World
                 from metasft.train.run import ensure_data
-                claim.start()
+                from metasft.manifests import started_record
+                claim.start(started_record("eval"))
                 data_dir = ensure_data(cfg, args.out, World())
             # a group stored is a record worth keeping: a failure after it leaves the directory to resume
             run_eval(cfg, data_dir, models, args.out, after_group=lambda group: claim.commit())

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from metasft import arms
 from metasft.errors import MetasftError
 from metasft.rundir import meta_train_file
 
@@ -284,8 +285,6 @@ class Config:
     stats: StatsArgs = field(default_factory=StatsArgs)
 
 
-ARMS = ("fomaml", "reptile", "sft_mixed", "sft_task", "base")
-
 # verl's names -> (the design's name, value converter)
 ALIASES: dict[str, tuple[str, Any]] = {
     "model.strategy": ("model.use_fsdp", lambda v: str(v).lower().startswith("fsdp")),
@@ -543,9 +542,10 @@ def validate(cfg: Config) -> None:
         for i, entry in enumerate(named):
             check_name(f"{kind}.{i}.name", entry.name)
 
-    need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
-    bad_arms = [a for a in cfg.arms if a not in ARMS]
-    need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {ARMS}")
+    known = arms.names()
+    need(cfg.arm in known, f"arm must be one of {known}, got {cfg.arm!r}")
+    bad_arms = [a for a in cfg.arms if a not in known]
+    need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {known}")
     need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
     need(cfg.meta.inner_optimizer in ("sgd", "adam"), f"meta.inner_optimizer must be sgd or adam, got {cfg.meta.inner_optimizer!r}")
     need(cfg.optim.optimizer_type.lower() in ("adamw", "adam"),
@@ -592,7 +592,6 @@ def validate(cfg: Config) -> None:
     need(cfg.eval.cells_per_batch >= 1, f"eval.cells_per_batch must be >= 1, got {cfg.eval.cells_per_batch}")
     need(cfg.data.budget_scale > 0, f"data.budget_scale must be > 0, got {cfg.data.budget_scale}")
     if cfg.variants:
-        from metasft.matrix import check_variants  # the matrix's own rules, next to the code that runs it
         check_variants(cfg)
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
@@ -739,3 +738,78 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from metasft.rundir import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
+
+# ----------------------------------------------------------------------------------------- variants
+# the experiment matrix's variants (metasft.matrix runs them): what one may change, and their checks
+# what a variant may change: the training of its own run. Data, model, evaluation and seed are the
+# whole experiment's (one data build, one evaluation), and pairing is the matrix's job.
+OVERRIDABLE = ("meta.", "trainer.", "optim.", "data.budget_scale", "data.mixture", "data.total_samples",
+               "data.train_batch_size", "data.train_files")
+NOT_OVERRIDABLE = ("meta.tasks", "trainer.paired_run", "trainer.device")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def variant_config(cfg: Config, v: Variant) -> Config:
+    """The experiment's config with `v.arm` and `v.overrides` (strict: unknown keys and wrong types are
+    errors naming the variant)."""
+    where = f"variants[{v.name}]"
+    for key in v.overrides:
+        if not key.startswith(OVERRIDABLE) or key.startswith(NOT_OVERRIDABLE):
+            raise ConfigError(f"{where}.overrides: {key} cannot differ between the runs of one experiment; a variant "
+                              f"may set {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in OVERRIDABLE)}"
+                              f" (not {', '.join(NOT_OVERRIDABLE)})")
+    raw = to_dict(cfg)
+    raw.update(arm=v.arm, variants=[])
+    for key, value in v.overrides.items():
+        _set_dotted(raw, key, value, f"{where}.overrides")
+    out = _build(Config, raw, "", f"{where}.overrides")
+    try:
+        validate(out)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
+def check_variants(cfg: Config) -> None:
+    """Names, arms, partners and pairings of `variants` (config.validate calls it)."""
+    listed = list(dict.fromkeys(cfg.arms))
+    meta_arms = [a for a in arms.of_kind("meta") if a in listed]
+    variant_arms = (*arms.of_kind("meta"), "sft_mixed")  # a meta arm, or SFT-Mixed matched to a meta run
+    if cfg.data.budget != "matched":
+        raise ConfigError("variants: the matrix compares runs at matched example budgets; data.budget must be "
+                          f"matched, got {cfg.data.budget!r}")
+    taken = set(listed) | {"sft_task"}
+    meta_names = set(meta_arms)
+    sft_names = {"sft_mixed"} if "sft_mixed" in listed else set()
+    for v in cfg.variants:
+        where = f"variants[{v.name}]"
+        if not isinstance(v.overrides, dict) or not all(isinstance(k, str) for k in v.overrides):
+            raise ConfigError(f"{where}.overrides must be a mapping of dotted keys to values, got {v.overrides!r}")
+        if not _NAME.match(v.name) or v.name.startswith("sft_task") or re.search(r"_seed\d+$", v.name):
+            raise ConfigError(f"{where}: a variant name is a directory name: letters, digits, _ . - (and not "
+                              f"sft_task*, nor ending in _seed<n>: a training seed's run), got {v.name!r}")
+        if v.name in taken or f"{v.name}_sft_mixed" in taken:
+            raise ConfigError(f"{where}: the name {v.name!r} is already a run of this experiment")
+        if v.arm not in variant_arms:
+            raise ConfigError(f"{where}: arm must be one of {variant_arms}, got {v.arm!r}")
+        taken |= {v.name, f"{v.name}_sft_mixed"}
+        (meta_names if v.arm in arms.of_kind("meta") else sft_names).add(v.name)
+        variant_config(cfg, v)  # its overrides load
+    by_name = {v.name: v for v in cfg.variants}
+    for v in cfg.variants:
+        where = f"variants[{v.name}]"
+        if v.arm in arms.of_kind("meta"):
+            if v.partner is not None:
+                if v.partner not in sft_names:
+                    raise ConfigError(f"{where}.partner: {v.partner!r} is not an SFT-Mixed run of this experiment "
+                                      f"({sorted(sft_names)})")
+                paired = by_name[v.partner].paired if v.partner in by_name else (meta_arms or [None])[0]
+                if paired != v.name:
+                    raise ConfigError(f"{where}.partner: {v.partner} matches the budget of {paired}, not of "
+                                      f"{v.name}; set paired: {v.name} on it")
+        else:
+            if v.partner is not None:
+                raise ConfigError(f"{where}.partner: only meta variants (fomaml, reptile) have a partner")
+            if v.paired not in meta_names:
+                raise ConfigError(f"{where}.paired: {v.paired!r} is not a meta run of this experiment "
+                                  f"({sorted(meta_names)})")

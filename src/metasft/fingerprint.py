@@ -20,6 +20,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from metasft import arms
 from metasft.config import Config
 from metasft.manifests import DataManifest, read_manifest
 
@@ -106,7 +107,7 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
     own config: a matrix variant's, metasft.matrix; default `cfg`]), as the pipeline trains them;
     external_data: a pre-built `data.dir`, else None (the run builds `data`).
     """
-    from metasft.matrix import pool_scale
+    from metasft.budget import pool_scale
     stages: dict[str, dict] = {}
 
     def add(name: str, kind: str, keys: dict, after: list[str]) -> None:
@@ -129,10 +130,10 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
         data_in = {"input.data": data_files_digest(external_data)}
     for name, arm, paired, *own in runs:
         run_cfg = own[0] if own else cfg
-        if arm == "base":
+        if arms.ARMS[arm].kind == "none":
             add(f"train/{name}", "train", {**config_keys(run_cfg, _BASE), "arm": arm}, [])
             continue
-        if arm in ("fomaml", "reptile"):
+        if arms.ARMS[arm].kind == "meta":
             keys = config_keys(run_cfg, (*_TRAINED, *_META))
         else:
             # sft_task's budget is its own (total_epochs over its pool), never FOMAML's

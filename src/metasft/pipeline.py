@@ -20,21 +20,19 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
 from metasft.eval.results import store_files, store_paths
+from metasft.eval.schedule import Shard, count_groups
 from metasft.fingerprint import changes, data_files_digest, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
                                write_manifest)
 from metasft.matrix import Run, pairs, plan_runs
 from metasft.rundir import TRAIN_OUTPUTS, OutputDir, remove_owned, write_json
-
-if TYPE_CHECKING:
-    from metasft.eval.schedule import Shard
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +255,6 @@ def plan_study(cfg: Config, out: Path) -> Study:
     return Study(cfg, out, stages, fingerprints, count_groups(cfg, shots))
 
 
-def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
-    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
-    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
-    tasks `shots` ({task: n_shots}, in the data's order)."""
-    from metasft.eval.schedule import enumerate_groups
-    from metasft.eval.specs import ModelSpec
-    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
-    return len(enumerate_groups(specs, shots, cfg.eval.seeds))
-
-
 def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,
               after_group=None) -> None:
     """The eval stage's work: `models` (eval.models entries) parsed once their runs are trained."""
@@ -310,7 +298,7 @@ def open_study(study: Study, force: bool = False, overwrite: bool = False) -> It
     with OutputDir(study.out, "run", overwrite=overwrite) as claim:
         records = _Stages(study.out, study.fingerprints, claim)
         records.check(force)
-        claim.start()
+        claim.start(started_record("run"))
         save_config(study.cfg, study.out / "config.yaml")
         records.save()
         yield records

@@ -25,6 +25,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metasft import arms
 from metasft.config import Config, ConfigError, ModelArgs, load_fields, meta_tasks
 from metasft.errors import MetasftError
 
@@ -367,21 +368,21 @@ class _Planner:
         return Stage("data", Work(records=_source_records(self.cfg)), None)
 
     def train(self, run) -> Stage:
-        from metasft.matrix import meta_budget
+        from metasft.budget import meta_budget
         from metasft.train.run import sft_budget
 
         cfg, w, m = run.cfg, Work(loads=1), run.cfg.meta
         half = cfg.trainer.bf16 or cfg.model.dtype == "bfloat16"  # TrainModel's autocast, or bf16 weights
-        if run.arm == "base":
+        if arms.ARMS[run.arm].kind == "none":
             return Stage(f"train/{run.name}", w, self._memory(1), half=half)
         sizes = [_example(_tokens(self.sources.get(t.name, "")), cfg.data.max_length) for t in meta_tasks(cfg)]
         size = Size(sum(x.tokens for x in sizes) / len(sizes), sum(x.rows for x in sizes) / len(sizes))
         val_examples = sum(s["val"] for s in self.splits.values())
         val_tasks = sum(s["val"] > 0 for s in self.splits.values())
-        if run.arm in ("fomaml", "reptile"):
+        if arms.ARMS[run.arm].kind == "meta":
             self.meta_examples[run.name] = examples = meta_budget(cfg, self.n_tasks)
             task_steps = cfg.trainer.total_steps * min(m.meta_batch_size, self.n_tasks)
-            query = m.algorithm == "fomaml" and run.arm != "reptile"
+            query = arms.setting(run.arm, "meta.algorithm", m.algorithm) == "fomaml"
             micro = max(m.inner_batch_size, m.query_batch_size)
             w.train(examples, size, task_steps * (m.num_inner_steps + query))
             w.forward(task_steps * m.inner_batch_size, size, micro)  # support_loss_post on the first batch

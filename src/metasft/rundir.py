@@ -526,12 +526,12 @@ class OutputDir:
             path = path.parent
         return out  # deepest first
 
-    def start(self, **fields) -> None:
-        """Create the directory and, if it has no manifest, write one naming this kind."""
+    def start(self, record: dict) -> None:
+        """Create the directory and, if it has no manifest, write `record` (metasft.manifests.started_record
+        of this kind) as its manifest."""
         self._mkdir()
         if not (self.path / MANIFEST).is_file():
-            from metasft.manifests import started_record  # manifests builds on this module
-            write_json(self.path / MANIFEST, started_record(self.kind, **fields))
+            write_json(self.path / MANIFEST, record)
 
     def commit(self) -> None:
         """From here on the directory holds a record worth keeping, even if the command fails."""

@@ -23,10 +23,9 @@ from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_confi
 from metasft.data import tasks as T
 from metasft.data.cot import WORKED_SHARE, augment_with_cot, worked_share
 from metasft.data.records import DataError, Record, dedup_key
-from metasft.data.sources import describe_reads, load_source, source_root
-from metasft.data.sources._files import recording_reads
+from metasft.data.sources import describe_reads, load_source, recording_reads, source_root
 from metasft.data.store import write_examples
-from metasft.matrix import extra_size, pool_scale
+from metasft.budget import extra_size, pool_scale
 from metasft.manifests import (DataFile, DataManifest, EvalTaskEntry, ManifestError, MetaTaskEntry, Provenance,
                                Relation, SourceRead, SplitCounts, read_manifest, write_manifest)
 from metasft.rundir import (MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,

@@ -35,7 +35,7 @@ from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
 from metasft.eval.tasks import TaskData, load_task
 from metasft.manifests import (DataManifest, EvalManifest, EvalTaskEntry, Provenance, manifest_path, read_manifest,
-                               write_manifest)
+                               started_record, write_manifest)
 from metasft.rundir import EVAL_DATA_PREFIX, STEP_LOG, OutputDir, remove_stale_temps, stage_log
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
         if lead:
             if shard.count == 1:  # with other workers a temp may be theirs, still being written
                 remove_stale_temps(out, r"eval_config\.yaml|manifest\.json|task_similarity\.json")
-            claim.start()
+            claim.start(started_record("eval"))
             if shard.count > 1:
                 claim.commit()  # other workers write here too: a failure here removes nothing of theirs
         else:

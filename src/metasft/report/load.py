@@ -99,7 +99,7 @@ def evaluation_progress(exp: Experiment) -> tuple[int, int | None, bool]:
     records the eval stage as running (it runs, or it was interrupted). Without a stage record
     (a directory put together by hand) a group missing is the report's to name, not a partial run."""
     from metasft.eval.results import GROUP_KEYS
-    from metasft.pipeline import count_groups
+    from metasft.eval.schedule import count_groups
     stored = 0 if exp.cells is None else len(exp.cells[list(GROUP_KEYS)].drop_duplicates())
     total = None
     if exp.config is not None and exp.data is not None:

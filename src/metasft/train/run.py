@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import logging
 import math
 import random
@@ -24,8 +25,9 @@ from metasft.config import Config, ConfigError, load_config, meta_tasks, save_co
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
-                               manifest_path, manifest_status, read_manifest, write_manifest)
-from metasft.matrix import extra_size, meta_budget
+                               manifest_path, manifest_status, read_manifest, started_record, write_manifest)
+from metasft import arms
+from metasft.budget import extra_size, meta_budget
 from metasft.models import add_lora, check_model_source, load_base
 from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
                             meta_train_file, pooled_file, remove_stale_temps, stage_log)
@@ -103,6 +105,12 @@ def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
     return round(base * cfg.data.budget_scale), why + (f" x {cfg.data.budget_scale}" if cfg.data.budget_scale != 1 else "")
 
 
+def routine(arm: str):
+    """The training routine of `arm` (metasft.arms: "module:function"), imported on first use."""
+    module, _, name = arms.ARMS[arm].routine.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_model(cfg: Config, world: World):
     """(PEFT model, tokenizer, named adapter params, TrainModel) for `cfg.model`, sharded if asked."""
     base, tokenizer = load_base(cfg.model.partial_pretrain, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
@@ -119,11 +127,12 @@ def build_model(cfg: Config, world: World):
 def check_world(cfg: Config, world_size: int) -> None:
     """Every global batch must give each rank at least one example: a rank with none skips the forward
     pass and its collectives, and the others wait for it forever (a hang, not an error)."""
-    if world_size <= 1 or cfg.arm == "base":
+    kind = arms.ARMS[cfg.arm].kind
+    if world_size <= 1 or kind == "none":
         return
-    if cfg.arm in ("fomaml", "reptile"):
+    if kind == "meta":
         keys = {"meta.inner_batch_size": cfg.meta.inner_batch_size}
-        if cfg.arm == "fomaml" and cfg.meta.algorithm == "fomaml":
+        if arms.setting(cfg.arm, "meta.algorithm", cfg.meta.algorithm) == "fomaml":
             keys["meta.query_batch_size"] = cfg.meta.query_batch_size
     else:
         keys = {"data.train_batch_size": cfg.data.train_batch_size}
@@ -157,7 +166,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
         if world.main:
             remove_stale_temps(out, r"adapter|adapter_best|dataset|config\.yaml|manifest\.json")
             remove_stale_temps(out / "checkpoints", checkpoint.STEP_NAMES)
-            claim.start(arm=cfg.arm, name=cfg.name)
+            claim.start(started_record("train", arm=cfg.arm, name=cfg.name))
         with stage_log(out / "train.log", enabled=world.main, deferred=True) as log_file:
             return _train(cfg, out, world, claim, amendments, log_file)
 
@@ -229,7 +238,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         save_peft_adapter(lm, named, path, world)
 
     t0 = time.time()
-    if cfg.arm == "base":
+    if arms.ARMS[cfg.arm].routine is None:  # the base arm: its fresh LoRA, nothing trained
         record()
         save_adapter(out / "adapter")
         budget, extra = Budget(0, 0, 0, 0, 0, 0), {}
@@ -241,7 +250,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
                                       f"{t.name} val") for t in specs
                     if (data_dir / meta_train_file(t.name, "val")).is_file()}
         val_sets = {name: examples for name, examples in val_sets.items() if examples}  # a task too small for one
-        run = _run_meta if cfg.arm in ("fomaml", "reptile") else _run_sft
+        run = routine(cfg.arm)
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
         save_adapter(out / "adapter")
     for w in extra.get("warnings", []):
@@ -289,7 +298,7 @@ def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
     return run
 
 
-def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
+def run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     m = cfg.meta
     tasks = []
     for i, spec in enumerate(specs):
@@ -299,7 +308,7 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                                       f"meta.tasks[{spec.name}].query_files"), tokenizer, cfg, spec.name)
         tasks.append(TaskData(spec.name, support, query, Sampler(len(support), cfg.seed * 1000 + 2 * i),
                               Sampler(len(query), cfg.seed * 1000 + 2 * i + 1)))
-    algorithm = "reptile" if cfg.arm == "reptile" else m.algorithm
+    algorithm = arms.setting(cfg.arm, "meta.algorithm", m.algorithm)
     outer = outer_optimizer(model.params, cfg.optim.optimizer_type, m.outer_lr, cfg.optim.weight_decay,
                             cfg.optim.betas)
     by_name = {t.name: t for t in tasks}
@@ -413,7 +422,7 @@ def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[
     return rows, task_of, files, record
 
 
-def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
+def run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     rows, task_of, files, pool_record = _sft_pool(cfg, data_dir)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
     if cfg.arm == "sft_task":

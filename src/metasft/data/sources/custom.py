@@ -19,15 +19,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from typing import TYPE_CHECKING
 from collections import Counter
 from pathlib import Path
 
 from metasft.answers import last_boxed
-from metasft.config import UserSource
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import DataError, Record, validate
 from metasft.data.sources._files import hub_rows, read_csv, read_json, read_jsonl, require_file, snake
 from metasft.rundir import file_sha256
+
+if TYPE_CHECKING:  # an annotation only: config validates data.sources against this package
+    from metasft.config import UserSource
 
 log = logging.getLogger(__name__)
 
