@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from metasft.config import load_yaml
+from metasft.config import fields_used_by, load_yaml
 from metasft.data.records import DataError
 from metasft.eval.results import ResultsUnion, find_results
 from metasft.fingerprint import flatten
@@ -24,7 +24,7 @@ from metasft.stats import summarize
 
 CONFIG_FILES = ("config.yaml", "eval_config.yaml", "eval/eval_config.yaml")
 # paths that differ between any two directories without changing what was run
-_PATHS = ("data.dir", "trainer.paired_run", "eval.models", "model.cache_dir")
+_PATHS = fields_used_by("where")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from metasft.config import Config, ConfigError, load_config, meta_tasks, save_config, to_dict
+from metasft.config import Config, ConfigError, fields_used_by, load_config, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
@@ -172,9 +172,8 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
 
 
 # Keys a resume may change: they do not change what the finished run computes (total_steps extends it)
-RESUME_MAY_CHANGE = ("trainer.total_steps", "trainer.loggers", "trainer.log_freq", "trainer.save_freq",
-                     "trainer.keep_checkpoints")
-_PATH_KEYS = ("data.dir", "data_root", "trainer.paired_run", "model.cache_dir")
+RESUME_MAY_CHANGE = fields_used_by("resume")
+_PATH_KEYS = fields_used_by("path")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
