@@ -10,7 +10,7 @@ from metasft import arms
 from metasft.config import load_config
 from metasft.matrix import plan_runs
 from metasft.report.plots import arm_style
-from metasft.rundir import pooled_file
+from metasft.rundir import ADAPTER_DIR, MANIFEST, pooled_file
 from metasft.train.run import run_sft, train
 
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
@@ -32,9 +32,9 @@ def test_a_toy_arm_is_one_registry_entry_and_one_function(tmp_path, data_dir, mo
     monkeypatch.setitem(arms.ARMS, TOY.name, TOY)
     CALLS.clear()
     run = train(load_config(SFT, [f"data.dir={data_dir}", "arm=sft_first", "trainer.test_freq=0"]), tmp_path / "toy")
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = json.loads((run / MANIFEST).read_text())
     assert manifest["arm"] == "sft_first" and manifest["status"] == "finished"
-    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / ADAPTER_DIR / "adapter_model.safetensors").is_file()
     first = CALLS[0]
     assert CALLS == [first] and first.startswith("data/processed/")
     # the pool it trained on is that one task's file, every row of it (independently counted)

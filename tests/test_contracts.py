@@ -137,3 +137,49 @@ def test_a_stage_fingerprint_holds_exactly_its_declared_fields():
         uses = dict(config_fields())[key].metadata["used_by"]
         expect = {s for s in before if s.split("/")[0] in uses or (s == "train/fomaml" and "train.meta" in uses)}
         assert direct == expect, (key, direct, expect)
+
+
+# ---------------------------------------------------------------------------- the run directories' layout
+TESTS = Path(__file__).parent
+LAYOUT_MODULE = SRC / "rundir.py"
+
+
+def layout_names() -> dict[str, str]:
+    """{file or folder name: its constant} of the run-directory layout (metasft.rundir.LAYOUT_NAMES)."""
+    from metasft import rundir
+    return {value: name for name, value in vars(rundir).items()
+            if name.isupper() and isinstance(value, str) and value in rundir.LAYOUT_NAMES}
+
+
+def _restated(tree: ast.AST, names: dict[str, str]):
+    """(line, name) of each layout name written out: a string constant equal to a name with a dot in
+    it (`"results.sqlite"`), or any layout name as a path component (`out / "eval"`, `"eval" / x`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value and node.value in names:
+            yield node.lineno, node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Constant) and isinstance(side.value, str):
+                    parts = [p for p in side.value.split("/") if p]
+                    if any(p in names for p in parts) and "." not in side.value or side.value in names:
+                        yield side.lineno, side.value
+
+
+def test_run_directory_names_come_from_the_layout():
+    names = layout_names()
+    found = []
+    for path in sorted([*SRC.rglob("*.py"), *TESTS.rglob("*.py")]):
+        if path == LAYOUT_MODULE or path == Path(__file__):
+            continue
+        rel = path.relative_to(SRC.parent.parent if path.is_relative_to(SRC) else TESTS.parent).as_posix()
+        found += [f"{rel}:{line}: {value!r} (metasft.rundir.{names.get(value, '')})"
+                  for line, value in sorted(set(_restated(ast.parse(path.read_text()), names)))]
+    assert not found, "run-directory names written out again (import them from metasft.rundir):\n" + "\n".join(found)
+
+
+def test_the_layout_check_finds_a_restated_name():
+    names = {"results.sqlite": "RESULTS_FILE", "eval": "EVAL_DIR", "manifest.json": "MANIFEST"}
+    tree = ast.parse('a = out / "eval" / "results.sqlite"\nb = "results.sqlite"\nc = cfg.eval\n'
+                     'd = {"eval": 1}\ne = "see eval/results.sqlite"\nf = out / "eval/x"\n')
+    assert sorted(set(_restated(tree, names))) == [(1, "eval"), (1, "results.sqlite"), (2, "results.sqlite"),
+                                                   (6, "eval/x")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
-from metasft.rundir import OutputError
+from metasft.rundir import REPORT_DIR, REPORT_MD, VERDICTS_FILE, OutputError
 
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
 
@@ -252,7 +252,7 @@ def _kept(args) -> str:
     if args.command == "data" and args.data_command == "build":
         return f"{args.out} is as it was (a build is written at once, at its end); {again}"
     if args.command == "report":
-        return f"{args.dir / 'report'} is as it was (a report is written at once, at its end); {again}"
+        return f"{args.dir / REPORT_DIR} is as it was (a report is written at once, at its end); {again}"
     if args.command in ("export", "compare"):
         return "nothing was written (its output is written at once, at its end)"
     return "nothing was written"
@@ -387,8 +387,8 @@ def _new_file(path: Path, flag: str, overwrite: bool) -> None:
 
 def _print_outcome(out: Path) -> None:
     """A finished experiment: where its report is, and the verdicts."""
-    print(out / "report" / "report.md")
-    verdicts = out / "report" / "verdicts.json"
+    print(out / REPORT_DIR / REPORT_MD)
+    verdicts = out / REPORT_DIR / VERDICTS_FILE
     if verdicts.is_file():
         from metasft.stats.verdicts import read_verdicts, summary_lines
         print("verdicts (status, the estimate behind it; details in the report):")

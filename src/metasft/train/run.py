@@ -29,7 +29,8 @@ from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Prov
 from metasft import arms
 from metasft.budget import extra_size, meta_budget
 from metasft.models import add_lora, check_model_source, load_base
-from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
+from metasft.rundir import (ADAPTER_DIR, BEST_AT_STEP_0, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR, METRICS_FILE,
+                            NO_ADAPTATION, POOL_SHORT, TRAIN_LOG, OutputDir, RunWarning, eval_task_file,
                             meta_train_file, pooled_file, remove_stale_temps, stage_log)
 from metasft.train import checkpoint
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
@@ -50,7 +51,7 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
         if not manifest_path(path).is_file():
             raise DataError(f"data.dir={path}: no manifest.json; build it with `metasft data build`")
         return path
-    path = out / "dataset"
+    path = out / DATASET_DIR
     if world.main and not manifest_path(path).is_file():
         from metasft.data.build import build_data
         with OutputDir(path, "data", flag="the data directory") as claim:
@@ -156,7 +157,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
     check_world(cfg, world.size)
     claim = OutputDir(out, "train", overwrite=overwrite) if world.main else contextlib.nullcontext()
     with claim:
-        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
+        if (out / CHECKPOINTS_DIR).exists() or (out / METRICS_FILE).exists():
             if not resume:
                 raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         amendments = check_resume(cfg, out) if resume else {}
@@ -165,9 +166,9 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
             return out
         if world.main:
             remove_stale_temps(out, r"adapter|adapter_best|dataset|config\.yaml|manifest\.json")
-            remove_stale_temps(out / "checkpoints", checkpoint.STEP_NAMES)
+            remove_stale_temps(out / CHECKPOINTS_DIR, checkpoint.STEP_NAMES)
             claim.start(started_record("train", arm=cfg.arm, name=cfg.name))
-        with stage_log(out / "train.log", enabled=world.main, deferred=True) as log_file:
+        with stage_log(out / TRAIN_LOG, enabled=world.main, deferred=True) as log_file:
             return _train(cfg, out, world, claim, amendments, log_file)
 
 
@@ -192,9 +193,9 @@ def check_resume(cfg: Config, out: Path) -> dict:
 
     A change to anything else is refused with the keys named; so is a shorter trainer.total_steps.
     """
-    stored_path = out / "config.yaml"
+    stored_path = out / CONFIG_FILE
     if not stored_path.is_file():
-        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():  # it was written before either
+        if (out / CHECKPOINTS_DIR).exists() or (out / METRICS_FILE).exists():  # it was written before either
             raise ConfigError(f"--resume {out}: the run's config.yaml is missing, so this config cannot be checked "
                               f"against the one it trained with; put it back, or train into a new --out")
         return {}  # killed before its config was recorded: nothing to compare with
@@ -228,7 +229,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     def record() -> None:
         """Config and manifest, once the data, the model and the checkpoint to resume from have loaded."""
         if world.main:
-            save_config(cfg, out / "config.yaml")
+            save_config(cfg, out / CONFIG_FILE)
             write_manifest(out, manifest)
             claim.commit()
             log_file.open()
@@ -239,7 +240,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     t0 = time.time()
     if arms.ARMS[cfg.arm].routine is None:  # the base arm: its fresh LoRA, nothing trained
         record()
-        save_adapter(out / "adapter")
+        save_adapter(out / ADAPTER_DIR)
         budget, extra = Budget(0, 0, 0, 0, 0, 0), {}
     else:
         specs = meta_tasks(cfg)
@@ -251,7 +252,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         val_sets = {name: examples for name, examples in val_sets.items() if examples}  # a task too small for one
         run = routine(cfg.arm)
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
-        save_adapter(out / "adapter")
+        save_adapter(out / ADAPTER_DIR)
     for w in extra.get("warnings", []):
         log.warning("%s", w.message)
     manifest = dataclasses.replace(manifest, status="finished", budget=budget,
