@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from metasft import arms
+from metasft.budget import extra_size, meta_budget
 from metasft.config import Config, ConfigError, fields_used_by, load_config, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
                                manifest_path, manifest_status, read_manifest, started_record, write_manifest)
-from metasft import arms
-from metasft.budget import extra_size, meta_budget
 from metasft.models import add_lora, check_model_source, load_base
 from metasft.rundir import (ADAPTER_DIR, BEST_AT_STEP_0, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR, METRICS_FILE,
                             NO_ADAPTATION, POOL_SHORT, TRAIN_LOG, OutputDir, RunWarning, eval_task_file,

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import TYPE_CHECKING
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metasft.answers import last_boxed
 from metasft.data.cot import answer_text, placeholder_solution
