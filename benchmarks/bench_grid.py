@@ -103,7 +103,7 @@ def main() -> None:
     from metasft.eval.specs import ModelSpec
     from metasft.eval.tasks import load_task
     from metasft.models import load_adapter_state
-    from metasft.train.loss import _decoder_and_head
+    from metasft.train.loss import decoder_and_head
 
     cfg = load_config(args.config, args.overrides)
     tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
@@ -128,7 +128,7 @@ def main() -> None:
     tasks = {t: load_task(tmp / "data", t, info[t].max_new_tokens, ev.tokenizer, cfg) for t in sorted({g.task for g in groups})}
 
     meter = Meter()
-    decoder, head = _decoder_and_head(ev.peft)
+    decoder, head = decoder_and_head(ev.peft)
     hooks = [m.register_forward_hook(meter.linear_hook) for m in decoder.modules()
              if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
     hooks.append(head.register_forward_hook(meter.head_hook))

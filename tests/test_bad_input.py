@@ -15,6 +15,7 @@ from metasft.cli import main
 from metasft.config import load_config
 from metasft.data.build import build_data
 from metasft.train.run import train
+from metasft.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, EVAL_CONFIG, EVAL_DIR, MANIFEST, RESULTS_FILE
 
 DATA_CFG = CONFIGS / "tiny" / "data" / "embedded.yaml"
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
@@ -63,9 +64,9 @@ def _file(ws, name="f", content=b"user's file\n"):
 def _older_layout(ws, data):
     """A copy of the built data directory whose manifest lacks `schema`, as before typed manifests."""
     shutil.copytree(data, ws / "old")
-    manifest = json.loads((ws / "old" / "manifest.json").read_text())
+    manifest = json.loads((ws / "old" / MANIFEST).read_text())
     del manifest["schema"]
-    (ws / "old" / "manifest.json").write_text(json.dumps(manifest))
+    (ws / "old" / MANIFEST).write_text(json.dumps(manifest))
     return str(ws / "old")
 
 
@@ -89,19 +90,19 @@ def _readonly_parent(ws):
 
 
 def _garbage_results(ws, content: bytes):
-    (ws / "exp" / "eval").mkdir(parents=True)
-    (ws / "exp" / "eval" / "results.sqlite").write_bytes(content)
+    (ws / "exp" / EVAL_DIR).mkdir(parents=True)
+    (ws / "exp" / EVAL_DIR / RESULTS_FILE).write_bytes(content)
     return str(ws / "exp")
 
 
 def _empty_results(ws):
     from metasft.eval.results import ResultsStore
-    ResultsStore(ws / "exp" / "eval" / "results.sqlite").close()
+    ResultsStore(ws / "exp" / EVAL_DIR / RESULTS_FILE).close()
     return str(ws / "exp")
 
 
 def _truncated_results(ws):
-    path = ws / "exp" / "eval" / "results.sqlite"
+    path = ws / "exp" / EVAL_DIR / RESULTS_FILE
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path) as db:
         db.execute("create table cells (x)")
@@ -114,14 +115,14 @@ def _truncated_results(ws):
 def _corrupt_checkpoints(ws, run):
     copy = ws / "run"
     shutil.copytree(run, copy)
-    for ckpt in (copy / "checkpoints").iterdir():
+    for ckpt in (copy / CHECKPOINTS_DIR).iterdir():
         (ckpt / "adapter.safetensors").write_bytes(b"garbage")
     return str(copy)
 
 
 def _without_config(ws, run):
     shutil.copytree(run, ws / "run")
-    (ws / "run" / "config.yaml").unlink()
+    (ws / "run" / CONFIG_FILE).unlink()
     return str(ws / "run")
 
 
@@ -185,7 +186,7 @@ CASES = [
     # ---- data stats
     ("stats-missing-dir", lambda ws, s: ["data", "stats", str(ws / "nope")], "not found"),
     ("stats-on-a-run-dir", lambda ws, s: ["data", "stats", str(s / R)], "expected 'data'"),
-    ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, "manifest.json", b"{garbage") else [],
+    ("stats-garbage-manifest", lambda ws, s: ["data", "stats", str(ws)] if _file(ws, MANIFEST, b"{garbage") else [],
      "not valid JSON"),
     # ---- train
     *[(f"train-{key}={value}", lambda ws, s, kv=f"{key}={value}": ["train", str(FOMAML), "--out", str(ws / "o"), f"data.dir={s / D}", kv],
@@ -251,7 +252,7 @@ CASES = [
     ("report-garbage-results", lambda ws, s: ["report", _garbage_results(ws, b"not a database" * 100)], "not readable"),
     ("report-zero-byte-results", lambda ws, s: ["report", _garbage_results(ws, b"")], "not readable"),
     ("report-empty-results", lambda ws, s: ["report", _empty_results(ws)], "table cells is empty"),
-    ("report-truncated-results", lambda ws, s: ["report", _truncated_results(ws)], "results.sqlite"),
+    ("report-truncated-results", lambda ws, s: ["report", _truncated_results(ws)], RESULTS_FILE),
     # ---- run: every stage's settings are checked before the first stage starts
     ("plan-no-tasks", lambda ws, s: ["plan", str(EXP), "data.tasks=[]"], "data.tasks is empty"),
     ("plan-no-eval-tasks", lambda ws, s: ["plan", str(EXP), "data.eval_tasks=[]"], "data.eval_tasks is empty"),
@@ -324,12 +325,12 @@ def test_overwrite_moves_the_old_content_aside_and_says_where(tmp_path, capsys):
     assert main(["data", "build", str(DATA_CFG), "--out", str(out), "--overwrite"]) == 0
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("d.old-")]
     assert len(aside) == 1 and (aside[0] / "notes.txt").read_text() == "mine"
-    assert (out / "manifest.json").is_file() and not (out / "notes.txt").exists()
+    assert (out / MANIFEST).is_file() and not (out / "notes.txt").exists()
     # a rebuild into its own directory is allowed, and keeps a file the user put there
     (out / "notes.txt").write_text("again")
     assert main(["data", "build", str(DATA_CFG), "--out", str(out)]) == 0
     assert (out / "notes.txt").read_text() == "again"
-    assert json.loads((out / "manifest.json").read_text())["kind"] == "data"
+    assert json.loads((out / MANIFEST).read_text())["kind"] == "data"
 
 
 def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
@@ -339,24 +340,24 @@ def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
     shutil.copytree(shared / R, run)
     for name in ("adapter_best", "adapter"):
         shutil.rmtree(run / name, ignore_errors=True)
-    shutil.copytree(shared / R / "adapter", run / "adapter")
-    good = (run / "adapter" / "adapter_model.safetensors").read_bytes()
-    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"garbage")
-    out = tmp_path / "eval"
+    shutil.copytree(shared / R / ADAPTER_DIR, run / ADAPTER_DIR)
+    good = (run / ADAPTER_DIR / "adapter_model.safetensors").read_bytes()
+    (run / ADAPTER_DIR / "adapter_model.safetensors").write_bytes(b"garbage")
+    out = tmp_path / EVAL_DIR
     argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]",
             "eval.adaptation_steps=1", "eval.record_steps=[0,1]"]
     assert main(argv + ["eval.models=[base]"]) == 0  # an evaluation directory with results already
     before = snapshot(out)
     assert main(argv + [f"eval.models=[base,{run}]"]) == 2
     assert snapshot(out) == before  # the broken adapter's fingerprint is not recorded
-    (run / "adapter" / "adapter_model.safetensors").write_bytes(good)
+    (run / ADAPTER_DIR / "adapter_model.safetensors").write_bytes(good)
     assert main(argv + [f"eval.models=[base,{run}]"]) == 0
-    with sqlite3.connect(out / "results.sqlite") as db:
+    with sqlite3.connect(out / RESULTS_FILE) as db:
         meta = dict(db.execute("select key, value from meta"))
         assert db.execute("select count(*) from done").fetchone()[0] == 12
     db.close()
     assert set(meta) == {"settings", "acc_k", "grading", "adapter:base", "adapter:fomaml"}
-    assert json.loads((out / "manifest.json").read_text())["kind"] == "eval" and (out / "eval_config.yaml").is_file()
+    assert json.loads((out / MANIFEST).read_text())["kind"] == "eval" and (out / EVAL_CONFIG).is_file()
 
 
 def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, shared, capsys, monkeypatch):
@@ -372,19 +373,19 @@ def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, s
         return real_write(self, *args, **kwargs)
 
     monkeypatch.setattr(ResultsStore, "write_group", full_disk)
-    out = tmp_path / "new" / "eval"
+    out = tmp_path / "new" / EVAL_DIR
     argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]", "eval.cells_per_batch=1",
             "eval.adaptation_steps=1", "eval.record_steps=[0,1]", f"eval.models=[base,{shared / R}]"]
     assert main(argv) == 2
     assert "No space left on device" in capsys.readouterr().err
-    with sqlite3.connect(out / "results.sqlite") as db:
+    with sqlite3.connect(out / RESULTS_FILE) as db:
         stored = set(db.execute("select model, task, n_shots, seed from done"))
     db.close()
     assert stored == set(calls[:3]) and len(stored) == 3
     monkeypatch.setattr(ResultsStore, "write_group", real_write)
     assert main(argv) == 0
     assert "0/9 " in capsys.readouterr().err  # the progress bar: 9 groups left to do
-    with sqlite3.connect(out / "results.sqlite") as db:
+    with sqlite3.connect(out / RESULTS_FILE) as db:
         assert db.execute("select count(*) from done").fetchone()[0] == 12
     db.close()
 
@@ -416,7 +417,7 @@ def test_a_name_is_never_a_path(argv, key, tmp_path, capsys):
 def test_an_evaluation_does_not_add_groups_of_other_seeds_to_a_store(tmp_path, shared, capsys):
     """Issue 23: eval rerun into the same --out with other eval.seeds mixed the stores while
     eval_config.yaml claimed the new seeds. Adding seeds is fine; leaving stored ones out is refused."""
-    out = tmp_path / "eval"
+    out = tmp_path / EVAL_DIR
     argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.cells_per_batch=1",
             "eval.adaptation_steps=1", "eval.record_steps=[0,1]", "eval.models=[base]"]
     assert main(argv + ["eval.seeds=[0]"]) == 0
@@ -427,4 +428,4 @@ def test_an_evaluation_does_not_add_groups_of_other_seeds_to_a_store(tmp_path, s
     assert err.count("\n") == 1 and "few-shot groups of seeds [0], which eval.seeds [1] leaves out" in err, err
     assert snapshot(out) == before
     assert main(argv + ["eval.seeds=[0, 1]"]) == 0
-    assert load_config(out / "eval_config.yaml").eval.seeds == [0, 1]
+    assert load_config(out / EVAL_CONFIG).eval.seeds == [0, 1]

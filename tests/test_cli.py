@@ -21,6 +21,8 @@ from metasft.cli import _parser, main
 from metasft.config import load_config, save_config
 from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore, store_file
 from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
+from metasft.rundir import (CONFIG_FILE, DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_MD, RESULTS_FILE,
+                            RUNS_DIR, VERDICTS_FILE)
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["launch"],
@@ -30,8 +32,8 @@ COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"
 def make_experiment(path, overrides=(), accuracy=lambda model, n_shots, seed, step: 0.5):
     """An experiment directory: config.yaml and eval/results.sqlite with models base and fomaml,
     task `algebra` at 0 and 4 shots, seeds 0 and 1, adaptation steps 0 and 2, 4 questions per cell."""
-    save_config(load_config(TINY, list(overrides)), path / "config.yaml")
-    with ResultsStore(path / "eval" / "results.sqlite") as store:
+    save_config(load_config(TINY, list(overrides)), path / CONFIG_FILE)
+    with ResultsStore(path / EVAL_DIR / RESULTS_FILE) as store:
         for model in ("base", "fomaml"):
             for n_shots, seeds, steps in ((0, [0], [0]), (4, [0, 1], [0, 2])):
                 for seed in seeds:
@@ -145,24 +147,24 @@ def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monk
     from metasft.manifests import (ExperimentManifest, Fingerprint, Provenance, StageRecord, TrainManifest,
                                    write_manifest)
     fp, code = Fingerprint("0" * 64, {}), Provenance("0123456789abcdef", {})
-    done = make_experiment(tmp_path / "runs" / "exp1", ["name=sweep_k3"])
+    done = make_experiment(tmp_path / RUNS_DIR / "exp1", ["name=sweep_k3"])
     write_manifest(done, ExperimentManifest(code, stages={
         "report": StageRecord("finished", fp, 3.0), "eval": StageRecord("finished", fp, 9.0),
         "train/fomaml": StageRecord("finished", fp, 60.0), "data": StageRecord("finished", fp, 1.0)}))
-    write_manifest(done / "runs" / "fomaml", TrainManifest(status="finished", arm="fomaml", name="fomaml", seed=0,
+    write_manifest(done / RUNS_DIR / "fomaml", TrainManifest(status="finished", arm="fomaml", name="fomaml", seed=0,
                                                            data_dir="dataset", data_files={}, world_size=1,
                                                            fsdp=False, code=code))
     verdicts = [Verdict("H1", "accuracy", "...", "inconclusive", role="primary", estimate=0.01, ci_lo=-0.05, ci_hi=0.07),
                 Verdict("H2", "accuracy", "...", "not met", role="primary"),
                 Verdict("C2", "accuracy", "...", "met"), Verdict("C5", "accuracy", "...", "inconclusive"),
                 Verdict("H1", "loss", "...", "met", role="primary")]
-    (done / "report").mkdir()
-    (done / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
-    half = make_experiment(tmp_path / "runs" / "sweep" / "exp2")
+    (done / REPORT_DIR).mkdir()
+    (done / REPORT_DIR / VERDICTS_FILE).write_text(json.dumps([v.to_dict() for v in verdicts]))
+    half = make_experiment(tmp_path / RUNS_DIR / "sweep" / "exp2")
     write_manifest(half, ExperimentManifest(code, stages={"data": StageRecord("finished", fp, 1.0),
                                                           "train/fomaml": StageRecord("running", fp)}))
-    (tmp_path / "runs" / "notes").mkdir()  # not an output directory
-    assert main(["ls", str(tmp_path / "runs")]) == 0
+    (tmp_path / RUNS_DIR / "notes").mkdir()  # not an output directory
+    assert main(["ls", str(tmp_path / RUNS_DIR)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["directory", "kind", "config", "done", "verdicts", "(accuracy)"]
     rows = {line.split()[0]: line for line in out[2:]}
@@ -178,13 +180,13 @@ def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monk
     assert [w for w in stages if "/" in w or w in ("data", "eval", "report")] == ["data", "train/fomaml", "eval", "report"]
     assert "H1 (loss)" in out and "[95% CI -0.050, +0.070]" in out
     # a training run directory on its own
-    assert main(["ls", str(done / "runs" / "fomaml")]) == 0
+    assert main(["ls", str(done / RUNS_DIR / "fomaml")]) == 0
     assert "training run  -       arm fomaml, finished" in capsys.readouterr().out
     # no argument: runs/ of the working directory
     monkeypatch.chdir(tmp_path)
     assert main(["ls"]) == 0
     assert "sweep/exp2" in capsys.readouterr().out
-    monkeypatch.chdir(tmp_path / "runs" / "notes")
+    monkeypatch.chdir(tmp_path / RUNS_DIR / "notes")
     assert main(["ls"]) == 0
     assert "no experiment directories" in capsys.readouterr().out
 
@@ -193,7 +195,7 @@ def test_ls_lists_the_experiment_directories_under_a_path(tmp_path, capsys, monk
 def test_export_writes_every_stored_prediction(experiment, tmp_path, suffix, capsys):
     out = tmp_path / f"preds{suffix}"
     assert main(["export", str(experiment), "--predictions", str(out)]) == 0
-    with ResultsStore(experiment / "eval" / "results.sqlite") as store:
+    with ResultsStore(experiment / EVAL_DIR / RESULTS_FILE) as store:
         stored = store.predictions()
     if suffix == ".jsonl":
         rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -225,12 +227,12 @@ def shard(experiment, dest, workers=2):
     """A copy of `experiment` whose results are one store per worker (results.shard-<k>.sqlite), as
     `metasft launch` or torchrun ranks write them."""
     shutil.copytree(experiment, dest)
-    with ResultsStore(dest / "eval" / "results.sqlite") as whole:
+    with ResultsStore(dest / EVAL_DIR / RESULTS_FILE) as whole:
         done, cells, preds = whole.done(), whole.cells(), whole.predictions()
-    (dest / "eval" / "results.sqlite").unlink()
+    (dest / EVAL_DIR / RESULTS_FILE).unlink()
     for i, key in enumerate(done[["model", "task", "n_shots", "seed"]].itertuples(index=False)):
         mine = lambda f: f[(f["model"] == key.model) & (f["n_shots"] == key.n_shots) & (f["seed"] == key.seed)]
-        with ResultsStore(dest / "eval" / store_file(i % workers, workers)) as store:
+        with ResultsStore(dest / EVAL_DIR / store_file(i % workers, workers)) as store:
             store.write_group(*key, mine(cells).to_dict("records"), mine(preds).to_dict("records"))
     return dest
 
@@ -239,24 +241,24 @@ def test_export_compare_and_report_read_the_shards_as_one(tmp_path, capsys):
     from metasft.compare import load_experiment
     whole = make_experiment(tmp_path / "whole", accuracy=lambda m, n, seed, step: 0.25 * (1 + step // 2 + seed))
     sharded = shard(whole, tmp_path / "sharded")
-    assert sorted(p.name for p in (sharded / "eval").glob("*.sqlite")) == ["results.shard-0.sqlite",
+    assert sorted(p.name for p in (sharded / EVAL_DIR).glob("*.sqlite")) == ["results.shard-0.sqlite",
                                                                           "results.shard-1.sqlite"]
     for source in (whole, sharded):
         assert main(["export", str(source), "--predictions", str(tmp_path / f"{source.name}.jsonl")]) == 0
-    assert f"from 2 stores in {sharded / 'eval'}" in capsys.readouterr().out
+    assert f"from 2 stores in {sharded / EVAL_DIR}" in capsys.readouterr().out
     assert (tmp_path / "sharded.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
     final = load_experiment(sharded, "s").final
     pd.testing.assert_frame_equal(final, load_experiment(whole, "w").final)
     assert sorted(final["accuracy"]) == [0.25, 0.25, 0.625, 0.625]
     assert main(["compare", str(whole), str(sharded), "--plot", str(tmp_path / "both.png")]) == 0
     # a group in two stores (a shard copied in from another evaluation) is refused, naming both files
-    shutil.copy(sharded / "eval" / "results.shard-0.sqlite", sharded / "eval" / "results.shard-2.sqlite")
+    shutil.copy(sharded / EVAL_DIR / "results.shard-0.sqlite", sharded / EVAL_DIR / "results.shard-2.sqlite")
     for argv in (["export", str(sharded), "--predictions", str(tmp_path / "dup.jsonl")],
                  ["compare", str(sharded), "--plot", str(tmp_path / "dup.png")], ["report", str(sharded)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "is stored twice, in " in err and "results.shard-2.sqlite" in err, err
-    assert not (tmp_path / "dup.jsonl").exists() and not (sharded / "report").exists()
+    assert not (tmp_path / "dup.jsonl").exists() and not (sharded / REPORT_DIR).exists()
 
 
 def test_compare_names_differing_keys_and_tabulates_final_accuracy(tmp_path, capsys):
@@ -348,29 +350,29 @@ def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
                 Verdict("C2", "loss", "...", "met", quantity="loss advantage", estimate=0.2, ci_lo=0.1, ci_hi=math.inf)]
 
     def fake_run(cfg, out, force=False, overwrite=False):
-        (out / "report").mkdir(parents=True)
-        (out / "report" / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts]))
+        (out / REPORT_DIR).mkdir(parents=True)
+        (out / REPORT_DIR / VERDICTS_FILE).write_text(json.dumps([v.to_dict() for v in verdicts]))
         return out
 
     monkeypatch.setattr("metasft.pipeline.run_experiment", fake_run)
     assert main(["run", str(TINY), "--out", str(tmp_path / "exp")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith("report.md") and lines[1].startswith("verdicts")
+    assert lines[0].endswith(REPORT_MD) and lines[1].startswith("verdicts")
     assert lines[2].split()[:4] == ["H1", "primary", "inconclusive", "+0.013"]
     assert "[98.33% CI -0.050, +0.071]" in lines[2]  # a primary claim's Bonferroni level
     assert lines[3].split()[:5] == ["C5", "exploratory", "not", "measurable", "-"]
     assert lines[4].startswith("  C2 (loss)") and " met " in lines[4]
-    assert read_verdicts(tmp_path / "exp" / "report" / "verdicts.json")[2].ci_hi == math.inf
+    assert read_verdicts(tmp_path / "exp" / REPORT_DIR / VERDICTS_FILE)[2].ci_hi == math.inf
     assert summary_lines([]) == []
 
 
 def test_data_stats_reads_an_experiment_directory_and_rejects_other_manifests(tmp_path, capsys):
     (tmp_path / "exp").mkdir()
-    (tmp_path / "exp" / "manifest.json").write_text(json.dumps({"stages": {}}))
+    (tmp_path / "exp" / MANIFEST).write_text(json.dumps({"stages": {}}))
     assert main(["data", "stats", str(tmp_path / "exp")]) == 2
     assert "expected 'data'" in capsys.readouterr().err
     assert main(["data", "build", str(CONFIGS / "tiny" / "data" / "embedded.yaml"), "--out",
-                 str(tmp_path / "exp" / "dataset")]) == 0
+                 str(tmp_path / "exp" / DATASET_DIR)]) == 0
     built = capsys.readouterr().out
     assert main(["data", "stats", str(tmp_path / "exp")]) == 0
     assert capsys.readouterr().out == built

@@ -5,6 +5,7 @@ import yaml
 
 from conftest import CONFIGS
 from metasft.config import ConfigError, load_config, meta_tasks, save_config
+from metasft.rundir import CONFIG_FILE
 
 SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
 
@@ -148,9 +149,9 @@ def test_meta_tasks_default_to_data_tasks_layout(tmp_path):
 
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["meta.inner_lr=0.001", "data.template=zh"])
-    save_config(cfg, tmp_path / "config.yaml")
-    assert load_config(tmp_path / "config.yaml") == cfg
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["meta"]["inner_lr"] == 0.001
+    save_config(cfg, tmp_path / CONFIG_FILE)
+    assert load_config(tmp_path / CONFIG_FILE) == cfg
+    assert yaml.safe_load((tmp_path / CONFIG_FILE).read_text())["meta"]["inner_lr"] == 0.001
 
 
 def test_optimizer_type_selects_the_optimizer():

@@ -15,6 +15,7 @@ from metasft.config import Config, load_config
 from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
 from metasft.launch import ClusterArgs, LaunchError, _submit, launch_experiment
 from metasft.pipeline import Stage, Study
+from metasft.rundir import DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_MD, SIMILARITY_FILE
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 
@@ -31,7 +32,7 @@ def finished_at(eval_dir) -> dict:
 
 def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, tmp_path, capsys):
     out = tmp_path / "launched"
-    victim = out / "eval" / "results.shard-1.sqlite"
+    victim = out / EVAL_DIR / "results.shard-1.sqlite"
 
     def kill_worker_1(group):
         """Runs in the evaluation workers: SIGKILL worker 1 right after it stored a group."""
@@ -44,28 +45,29 @@ def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, t
     with pytest.raises(LaunchError, match=r"eval worker 1: job \d+ failed 2 times \(last: ended without a "
                                           r"result \(killed.*rerun `metasft launch` to resume"):
         launch_experiment(load_config(TINY), out, cluster, after_group=kill_worker_1)
-    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    stages = json.loads((out / MANIFEST).read_text())["stages"]
     assert stages["eval"]["status"] == "running" and "report" not in stages
-    before = finished_at(out / "eval")
+    before = finished_at(out / EVAL_DIR)
     in_shard_1 = [k for k, (store, _) in before.items() if store == victim.name]
     assert len(in_shard_1) == 2  # one group per attempt: the resubmitted worker went on where the first died
 
     capsys.readouterr()
     assert main(["launch", TINY, "--out", str(out), "--backend", "local", "--workers", "2"]) == 0
-    assert capsys.readouterr().out.startswith(f"{out / 'report' / 'report.md'}\n")
-    after = finished_at(out / "eval")
+    assert capsys.readouterr().out.startswith(f"{out / REPORT_DIR / REPORT_MD}\n")
+    after = finished_at(out / EVAL_DIR)
     assert {k: after[k] for k in before} == before  # no finished group was redone
-    assert [p.name for p in store_paths(out / "eval")] == ["results.shard-0.sqlite", "results.shard-1.sqlite"]
-    assert not list((out / "eval" / "claims").iterdir())
-    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert [p.name for p in store_paths(out / EVAL_DIR)] == ["results.shard-0.sqlite", "results.shard-1.sqlite"]
+    assert not list((out / EVAL_DIR / "claims").iterdir())
+    stages = json.loads((out / MANIFEST).read_text())["stages"]
     assert {s["status"] for s in stages.values()} == {"finished"}
-    assert stages.keys() == json.loads((tiny_experiment / "manifest.json").read_text())["stages"].keys()
+    assert stages.keys() == json.loads((tiny_experiment / MANIFEST).read_text())["stages"].keys()
 
-    with ResultsUnion(store_paths(out / "eval")) as launched, ResultsUnion(store_paths(tiny_experiment / "eval")) as ran:
+    with (ResultsUnion(store_paths(out / EVAL_DIR)) as launched,
+          ResultsUnion(store_paths(tiny_experiment / EVAL_DIR)) as ran):
         assert len(launched.done_groups()) == len(ran.done_groups()) == len(after)
         pd.testing.assert_frame_equal(launched.cells(), ran.cells(), check_exact=False, rtol=1e-5)
         pd.testing.assert_frame_equal(launched.predictions(), ran.predictions(), check_exact=False, rtol=1e-5)
-    assert (out / "report" / "report.md").is_file() and (out / "eval" / "task_similarity.json").is_file()
+    assert (out / REPORT_DIR / REPORT_MD).is_file() and (out / EVAL_DIR / SIMILARITY_FILE).is_file()
 
 
 @pytest.fixture
@@ -94,8 +96,8 @@ def test_ctrl_c_cancels_the_submitted_jobs(tmp_path, monkeypatch, sigint_handled
     monkeypatch.undo()
     task.job.wait()
     assert not task.job.paths.result_pickle.exists()  # the job was ended before it did its work
-    assert not (tmp_path / "exp" / "dataset" / "manifest.json").exists()
-    stages = json.loads((tmp_path / "exp" / "manifest.json").read_text())["stages"]
+    assert not (tmp_path / "exp" / DATASET_DIR / MANIFEST).exists()
+    stages = json.loads((tmp_path / "exp" / MANIFEST).read_text())["stages"]
     assert stages == {"data": {**stages["data"], "status": "running"}}
 
 
@@ -139,7 +141,7 @@ def test_slurm_evaluation_is_one_array_of_workers_with_their_gpus(tmp_path, fake
     for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=90",
                  "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --job-name=metasft-eval"):
         assert line in script.splitlines(), line
-    assert json.loads((tmp_path / "exp" / "eval" / "manifest.json").read_text())["kind"] == "eval"
+    assert json.loads((tmp_path / "exp" / EVAL_DIR / MANIFEST).read_text())["kind"] == "eval"
     _submit(study, Stage("report", (), print), cluster, None)  # on CPU, one process
     script = (fake_slurm / "1.sh").read_text()
     assert "--array" not in script and "#SBATCH --ntasks-per-node=1" in script.splitlines() and "gpus" not in script

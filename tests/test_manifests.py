@@ -8,7 +8,7 @@ from metasft.manifests import (SCHEMA, Best, Budget, DataFile, DataManifest, Eva
                                ExperimentManifest, Fingerprint, ManifestError, MetaTaskEntry, Provenance, Relation,
                                SplitCounts, StageRecord, TrainManifest, has_record, read_manifest, started_record,
                                write_manifest)
-from metasft.rundir import RunWarning, write_json
+from metasft.rundir import MANIFEST, RunWarning, write_json
 
 CODE = Provenance("abc123", {"torch": "2.13.0", "peft": None}, ["metasft", "run"])
 
@@ -37,19 +37,19 @@ def test_each_manifest_reads_back_as_written_in_strict_json(tmp_path, manifest):
     write_manifest(tmp_path, manifest)
     def no_constant(name):
         raise AssertionError(f"not strict JSON: {name}")
-    raw = json.loads((tmp_path / "manifest.json").read_text(), parse_constant=no_constant)
+    raw = json.loads((tmp_path / MANIFEST).read_text(), parse_constant=no_constant)
     assert raw["kind"] == type(manifest).KIND and raw["schema"] == SCHEMA
     assert read_manifest(tmp_path, type(manifest)) == manifest
 
 
 def _corrupt(tmp_path, change) -> str:
     write_manifest(tmp_path, train_manifest())
-    raw = json.loads((tmp_path / "manifest.json").read_text())
+    raw = json.loads((tmp_path / MANIFEST).read_text())
     change(raw)
-    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    (tmp_path / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(ManifestError) as e:
         read_manifest(tmp_path, TrainManifest)
-    assert "\n" not in str(e.value) and str(tmp_path / "manifest.json") in str(e.value)
+    assert "\n" not in str(e.value) and str(tmp_path / MANIFEST) in str(e.value)
     return str(e.value)
 
 
@@ -79,10 +79,10 @@ def test_a_malformed_manifest_names_the_key(tmp_path, change, message):
 
 
 def test_not_json_and_a_claimed_directory(tmp_path):
-    (tmp_path / "manifest.json").write_text("{cut")
+    (tmp_path / MANIFEST).write_text("{cut")
     with pytest.raises(ManifestError, match="not valid JSON"):
         read_manifest(tmp_path, DataManifest)
-    write_json(tmp_path / "manifest.json", started_record("train", arm="fomaml"))
+    write_json(tmp_path / MANIFEST, started_record("train", arm="fomaml"))
     assert not has_record(tmp_path)
     with pytest.raises(ManifestError, match="recorded nothing yet"):
         read_manifest(tmp_path, TrainManifest)

@@ -15,6 +15,8 @@ from metasft.data.store import read_sft
 from metasft.fingerprint import digest, plan
 from metasft.matrix import pairs, plan_runs
 from metasft.train.run import sft_budget
+from metasft.rundir import (BEST_ADAPTER_DIR, CONFIG_FILE, DATASET_DIR, EVAL_DIR, FIGURES_DIR, MANIFEST, REPORT_DIR,
+                            REPORT_MD, RESULTS_FILE, RUNS_DIR)
 
 TINY = CONFIGS / "tiny" / "matrix.yaml"
 EVAL = ["statistics", "chemistry"]
@@ -114,33 +116,33 @@ def manifest(path):
 
 def test_tiny_matrix_runs_exp1_to_5_with_matched_pairs(matrix_run):
     out, cfg = matrix_run, load_config(TINY)
-    stages = manifest(out / "manifest.json")["stages"]
+    stages = manifest(out / MANIFEST)["stages"]
     runs = plan_runs(cfg, EVAL)
     assert all(stages[f"train/{r.name}"]["status"] == "finished" for r in runs)
     batch = cfg.data.train_batch_size
     checked = 0
     for p in pairs(cfg):
-        a, b = (manifest(out / "runs" / name / "manifest.json")["budget"]["examples"] for name in (p.meta, p.sft))
+        a, b = (manifest(out / RUNS_DIR / name / MANIFEST)["budget"]["examples"] for name in (p.meta, p.sft))
         assert abs(a * p.scale - b) <= batch, (p, a, b)
         checked += 1
     assert checked == 4
-    examples = {r.name: manifest(out / "runs" / r.name / "manifest.json")["budget"]["examples"] for r in runs}
+    examples = {r.name: manifest(out / RUNS_DIR / r.name / MANIFEST)["budget"]["examples"] for r in runs}
     assert examples[EXP3] < examples["fomaml"] < examples[EXP4]  # K 1 < 2 < 4: three different budgets
     assert examples[EXP5] == 2 * examples["sft_mixed"]
-    recorded = manifest(out / "manifest.json")["budget_checks"]
+    recorded = manifest(out / MANIFEST)["budget_checks"]
     assert set(recorded) == {f"{p.meta} vs {p.sft}" for p in pairs(cfg)}
     import sqlite3
-    with sqlite3.connect(out / "eval" / "results.sqlite") as db:
+    with sqlite3.connect(out / EVAL_DIR / RESULTS_FILE) as db:
         models = {m for (m,) in db.execute("select distinct model from cells")}
     assert models == {r.model for r in runs}
 
 
 def test_exp5_doubles_the_distinct_examples_not_the_repeats(matrix_run):
     out = matrix_run
-    pool = manifest(out / "runs" / EXP5 / "manifest.json")["pool"]
-    plain = manifest(out / "runs" / "sft_mixed" / "manifest.json")["pool"]
+    pool = manifest(out / RUNS_DIR / EXP5 / MANIFEST)["pool"]
+    plain = manifest(out / RUNS_DIR / "sft_mixed" / MANIFEST)["pool"]
     assert pool["distinct"] == 2 * plain["distinct"] and pool["distinct_scale"] == 2.0 and pool["short"] is None
-    data = out / "dataset" / "data"
+    data = out / DATASET_DIR / "data"
     for task in pool["per_task"]:
         seen = {r["id"] for r in read_sft(data / "processed" / f"{task}_all.parquet")}
         extra = {r["id"] for r in read_sft(data / "meta_train" / f"{task}_extra.parquet")}
@@ -150,29 +152,30 @@ def test_exp5_doubles_the_distinct_examples_not_the_repeats(matrix_run):
 
 def test_sft_task_trains_three_epochs_on_its_task_pool(matrix_run):
     out = matrix_run
-    files = manifest(out / "dataset" / "manifest.json")["files"]
+    files = manifest(out / DATASET_DIR / MANIFEST)["files"]
     for task in EVAL:
-        run = out / "runs" / f"sft_task_{task}"
-        m = manifest(run / "manifest.json")
+        run = out / RUNS_DIR / f"sft_task_{task}"
+        m = manifest(run / MANIFEST)
         pool_file = f"data/eval/{task}_shots.parquet"
         assert m["pool"]["file"] == pool_file and m["pool"]["distinct"] == files[pool_file]["n"]
         assert m["pool"]["epochs"] == 3
-        batch = load_config(run / "config.yaml").data.train_batch_size
+        batch = load_config(run / CONFIG_FILE).data.train_batch_size
         assert abs(m["budget"]["examples"] - 3 * m["pool"]["distinct"]) < batch
         assert m["budget"]["distinct_examples"] == m["pool"]["distinct"]  # every item seen (3 epochs)
         assert m["budget"]["examples_per_task"] == {task: m["budget"]["examples"]}
-        assert not (run / "adapter_best").exists()  # evaluated as trained: no selection on other tasks' loss
+        assert not (run / BEST_ADAPTER_DIR).exists()  # evaluated as trained: no selection on other tasks' loss
 
 
 def test_the_report_shows_the_matrix_table_the_sweep_and_the_upper_reference(matrix_run):
-    report = (matrix_run / "report" / "report.md").read_text()
+    report = (matrix_run / REPORT_DIR / REPORT_MD).read_text()
     assert "## 7. Experiment matrix" in report and "could not be built" not in report
     assert "*Experiment matrix: accuracy at the final adaptation step" in report
     for run in (EXP3, f"{EXP3}_sft_mixed", EXP4, f"{EXP4}_sft_mixed", EXP5):
         assert f"| statistics | {run} |" in report
-    assert "figures/matrix_sweep.png" in report and (matrix_run / "report" / "figures" / "matrix_sweep.png").is_file()
+    assert "figures/matrix_sweep.png" in report
+    assert (matrix_run / REPORT_DIR / FIGURES_DIR / "matrix_sweep.png").is_file()
     assert "Upper reference: task-specific SFT (Baseline 2)" in report
-    judged = json.loads((matrix_run / "report" / "verdicts_matrix.json").read_text())
+    judged = json.loads((matrix_run / REPORT_DIR / "verdicts_matrix.json").read_text())
     assert set(judged) == {f"{p.meta} vs {p.sft}" for p in pairs(load_config(TINY))}
     assert all({v["name"] for v in vs} >= {"H1", "H2", "C5"} for vs in judged.values())
 

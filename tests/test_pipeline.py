@@ -15,7 +15,8 @@ import pytest
 from conftest import CONFIGS, REPO
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
-from metasft.rundir import LOCK
+from metasft.rundir import (ADAPTER_DIR, CONFIG_FILE, DATASET_DIR, EVAL_DIR, FIGURES_DIR, LOCK, MANIFEST, METRICS_FILE,
+                            REPORT_DIR, REPORT_HTML, REPORT_MD, RESULTS_FILE, RUNS_DIR, VERDICTS_FILE)
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
@@ -26,7 +27,7 @@ def _strict(name):
 
 
 def manifest(out) -> dict:
-    return json.loads((out / "manifest.json").read_text(), parse_constant=_strict)
+    return json.loads((out / MANIFEST).read_text(), parse_constant=_strict)
 
 
 def files(out) -> dict:
@@ -58,20 +59,20 @@ def exp(finished, tmp_path):
 
 def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     out = finished
-    report = out / "report" / "report.md"
+    report = out / REPORT_DIR / REPORT_MD
     text = report.read_text()
-    assert (out / "report" / "report.html").is_file()
-    assert list((out / "report").rglob("curve_*.png"))
+    assert (out / REPORT_DIR / REPORT_HTML).is_file()
+    assert list((out / REPORT_DIR).rglob("curve_*.png"))
     assert "tiny" in text.lower() and "H1" in text and "C5" in text
     stages = manifest(out)["stages"]
     for stage in STAGES:
         assert stages[stage]["status"] == "finished", stage
         assert len(stages[stage]["fingerprint"]["sha256"]) == 64, stage
     assert stages["train/fomaml"]["fingerprint"]["keys"]["meta.inner_lr"] == 1e-3
-    budgets = [json.loads((out / "runs" / arm / "manifest.json").read_text())["budget"]["examples"]
+    budgets = [json.loads((out / RUNS_DIR / arm / MANIFEST).read_text())["budget"]["examples"]
                for arm in ("fomaml", "sft_mixed")]
     assert budgets[0] == budgets[1]
-    with sqlite3.connect(out / "eval" / "results.sqlite") as db:
+    with sqlite3.connect(out / EVAL_DIR / RESULTS_FILE) as db:
         models = {m for (m,) in db.execute("select distinct model from cells")}
     assert models == {"base", "fomaml", "sft_mixed"}
     # a rerun finds every stage finished with the same settings and redoes none of them
@@ -79,8 +80,8 @@ def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     assert main(["run", TINY, "--out", str(exp)]) == 0
     assert manifest(exp)["stages"] == stages
     after = files(exp)
-    assert rewritten(before, after) <= {"manifest.json", "config.yaml"}  # provenance (command), the same config
-    assert after["config.yaml"][1] == before["config.yaml"][1]
+    assert rewritten(before, after) <= {MANIFEST, CONFIG_FILE}  # provenance (command), the same config
+    assert after[CONFIG_FILE][1] == before[CONFIG_FILE][1]
 
 
 def _table_row(text: str, heading: str, *cells: str) -> list[str]:
@@ -141,12 +142,12 @@ def test_gsm8k_step_correctness_reaches_the_report(tmp_path, shared_data):
 def test_the_grid_engine_stores_what_one_group_at_a_time_stores(finished, tmp_path):
     """The tiny twin runs few-shot groups stacked (eval.cells_per_batch 6, as the default); an
     evaluation of the same runs one group at a time stores the same cells and predictions."""
-    models = [f"{arm}={finished / 'runs' / arm}" for arm in ("fomaml", "sft_mixed", "base")]
-    assert main(["eval", TINY, "--out", str(tmp_path / "one"), "--data", str(finished / "dataset"),
+    models = [f"{arm}={finished / RUNS_DIR / arm}" for arm in ("fomaml", "sft_mixed", "base")]
+    assert main(["eval", TINY, "--out", str(tmp_path / "one"), "--data", str(finished / DATASET_DIR),
                  f"eval.models=[{','.join(models)}]", "eval.cells_per_batch=1"]) == 0
     stored = []
-    for d in (finished / "eval", tmp_path / "one"):
-        with ResultsStore(d / "results.sqlite") as store:
+    for d in (finished / EVAL_DIR, tmp_path / "one"):
+        with ResultsStore(d / RESULTS_FILE) as store:
             stored.append((store.cells(), store.predictions()))
     key = ["model", "task", "n_shots", "seed", "step"]
     for a, b in zip(*stored):
@@ -172,7 +173,7 @@ def test_a_changed_setting_stops_the_run_before_it_writes_anything(exp, capsys, 
     assert files(exp) == before  # config.yaml and manifest.json included
 
 
-@pytest.mark.parametrize("where", ["manifest.json", "runs/fomaml/manifest.json", "dataset/manifest.json"])
+@pytest.mark.parametrize("where", [MANIFEST, "runs/fomaml/manifest.json", "dataset/manifest.json"])
 def test_a_manifest_from_an_older_layout_is_a_one_line_error(exp, capsys, where):
     """Manifests before typed ones had no `schema` (and no stage fingerprints): refused, nothing rewritten."""
     m = json.loads((exp / where).read_text())
@@ -189,7 +190,7 @@ def test_a_manifest_from_an_older_layout_is_a_one_line_error(exp, capsys, where)
 def test_a_malformed_manifest_names_the_file_and_key(exp, capsys):
     m = manifest(exp)
     m["stages"]["eval"]["seconds"] = "fast"
-    (exp / "manifest.json").write_text(json.dumps(m))
+    (exp / MANIFEST).write_text(json.dumps(m))
     assert main(["run", TINY, "--out", str(exp)]) == 2
     assert "manifest.json: stages.eval.seconds must be a finite number, got 'fast'" in capsys.readouterr().err
 
@@ -199,8 +200,8 @@ def test_a_logger_change_is_not_stale(exp):
     before = files(exp)
     assert main(["run", TINY, "--out", str(exp), "trainer.loggers=[jsonl,tensorboard]", "trainer.save_freq=2"]) == 0
     assert manifest(exp)["stages"] == stages
-    assert rewritten(before, files(exp)) == {"manifest.json", "config.yaml"}
-    assert "tensorboard" in (exp / "config.yaml").read_text()  # written once the check passed
+    assert rewritten(before, files(exp)) == {MANIFEST, CONFIG_FILE}
+    assert "tensorboard" in (exp / CONFIG_FILE).read_text()  # written once the check passed
 
 
 def test_force_redoes_exactly_the_changed_stages_and_their_downstream(exp):
@@ -212,10 +213,10 @@ def test_force_redoes_exactly_the_changed_stages_and_their_downstream(exp):
     assert redone == {"train/fomaml", "train/sft_mixed", "eval", "report"}
     assert all(now[s]["status"] == "finished" for s in STAGES)
     assert now["train/fomaml"]["fingerprint"]["keys"]["meta.inner_lr"] == 1e-4
-    assert rewritten(before, files(exp)) == {"manifest.json", "config.yaml", "runs/fomaml", "runs/sft_mixed",
+    assert rewritten(before, files(exp)) == {MANIFEST, CONFIG_FILE, "runs/fomaml", "runs/sft_mixed",
                                              "eval/results.sqlite", "eval/eval_config.yaml", "eval/manifest.json", "eval/eval.log",
                                              "report"}
-    run_cfg = (exp / "runs" / "fomaml" / "config.yaml").read_text()
+    run_cfg = (exp / RUNS_DIR / "fomaml" / CONFIG_FILE).read_text()
     assert "inner_lr: 0.0001" in run_cfg
     # and the directory is consistent again: an unchanged rerun redoes nothing
     assert main(["run", TINY, "--out", str(exp), "meta.inner_lr=1e-4"]) == 0
@@ -227,8 +228,8 @@ def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
     m = manifest(exp)
     m["stages"]["eval"]["status"] = "running"
     del m["stages"]["eval"]["seconds"], m["stages"]["similarity"], m["stages"]["report"]
-    (exp / "manifest.json").write_text(json.dumps(m))
-    shutil.rmtree(exp / "report")
+    (exp / MANIFEST).write_text(json.dumps(m))
+    shutil.rmtree(exp / REPORT_DIR)
     assert main(["run", TINY, "--out", str(exp), "eval.adaptation_lr=2e-3"]) == 2
     assert "stage eval was run with eval.adaptation_lr=0.001, now 0.002" in capsys.readouterr().err
     before = files(exp)
@@ -238,15 +239,15 @@ def test_a_killed_run_resumes_with_the_same_settings_only(exp, capsys):
     assert {s for s in STAGES if now[s] != m["stages"].get(s)} == {"eval", "similarity", "report"}
     # eval continued from its stored groups (none left), the trained arms were not touched
     assert not {r for r in rewritten(before, files(exp)) if r.startswith(("runs", "dataset"))}
-    assert (exp / "report" / "report.md").is_file()
+    assert (exp / REPORT_DIR / REPORT_MD).is_file()
 
 
 # ------------------------------------------------------------- the user's files are kept (issue 23)
 def _user_files(exp) -> dict:
     """Files a user put into the experiment directory, written now; {path: bytes}."""
-    placed = {exp / "report" / "my_notes.md": b"# my notes\n", exp / "report" / "drafts" / "v1.md": b"draft \xff\n",
-              exp / "runs" / "fomaml" / "my_notes.txt": b"lr 1e-3 looked fine\n",
-              exp / "dataset" / "second_build" / "data" / "x.parquet": b"PAR1 not really\n"}
+    placed = {exp / REPORT_DIR / "my_notes.md": b"# my notes\n", exp / REPORT_DIR / "drafts" / "v1.md": b"draft \xff\n",
+              exp / RUNS_DIR / "fomaml" / "my_notes.txt": b"lr 1e-3 looked fine\n",
+              exp / DATASET_DIR / "second_build" / "data" / "x.parquet": b"PAR1 not really\n"}
     for path, content in placed.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
@@ -256,15 +257,15 @@ def _user_files(exp) -> dict:
 def test_report_rewrites_only_its_own_files_and_removes_its_stale_temps(exp):
     placed = _user_files(exp)
     (exp / ".report.abcd1234.tmp").mkdir()  # left by a report killed while it wrote
-    (exp / "report" / "figures" / "old_plot.png").write_bytes(b"a figure of an earlier report")
-    listed = set(json.loads((exp / "report" / "manifest.json").read_text())["files"])
-    (exp / "report" / "manifest.json").write_text(json.dumps(
+    (exp / REPORT_DIR / FIGURES_DIR / "old_plot.png").write_bytes(b"a figure of an earlier report")
+    listed = set(json.loads((exp / REPORT_DIR / MANIFEST).read_text())["files"])
+    (exp / REPORT_DIR / MANIFEST).write_text(json.dumps(
         {"kind": "report", "schema": 2, "files": sorted(listed | {"figures/old_plot.png"})}))
     assert main(["report", str(exp)]) == 0
     assert {p: p.read_bytes() for p in placed} == placed
-    assert not (exp / "report" / "figures" / "old_plot.png").exists()  # the earlier report's, listed
+    assert not (exp / REPORT_DIR / FIGURES_DIR / "old_plot.png").exists()  # the earlier report's, listed
     assert not (exp / ".report.abcd1234.tmp").exists()
-    assert set(json.loads((exp / "report" / "manifest.json").read_text())["files"]) == listed
+    assert set(json.loads((exp / REPORT_DIR / MANIFEST).read_text())["files"]) == listed
     assert not [p for p in exp.parent.iterdir() if p.name != "exp"]  # nothing put aside
 
 
@@ -274,8 +275,8 @@ def test_force_removes_only_what_the_redone_stages_wrote(exp):
     assert {p: p.read_bytes() for p in placed} == placed
     stages = manifest(exp)["stages"]
     assert all(stages[s]["status"] == "finished" for s in STAGES)
-    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 1
-    assert json.loads((exp / "runs" / "fomaml" / "manifest.json").read_text())["seed"] == 1
+    assert json.loads((exp / DATASET_DIR / MANIFEST).read_text())["seed"] == 1
+    assert json.loads((exp / RUNS_DIR / "fomaml" / MANIFEST).read_text())["seed"] == 1
 
 
 def test_report_on_an_unfinished_evaluation_says_partial_k_of_n(exp, capsys):
@@ -283,22 +284,23 @@ def test_report_on_an_unfinished_evaluation_says_partial_k_of_n(exp, capsys):
     from some of the groups, exit 0. Refused now, or with --partial marked so in the summary."""
     m = manifest(exp)
     m["stages"]["eval"]["status"] = "running"
-    (exp / "manifest.json").write_text(json.dumps(m))
-    with sqlite3.connect(exp / "eval" / "results.sqlite") as db:
+    (exp / MANIFEST).write_text(json.dumps(m))
+    with sqlite3.connect(exp / EVAL_DIR / RESULTS_FILE) as db:
         total = db.execute("select count(*) from done").fetchone()[0]
         for table in ("done", "cells", "predictions"):
             db.execute(f"delete from {table} where model = 'sft_mixed'")
         stored = db.execute("select count(*) from done").fetchone()[0]
     db.close()
     assert 0 < stored < total
-    report = (exp / "report" / "report.md").read_bytes()
+    report = (exp / REPORT_DIR / REPORT_MD).read_bytes()
     capsys.readouterr()
     assert main(["report", str(exp)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"partial: {stored} of {total} groups" in err and "--partial" in err
-    assert (exp / "report" / "report.md").read_bytes() == report
+    assert (exp / REPORT_DIR / REPORT_MD).read_bytes() == report
     assert main(["report", str(exp), "--partial"]) == 0
-    assert f"Evaluation not finished — partial: {stored} of {total} groups stored" in (exp / "report" / "report.md").read_text()
+    report = (exp / REPORT_DIR / REPORT_MD).read_text()
+    assert f"Evaluation not finished — partial: {stored} of {total} groups stored" in report
 
 
 # ------------------------------------------------------------------ processes (issue 23)
@@ -342,11 +344,11 @@ def test_two_runs_on_one_out_one_proceeds_and_the_other_is_refused_naming_it(tmp
     # the finished run is the single run's: the same stages, one line per training step, the same results
     assert {s: r["fingerprint"] for s, r in manifest(out)["stages"].items()} == \
            {s: r["fingerprint"] for s, r in manifest(finished)["stages"].items()}
-    steps = [json.loads(line)["step"] for line in (out / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (out / RUNS_DIR / "fomaml" / METRICS_FILE).read_text().splitlines()]
     assert steps == sorted(set(steps))
     stored = []
     for d in (finished, out):
-        with ResultsStore(d / "eval" / "results.sqlite") as store:
+        with ResultsStore(d / EVAL_DIR / RESULTS_FILE) as store:
             stored.append(store.cells().sort_values(["model", "task", "n_shots", "seed", "step"]).reset_index(drop=True))
     assert stored[0].drop(columns="loss").equals(stored[1].drop(columns="loss"))
     assert stored[0]["loss"].tolist() == pytest.approx(stored[1]["loss"].tolist(), rel=1e-5)
@@ -395,15 +397,15 @@ def _interrupt(out, slow: str, when, what: str) -> str:
 def test_ctrl_c_in_the_data_build_training_and_evaluation_is_one_line_and_the_rerun_completes(tmp_path):
     out = tmp_path / "exp"
     _interrupt(out, "slow-build", lambda: _stage_running(out, "data"), "the data build")
-    assert _stage_running(out, "data") and not (out / "dataset").exists()  # a build is written at once
-    metrics = out / "runs" / "fomaml" / "metrics.jsonl"
+    assert _stage_running(out, "data") and not (out / DATASET_DIR).exists()  # a build is written at once
+    metrics = out / RUNS_DIR / "fomaml" / METRICS_FILE
     _interrupt(out, "-", lambda: _stage_running(out, "train/fomaml") and metrics.is_file() and
                len(metrics.read_text().splitlines()) >= 2, "two logged training steps")
     assert _stage_running(out, "train/fomaml") and manifest(out)["stages"]["data"]["status"] == "finished"
 
     def groups_stored() -> bool:
         try:
-            with ResultsStore(out / "eval" / "results.sqlite") as store:
+            with ResultsStore(out / EVAL_DIR / RESULTS_FILE) as store:
                 return len(store.cells()) > 0
         except Exception:  # not created yet, or being written
             return False
@@ -414,7 +416,7 @@ def test_ctrl_c_in_the_data_build_training_and_evaluation_is_one_line_and_the_re
     assert all(r["status"] == "finished" for r in manifest(out)["stages"].values())
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == sorted(set(steps))  # the interrupted training resumed, no step twice
-    assert (out / "report" / "report.md").is_file()
+    assert (out / REPORT_DIR / REPORT_MD).is_file()
 
 
 @pytest.mark.parametrize("lost, stage", [("eval/results.sqlite", "eval"), ("report/report.md", "report")])
@@ -432,14 +434,14 @@ def test_a_finished_stage_whose_output_was_deleted_is_not_skipped(exp, capsys, l
 
 def test_a_data_build_replaced_by_hand_is_not_resumed_on(exp, capsys):
     """Issue 23: dataset/ rebuilt with another seed under a finished run was used by the next run."""
-    assert main(["data", "build", TINY, "--out", str(exp / "dataset"), "seed=1"]) == 0
+    assert main(["data", "build", TINY, "--out", str(exp / DATASET_DIR), "seed=1"]) == 0
     capsys.readouterr()
     assert main(["run", TINY, "--out", str(exp)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stage data is recorded finished but the build it wrote" in err, err
     stages = manifest(exp)["stages"]
     assert main(["run", TINY, "--out", str(exp), "--force"]) == 0
-    assert json.loads((exp / "dataset" / "manifest.json").read_text())["seed"] == 0  # the run's own build again
+    assert json.loads((exp / DATASET_DIR / MANIFEST).read_text())["seed"] == 0  # the run's own build again
     assert manifest(exp)["stages"]["data"]["wrote"] == stages["data"]["wrote"]  # the same build as before
     assert manifest(exp)["stages"]["train/fomaml"] == stages["train/fomaml"]  # trained on it: not redone
 
@@ -449,15 +451,15 @@ def test_training_seeds_add_runs_and_widen_the_intervals(exp):
     fingerprint), two more per trained arm are trained, and the verdicts pair the three by seed and
     count them (issue 19: intervals that include the spread between training runs)."""
     stages = manifest(exp)["stages"]
-    before = json.loads((exp / "report" / "verdicts.json").read_text())
+    before = json.loads((exp / REPORT_DIR / VERDICTS_FILE).read_text())
     assert main(["run", TINY, "--out", str(exp), "--force", "trainer.seeds=[0, 1, 2]"]) == 0
     now = manifest(exp)["stages"]
     assert now["train/fomaml"] == stages["train/fomaml"] and now["train/sft_mixed"] == stages["train/sft_mixed"]
     for run in ("fomaml_seed1", "fomaml_seed2", "sft_mixed_seed1", "sft_mixed_seed2"):
-        assert now[f"train/{run}"]["status"] == "finished" and (exp / "runs" / run / "adapter").is_dir()
-    after = json.loads((exp / "report" / "verdicts.json").read_text())
+        assert now[f"train/{run}"]["status"] == "finished" and (exp / RUNS_DIR / run / ADAPTER_DIR).is_dir()
+    after = json.loads((exp / REPORT_DIR / VERDICTS_FILE).read_text())
     c5 = next(v for v in after if v["label"] == "C5 (loss)")
     assert all(t["training_runs"] == 3 for t in c5["evidence"]["per_task"].values())
     one = next(v for v in before if v["label"] == "C5 (loss)")
     assert c5["ci_hi"] - c5["ci_lo"] != one["ci_hi"] - one["ci_lo"]
-    assert "trained once" not in (exp / "report" / "report.md").read_text()
+    assert "trained once" not in (exp / REPORT_DIR / REPORT_MD).read_text()

@@ -10,6 +10,7 @@ from conftest import CONFIGS
 from metasft.cli import main
 from metasft.config import load_config
 from metasft.rehearse import check, rehearsal_config
+from metasft.rundir import CONFIG_FILE, REPORT_DIR, REPORT_MD, RUNS_DIR, VERDICTS_FILE
 
 DESIGN = CONFIGS / "full" / "design.yaml"
 MATRIX = CONFIGS / "experiments" / "matrix.yaml"
@@ -34,19 +35,19 @@ def test_the_design_configs_rehearse_to_a_report(config, tmp_path, shared_data, 
     a report with verdicts; Geometry3K (not in ../shared/data) named with how to get it; the answer-only
     shot pools named; the MATH tasks, whose solutions are worked and fit their caps, not."""
     out, lines = rehearse(config, tmp_path, shared_data, capsys)
-    assert (out / "report" / "report.md").is_file() and (out / "report" / "verdicts.json").is_file()
+    assert (out / REPORT_DIR / REPORT_MD).is_file() and (out / REPORT_DIR / VERDICTS_FILE).is_file()
     [source] = findings_of(lines, "source")
     assert "geometry3k" in source and "data.roots.geometry3k=DIR" in source
     shots = findings_of(lines, "shots")
     assert sorted(t for t in ANSWER_ONLY if any(f"[{t}]" in line for line in shots)) == sorted(ANSWER_ONLY)
     assert not findings_of(lines, "generation"), findings_of(lines, "generation")
     cfg = load_config(config)
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(p.name for p in (out / RUNS_DIR).iterdir())
     expected = {"fomaml", "sft_mixed", "base", *(f"sft_task_{t.name}" for t in cfg.data.eval_tasks),
                 *(v.name for v in cfg.variants)}
     assert expected <= set(runs)
     # one training seed, and the structure kept: every eval task that loads with its shot levels
-    rehearsed = load_config(out / "config.yaml")
+    rehearsed = load_config(out / CONFIG_FILE)
     assert rehearsed.trainer.seeds == cfg.trainer.seeds[:1] and rehearsed.model.partial_pretrain == "tiny-llama"
     assert {t.name: t.n_shots for t in rehearsed.data.eval_tasks} == {t.name: t.n_shots for t in cfg.data.eval_tasks}
     assert [t.name for t in rehearsed.data.tasks] == [t.name for t in cfg.data.tasks if t.source != "geometry3k"]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from metasft.rundir import LOCK, JsonlWriter, OutputDir, lock_dir, remove_owned, unlock_dir, write_json
+from metasft.rundir import (CHECKPOINTS_DIR, CONFIG_FILE, LOCK, JsonlWriter, OutputDir, lock_dir, remove_owned,
+                            unlock_dir, write_json)
 
 
 def _strict_load(text: str):
@@ -90,11 +91,11 @@ def test_a_failed_command_after_overwrite_puts_the_old_directory_back(tmp_path):
 
 
 def test_remove_owned_keeps_what_it_does_not_own(tmp_path):
-    (tmp_path / "checkpoints" / "step_000001").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "step_000001" / "state.pt").write_text("x")
-    (tmp_path / "config.yaml").write_text("x")
+    (tmp_path / CHECKPOINTS_DIR / "step_000001").mkdir(parents=True)
+    (tmp_path / CHECKPOINTS_DIR / "step_000001" / "state.pt").write_text("x")
+    (tmp_path / CONFIG_FILE).write_text("x")
     (tmp_path / "my_notes.txt").write_text("mine")
-    assert remove_owned(tmp_path, ["checkpoints", "config.yaml", "adapter"]) == ["my_notes.txt"]
+    assert remove_owned(tmp_path, ["checkpoints", CONFIG_FILE, "adapter"]) == ["my_notes.txt"]
     assert remove_owned(tmp_path, ["my_notes.txt"]) == [] and not tmp_path.exists()
 
 

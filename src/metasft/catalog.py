@@ -14,7 +14,7 @@ from metasft.data.sources import SOURCE_MODULES, describe_origin
 from metasft.errors import MetasftError
 from metasft.manifests import (STARTED, ExperimentManifest, TrainManifest, manifest_status, read_manifest,
                                stage_rank)
-from metasft.rundir import MANIFEST, dir_kind
+from metasft.rundir import CONFIG_FILE, EVAL_CONFIG, MANIFEST, REPORT_DIR, VERDICTS_FILE, dir_kind
 
 WIDTH = 100  # descriptions are wrapped, never cut
 
@@ -129,7 +129,7 @@ def output_dirs(root: Path) -> list[Path]:
 
 def _config_name(path: Path) -> str:
     """The `name:` of the directory's resolved config (config.yaml, or an evaluation's eval_config.yaml)."""
-    for file in ("config.yaml", "eval_config.yaml"):
+    for file in (CONFIG_FILE, EVAL_CONFIG):
         if (path / file).is_file():
             try:
                 raw = yaml.safe_load((path / file).read_text())
@@ -169,7 +169,7 @@ def verdict_line(path: Path) -> str:
     """The primary claims' statuses on accuracy from report/verdicts.json, then how many exploratory
     claims were met: 'H1 inconclusive, H2 not met, H3 inconclusive; exploratory: 1 of 5 met'."""
     from metasft.stats.verdicts import PRIMARY, read_verdicts
-    file = path / "report" / "verdicts.json"
+    file = path / REPORT_DIR / VERDICTS_FILE
     if not file.is_file():
         return "no report yet"
     try:
@@ -213,7 +213,7 @@ def _experiment_detail(path: Path) -> list[str]:
         lines.append("stages:")
         lines += [f"  {name:<24} {s.status}" + (f"  {s.seconds:,.0f} s" if s.seconds is not None else "")
                   for name, s in sorted(stages.items(), key=lambda kv: stage_rank(kv[0]))]
-    if (path / "report" / "verdicts.json").is_file():
+    if (path / REPORT_DIR / VERDICTS_FILE).is_file():
         lines.append("verdicts (status, the estimate behind it; details in report/report.html):")
-        lines += ["  " + line for line in summary_lines(read_verdicts(path / "report" / "verdicts.json"))]
+        lines += ["  " + line for line in summary_lines(read_verdicts(path / REPORT_DIR / VERDICTS_FILE))]
     return lines

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
-from metasft.rundir import OutputError
+from metasft.rundir import REPORT_DIR, REPORT_MD, VERDICTS_FILE, OutputError
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # what compare's figure can be saved as
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
@@ -256,7 +256,7 @@ def _kept(args) -> str:
     if args.command == "data" and args.data_command == "build":
         return f"{args.out} is as it was (a build is written at once, at its end); {again}"
     if args.command == "report":
-        return f"{args.dir / 'report'} is as it was (a report is written at once, at its end); {again}"
+        return f"{args.dir / REPORT_DIR} is as it was (a report is written at once, at its end); {again}"
     if args.command in ("export", "compare"):
         return "nothing was written (its output is written at once, at its end)"
     return "nothing was written"
@@ -304,7 +304,8 @@ def _dispatch(args) -> int:
             if data_dir is None:
                 from metasft.train.distributed import World
                 from metasft.train.run import ensure_data
-                claim.start()
+                from metasft.manifests import started_record
+                claim.start(started_record("eval"))
                 data_dir = ensure_data(cfg, args.out, World())
             # a group stored is a record worth keeping: a failure after it leaves the directory to resume
             run_eval(cfg, data_dir, models, args.out, after_group=lambda group: claim.commit())
@@ -392,8 +393,8 @@ def _new_file(path: Path, flag: str, overwrite: bool) -> None:
 
 def _print_outcome(out: Path) -> None:
     """A finished experiment: where its report is, and the verdicts."""
-    print(out / "report" / "report.md")
-    verdicts = out / "report" / "verdicts.json"
+    print(out / REPORT_DIR / REPORT_MD)
+    verdicts = out / REPORT_DIR / VERDICTS_FILE
     if verdicts.is_file():
         from metasft.stats.verdicts import read_verdicts, summary_lines
         print("verdicts (status, the estimate behind it; details in the report):")

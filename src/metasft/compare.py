@@ -14,17 +14,18 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from metasft.config import load_yaml
+from metasft.config import fields_used_by, load_yaml
 from metasft.data.records import DataError
 from metasft.eval.results import ResultsUnion, find_results
 from metasft.fingerprint import flatten
 from metasft.report.bands import final_bands
 from metasft.report.plots import accuracy_axis, arm_style, label, model_order, n_label
 from metasft.stats import summarize
+from metasft.rundir import CONFIG_FILE, EVAL_CONFIG
 
-CONFIG_FILES = ("config.yaml", "eval_config.yaml", "eval/eval_config.yaml")
+CONFIG_FILES = (CONFIG_FILE, EVAL_CONFIG, "eval/eval_config.yaml")
 # paths that differ between any two directories without changing what was run
-_PATHS = ("data.dir", "trainer.paired_run", "eval.models", "model.cache_dir")
+_PATHS = fields_used_by("where")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from metasft import arms
 from metasft.errors import MetasftError
 from metasft.rundir import meta_train_file
 
@@ -27,20 +28,51 @@ class ConfigError(MetasftError, ValueError):
     """A config key is unknown, mistyped, missing or inconsistent; the message names it."""
 
 
+# ------------------------------------------------------------------------------- what a field changes
+# Every config field declares, in its `used_by` metadata, what depends on it; the stage fingerprints
+# (metasft.fingerprint), the resume check (train.run) and compare's ignored keys are read from these
+# declarations (`fields_used_by`), and tests/test_contracts.py fails on a field that declares nothing.
+#   data, train, eval, similarity, report   the stage whose result it changes; train.base: the base
+#       arm's (a fresh LoRA), train.meta: meta arms', train.sft: SFT arms', train.sft_unpaired: an SFT
+#       arm's whose budget is matched to this config's meta settings rather than a run
+#   resume   a `train --resume` may change it      path   a filesystem path (compared resolved)
+#   where    differs between directories without changing what was run (compare leaves it out)
+#   no tag at all (NO_STAGE): no result depends on it (how or where a stage runs)
+USES = ("data", "train", "train.base", "train.meta", "train.sft", "train.sft_unpaired", "eval", "similarity",
+        "report", "resume", "path", "where")
+
+
+def used_by(*uses: str) -> dict:
+    """A config field's metadata: what depends on it (USES)."""
+    unknown = set(uses) - set(USES)
+    assert not unknown, f"unknown uses {unknown}; expected some of {USES}"
+    return {"used_by": frozenset(uses)}
+
+
+NO_STAGE = used_by()
+MODEL_KEY = used_by("train", "train.base", "eval", "similarity")
+TOKENS_KEY = used_by("train", "eval", "similarity")
+DATA_KEY, TRAIN_KEY, EVAL_KEY, REPORT_KEY = used_by("data"), used_by("train"), used_by("eval"), used_by("report")
+META_KEY, SFT_KEY = used_by("train.meta"), used_by("train.sft")
+META_BUDGET_KEY = used_by("train.meta", "train.sft_unpaired")  # an unpaired SFT run's budget reads it too
+
+
 # ----------------------------------------------------------------------------------------- schema
 @dataclass
 class ModelArgs:
     # Hugging Face id, local directory, "smollm2-135m-instruct" (embedded GGUF) or "tiny-llama" (tests)
-    partial_pretrain: str = "smollm2-135m-instruct"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: [
+    partial_pretrain: str = field(default="smollm2-135m-instruct", metadata=MODEL_KEY)
+    lora_rank: int = field(default=16, metadata=MODEL_KEY)
+    lora_alpha: int = field(default=32, metadata=MODEL_KEY)
+    lora_dropout: float = field(default=0.0, metadata=MODEL_KEY)
+    target_modules: list[str] = field(metadata=MODEL_KEY, default_factory=lambda: [
         "q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    use_fsdp: bool = False          # under torchrun: FSDP2 if true, else DDP
-    dtype: str = "float32"          # base weights: float32 | bfloat16 (adapters always float32)
-    gradient_checkpointing: bool = False
-    cache_dir: str | None = None    # where the embedded model's safetensors cache goes
+    use_fsdp: bool = field(default=False, metadata=NO_STAGE)          # under torchrun: FSDP2 if true, else DDP
+    # base weights: float32 | bfloat16 (adapters always float32)
+    dtype: str = field(default="float32", metadata=MODEL_KEY)
+    gradient_checkpointing: bool = field(default=False, metadata=NO_STAGE)
+    # where the embedded model's safetensors cache goes
+    cache_dir: str | None = field(default=None, metadata=used_by("path", "where"))
 
 
 @dataclass
@@ -55,23 +87,25 @@ class MetaTask:
 
 @dataclass
 class MetaArgs:
-    use_fomaml: bool = True         # the design's key: first-order MAML; false (second order) is refused
-    algorithm: str = "fomaml"       # fomaml | reptile
-    inner_lr: float = 5e-5
-    num_inner_steps: int = 5
-    inner_batch_size: int = 4
+    # the design's key: first-order MAML; false (second order) is refused
+    use_fomaml: bool = field(default=True, metadata=META_KEY)
+    algorithm: str = field(default="fomaml", metadata=META_BUDGET_KEY)       # fomaml | reptile
+    inner_lr: float = field(default=5e-5, metadata=META_KEY)
+    num_inner_steps: int = field(default=5, metadata=META_BUDGET_KEY)
+    inner_batch_size: int = field(default=4, metadata=META_BUDGET_KEY)
     # adam | sgd, state fresh for each task. Adam: at the design's inner_lr 5e-5, SGD leaves the LoRA where
     # it was (support-loss drop over K=5 steps on SmolLM2-135M: SGD 0.01 %, Adam 6-9 %; configs/fomaml_sft.yaml)
-    inner_optimizer: str = "adam"
+    inner_optimizer: str = field(default="adam", metadata=META_KEY)
     # the inner-loop guard (issue 9): mean relative support-loss drop, pre vs post adaptation on the same
     # batch, over the first `inner_drop_steps` outer steps; below `min_inner_drop`, the run warns that
     # θ' ≈ θ (FOMAML then reduces to SFT on the query batches) and records it in its manifest
-    min_inner_drop: float = 0.01
-    inner_drop_steps: int = 20
-    outer_lr: float = 2e-5
-    meta_batch_size: int = 3
-    query_batch_size: int = 4
-    tasks: list[MetaTask] = field(default_factory=list)  # empty: every data.tasks entry
+    min_inner_drop: float = field(default=0.01, metadata=META_KEY)
+    inner_drop_steps: int = field(default=20, metadata=META_KEY)
+    outer_lr: float = field(default=2e-5, metadata=META_KEY)
+    meta_batch_size: int = field(default=3, metadata=META_BUDGET_KEY)
+    query_batch_size: int = field(default=4, metadata=META_BUDGET_KEY)
+    # empty: every data.tasks entry
+    tasks: list[MetaTask] = field(metadata=used_by("train.meta", "train.sft"), default_factory=list)
 
 
 @dataclass
@@ -138,101 +172,113 @@ class UserSource:
 
 @dataclass
 class CotArgs:
-    base_url: str | None = None     # any OpenAI-compatible endpoint; None: keep the source's solution
-    model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    cache_dir: str | None = None
+    # any OpenAI-compatible endpoint; None: keep the source's solution
+    base_url: str | None = field(default=None, metadata=DATA_KEY)
+    model: str | None = field(default=None, metadata=DATA_KEY)
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=NO_STAGE)
+    cache_dir: str | None = field(default=None, metadata=NO_STAGE)
     # also the eval tasks' pools of shots (few-shot adaptation and Baseline 2 train on them); test items never
-    eval_shots: bool = True
+    eval_shots: bool = field(default=True, metadata=DATA_KEY)
 
 
 @dataclass
 class DataArgs:
-    tasks: list[TaskSource] = field(default_factory=list)
-    eval_tasks: list[EvalTask] = field(default_factory=list)
-    sources: list[UserSource] = field(default_factory=list)  # your own files / hub datasets, by name
+    tasks: list[TaskSource] = field(metadata=DATA_KEY, default_factory=list)
+    eval_tasks: list[EvalTask] = field(metadata=DATA_KEY, default_factory=list)
+    sources: list[UserSource] = field(metadata=DATA_KEY, default_factory=list)  # your own files / hub datasets, by name
     # per built-in source: a directory laid out like ../shared/data, or "hub"; overrides data_root for
     # that source (e.g. {geometry3k: DIR}: the hub for the others, local files for Geometry3K)
-    roots: dict = field(default_factory=dict)
-    support_ratio: float = 0.2
-    query_ratio: float = 0.3        # the rest is the task's held-out test split
-    val_ratio: float = 0.1          # share of the held-out part kept for checkpoint selection
-    val_max_samples: int = 64
-    template: str = "en"            # en | zh (the design's Chinese prompt)
-    use_chat_template: bool = True
+    roots: dict = field(metadata=DATA_KEY, default_factory=dict)
+    support_ratio: float = field(default=0.2, metadata=DATA_KEY)
+    query_ratio: float = field(default=0.3, metadata=DATA_KEY)        # the rest is the task's held-out test split
+    # share of the held-out part kept for checkpoint selection
+    val_ratio: float = field(default=0.1, metadata=DATA_KEY)
+    val_max_samples: int = field(default=64, metadata=DATA_KEY)
+    template: str = field(default="en", metadata=DATA_KEY)            # en | zh (the design's Chinese prompt)
+    use_chat_template: bool = field(default=True, metadata=TOKENS_KEY)
     cot: CotArgs = field(default_factory=CotArgs)
-    dir: str | None = None          # an already built data directory; None: build into the run
+    # an already built data directory; None: build into the run
+    dir: str | None = field(default=None, metadata=used_by("path", "where"))
     # training-time settings (the design's keys)
-    max_length: int = 2048
-    truncation: str = "right"       # right | left | error
-    train_files: list[str] = field(default_factory=list)  # SFT arms; empty: every task's _all file
-    train_batch_size: int = 32
-    total_samples: int | None = None  # SFT budget; None: matched to the paired FOMAML run
-    budget: str = "matched"         # matched (same examples processed) | unique (same distinct, epochs)
+    max_length: int = field(default=2048, metadata=TOKENS_KEY)
+    truncation: str = field(default="right", metadata=TOKENS_KEY)       # right | left | error
+    train_files: list[str] = field(metadata=SFT_KEY, default_factory=list)  # SFT arms; empty: every task's _all file
+    train_batch_size: int = field(default=32, metadata=SFT_KEY)
+    # SFT budget; None: matched to the paired FOMAML run
+    total_samples: int | None = field(default=None, metadata=SFT_KEY)
+    # matched (same examples processed) | unique (same distinct, epochs)
+    budget: str = field(default="matched", metadata=SFT_KEY)
     # Exp 5's "2x data": SFT-Mixed's distinct examples (new ones, set aside by the data build) and examples
     # processed, both x this; sft_task ignores it
-    budget_scale: float = 1.0
+    budget_scale: float = field(default=1.0, metadata=SFT_KEY)
     # SFT arms over several tasks: balanced (every task an equal share of the examples, as FOMAML samples
     # tasks uniformly) | pooled (examples drawn uniformly from all tasks' data together)
-    mixture: str = "balanced"
-    sft_task: str | None = None     # arm sft_task: the eval task whose pool it trains total_epochs over
+    mixture: str = field(default="balanced", metadata=SFT_KEY)
+    # arm sft_task: the eval task whose pool it trains total_epochs over
+    sft_task: str | None = field(default=None, metadata=SFT_KEY)
 
 
 @dataclass
 class OptimArgs:
-    optimizer_type: str = "AdamW"
-    weight_decay: float = 0.01
-    clip_grad: float = 1.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
+    optimizer_type: str = field(default="AdamW", metadata=TRAIN_KEY)
+    weight_decay: float = field(default=0.01, metadata=TRAIN_KEY)
+    clip_grad: float = field(default=1.0, metadata=TRAIN_KEY)
+    betas: list[float] = field(metadata=TRAIN_KEY, default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = field(default=0, metadata=TRAIN_KEY)
 
 
 @dataclass
 class TrainerArgs:
-    total_steps: int = 5000
-    total_epochs: int = 3
-    lr: float = 2e-5                # SFT arms
-    micro_batch_size: int = 8       # SFT arms: gradient accumulation splits train_batch_size
-    save_freq: int = 500            # a resumable checkpoint every N steps (and at the last step)
-    keep_checkpoints: int = 3       # the last N checkpoints are kept, plus the best step's; 0: all
-    test_freq: int = 100            # validation every N steps (0: none)
-    val_batch_size: int = 8
-    log_freq: int = 1
-    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
-    device: str = "auto"            # auto | cpu | cuda
-    bf16: bool = False              # autocast on GPU
-    paired_run: str | None = None   # SFT arms: the FOMAML run whose budget to match
+    total_steps: int = field(default=5000, metadata=used_by("train", "resume"))
+    total_epochs: int = field(default=3, metadata=SFT_KEY)
+    lr: float = field(default=2e-5, metadata=SFT_KEY)                # SFT arms
+    # SFT arms: gradient accumulation splits train_batch_size
+    micro_batch_size: int = field(default=8, metadata=SFT_KEY)
+    # a resumable checkpoint every N steps (and at the last step)
+    save_freq: int = field(default=500, metadata=used_by("resume"))
+    # the last N checkpoints are kept, plus the best step's; 0: all
+    keep_checkpoints: int = field(default=3, metadata=used_by("resume"))
+    test_freq: int = field(default=100, metadata=TRAIN_KEY)            # validation every N steps (0: none)
+    val_batch_size: int = field(default=8, metadata=TRAIN_KEY)
+    log_freq: int = field(default=1, metadata=used_by("resume"))
+    loggers: list[str] = field(metadata=used_by("resume"), default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
+    device: str = field(default="auto", metadata=NO_STAGE)            # auto | cpu | cuda
+    bf16: bool = field(default=False, metadata=TRAIN_KEY)              # autocast on GPU
+    # SFT arms: the FOMAML run whose budget to match
+    paired_run: str | None = field(default=None, metadata=used_by("path", "where"))
     # `metasft run`: train every arm (and matrix variant) once per seed, the first under the arm's own
     # name, the others as <name>_seed<s>; the verdicts then include the spread between training runs.
     # [] = one run per arm with `seed`
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[int] = field(metadata=REPORT_KEY, default_factory=list)
     # which validation metric picks adapter_best: objective (each arm its own: FOMAML and Reptile the
     # loss after inner-loop adaptation, val_loss_adapted; SFT the plain val_loss) | val_loss (every arm)
-    select_by: str = "objective"
+    select_by: str = field(default="objective", metadata=TRAIN_KEY)
 
 
 @dataclass
 class EvalArgs:
-    models: list[str] = field(default_factory=list)  # run dirs, hub ids or "base"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    adaptation_steps: int = 100
-    adaptation_lr: float = 1e-4
-    adaptation_batch_size: int = 4
-    record_steps: list[int] = field(default_factory=lambda: [0, 10, 25, 50, 100])
-    batch_size: int = 16            # generation
-    max_new_tokens: int = 256
-    target_acc: float = 0.7
-    grade_timeout_s: float = 5.0
-    similarity_batches: int = 4
-    acc_k: int = 0                  # > 0: also sample k answers per question for acc@k (k x the cost)
+    models: list[str] = field(metadata=used_by("where"), default_factory=list)  # run dirs, hub ids or "base"
+    seeds: list[int] = field(metadata=EVAL_KEY, default_factory=lambda: [0, 1, 2, 3, 4])
+    adaptation_steps: int = field(default=100, metadata=EVAL_KEY)
+    adaptation_lr: float = field(default=1e-4, metadata=EVAL_KEY)
+    adaptation_batch_size: int = field(default=4, metadata=used_by("eval", "similarity"))
+    record_steps: list[int] = field(metadata=EVAL_KEY, default_factory=lambda: [0, 10, 25, 50, 100])
+    batch_size: int = field(default=16, metadata=NO_STAGE)            # generation
+    max_new_tokens: int = field(default=256, metadata=EVAL_KEY)
+    target_acc: float = field(default=0.7, metadata=REPORT_KEY)
+    grade_timeout_s: float = field(default=5.0, metadata=NO_STAGE)
+    similarity_batches: int = field(default=4, metadata=used_by("similarity"))
+    # > 0: also sample k answers per question for acc@k (k x the cost)
+    acc_k: int = field(default=0, metadata=EVAL_KEY)
     # > 1: up to this many few-shot groups of one task adapt and decode together (eval/grid.py); the
     # results equal one at a time (1). A decoding batch then holds batch_size rows across the cells.
-    cells_per_batch: int = 1
-    allow_budget_mismatch: bool = False  # compare FOMAML and SFT-Mixed even if their budgets differ
+    cells_per_batch: int = field(default=1, metadata=NO_STAGE)
+    # compare FOMAML and SFT-Mixed even if their budgets differ
+    allow_budget_mismatch: bool = field(default=False, metadata=NO_STAGE)
     # the verdict in `correct` and `accuracy`, what the statistics read: strict (an explicit final
     # answer: \boxed{}, "The answer is", ####, a stated option letter) | flexible (also the last
     # number); both are stored, and neither credits an output cut off or looping (issue 19)
-    grading: str = "strict"
+    grading: str = field(default="strict", metadata=EVAL_KEY)
 
 
 GRADINGS = ("strict", "flexible")  # eval.grading: which verdict is a prediction's `correct` (eval/scoring.py)
@@ -244,10 +290,12 @@ CLAIMS = ("H1", "H2", "H3", "C1", "C2", "C3", "C4", "C5")
 @dataclass
 class StatsArgs:
     """How the report decides the design's claims (metasft.stats.verdicts); fixed before the run."""
-    margin_accuracy: float = 0.05   # H1, C1 ("matches", ">="): non-inferiority margin, accuracy points
-    margin_loss: float = 0.05       # the same on the reference solutions' token-mean loss (nats)
+    # H1, C1 ("matches", ">="): non-inferiority margin, accuracy points
+    margin_accuracy: float = field(default=0.05, metadata=REPORT_KEY)
+    # the same on the reference solutions' token-mean loss (nats)
+    margin_loss: float = field(default=0.05, metadata=REPORT_KEY)
     # the primary claims: one family, family-wise 5% (Bonferroni); the others are exploratory
-    primary: list[str] = field(default_factory=lambda: ["H1", "H2", "H3"])
+    primary: list[str] = field(metadata=REPORT_KEY, default_factory=lambda: ["H1", "H2", "H3"])
 
 
 @dataclass
@@ -269,12 +317,13 @@ class Variant:
 
 @dataclass
 class Config:
-    name: str = "metasft"
-    arm: str = "fomaml"             # fomaml | reptile | sft_mixed | sft_task | base
-    arms: list[str] = field(default_factory=lambda: ["base", "fomaml", "sft_mixed"])  # `metasft run`
-    variants: list[Variant] = field(default_factory=list)  # `metasft run`: the matrix's other runs
-    seed: int = 0
-    data_root: str | None = None    # local copies laid out like ../shared/data; None: the hub (data.roots: per source)
+    name: str = field(default="metasft", metadata=REPORT_KEY)
+    arm: str = field(default="fomaml", metadata=NO_STAGE)             # fomaml | reptile | sft_mixed | sft_task | base
+    arms: list[str] = field(metadata=NO_STAGE, default_factory=lambda: ["base", "fomaml", "sft_mixed"])  # `metasft run`
+    variants: list[Variant] = field(metadata=NO_STAGE, default_factory=list)  # `metasft run`: the matrix's other runs
+    seed: int = field(default=0, metadata=used_by("data", "train", "train.base", "eval", "similarity"))
+    # local copies laid out like ../shared/data; None: the hub (data.roots: per source)
+    data_root: str | None = field(default=None, metadata=used_by("data", "path"))
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     meta: MetaArgs = field(default_factory=MetaArgs)
@@ -284,8 +333,6 @@ class Config:
     stats: StatsArgs = field(default_factory=StatsArgs)
 
 
-ARMS = ("fomaml", "reptile", "sft_mixed", "sft_task", "base")
-
 # verl's names -> (the design's name, value converter)
 ALIASES: dict[str, tuple[str, Any]] = {
     "model.strategy": ("model.use_fsdp", lambda v: str(v).lower().startswith("fsdp")),
@@ -294,6 +341,26 @@ ALIASES: dict[str, tuple[str, Any]] = {
 }
 # inside list entries: the design's scheme-B shorthand
 ENTRY_ALIASES = {"support": "support_max_samples", "query": "query_max_samples"}
+
+
+def config_fields(cls=None, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """(dotted key, field) of every leaf field of the config schema (a nested section is not a leaf; a
+    list of entries is)."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += config_fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", f))
+    return out
+
+
+def fields_used_by(use: str) -> tuple[str, ...]:
+    """The dotted keys of the config fields that declare `use` (USES)."""
+    assert use in USES, use
+    return tuple(key for key, f in config_fields() if use in f.metadata["used_by"])
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -574,10 +641,11 @@ def validate(cfg: Config) -> None:
         for i, entry in enumerate(named):
             check_name(f"{kind}.{i}.name", entry.name)
 
-    need(cfg.arm in ARMS, f"arm must be one of {ARMS}, got {cfg.arm!r}")
-    bad_arms = [a for a in cfg.arms if a not in ARMS]
-    need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {ARMS}")
-    need(bool(cfg.arms), f"arms is empty: list the arms a run trains and compares, some of {ARMS}")
+    known = arms.names()
+    need(cfg.arm in known, f"arm must be one of {known}, got {cfg.arm!r}")
+    bad_arms = [a for a in cfg.arms if a not in known]
+    need(not bad_arms, f"arms: unknown {bad_arms}; expected some of {known}")
+    need(bool(cfg.arms), f"arms is empty: list the arms a run trains and compares, some of {known}")
     need(len(set(cfg.arms)) == len(cfg.arms), f"arms: {sorted({a for a in cfg.arms if cfg.arms.count(a) > 1})} "
                                               f"given twice (each arm is one run)")
     need(cfg.meta.algorithm in ("fomaml", "reptile"), f"meta.algorithm must be fomaml or reptile, got {cfg.meta.algorithm!r}")
@@ -626,7 +694,6 @@ def validate(cfg: Config) -> None:
     need(cfg.eval.cells_per_batch >= 1, f"eval.cells_per_batch must be >= 1, got {cfg.eval.cells_per_batch}")
     need(cfg.data.budget_scale > 0, f"data.budget_scale must be > 0, got {cfg.data.budget_scale}")
     if cfg.variants:
-        from metasft.matrix import check_variants  # the matrix's own rules, next to the code that runs it
         check_variants(cfg)
     unknown_loggers = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
     need(not unknown_loggers, f"trainer.loggers: unknown {sorted(unknown_loggers)}; expected jsonl, tensorboard, wandb")
@@ -773,3 +840,78 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from metasft.rundir import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
+
+# ----------------------------------------------------------------------------------------- variants
+# the experiment matrix's variants (metasft.matrix runs them): what one may change, and their checks
+# what a variant may change: the training of its own run. Data, model, evaluation and seed are the
+# whole experiment's (one data build, one evaluation), and pairing is the matrix's job.
+OVERRIDABLE = ("meta.", "trainer.", "optim.", "data.budget_scale", "data.mixture", "data.total_samples",
+               "data.train_batch_size", "data.train_files")
+NOT_OVERRIDABLE = ("meta.tasks", "trainer.paired_run", "trainer.device")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def variant_config(cfg: Config, v: Variant) -> Config:
+    """The experiment's config with `v.arm` and `v.overrides` (strict: unknown keys and wrong types are
+    errors naming the variant)."""
+    where = f"variants[{v.name}]"
+    for key in v.overrides:
+        if not key.startswith(OVERRIDABLE) or key.startswith(NOT_OVERRIDABLE):
+            raise ConfigError(f"{where}.overrides: {key} cannot differ between the runs of one experiment; a variant "
+                              f"may set {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in OVERRIDABLE)}"
+                              f" (not {', '.join(NOT_OVERRIDABLE)})")
+    raw = to_dict(cfg)
+    raw.update(arm=v.arm, variants=[])
+    for key, value in v.overrides.items():
+        _set_dotted(raw, key, value, f"{where}.overrides")
+    out = _build(Config, raw, "", f"{where}.overrides")
+    try:
+        validate(out)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
+def check_variants(cfg: Config) -> None:
+    """Names, arms, partners and pairings of `variants` (config.validate calls it)."""
+    listed = list(dict.fromkeys(cfg.arms))
+    meta_arms = [a for a in arms.of_kind("meta") if a in listed]
+    variant_arms = (*arms.of_kind("meta"), "sft_mixed")  # a meta arm, or SFT-Mixed matched to a meta run
+    if cfg.data.budget != "matched":
+        raise ConfigError("variants: the matrix compares runs at matched example budgets; data.budget must be "
+                          f"matched, got {cfg.data.budget!r}")
+    taken = set(listed) | {"sft_task"}
+    meta_names = set(meta_arms)
+    sft_names = {"sft_mixed"} if "sft_mixed" in listed else set()
+    for v in cfg.variants:
+        where = f"variants[{v.name}]"
+        if not isinstance(v.overrides, dict) or not all(isinstance(k, str) for k in v.overrides):
+            raise ConfigError(f"{where}.overrides must be a mapping of dotted keys to values, got {v.overrides!r}")
+        if not _NAME.match(v.name) or v.name.startswith("sft_task") or re.search(r"_seed\d+$", v.name):
+            raise ConfigError(f"{where}: a variant name is a directory name: letters, digits, _ . - (and not "
+                              f"sft_task*, nor ending in _seed<n>: a training seed's run), got {v.name!r}")
+        if v.name in taken or f"{v.name}_sft_mixed" in taken:
+            raise ConfigError(f"{where}: the name {v.name!r} is already a run of this experiment")
+        if v.arm not in variant_arms:
+            raise ConfigError(f"{where}: arm must be one of {variant_arms}, got {v.arm!r}")
+        taken |= {v.name, f"{v.name}_sft_mixed"}
+        (meta_names if v.arm in arms.of_kind("meta") else sft_names).add(v.name)
+        variant_config(cfg, v)  # its overrides load
+    by_name = {v.name: v for v in cfg.variants}
+    for v in cfg.variants:
+        where = f"variants[{v.name}]"
+        if v.arm in arms.of_kind("meta"):
+            if v.partner is not None:
+                if v.partner not in sft_names:
+                    raise ConfigError(f"{where}.partner: {v.partner!r} is not an SFT-Mixed run of this experiment "
+                                      f"({sorted(sft_names)})")
+                paired = by_name[v.partner].paired if v.partner in by_name else (meta_arms or [None])[0]
+                if paired != v.name:
+                    raise ConfigError(f"{where}.partner: {v.partner} matches the budget of {paired}, not of "
+                                      f"{v.name}; set paired: {v.name} on it")
+        else:
+            if v.partner is not None:
+                raise ConfigError(f"{where}.partner: only meta variants (fomaml, reptile) have a partner")
+            if v.paired not in meta_names:
+                raise ConfigError(f"{where}.paired: {v.paired!r} is not a meta run of this experiment "
+                                  f"({sorted(meta_names)})")

@@ -20,7 +20,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from metasft.config import Config
+from metasft import arms
+from metasft.config import Config, fields_used_by
 from metasft.manifests import DataManifest, read_manifest
 
 # Bump a stage's version when its code starts producing different results for the same settings.
@@ -33,33 +34,13 @@ VERSIONS = {"data": 3, "train": 2, "eval": 2, "similarity": 1, "report": 2}
 # sft 1: sft_task trains total_epochs over its pool; data.budget_scale scales the distinct examples (issue 9)
 SFT_VERSION = 1
 
-# Never part of a result: where the model is cached, how it is sharded or checkpointed, where it runs.
-_EXECUTION = ("model.cache_dir", "model.gradient_checkpointing", "model.use_fsdp")
-_TOKENIZE = ("data.max_length", "data.truncation", "data.use_chat_template")
-
-_DATA = ("seed", "data_root", "data.roots", "data.tasks", "data.eval_tasks", "data.support_ratio", "data.query_ratio",
-         "data.val_ratio", "data.val_max_samples", "data.template", "data.cot")
-_DATA_IGNORE = ("data.cot.api_key_env", "data.cot.cache_dir")
-_BASE = ("seed", "model")  # arm base: a fresh LoRA, nothing trained
-_TRAINED = ("seed", "model", "optim", *_TOKENIZE, "trainer.total_steps", "trainer.test_freq",
-            "trainer.val_batch_size", "trainer.bf16", "trainer.select_by")
-_META = ("meta",)
-# SFT arms read meta.tasks (pool and validation sets) and, unpaired under data.budget=matched, the
-# FOMAML settings their budget is matched to (train/run.py fomaml_budget)
-_SFT = ("trainer.lr", "trainer.total_epochs", "trainer.micro_batch_size", "data.train_files",
-        "data.train_batch_size", "data.total_samples", "data.budget", "data.budget_scale", "data.sft_task",
-        "data.mixture", "meta.tasks")
-_SFT_UNPAIRED = ("meta.algorithm", "meta.num_inner_steps", "meta.inner_batch_size", "meta.query_batch_size",
-                 "meta.meta_batch_size")
+# Each stage's config keys: the fields that declare it (config.used_by). data.sources enters the data
+# stage's only when used, so directories from before it existed keep their digests.
+_DATA, _BASE, _TRAINED = fields_used_by("data"), fields_used_by("train.base"), fields_used_by("train")
+_META, _SFT, _SFT_UNPAIRED = fields_used_by("train.meta"), fields_used_by("train.sft"), fields_used_by("train.sft_unpaired")
 # eval.models is the trained arms (after.train/*); batch size, cells per batch (same results, see
-# tests/eval/test_grid.py) and grading timeout are left out as in
-# eval's own resume check (eval/protocols.py _settings); seeds, steps and rates all count
-_EVAL = ("seed", "model", *_TOKENIZE, "eval")
-_EVAL_IGNORE = ("eval.models", "eval.similarity_batches", "eval.target_acc", "eval.allow_budget_mismatch",
-                "eval.batch_size", "eval.grade_timeout_s", "eval.cells_per_batch")
-# task similarity is measured at the base model with a fresh LoRA: no trained arm enters it
-_SIMILARITY = ("seed", "model", *_TOKENIZE, "eval.similarity_batches", "eval.adaptation_batch_size")
-_REPORT = ("name", "eval.target_acc", "stats", "trainer.seeds")
+# tests/eval/test_grid.py) and grading timeout declare no stage
+_EVAL, _SIMILARITY, _REPORT = fields_used_by("eval"), fields_used_by("similarity"), fields_used_by("report")
 
 
 def flatten(obj, prefix: str = "") -> dict:
@@ -83,9 +64,9 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def config_keys(cfg: Config, include: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
-    ignore = (*_EXECUTION, *ignore)
-    return {k: v for k, v in flatten(cfg).items() if _under(k, include) and not _under(k, ignore)}
+def config_keys(cfg: Config, include: tuple[str, ...]) -> dict:
+    """{dotted key: value} of `cfg`'s keys under the fields `include`."""
+    return {k: v for k, v in flatten(cfg).items() if _under(k, include)}
 
 
 def digest(keys: dict) -> str:
@@ -106,7 +87,7 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
     own config: a matrix variant's, metasft.matrix; default `cfg`]), as the pipeline trains them;
     external_data: a pre-built `data.dir`, else None (the run builds `data`).
     """
-    from metasft.matrix import pool_scale
+    from metasft.budget import pool_scale
     stages: dict[str, dict] = {}
 
     def add(name: str, kind: str, keys: dict, after: list[str]) -> None:
@@ -119,8 +100,7 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
     data_after: list[str] = []
     if external_data is None:
         from metasft.data.sources.custom import content_sha256
-        # data.sources only when used, so directories from before it existed keep their digests
-        keys = config_keys(cfg, (*_DATA, "data.sources") if cfg.data.sources else _DATA, _DATA_IGNORE)
+        keys = config_keys(cfg, _DATA if cfg.data.sources else tuple(k for k in _DATA if k != "data.sources"))
         files = {f"input.source.{s.name}": digest(content_sha256(s)) for s in cfg.data.sources if s.path}
         scale = pool_scale(cfg)  # > 1: the build sets extra distinct examples aside (Exp 5)
         add("data", "data", {**keys, **files, **({"pool_scale": scale} if scale > 1 else {})}, [])
@@ -129,10 +109,10 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
         data_in = {"input.data": data_files_digest(external_data)}
     for name, arm, paired, *own in runs:
         run_cfg = own[0] if own else cfg
-        if arm == "base":
+        if arms.ARMS[arm].kind == "none":
             add(f"train/{name}", "train", {**config_keys(run_cfg, _BASE), "arm": arm}, [])
             continue
-        if arm in ("fomaml", "reptile"):
+        if arms.ARMS[arm].kind == "meta":
             keys = config_keys(run_cfg, (*_TRAINED, *_META))
         else:
             # sft_task's budget is its own (total_epochs over its pool), never FOMAML's
@@ -141,7 +121,7 @@ def plan(cfg: Config, runs: list[tuple], external_data: Path | None) -> dict[str
         add(f"train/{name}", "train", {**keys, **data_in, "arm": arm},
             data_after + ([f"train/{paired}"] if paired else []))
     trained = [f"train/{run[0]}" for run in runs]
-    add("eval", "eval", {**config_keys(cfg, _EVAL, _EVAL_IGNORE), **data_in}, data_after + trained)
+    add("eval", "eval", {**config_keys(cfg, _EVAL), **data_in}, data_after + trained)
     add("similarity", "similarity", {**config_keys(cfg, _SIMILARITY), **data_in}, data_after)
     add("report", "report", config_keys(cfg, _REPORT), data_after + trained + ["eval", "similarity"])
     return stages

@@ -29,6 +29,7 @@ from metasft.config import Config, ConfigError
 from metasft.errors import MetasftError
 from metasft.eval.results import ResultsUnion, store_paths
 from metasft.pipeline import Stage, Study, open_study, plan_study
+from metasft.manifests import started_record
 from metasft.rundir import JOBS_DIR, OutputDir
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def _submit(study: Study, stage: Stage, cluster: ClusterArgs, after_group) -> li
         return [_Task(stage.name, executor, fn, executor.submit(fn))]
     # every shard's store goes into one evaluation directory: mark it an evaluation's before they start
     # (its lock is the lead worker's, shard 0; the others keep their per-group claims beneath it)
-    OutputDir(study.eval_dir, "eval", lock=False).start()
+    OutputDir(study.eval_dir, "eval", lock=False).start(started_record("eval"))
     fns = [functools.partial(_shard_job, stage.work, stage.name, w, cluster.workers, cluster.processes_per_worker,
                              after_group) for w in range(cluster.workers)]
     with executor.batch():  # one job array on slurm

@@ -19,20 +19,12 @@ Config logic only (no torch): the pipeline trains what `plan_runs` lists, the re
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 from dataclasses import dataclass
 
-from metasft.config import Config, ConfigError, Variant, _build, _set_dotted, meta_tasks, to_dict, validate
+from metasft import arms
+from metasft.budget import meta_budget
+from metasft.config import Config, Variant, meta_tasks, variant_config
 
-META_ARMS = ("fomaml", "reptile")
-VARIANT_ARMS = (*META_ARMS, "sft_mixed")
-# what a variant may change: the training of its own run. Data, model, evaluation and seed are the
-# whole experiment's (one data build, one evaluation), and pairing is the matrix's job.
-OVERRIDABLE = ("meta.", "trainer.", "optim.", "data.budget_scale", "data.mixture", "data.total_samples",
-               "data.train_batch_size", "data.train_files")
-NOT_OVERRIDABLE = ("meta.tasks", "trainer.paired_run", "trainer.device")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -62,38 +54,9 @@ class Pair:
     primary: bool = False
 
 
-def meta_budget(cfg: Config, n_tasks: int) -> int:
-    """Examples one FOMAML/Reptile run processes (support + query over every outer step)."""
-    per_task = cfg.meta.num_inner_steps * cfg.meta.inner_batch_size
-    if cfg.meta.algorithm == "fomaml" and cfg.arm != "reptile":
-        per_task += cfg.meta.query_batch_size
-    return cfg.trainer.total_steps * min(cfg.meta.meta_batch_size, n_tasks) * per_task
-
-
-def variant_config(cfg: Config, v: Variant) -> Config:
-    """The experiment's config with `v.arm` and `v.overrides` (strict: unknown keys and wrong types are
-    errors naming the variant)."""
-    where = f"variants[{v.name}]"
-    for key in v.overrides:
-        if not key.startswith(OVERRIDABLE) or key.startswith(NOT_OVERRIDABLE):
-            raise ConfigError(f"{where}.overrides: {key} cannot differ between the runs of one experiment; a variant "
-                              f"may set {', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in OVERRIDABLE)}"
-                              f" (not {', '.join(NOT_OVERRIDABLE)})")
-    raw = to_dict(cfg)
-    raw.update(arm=v.arm, variants=[])
-    for key, value in v.overrides.items():
-        _set_dotted(raw, key, value, f"{where}.overrides")
-    out = _build(Config, raw, "", f"{where}.overrides")
-    try:
-        validate(out)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return out
-
-
 def _base_runs(cfg: Config) -> tuple[list[str], list[str]]:
-    arms = list(dict.fromkeys(cfg.arms))
-    return [a for a in META_ARMS if a in arms], arms
+    listed = list(dict.fromkeys(cfg.arms))
+    return [a for a in arms.of_kind("meta") if a in listed], listed
 
 
 def _partner(cfg: Config, v: Variant, vcfg: Config, primary_meta: str | None, n_tasks: int) -> tuple[str, bool]:
@@ -109,19 +72,23 @@ def _partner(cfg: Config, v: Variant, vcfg: Config, primary_meta: str | None, n_
 
 def plan_runs(cfg: Config, eval_tasks: list[str]) -> list[Run]:
     """Every run of the experiment in training order: meta runs first, so SFT runs can match their budget."""
-    meta_arms, arms = _base_runs(cfg)
+    meta_arms, listed = _base_runs(cfg)
     primary_meta = meta_arms[0] if meta_arms else None
     matched = cfg.data.budget == "matched"
     n_tasks = len(meta_tasks(cfg))
     meta = [Run(a, a, dataclasses.replace(cfg, arm=a)) for a in meta_arms]
     sft = []
-    if "sft_mixed" in arms:
+    if "sft_mixed" in listed:
         sft.append(Run("sft_mixed", "sft_mixed", dataclasses.replace(cfg, arm="sft_mixed"),
                        primary_meta if matched else None))
+    for a in listed:  # any other SFT arm of the registry: matched to the primary meta run's budget
+        if a not in ("sft_mixed", "sft_task") and arms.ARMS[a].kind == "sft":
+            paired = primary_meta if matched and arms.ARMS[a].budget == "matched" else None
+            sft.append(Run(a, a, dataclasses.replace(cfg, arm=a), paired))
     partners = []
     for v in cfg.variants:
         vcfg = variant_config(cfg, v)
-        if v.arm in META_ARMS:
+        if arms.ARMS[v.arm].kind == "meta":
             meta.append(Run(v.name, v.arm, vcfg, variant=v.name))
             partner, trained = _partner(cfg, v, vcfg, primary_meta, n_tasks)
             if trained:
@@ -130,10 +97,10 @@ def plan_runs(cfg: Config, eval_tasks: list[str]) -> list[Run]:
         else:
             sft.append(Run(v.name, v.arm, vcfg, v.paired, variant=v.name))
     tail = []
-    if "sft_task" in arms:  # Baseline 2: its own budget (total_epochs over its pool), paired with nothing
+    if "sft_task" in listed:  # Baseline 2: its own budget (total_epochs over its pool), paired with nothing
         tail += [Run(f"sft_task_{t}", "sft_task", dataclasses.replace(cfg, arm="sft_task"), None, t)
                  for t in eval_tasks]
-    if "base" in arms:
+    if "base" in listed:
         tail.append(Run("base", "base", dataclasses.replace(cfg, arm="base")))
     return _per_seed(cfg, meta) + _per_seed(cfg, sft + partners) + tail
 
@@ -170,16 +137,16 @@ def replicates(cfg: Config) -> dict[str, list[str]]:
 
 def pairs(cfg: Config) -> list[Pair]:
     """The compared (meta, SFT-Mixed) pairs, the primary one (fomaml vs sft_mixed) first."""
-    meta_arms, arms = _base_runs(cfg)
+    meta_arms, listed = _base_runs(cfg)
     primary_meta = meta_arms[0] if meta_arms else None
     n_tasks = len(meta_tasks(cfg))
     out = []
-    if primary_meta is not None and "sft_mixed" in arms:
+    if primary_meta is not None and "sft_mixed" in listed:
         out.append(Pair(primary_meta, "sft_mixed", cfg.data.budget_scale, "primary (Exp 1 vs Exp 2)", primary=True))
     by_name = {v.name: v for v in cfg.variants}
     for v in cfg.variants:
         label = v.label or v.name
-        if v.arm in META_ARMS:
+        if arms.ARMS[v.arm].kind == "meta":
             partner, _ = _partner(cfg, v, variant_config(cfg, v), primary_meta, n_tasks)
             scale = by_name[partner].overrides.get("data.budget_scale", 1.0) if partner in by_name else 1.0
             out.append(Pair(v.name, partner, float(scale), label))
@@ -193,62 +160,6 @@ def pairs(cfg: Config) -> list[Pair]:
     return unique
 
 
-def pool_scale(cfg: Config) -> float:
-    """The largest data.budget_scale of any SFT-Mixed run: the data build sets aside that many times
-    each meta-training task's support ∪ query as extra distinct examples (data/meta_train/<task>_extra)."""
-    scales = [cfg.data.budget_scale] + [variant_config(cfg, v).data.budget_scale
-                                        for v in cfg.variants if v.arm == "sft_mixed"]
-    return max(scales)
-
-
-def extra_size(pool: int, scale: float) -> int:
-    """Extra distinct examples a task of `pool` (support ∪ query) examples needs for `scale` x data."""
-    return max(0, math.ceil((scale - 1) * pool - 1e-9))
-
-
 def describe(v: Variant) -> str:
     """'meta.inner_lr=0.0001, meta.num_inner_steps=3' (its overrides), or 'no overrides'."""
     return ", ".join(f"{k}={val}" for k, val in v.overrides.items()) or "no overrides"
-
-
-def check_variants(cfg: Config) -> None:
-    """Names, arms, partners and pairings of `variants` (config.validate calls it)."""
-    meta_arms, arms = _base_runs(cfg)
-    if cfg.data.budget != "matched":
-        raise ConfigError("variants: the matrix compares runs at matched example budgets; data.budget must be "
-                          f"matched, got {cfg.data.budget!r}")
-    taken = set(arms) | {"sft_task"}
-    meta_names = set(meta_arms)
-    sft_names = {"sft_mixed"} if "sft_mixed" in arms else set()
-    for v in cfg.variants:
-        where = f"variants[{v.name}]"
-        if not isinstance(v.overrides, dict) or not all(isinstance(k, str) for k in v.overrides):
-            raise ConfigError(f"{where}.overrides must be a mapping of dotted keys to values, got {v.overrides!r}")
-        if not _NAME.match(v.name) or v.name.startswith("sft_task") or re.search(r"_seed\d+$", v.name):
-            raise ConfigError(f"{where}: a variant name is a directory name: letters, digits, _ . - (and not "
-                              f"sft_task*, nor ending in _seed<n>: a training seed's run), got {v.name!r}")
-        if v.name in taken or f"{v.name}_sft_mixed" in taken:
-            raise ConfigError(f"{where}: the name {v.name!r} is already a run of this experiment")
-        if v.arm not in VARIANT_ARMS:
-            raise ConfigError(f"{where}: arm must be one of {VARIANT_ARMS}, got {v.arm!r}")
-        taken |= {v.name, f"{v.name}_sft_mixed"}
-        (meta_names if v.arm in META_ARMS else sft_names).add(v.name)
-        variant_config(cfg, v)  # its overrides load
-    by_name = {v.name: v for v in cfg.variants}
-    for v in cfg.variants:
-        where = f"variants[{v.name}]"
-        if v.arm in META_ARMS:
-            if v.partner is not None:
-                if v.partner not in sft_names:
-                    raise ConfigError(f"{where}.partner: {v.partner!r} is not an SFT-Mixed run of this experiment "
-                                      f"({sorted(sft_names)})")
-                paired = by_name[v.partner].paired if v.partner in by_name else (meta_arms or [None])[0]
-                if paired != v.name:
-                    raise ConfigError(f"{where}.partner: {v.partner} matches the budget of {paired}, not of "
-                                      f"{v.name}; set paired: {v.name} on it")
-        else:
-            if v.partner is not None:
-                raise ConfigError(f"{where}.partner: only meta variants (fomaml, reptile) have a partner")
-            if v.paired not in meta_names:
-                raise ConfigError(f"{where}.paired: {v.paired!r} is not a meta run of this experiment "
-                                  f"({sorted(meta_names)})")

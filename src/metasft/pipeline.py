@@ -20,21 +20,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 from metasft.config import Config, ConfigError, save_config
 from metasft.data.records import DataError
 from metasft.eval.claims import CLAIMS_DIR
 from metasft.eval.results import readable_store, store_files, store_paths
+from metasft.eval.schedule import Shard, count_groups
 from metasft.fingerprint import changes, data_files_digest, digest, plan
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
                                write_manifest)
 from metasft.matrix import Run, pairs, plan_runs
-from metasft.rundir import TRAIN_OUTPUTS, OutputDir, remove_owned, write_json
-
-if TYPE_CHECKING:
-    from metasft.eval.schedule import Shard
+from metasft.rundir import (CONFIG_FILE, DATASET_DIR, EVAL_CONFIG, EVAL_DIR, REPORT_DIR, REPORT_MD, RUNS_DIR,
+                            SIMILARITY_FILE, TRAIN_OUTPUTS, OutputDir, remove_owned, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +107,15 @@ class _Stages:
         replaced (a data build into dataset/ by hand): a rerun would otherwise skip the stage and go on
         from what it did not write. The manifests later stages read are checked in `check`."""
         record = self.manifest.stages[name]
-        if name == "data" and record.wrote and record.wrote != data_files_digest(self.out / "dataset"):
+        if name == "data" and record.wrote and record.wrote != data_files_digest(self.out / DATASET_DIR):
             return "the build it wrote (dataset/ holds another one now)"
-        if name == "eval" and not store_paths(self.out / "eval"):
+        if name == "eval" and not store_paths(self.out / EVAL_DIR):
             return "eval/results.sqlite"
         if name == "eval":
-            damaged = next((p for p in store_paths(self.out / "eval") if not readable_store(p)), None)
+            damaged = next((p for p in store_paths(self.out / EVAL_DIR) if not readable_store(p)), None)
             if damaged is not None:
-                return f"a readable eval/{damaged.name} (it is damaged: SQLite's check fails)"
-        if name == "report" and not (self.out / "report" / "report.md").is_file():
+                return f"a readable {EVAL_DIR}/{damaged.name} (it is damaged: SQLite's check fails)"
+        if name == "report" and not (self.out / REPORT_DIR / REPORT_MD).is_file():
             return "report/report.md"
         return None
 
@@ -125,18 +124,18 @@ class _Stages:
         paths there, relative to it, that it wrote: all that a redo may remove."""
         if name == "data":
             from metasft.data.build import written_before
-            return self.out / "dataset", written_before(self.out / "dataset")
+            return self.out / DATASET_DIR, written_before(self.out / DATASET_DIR)
         if name.startswith("train/"):
-            return self.out / "runs" / name.removeprefix("train/"), set(TRAIN_OUTPUTS)
-        eval_dir = self.out / "eval"
+            return self.out / RUNS_DIR / name.removeprefix("train/"), set(TRAIN_OUTPUTS)
+        eval_dir = self.out / EVAL_DIR
         if name == "eval":
             # eval/manifest.json stays: it marks eval/ as an evaluation's (rundir.OutputDir) and is rewritten
-            return eval_dir, {p.name for p in store_files(eval_dir)} | {CLAIMS_DIR, "eval_config.yaml"}
+            return eval_dir, {p.name for p in store_files(eval_dir)} | {CLAIMS_DIR, EVAL_CONFIG}
         if name == "similarity":
-            return eval_dir, {"task_similarity.json"}
+            return eval_dir, {SIMILARITY_FILE}
         if name == "report":
             from metasft.report.report import written_before
-            return self.out / "report", written_before(self.out / "report")
+            return self.out / REPORT_DIR, written_before(self.out / REPORT_DIR)
         raise ConfigError(f"{self.path}: unknown stage {name!r} in stages")
 
     def check(self, force: bool) -> None:
@@ -148,9 +147,9 @@ class _Stages:
         """
         for name, record in self.manifest.stages.items():
             if record.status == "finished" and name == "data":
-                read_manifest(self.out / "dataset", DataManifest)
+                read_manifest(self.out / DATASET_DIR, DataManifest)
             elif record.status == "finished" and name.startswith("train/"):
-                read_manifest(self.out / "runs" / name.removeprefix("train/"), TrainManifest)
+                read_manifest(self.out / RUNS_DIR / name.removeprefix("train/"), TrainManifest)
         stale = self.stale()
         if stale and not force:
             name, why = stale[0]
@@ -160,7 +159,7 @@ class _Stages:
             log.info("stage %s %s: redoing it (--force)", name, why)
             where, written = self.outputs(name)
             left = remove_owned(where, written)
-            if left and where != self.out / "eval":  # eval/ is shared by two stages: the rest is the other's
+            if left and where != self.out / EVAL_DIR:  # eval/ is shared by two stages: the rest is the other's
                 log.warning("stage %s: kept %d file(s) metasft did not write in %s: %s", name, len(left), where,
                             ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
                 if name.startswith("train/"):  # still the run's directory to its redo (rundir.OutputDir)
@@ -183,7 +182,7 @@ class _Stages:
         self.save()
 
     def finish(self, name: str, seconds: float) -> None:
-        wrote = data_files_digest(self.out / "dataset") if name == "data" else None
+        wrote = data_files_digest(self.out / DATASET_DIR) if name == "data" else None
         self.manifest.stages[name] = StageRecord("finished", self._fingerprint(name), round(seconds, 1), wrote)
         self.save()
         self.claim.commit()  # a finished stage is worth keeping whatever happens next
@@ -214,7 +213,7 @@ class Study:
 
     @property
     def eval_dir(self) -> Path:
-        return self.out / "eval"
+        return self.out / EVAL_DIR
 
 
 def plan_study(cfg: Config, out: Path) -> Study:
@@ -232,7 +231,7 @@ def plan_study(cfg: Config, out: Path) -> Study:
     check_model(cfg.model)
     if not cfg.data.dir and not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else out / "dataset"
+    data_dir = Path(cfg.data.dir) if cfg.data.dir else out / DATASET_DIR
     if cfg.data.dir:
         if not manifest_path(data_dir).is_file():
             raise DataError(f"data.dir={data_dir}: no manifest.json; build it with `metasft data build`")
@@ -243,32 +242,23 @@ def plan_study(cfg: Config, out: Path) -> Study:
     built = () if cfg.data.dir else ("data",)
     stages = [] if cfg.data.dir else [Stage("data", (), functools.partial(build_data, cfg, data_dir))]
     for run in runs:
-        arm_cfg = _arm_config(run, data_dir, out / "runs" / run.paired if run.paired else None)
+        arm_cfg = _arm_config(run, data_dir, out / RUNS_DIR / run.paired if run.paired else None)
         stages.append(Stage(f"train/{run.name}", built + ((f"train/{run.paired}",) if run.paired else ()),
-                            functools.partial(train, arm_cfg, out / "runs" / run.name, resume=True)))
+                            functools.partial(train, arm_cfg, out / RUNS_DIR / run.name, resume=True)))
     trained = tuple(f"train/{run.name}" for run in runs)
-    models = [f"{run.model}={out / 'runs' / run.name}" for run in runs]
+    models = [f"{run.model}={out / RUNS_DIR / run.name}" for run in runs]
     stages += [
-        Stage("eval", built + trained, functools.partial(_evaluate, cfg, data_dir, models, out / "eval"), sharded=True,
+        Stage("eval", built + trained, functools.partial(_evaluate, cfg, data_dir, models, out / EVAL_DIR),
+              sharded=True,
               before=functools.partial(_record_budget_checks, cfg, runs, out),
-              check=functools.partial(_check_evaluated, cfg, data_dir, models, out / "eval")),
+              check=functools.partial(_check_evaluated, cfg, data_dir, models, out / EVAL_DIR)),
         # the design's first debugging step: cosine similarity of the tasks' gradients at the base model
         # (after eval: it writes into eval/, which the evaluation claims first)
-        Stage("similarity", ("eval",), functools.partial(run_similarity, cfg, data_dir, out / "eval")),
+        Stage("similarity", ("eval",), functools.partial(run_similarity, cfg, data_dir, out / EVAL_DIR)),
         Stage("report", built + trained + ("eval", "similarity"), functools.partial(write_report, out)),
     ]
     fingerprints = plan(cfg, [(r.name, r.arm, r.paired, r.cfg) for r in runs], data_dir if cfg.data.dir else None)
     return Study(cfg, out, stages, fingerprints, count_groups(cfg, shots))
-
-
-def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
-    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
-    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
-    tasks `shots` ({task: n_shots}, in the data's order)."""
-    from metasft.eval.schedule import enumerate_groups
-    from metasft.eval.specs import ModelSpec
-    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
-    return len(enumerate_groups(specs, shots, cfg.eval.seeds))
 
 
 def _evaluate(cfg: Config, data_dir: Path, models: list[str], out: Path, shard: Shard | None = None,
@@ -296,7 +286,7 @@ def _record_budget_checks(cfg: Config, runs: list[Run], out: Path, manifest: Exp
     for p in pairs(cfg):
         if {p.meta, p.sft} <= names:
             sft_cfg = next(r.cfg for r in runs if r.name == p.sft)
-            checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / "runs" / p.meta, out / "runs" / p.sft,
+            checks[f"{p.meta} vs {p.sft}"] = check_budgets(out / RUNS_DIR / p.meta, out / RUNS_DIR / p.sft,
                                                            sft_cfg.data.train_batch_size,
                                                            cfg.eval.allow_budget_mismatch, p.scale)
             if p.primary:
@@ -314,8 +304,8 @@ def open_study(study: Study, force: bool = False, overwrite: bool = False) -> It
     with OutputDir(study.out, "run", overwrite=overwrite) as claim:
         records = _Stages(study.out, study.fingerprints, claim)
         records.check(force)
-        claim.start()
-        save_config(study.cfg, study.out / "config.yaml")
+        claim.start(started_record("run"))
+        save_config(study.cfg, study.out / CONFIG_FILE)
         records.save()
         yield records
 

@@ -88,9 +88,40 @@ def pooled_file(task: str) -> str:
     return f"data/processed/{task}_all.parquet"
 
 
-# A training run's directory (metasft train): what it writes at its top level, all a redo may remove.
-TRAIN_OUTPUTS = ("config.yaml", "manifest.json", "metrics.jsonl", "train.log", "checkpoints", "adapter",
-                 "adapter_best", "tensorboard", "wandb", "dataset")
+# The run directories' layout: every file and folder name that more than one module writes or reads
+# (tests/test_contracts.py fails on one written out again elsewhere, in src/ or tests/).
+# any output directory (besides MANIFEST, LOCK and JOBS_DIR above)
+CONFIG_FILE = "config.yaml"            # the resolved config of a run or an experiment
+DATASET_DIR = "dataset"                # a data build of its own (metasft run; metasft train without data.dir)
+# an experiment directory (metasft run): DATASET_DIR, then
+RUNS_DIR = "runs"                      # runs/<name>: one training run each
+EVAL_DIR = "eval"                      # the evaluation
+REPORT_DIR = "report"                  # the report
+# a training run's directory (metasft train)
+METRICS_FILE = "metrics.jsonl"         # one line per log step
+TRAIN_LOG = "train.log"
+CHECKPOINTS_DIR = "checkpoints"        # checkpoints/step_000500/
+ADAPTER_DIR = "adapter"                # the final adapter (PEFT's layout)
+BEST_ADAPTER_DIR = "adapter_best"      # the adapter of the best validation step, the one evaluated
+LOGGER_DIRS = ("tensorboard", "wandb")  # trainer.loggers' own
+# what a training run writes at its top level, all a redo may remove
+TRAIN_OUTPUTS = (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, CHECKPOINTS_DIR, ADAPTER_DIR, BEST_ADAPTER_DIR,
+                 *LOGGER_DIRS, DATASET_DIR)
+# an evaluation directory (metasft eval; an experiment's eval/)
+RESULTS_FILE = "results.sqlite"        # every cell and prediction (metasft.eval.results)
+EVAL_CONFIG = "eval_config.yaml"       # the evaluation's resolved config
+EVAL_LOG = "eval.log"
+SIMILARITY_FILE = "task_similarity.json"  # task similarity at the base model (metasft.eval.similarity)
+# a report directory (metasft report; an experiment's report/)
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+VERDICTS_FILE = "verdicts.json"
+SUMMARY_CSV = "summary.csv"
+COMPARISON_CSV = "comparison.csv"
+FIGURES_DIR = "figures"
+LAYOUT_NAMES = (MANIFEST, JOBS_DIR, LOCK, CONFIG_FILE, DATASET_DIR, RUNS_DIR, EVAL_DIR, REPORT_DIR, METRICS_FILE,
+                TRAIN_LOG, CHECKPOINTS_DIR, ADAPTER_DIR, BEST_ADAPTER_DIR, RESULTS_FILE, EVAL_CONFIG, EVAL_LOG,
+                SIMILARITY_FILE, REPORT_MD, REPORT_HTML, VERDICTS_FILE, SUMMARY_CSV, COMPARISON_CSV, FIGURES_DIR)
 
 
 def eval_task_file(task: str, split: str) -> str:
@@ -384,7 +415,7 @@ def dir_kind(path: Path) -> str | None:
             if key in manifest:
                 return kind
         return None
-    return "eval" if (path / "results.sqlite").is_file() else None  # evaluations before their manifest
+    return "eval" if (path / RESULTS_FILE).is_file() else None  # evaluations before their manifest
 
 
 # ----------------------------------------------------------------------- one writer per directory
@@ -539,12 +570,12 @@ class OutputDir:
             path = path.parent
         return out  # deepest first
 
-    def start(self, **fields) -> None:
-        """Create the directory and, if it has no manifest, write one naming this kind."""
+    def start(self, record: dict) -> None:
+        """Create the directory and, if it has no manifest, write `record` (metasft.manifests.started_record
+        of this kind) as its manifest."""
         self._mkdir()
         if not (self.path / MANIFEST).is_file():
-            from metasft.manifests import started_record  # manifests builds on this module
-            write_json(self.path / MANIFEST, started_record(self.kind, **fields))
+            write_json(self.path / MANIFEST, record)
 
     def commit(self) -> None:
         """From here on the directory holds a record worth keeping, even if the command fails."""

@@ -10,7 +10,7 @@ from metasft.config import load_config
 from metasft.data.build import build_data
 from metasft.data.records import DataError, dedup_key
 from metasft.data.store import read_records
-from metasft.rundir import file_sha256
+from metasft.rundir import MANIFEST, eval_task_file, file_sha256
 
 TINY = CONFIGS / "tiny" / "data" / "embedded.yaml"
 
@@ -24,7 +24,7 @@ def scheme_a(tmp_path_factory, shared_data):
 
 
 def test_scheme_a_gives_six_level_stratified_tasks(scheme_a):
-    manifest = json.loads((scheme_a / "manifest.json").read_text())
+    manifest = json.loads((scheme_a / MANIFEST).read_text())
     assert sorted(manifest["tasks"]) == sorted(["algebra", "geometry", "counting_and_probability", "number_theory",
                                                 "prealgebra", "intermediate_algebra"])  # precalculus is evaluated
     for name, task in manifest["tasks"].items():
@@ -61,7 +61,7 @@ def test_no_problem_in_two_files(scheme_a):
 
 
 def test_eval_tasks_follow_the_design(scheme_a):
-    manifest = json.loads((scheme_a / "manifest.json").read_text())
+    manifest = json.loads((scheme_a / MANIFEST).read_text())
     hard = read_records(scheme_a / "data/eval/hard_algebra_test.parquet")
     assert len(hard) == 200 and {r.level for r in hard} == {5} and {r.subject for r in hard} == {"algebra"}
     assert all(r.id.startswith("math/test/") for r in hard)  # MATH's test split only
@@ -83,7 +83,7 @@ def test_rebuild_is_byte_identical(tmp_path):
 def test_eval_task_levels_select_the_test_items_and_shots(tmp_path):
     build_data(load_config(TINY, ["data.eval_tasks.1.levels=[1,2]"]), tmp_path / "d")
     for part in ("test", "shots"):
-        records = read_records(tmp_path / "d" / "data" / "eval" / f"statistics_{part}.parquet")
+        records = read_records(tmp_path / "d" / eval_task_file("statistics", part))
         assert {r.level for r in records} == {1, 2}, part
 
 
@@ -160,7 +160,7 @@ def test_scheme_a_as_it_was_is_refused_naming_tasks_and_slices(tmp_path, shared_
 
 
 def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
-    evals = json.loads((scheme_a / "manifest.json").read_text())["eval_tasks"]
+    evals = json.loads((scheme_a / MANIFEST).read_text())["eval_tasks"]
     kinds = {name: t["relation"]["kind"] for name, t in evals.items()}
     assert kinds == {"hard_algebra": "unseen_level", "calculus": "unseen_subject", "theorem_proving": "unseen_source",
                      "mmlu_stem": "unseen_source", "aime": "unseen_source"}

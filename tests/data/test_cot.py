@@ -13,6 +13,7 @@ from metasft.data.cot import (
     PROMPT_ZH, answer_text, augment_with_cot, build_prompt, lacks_worked_solution, placeholder_solution,
 )
 from metasft.data.records import Record
+from metasft.rundir import MANIFEST, eval_task_file
 
 
 def record(rid, solution=None, answer="12", choices=(), topic=""):
@@ -194,11 +195,11 @@ def test_cot_covers_the_eval_tasks_shots_and_the_manifest_says_which_reason(serv
     n_shots = cot.eval_tasks["theorem_proving"].splits["shots"].n + cot.eval_tasks["mmlu_stem"].splits["shots"].n
     assert len(requests) == n_shots >= 2 + 2  # the answer-only shots only; MATH's are worked already
     for task in ("theorem_proving", "mmlu_stem"):
-        shots = read_records(tmp_path / "cot" / "data" / "eval" / f"{task}_shots.parquet")
+        shots = read_records(tmp_path / "cot" / eval_task_file(task, "shots"))
         assert all("步骤1" in r.solution and not lacks_worked_solution(r) for r in shots)
-        test = read_records(tmp_path / "cot" / "data" / "eval" / f"{task}_test.parquet")
+        test = read_records(tmp_path / "cot" / eval_task_file(task, "test"))
         assert test and all(lacks_worked_solution(r) for r in test)  # scored items keep their references
-    manifest = json.loads((tmp_path / "cot" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "cot" / MANIFEST).read_text())
     assert manifest["eval_tasks"]["mmlu_stem"]["shots_reason"] is True
 
     # data.cot.eval_shots=false: meta-training only, as before issue 20

@@ -13,6 +13,7 @@ from metasft.data.records import DataError
 from metasft.data.sources import load_source
 from metasft.data.store import read_sft
 from metasft.fingerprint import plan
+from metasft.rundir import MANIFEST
 
 
 def rows():
@@ -58,7 +59,7 @@ def test_own_jsonl_builds_as_meta_training_and_eval_task(tmp_path, capsys):
     out = tmp_path / "data"
     assert main(["data", "build", str(config), "--out", str(out)]) == 0
     assert "my_algebra" in capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     algebra = manifest["tasks"]["my_algebra"]["splits"]
     assert sum(s["n"] for s in algebra.values()) == 30
     assert algebra["support"]["levels"] == {"1": 2, "2": 2, "3": 2}  # stratified by the mapped level

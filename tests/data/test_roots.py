@@ -13,6 +13,7 @@ from metasft.config import ConfigError, load_config, validate
 from metasft.data.build import build_data
 from metasft.data.sources import SOURCE_MODULES, origin, source_root
 from metasft.data.store import read_records
+from metasft.rundir import MANIFEST
 from test_sources import write_geometry3k
 
 
@@ -86,7 +87,7 @@ data:
     out = tmp_path / "out"
     build_data(cfg, out)
     assert asked == [("openai/gsm8k", "main", "train")]
-    sources = json.loads((out / "manifest.json").read_text())["sources"]
+    sources = json.loads((out / MANIFEST).read_text())["sources"]
     assert sources["gsm8k"] == {"kind": "hub", "root": None, "read": ["hub openai/gsm8k main train"]}
     assert sources["math"] == {"kind": "files", "root": str(shared_data.resolve()), "read": ["math/train.jsonl"]}
     assert sources["theoremqa"] == {"kind": "files", "root": str(own.resolve()),
@@ -150,7 +151,7 @@ def test_scheme_b_builds_from_shared_data_plus_a_local_geometry3k(tmp_path, shar
     out = tmp_path / "data"
     assert main(["data", "build", str(path), "--out", str(out), f"data_root={shared_data}",
                  f"data.roots.geometry3k={geometry}", "data.val_max_samples=2", *sizes]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     assert sorted(manifest["tasks"]) == sorted(names)
     assert sorted(manifest["eval_tasks"]) == ["aime", "calculus", "hard_algebra", "mmlu_stem", "theorem_proving"]
     for name, n in SCHEME_B_SIZES.items():

@@ -12,7 +12,8 @@ import pytest
 
 from metasft.eval.claims import CLAIMS_DIR, Claims, claim_name
 from metasft.eval.results import ResultsStore, ResultsUnion, store_file, store_paths
-from metasft.rundir import OutputDir
+from metasft.manifests import started_record
+from metasft.rundir import EVAL_DIR, OutputDir
 
 # eval.schedule.Group's fields, without its torch import in every spawned racer
 Group = namedtuple("Group", "model task n_shots seed")
@@ -99,8 +100,8 @@ def test_groups_a_live_worker_claimed_are_left_to_it(setup, tmp_path):
     from metasft.eval import protocols as P
     from metasft.eval import schedule as G
     _, data, models = setup
-    out = tmp_path / "eval"
-    OutputDir(out, "eval", lock=False).start()  # the directory of the evaluation that holds the claims
+    out = tmp_path / EVAL_DIR
+    OutputDir(out, "eval", lock=False).start(started_record("eval"))  # the directory of the evaluation that holds the claims
     groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0])
     other = Claims(out, worker="another evaluation")  # its own locks: another worker for run_eval's claims
     held = [groups[1], groups[5]]
@@ -129,8 +130,8 @@ def test_two_workers_of_one_shard_split_its_groups(setup, tmp_path):
     """A resubmitted array task while its old self still runs: two processes, the same shard and store."""
     from metasft.eval import schedule as G
     _, data, models = setup
-    out = tmp_path / "eval"
-    OutputDir(out, "eval", lock=False).start()  # as metasft launch does before its workers start
+    out = tmp_path / EVAL_DIR
+    OutputDir(out, "eval", lock=False).start(started_record("eval"))  # as metasft launch does before its workers start
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     procs = [ctx.Process(target=_evaluating_worker, args=(data, models, out, barrier, tmp_path / f"seen{i}.json"))

@@ -22,6 +22,7 @@ from metasft.eval.lora_forward import KVCache
 from metasft.eval.results import ResultsStore
 from metasft.eval.stacked_lora import RowCells, StackedLora
 from metasft.models import adapter_state, load_adapter_state
+from metasft.rundir import RESULTS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +262,7 @@ def test_rows_finishing_early_leave_the_batch_and_outputs_still_match(setup, mon
 
 # ----------------------------------------------------------------------------------------- whole runs
 def _rows(out):
-    with ResultsStore(out / "results.sqlite") as store:
+    with ResultsStore(out / RESULTS_FILE) as store:
         return store.cells(), store.predictions(), store.done()
 
 

@@ -16,6 +16,7 @@ from metasft.eval import specs as S
 from metasft.eval import tasks as T
 from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
 from metasft.models import adapter_state, add_lora, tiny_llama
+from metasft.rundir import ADAPTER_DIR, BEST_ADAPTER_DIR, CONFIG_FILE, EVAL_CONFIG, EVAL_LOG, RESULTS_FILE
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -26,7 +27,7 @@ def setup(tmp_path_factory):
 def full_run(setup):
     root, data, models = setup
     out = P.run_eval(tiny_config(), data, models, root / "full")
-    with ResultsStore(out / "results.sqlite") as store:
+    with ResultsStore(out / RESULTS_FILE) as store:
         return out, store.cells(), store.predictions()
 
 
@@ -59,21 +60,21 @@ def test_groups_split_across_ranks_exactly_once():
 
 def test_parse_model_specs(tmp_path):
     run = tmp_path / "run_sft"
-    write_adapter(run / "adapter")
-    write_adapter(run / "adapter_best", seed=2)
-    (run / "config.yaml").write_text("arm: sft_task\ndata:\n  sft_task: mcq\n")
+    write_adapter(run / ADAPTER_DIR)
+    write_adapter(run / BEST_ADAPTER_DIR, seed=2)
+    (run / CONFIG_FILE).write_text("arm: sft_task\ndata:\n  sft_task: mcq\n")
     bare = write_adapter(tmp_path / "bare_adapter")
     specs = S.parse_model_specs(["base", str(run), f"mine={bare}", "someone/lora-adapter"])
     assert specs[0] == S.ModelSpec("base", None)
-    assert specs[1] == S.ModelSpec("sft_task", run / "adapter_best", ["mcq"])
+    assert specs[1] == S.ModelSpec("sft_task", run / BEST_ADAPTER_DIR, ["mcq"])
     assert specs[2] == S.ModelSpec("mine", bare)
     assert specs[3] == S.ModelSpec("lora-adapter", "someone/lora-adapter")
     with pytest.raises(Exception, match="overlap"):
         S.parse_model_specs(["base", "base"])
     # task-specific SFT runs, one per eval task, form one model "sft_task"
     other = tmp_path / "run_sft_arith"
-    write_adapter(other / "adapter")
-    (other / "config.yaml").write_text("arm: sft_task\ndata:\n  sft_task: arith\n")
+    write_adapter(other / ADAPTER_DIR)
+    (other / CONFIG_FILE).write_text("arm: sft_task\ndata:\n  sft_task: arith\n")
     pair = S.parse_model_specs([str(run), str(other)])
     assert [(m.name, m.tasks) for m in pair] == [("sft_task", ["mcq"]), ("sft_task", ["arith"])]
     groups = G.enumerate_groups(pair, {"arith": [0, 2], "mcq": [0, 2]}, [0])
@@ -182,7 +183,7 @@ def test_cell_counts_and_zero_shot_cells(full_run):
     assert len(zero) == 4 and set(zero["step"]) == {0} and set(zero["seed"]) == {0}
     assert len(preds) == len(cells) * 3
     out = full_run[0]
-    lines = [line for line in (out / "eval.log").read_text().splitlines() if "metasft.steps: " in line]
+    lines = [line for line in (out / EVAL_LOG).read_text().splitlines() if "metasft.steps: " in line]
     assert len(lines) == len(cells)  # one accuracy line per stored cell
     assert any(" tuned arith 2-shot seed 1 step 2: accuracy " in line for line in lines)
     assert cells["accuracy_ll"].notna().tolist() == (cells["task"] == "mcq").tolist()
@@ -229,7 +230,7 @@ def test_two_ranks_cover_every_group_once_and_match_one_process(setup, full_run,
     cols = ["model", "task", "n_shots", "seed", "step", "accuracy", "n_correct"]
     assert cells[cols].equals(single[cols])
     assert cells["loss"].tolist() == pytest.approx(single["loss"].tolist(), rel=1e-5)
-    assert (out / "eval_config.yaml").is_file() and not list((out / "claims").iterdir())
+    assert (out / EVAL_CONFIG).is_file() and not list((out / "claims").iterdir())
 
 
 def _canned(self, prompts, max_new_tokens):
@@ -260,7 +261,7 @@ def test_an_evaluation_stores_both_gradings(setup, tmp_path, monkeypatch):
     stored = {}
     for grading in ("strict", "flexible"):
         out = P.run_eval(tiny_config(seeds=[0], grading=grading), data, models[:1], tmp_path / grading)
-        with ResultsStore(out / "results.sqlite") as store:
+        with ResultsStore(out / RESULTS_FILE) as store:
             stored[grading] = (store.cells(), store.predictions(), store.meta())
     cells, preds, meta = stored["strict"]
     assert meta["grading"] == "strict"

@@ -12,6 +12,7 @@ import pytest
 
 from metasft.eval.results import (ResultsError, ResultsStore, ResultsUnion, read_results, readable_store, store_file,
                                   store_paths)
+from metasft.rundir import ADAPTER_DIR, EVAL_DIR, RESULTS_FILE
 
 
 def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1", "q2")):
@@ -27,7 +28,7 @@ def _group(model="m", task="t", n_shots=5, seed=0, steps=(0, 10), questions=("q1
 
 
 def test_write_reopen_and_read(tmp_path):
-    path = tmp_path / "results.sqlite"
+    path = tmp_path / RESULTS_FILE
     with ResultsStore(path) as store:
         key, cells, preds = _group()
         store.write_group(**key, cells=cells, predictions=preds)
@@ -148,9 +149,9 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
     from metasft.eval.generate import HFBackend
 
     data = write_data_dir(tmp_path / "data")
-    models = [S.ModelSpec("base"), S.ModelSpec("tuned", write_adapter(tmp_path / "adapter"))]
+    models = [S.ModelSpec("base"), S.ModelSpec("tuned", write_adapter(tmp_path / ADAPTER_DIR))]
     cfg = tiny_config(seeds=[0], record_steps=[0, 2])
-    out = tmp_path / "eval"
+    out = tmp_path / EVAL_DIR
     groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0])
 
     first: list = []
@@ -162,7 +163,7 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
 
     with pytest.raises(Interrupt):
         P.run_eval(cfg, data, models, out, after_group=die_after_five)
-    with ResultsStore(out / "results.sqlite") as store:
+    with ResultsStore(out / RESULTS_FILE) as store:
         finished = store.done()
     assert len(finished) == 5
 
@@ -183,7 +184,7 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
     # the 3 remaining groups are few-shot: steps 0 (the stored 0-shot result) and 2 -> one generation each
     assert len(calls) == 3
 
-    with ResultsStore(out / "results.sqlite") as store:
+    with ResultsStore(out / RESULTS_FILE) as store:
         done = store.done()
         cells = store.cells()
         preds = store.predictions()
@@ -202,7 +203,7 @@ def test_killed_evaluation_resumes_without_redoing_finished_groups(tmp_path):
 def test_a_store_from_before_per_question_losses_gains_the_columns(tmp_path):
     """Written by an older metasft (predictions without loss, loss_tokens): reopening adds them, old
     rows read NaN there, and new groups store them."""
-    path = tmp_path / "results.sqlite"
+    path = tmp_path / RESULTS_FILE
     with sqlite3.connect(path) as con:
         con.execute("""CREATE TABLE predictions (model TEXT NOT NULL, task TEXT NOT NULL, n_shots INTEGER NOT NULL,
             seed INTEGER NOT NULL, step INTEGER NOT NULL, question_id TEXT NOT NULL, prompt TEXT NOT NULL,
@@ -237,7 +238,7 @@ def test_both_gradings_round_trip(tmp_path):
     cell aggregates come back as written: from the store, the report's reader and an export."""
     from metasft.eval.results import export_predictions
     key, cells, preds = _graded_group()
-    with ResultsStore(tmp_path / "results.sqlite") as store:
+    with ResultsStore(tmp_path / RESULTS_FILE) as store:
         store.write_group(**key, cells=cells, predictions=preds)
         c, p = store.cells(), store.predictions()
         export_predictions(store, tmp_path / "out.jsonl")
@@ -247,7 +248,7 @@ def test_both_gradings_round_trip(tmp_path):
     assert p[columns].to_dict("records")[:2] == [
         dict(zip(columns, (False, False, True, False, False))), dict(zip(columns, (False, False, False, True, True)))]
     assert all(p[column].dtype == bool for column in columns)
-    cells_read, _ = read_results([tmp_path / "results.sqlite"])
+    cells_read, _ = read_results([tmp_path / RESULTS_FILE])
     assert cells_read["accuracy_flexible"].tolist() == [0.5, 0.5] and cells_read["n_truncated"].tolist() == [1, 1]
     exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["correct_flexible"], r["truncated"], r["repeating"]) for r in exported[:2]] == [
@@ -257,7 +258,7 @@ def test_both_gradings_round_trip(tmp_path):
 def test_a_store_from_before_the_gradings_gains_the_columns(tmp_path):
     """A store written before strict / flexible grading reads (read-only too) with those columns empty,
     and reopened for writing gains them."""
-    path = tmp_path / "results.sqlite"
+    path = tmp_path / RESULTS_FILE
     with ResultsStore(path) as store:
         key, cells, preds = _group(model="old")
         store.write_group(**key, cells=cells, predictions=preds)
@@ -295,7 +296,7 @@ def test_the_stores_of_an_evaluation_read_as_one(tmp_path):
         with ResultsStore(shards / store_file(i % 3, 3)) as store:
             store.write_group(**key, cells=cells, predictions=preds, meta={"settings": 1})
     assert [p.name for p in store_paths(shards)] == [f"results.shard-{k}.sqlite" for k in range(3)]
-    assert store_paths(tmp_path / "one") == [tmp_path / "one" / "results.sqlite"]
+    assert store_paths(tmp_path / "one") == [tmp_path / "one" / RESULTS_FILE]
     with ResultsUnion(store_paths(shards)) as union:
         assert union.done_groups() == {tuple(k.values()) for k, _, _ in groups}
         assert union.is_done("b", "t", 5, 1) and not union.is_done("b", "t", 5, 2)

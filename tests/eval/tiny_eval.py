@@ -11,6 +11,7 @@ from metasft.data.records import Record
 from metasft.data.store import write_examples
 from metasft.models import add_lora, tiny_llama
 from metasft.manifests import DataManifest, EvalTaskEntry, MetaTaskEntry, Provenance, Relation, write_manifest
+from metasft.rundir import eval_task_file
 
 LORA = dict(rank=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
@@ -33,8 +34,8 @@ def write_data_dir(root: Path) -> Path:
     items and 6 shots each, n_shots [0, 2]; one meta-training task `alg` (support file only)."""
     tasks = {"arith": _arith, "mcq": _mcq}
     for name, make in tasks.items():
-        write_examples(root / "data" / "eval" / f"{name}_test.parquet", [make(i, f"{name}-test") for i in range(3)], "en")
-        write_examples(root / "data" / "eval" / f"{name}_shots.parquet", [make(i, f"{name}-shot") for i in range(10, 16)], "en")
+        write_examples(root / eval_task_file(name, "test"), [make(i, f"{name}-test") for i in range(3)], "en")
+        write_examples(root / eval_task_file(name, "shots"), [make(i, f"{name}-shot") for i in range(10, 16)], "en")
     write_examples(root / "data" / "meta_train" / "alg_support.parquet", [_arith(i, "alg") for i in range(20, 26)], "en")
     relation = Relation("unseen_source", "unseen source")
     entry = lambda unseen: EvalTaskEntry("toy", [0, 2], unseen, relation, unseen, 4, {})

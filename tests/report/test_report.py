@@ -21,7 +21,9 @@ from metasft.config import load_config, save_config
 from metasft.manifests import (Best, Budget, DataFile, DataManifest, EvalTaskEntry, ExperimentManifest, Fingerprint,
                                MetaTaskEntry, Provenance, Relation, SplitCounts, StageRecord, TrainManifest,
                                read_manifest, write_manifest)
-from metasft.rundir import RunWarning
+from metasft.rundir import (CONFIG_FILE, DATASET_DIR, EVAL_DIR, FIGURES_DIR, MANIFEST, METRICS_FILE, REPORT_DIR,
+                            REPORT_HTML, REPORT_MD, RESULTS_FILE, RUNS_DIR, SIMILARITY_FILE, SUMMARY_CSV,
+                            VERDICTS_FILE, RunWarning)
 from metasft.report import bands, browser, plots, write_report
 from metasft.report import tables as T
 from metasft.report.doc import Code, Document, Para, Table, to_html, to_markdown
@@ -54,7 +56,7 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
     rng = np.random.default_rng(rng_seed)
     root.mkdir(parents=True, exist_ok=True)
     save_config(load_config(None, [f"model.partial_pretrain={model}", "eval.target_acc=0.6",
-                                   f"eval.seeds={list(seeds)}", "data.train_batch_size=32"]), root / "config.yaml")
+                                   f"eval.seeds={list(seeds)}", "data.train_batch_size=32"]), root / CONFIG_FILE)
     code = Provenance("0123456789abcdef", {"python": "3.12", "torch": "2.13.0"})
     fp = Fingerprint("0" * 64, {})
     write_manifest(root, ExperimentManifest(code, stages={  # not in pipeline order; the report is writing itself
@@ -64,7 +66,7 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
     files = {f"data/meta_train/{t}_{s}.parquet": DataFile(f"{i:02d}" * 32, 10)
              for i, (t, s) in enumerate((t, s) for t in META for s in ("support", "query"))}
     relation = Relation("unseen_level", "unseen level")
-    write_manifest(root / "dataset", DataManifest(
+    write_manifest(root / DATASET_DIR, DataManifest(
         seed=7, template="en", data_root=None,
         tasks={t: MetaTaskEntry("embedded", {"support": SplitCounts(10, {"1": 10}), "query": SplitCounts(10, {"2": 10})})
                for t in META},
@@ -74,7 +76,7 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
         dedup_removed={}, overlap_check="", code=Provenance("0123456789abcdef", {}), files=files))
     budgets = {"fomaml": examples[0], "sft_mixed": examples[1], "base": 0, "reptile": examples[0]}
     for arm in models:
-        run = root / "runs" / arm
+        run = root / RUNS_DIR / arm
         run.mkdir(parents=True)
         write_manifest(run, TrainManifest(
             status="finished", arm=arm, name=arm, seed=0, data_dir="dataset", data_files=files, world_size=1,
@@ -84,7 +86,7 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
         lines = [{"step": s, "examples": 32 * s, "loss": 2.0 - 0.03 * s,
                   **({"val_loss": 2.1 - 0.03 * s} if s % 10 == 0 else {})} for s in range(1, 31)]
         lines = lines if arm != "base" else []
-        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (run / METRICS_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines))
 
     accuracy, cells, preds = {}, [], []
     for m in models:
@@ -102,8 +104,8 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
                         preds += [(m, task, n, seed, step, f"{task}-q{q}", "Q?",
                                    f"step one\nso the answer is {q + int(not r)}", str(q + int(not r)), str(q), int(r),
                                    0, "[]") for q, r in enumerate(right)]
-    (root / "eval").mkdir()
-    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+    (root / EVAL_DIR).mkdir()
+    with sqlite3.connect(root / EVAL_DIR / RESULTS_FILE) as con:
         con.execute(CELL_SQL)
         con.execute(PRED_SQL)
         con.executemany(f"INSERT INTO cells VALUES ({','.join('?' * 14)})", cells)
@@ -120,7 +122,7 @@ def make_experiment(root: Path, *, model: str = "smollm2-135m-instruct", example
     elif similarity == "documented":  # the keys of the documented layout
         payload = {"names": names, "matrix": sim.tolist()}
     if similarity:
-        (root / "eval" / "task_similarity.json").write_text(json.dumps(payload))
+        (root / EVAL_DIR / SIMILARITY_FILE).write_text(json.dumps(payload))
     return accuracy
 
 
@@ -165,19 +167,19 @@ FIGURES = {"training_curves", "task_similarity", "transfer_vs_distance"} \
 @pytest.mark.floors
 def test_report_files_and_figures(full):
     root, _, md = full
-    report = root / "report"
-    assert (report / "report.md").is_file() and (report / "report.html").is_file()
-    html = (report / "report.html").read_text()
+    report = root / REPORT_DIR
+    assert (report / REPORT_MD).is_file() and (report / REPORT_HTML).is_file()
+    html = (report / REPORT_HTML).read_text()
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html
-    assert {p.stem for p in (report / "figures").glob("*.png")} == FIGURES
-    assert {p.stem for p in (report / "figures").glob("*.svg")} == FIGURES  # a vector copy of each
-    for png in (report / "figures").glob("*.png"):
+    assert {p.stem for p in (report / FIGURES_DIR).glob("*.png")} == FIGURES
+    assert {p.stem for p in (report / FIGURES_DIR).glob("*.svg")} == FIGURES  # a vector copy of each
+    for png in (report / FIGURES_DIR).glob("*.png"):
         image = imread(png)
         assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 900, (png, image.shape)
         with PIL.Image.open(png) as im:  # the resolution the PNG declares (pHYs)
             assert min(im.info["dpi"]) >= 150, (png, im.info["dpi"])
         assert f"](figures/{png.name})" in md and f"](figures/{png.stem}.svg)" in md  # Markdown links them
-    for svg in (report / "figures").glob("*.svg"):
+    for svg in (report / FIGURES_DIR).glob("*.svg"):
         assert svg.read_text().lstrip().startswith(("<?xml", "<svg")), svg
     assert "could not be built" not in md, md
     assert not list(root.glob(".report*")), "temp dirs left behind"
@@ -186,7 +188,7 @@ def test_report_files_and_figures(full):
 def test_html_is_self_contained(full):
     """Every figure is inside report.html (a copy mailed alone shows them); nothing points outside."""
     root, _, _ = full
-    html = (root / "report" / "report.html").read_text()
+    html = (root / REPORT_DIR / REPORT_HTML).read_text()
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
     assert len(sources) == len(FIGURES)
     for src in sources:
@@ -199,7 +201,7 @@ def test_html_is_self_contained(full):
 
 def test_summary_leads_and_toc_links(full):
     root, _, md = full
-    html = (root / "report" / "report.html").read_text()
+    html = (root / REPORT_DIR / REPORT_HTML).read_text()
     # the summary comes first: right after the title, before the contents and every section
     assert md.index("## Summary") < md.index("## Contents") < md.index("## 1. Training")
     assert md.index("## Summary") < min(md.index(h) for h in ("## 2.", "## 5. Verdicts", "## Appendix A"))
@@ -241,7 +243,7 @@ def test_cells_table_holds_the_mean_over_seeds(full):
         assert rows["FOMAML-SFT"][header.index(f"{n}-shot")] == expected
     header, rows = table_rows(md, "prob_eval: accuracy at the final adaptation step")
     assert rows["Base"][header.index("0-shot")] == f"{accuracy[('base', 'prob_eval', 0, 0, 0)]:.3f} (n=1)"
-    summary = pd.read_csv(full[0] / "report" / "summary.csv")
+    summary = pd.read_csv(full[0] / REPORT_DIR / SUMMARY_CSV)
     row = summary[(summary.model == "sft_mixed") & (summary.task == "theorem_eval") & (summary.n_shots == 5)]
     assert row["mean"].item() == pytest.approx(statistics.mean(
         accuracy[("sft_mixed", "theorem_eval", 5, s, STEPS[-1])] for s in (0, 1, 2)))
@@ -252,7 +254,7 @@ def test_strict_and_flexible_grading_per_cell(tmp_path, full):
     and says which grading is primary; results written before the gradings say that instead."""
     root = tmp_path / "exp"
     accuracy = make_experiment(root, models=("fomaml", "sft_mixed"), seeds=(0, 1))
-    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+    with sqlite3.connect(root / EVAL_DIR / RESULTS_FILE) as con:
         for column in ("accuracy_strict REAL", "accuracy_flexible REAL", "n_truncated INTEGER", "n_repeating INTEGER"):
             con.execute(f"ALTER TABLE cells ADD COLUMN {column}")
         con.execute("UPDATE cells SET accuracy_strict = accuracy, accuracy_flexible = MIN(1.0, accuracy + 0.1), "
@@ -287,7 +289,7 @@ def test_verdicts_are_the_stats_verdicts(full):
     root, _, md = full
     rows = verdict_rows(md)
     assert list(rows) == CLAIMS
-    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+    with sqlite3.connect(root / EVAL_DIR / RESULTS_FILE) as con:
         cells = pd.read_sql_query("SELECT * FROM cells", con)
         preds = pd.read_sql_query("SELECT model, task, n_shots, seed, step, question_id, correct FROM predictions", con)
     con.close()
@@ -296,7 +298,7 @@ def test_verdicts_are_the_stats_verdicts(full):
     truth = {v.name: v.status for v in verdicts(cells, preds, unseen_tasks=unseen, cross_domain_tasks=cross,
                                                 target_acc=0.6, n_boot=200)}
     assert {n: r[2].strip("*") for n, r in rows.items()} == truth
-    stored = json.loads((root / "report" / "verdicts.json").read_text())
+    stored = json.loads((root / REPORT_DIR / VERDICTS_FILE).read_text())
     assert [v["label"] for v in stored] == CLAIMS + [f"{n} (loss)" for n in CLAIMS]
     # this store has the older layout (no per-question loss): the secondary outcome says so, once per claim
     assert all(v["status"] == "not measurable" and "no per-question loss" in v["explanation"] for v in stored[8:])
@@ -347,7 +349,7 @@ def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
     calls, real = [], summary.verdicts
     monkeypatch.setattr(summary, "verdicts", lambda *a, **k: calls.append(k["outcome"].name) or real(*a, **k))
     make_experiment(tmp_path / "exp", model="tiny-llama", seeds=(0, 1), n_questions=12)
-    run = tmp_path / "exp" / "runs" / "fomaml"  # a run that recorded a warning
+    run = tmp_path / "exp" / RUNS_DIR / "fomaml"  # a run that recorded a warning
     manifest = read_manifest(run, TrainManifest)
     manifest.warnings = [RunWarning("inner_loop_did_not_adapt", "support loss fell 0.00% over 4 inner steps")]
     write_manifest(run, manifest)
@@ -356,7 +358,7 @@ def test_tiny_and_demo_size_banners(tmp_path, monkeypatch):
     assert md.index("**FOMAML did not adapt** (run `fomaml`") < md.index("| claim |") < md.index("Experiment directory")
     lead = md[:md.index("## Contents")]
     assert lead.index("Pipeline check only") < lead.index("| claim |")
-    assert "Pipeline check only" in (tmp_path / "exp" / "report" / "report.html").read_text()
+    assert "Pipeline check only" in (tmp_path / "exp" / REPORT_DIR / REPORT_HTML).read_text()
     assert "the model is the tiny test model" in md
     assert "With the tiny test model none of this is evidence" in lead
     demo = re.search(r"\*\*Demo-size run:\*\* (.*?no claim detects a true effect smaller than ([0-9.]+) .*?)\.\n",
@@ -386,7 +388,7 @@ def test_missing_similarity_is_reported(tmp_path):
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
     assert "No task similarity (`eval/task_similarity.json` missing or unreadable)" in md
     assert "`eval/task_similarity.json`: not found" in md
-    assert not (tmp_path / "exp" / "report" / "figures" / "transfer_vs_distance.png").exists()
+    assert not (tmp_path / "exp" / REPORT_DIR / FIGURES_DIR / "transfer_vs_distance.png").exists()
     assert "could not be built" not in md
 
 
@@ -394,14 +396,14 @@ def test_documented_similarity_keys(tmp_path):
     make_experiment(tmp_path / "exp", similarity="documented", seeds=(0, 1))
     md = write_report(tmp_path / "exp", n_boot=50).read_text()
     assert "| prob_eval | algebra | 0.800 | 0.200 |" in md
-    assert (tmp_path / "exp" / "report" / "figures" / "transfer_vs_distance.png").is_file()
+    assert (tmp_path / "exp" / REPORT_DIR / FIGURES_DIR / "transfer_vs_distance.png").is_file()
 
 
 def test_missing_pieces_do_not_crash(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0,), models=("fomaml", "sft_mixed"))
-    (root / "manifest.json").unlink()
-    shutil.rmtree(root / "runs")
+    (root / MANIFEST).unlink()
+    shutil.rmtree(root / RUNS_DIR)
     md = write_report(root, n_boot=50).read_text()
     assert "could not be built" not in md, md
     assert "No results for Base" in md
@@ -430,10 +432,10 @@ def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
     from metasft.report.report import ReportError
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
-    (root / "eval" / "results.sqlite").unlink()
+    (root / EVAL_DIR / RESULTS_FILE).unlink()
     with pytest.raises(ReportError, match="no results to report.*results.sqlite: not found"):
         write_report(root, n_boot=50)
-    assert not (root / "report").exists()
+    assert not (root / REPORT_DIR).exists()
 
 
 def test_a_redo_after_force_keeps_a_users_figure(tmp_path):
@@ -456,14 +458,14 @@ def test_rerun_replaces_the_reports_own_files_and_keeps_the_users(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
     write_report(root, n_boot=50)
-    (root / "report" / "figures" / "stale.png").write_text("an earlier report's figure")
-    manifest = json.loads((root / "report" / "manifest.json").read_text())
+    (root / REPORT_DIR / FIGURES_DIR / "stale.png").write_text("an earlier report's figure")
+    manifest = json.loads((root / REPORT_DIR / MANIFEST).read_text())
     manifest["files"].append("figures/stale.png")
-    (root / "report" / "manifest.json").write_text(json.dumps(manifest))
-    (root / "report" / "my_notes.md").write_text("mine")
+    (root / REPORT_DIR / MANIFEST).write_text(json.dumps(manifest))
+    (root / REPORT_DIR / "my_notes.md").write_text("mine")
     write_report(root, n_boot=50)
-    assert not (root / "report" / "figures" / "stale.png").exists() and (root / "report" / "report.md").is_file()
-    assert (root / "report" / "my_notes.md").read_text() == "mine"
+    assert not (root / REPORT_DIR / FIGURES_DIR / "stale.png").exists() and (root / REPORT_DIR / REPORT_MD).is_file()
+    assert (root / REPORT_DIR / "my_notes.md").read_text() == "mine"
 
 
 def test_rendering_escapes():
@@ -477,7 +479,7 @@ def test_rendering_escapes():
 def test_unusable_cells_are_reported(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
-    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+    with sqlite3.connect(root / EVAL_DIR / RESULTS_FILE) as con:
         con.execute("ALTER TABLE cells DROP COLUMN loss")
     con.close()
     md = write_report(root, n_boot=50).read_text()
@@ -544,7 +546,7 @@ def test_coinciding_arms_stay_visible_and_steps_are_whole(tmp_path):
 def test_bands_are_intervals_over_questions(full):
     """A band point is cluster_bootstrap_ci over the per-question scores (mean over seeds)."""
     root, _, _ = full
-    with sqlite3.connect(root / "eval" / "results.sqlite") as con:
+    with sqlite3.connect(root / EVAL_DIR / RESULTS_FILE) as con:
         cells = pd.read_sql_query("SELECT * FROM cells", con)
         preds = pd.read_sql_query("SELECT model, task, n_shots, seed, step, question_id, correct FROM predictions", con)
     con.close()
@@ -565,7 +567,7 @@ def test_report_html_in_a_headless_browser(full, tmp_path):
     if browser.find_chromium() is None:
         pytest.skip("no headless Chromium (apt-get install chromium, or set METASFT_CHROMIUM)")
     root, _, _ = full
-    check = browser.check_html(root / "report" / "report.html", screenshot=tmp_path / "first_screen.png")
+    check = browser.check_html(root / REPORT_DIR / REPORT_HTML, screenshot=tmp_path / "first_screen.png")
     assert check.ok, check.problems
     assert len(check.images) == len(FIGURES) and all(i["ok"] and i["width"] > 900 for i in check.images)
     assert check.summary_bottom <= check.viewport_height

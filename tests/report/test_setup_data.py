@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from metasft.manifests import DataManifest, read_manifest, write_manifest
 from metasft.report import write_report
+from metasft.rundir import DATASET_DIR
 from test_report import make_experiment
 
 
@@ -14,10 +15,10 @@ def _row(md: str, task: str) -> str:
 def test_report_says_whether_each_eval_tasks_shots_reason(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
-    data = read_manifest(root / "dataset", DataManifest)
+    data = read_manifest(root / DATASET_DIR, DataManifest)
     data.eval_tasks["prob_eval"].shots_worked, data.eval_tasks["prob_eval"].shots_reason = 0.96, True
     data.eval_tasks["theorem_eval"].shots_worked, data.eval_tasks["theorem_eval"].shots_reason = 0.0, False
-    write_manifest(root / "dataset", data)  # physics_eval: a build from before the field, not recorded
+    write_manifest(root / DATASET_DIR, data)  # physics_eval: a build from before the field, not recorded
     md = write_report(root, n_boot=50).read_text()
     assert "shots show working" in md
     assert _row(md, "prob_eval").endswith("| yes (96%) |")

@@ -14,6 +14,7 @@ from metasft.data.build import build_data
 from metasft.train import checkpoint
 from metasft.train.distributed import World
 from metasft.train.run import train
+from metasft.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 
@@ -78,23 +79,23 @@ def full_run(tmp_path_factory, data_dir):
 
 
 def _adapter(run):
-    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    return load_file(str(run / ADAPTER_DIR / "adapter_model.safetensors"))
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_up_after_the_kill(tmp_path, data_dir, full_run, caplog):
     run = tmp_path / "run"
     settings = ("trainer.save_freq=1", "trainer.keep_checkpoints=2")
     killed_after(5, lambda: train(cfg(data_dir, *settings), run))
-    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    kept = sorted(p.name for p in (run / CHECKPOINTS_DIR).iterdir())
     assert kept == ["step_000003", "step_000004", "step_000005"]  # the last 2 plus the best (validated at 3)
-    (run / "checkpoints" / "step_000005" / "state.json").write_text('{"step": 5, "bud')  # cut by a kill
+    (run / CHECKPOINTS_DIR / "step_000005" / "state.json").write_text('{"step": 5, "bud')  # cut by a kill
     # what a kill inside atomic writes leaves behind, and a file of the user's that only looks similar
     for stale in (".adapter_best.abcd1234.tmp", "checkpoints/.step_000006.abcd1234.tmp", ".dataset.abcd1234.tmp"):
         (run / stale).mkdir()
         (run / stale / "x").write_text("partial")
     (run / ".config.yaml.abcd1234.tmp").write_text("partial")
     (run / ".notes.tmp").write_text("mine")
-    with open(run / "metrics.jsonl", "a") as f:
+    with open(run / METRICS_FILE, "a") as f:
         f.write('{"step": 6, "lo')  # the last line, cut short
     resumed = train(cfg(data_dir, *settings), run, resume=True)
     assert "step_000005" in caplog.text and "trying the previous checkpoint" in caplog.text
@@ -102,27 +103,27 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_up_after_the_kill(t
     assert all(torch.equal(a[k], b[k]) for k in a)
     leftovers = [p.name for p in run.rglob("*") if p.name.endswith((".tmp", ".old")) and p.name != ".notes.tmp"]
     assert leftovers == [] and (run / ".notes.tmp").read_text() == "mine"
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (run / METRICS_FILE).read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4, 5, 6]
-    best = json.loads((run / "manifest.json").read_text())["best"]["step"]
+    best = json.loads((run / MANIFEST).read_text())["best"]["step"]
     expected = {"step_000005", "step_000006"} | ({f"step_{best:06d}"} if best in (3, 4) else set())
-    assert {p.name for p in (run / "checkpoints").iterdir()} == expected
+    assert {p.name for p in (run / CHECKPOINTS_DIR).iterdir()} == expected
     umask = os.umask(0)
     os.umask(umask)
-    assert (run / "config.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
-    assert (run / "adapter").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (run / CONFIG_FILE).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (run / ADAPTER_DIR).stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_resume_may_extend_total_steps_and_records_the_amendment(tmp_path, data_dir, full_run):
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
-    before = (run / "config.yaml").read_text()
+    before = (run / CONFIG_FILE).read_text()
     extended = train(cfg(data_dir, "trainer.total_steps=9"), run, resume=True)
-    manifest = json.loads((extended / "manifest.json").read_text())
+    manifest = json.loads((extended / MANIFEST).read_text())
     assert manifest["status"] == "finished" and manifest["budget"]["optimizer_steps"] == 9
     assert [a["changed"] for a in manifest["amendments"]] == [{"trainer.total_steps": [6, 9]}]
-    assert before != (run / "config.yaml").read_text() and "total_steps: 9" in (run / "config.yaml").read_text()
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert before != (run / CONFIG_FILE).read_text() and "total_steps: 9" in (run / CONFIG_FILE).read_text()
+    steps = [json.loads(line)["step"] for line in (run / METRICS_FILE).read_text().splitlines()]
     assert steps == list(range(10))
     fresh = train(cfg(data_dir, "trainer.total_steps=9"), tmp_path / "fresh")
     a, b = _adapter(fresh), _adapter(extended)

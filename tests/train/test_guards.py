@@ -10,7 +10,8 @@ from metasft.config import ConfigError, load_config
 from metasft.eval.results import RESULTS_FILE, ResultsStore
 from metasft.report import write_report
 from metasft.manifests import TrainManifest, read_manifest
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, pooled_file
+from metasft.rundir import (BEST_AT_STEP_0, EVAL_DIR, MANIFEST, METRICS_FILE, NO_ADAPTATION, RUNS_DIR, TRAIN_LOG,
+                            pooled_file)
 from metasft.train import run as run_mod
 from metasft.train.distributed import World
 from metasft.train.session import Session
@@ -22,26 +23,26 @@ SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
 
 
 def rows(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
 
 
 def test_a_run_that_cannot_adapt_or_improve_warns_records_and_the_report_opens_with_it(tmp_path, data_dir):
     cfg = load_config(FOMAML, [f"data.dir={data_dir}", "trainer.test_freq=3"])
     # set after loading: a zero lr is what cannot adapt (inner) and cannot improve on step 0 (outer)
     cfg.meta.inner_lr = cfg.meta.outer_lr = 0.0
-    run = train(cfg, tmp_path / "exp" / "runs" / "fomaml")
+    run = train(cfg, tmp_path / "exp" / RUNS_DIR / "fomaml")
     manifest = read_manifest(run, TrainManifest)
     assert manifest.inner_loop.adapted is False and abs(manifest.inner_loop.mean_drop) < 1e-6
     assert manifest.best.step == 0 and manifest.best.metric == "val_loss_adapted"
     assert {w.kind for w in manifest.warnings} == {NO_ADAPTATION, BEST_AT_STEP_0}
-    log = (run / "train.log").read_text()
+    log = (run / TRAIN_LOG).read_text()
     assert "WARNING" in log and "did not adapt" in log and "step-0 adapter" in log
     for row in rows(run)[1:]:  # logged per step and per task, from the same-batch losses
         for t in row["tasks"].values():
             assert t["inner_drop"] == pytest.approx((t["support_loss_pre"] - t["support_loss_post"]) / t["support_loss_pre"])
         assert row["inner_drop"] == pytest.approx(sum(t["inner_drop"] for t in row["tasks"].values()) / len(row["tasks"]))
 
-    with ResultsStore(tmp_path / "exp" / "eval" / RESULTS_FILE) as store:  # the report needs results to open
+    with ResultsStore(tmp_path / "exp" / EVAL_DIR / RESULTS_FILE) as store:  # the report needs results to open
         key = dict(model="fomaml", task="t", n_shots=0, seed=0)
         store.write_group(**key, cells=[{**key, "step": 0, "accuracy": 0.0, "loss": 1.0, "n": 1, "n_correct": 0,
                                          "n_timed_out": 0}],
@@ -72,14 +73,14 @@ def test_shipped_design_inner_settings_move_the_tiny_models_support_loss_where_s
     common = [f"data.dir={data_dir}", "trainer.total_steps=2", "trainer.test_freq=0"]
     adam = train(load_config(FOMAML, [*common, *inner]), tmp_path / "adam")
     sgd = train(load_config(FOMAML, [*common, *inner, "meta.inner_optimizer=sgd"]), tmp_path / "sgd")
-    drop = {name: json.loads((r / "manifest.json").read_text())["inner_loop"]["mean_drop"]
+    drop = {name: json.loads((r / MANIFEST).read_text())["inner_loop"]["mean_drop"]
             for name, r in (("adam", adam), ("sgd", sgd))}
     # measured: Adam 1.4e-4, SGD 1.3e-6 on the random tiny model, whose loss sits near ln(vocab) where
     # no small step moves it by 1 %; SmolLM2-135M: Adam 6-9 %, SGD 0.01 % (test_smollm2.py). The tiny
     # twin's threshold sits between them: the design's settings adapt, SGD at 5e-5 warns.
     threshold = load_config(FOMAML).meta.min_inner_drop
     assert drop["adam"] > threshold > drop["sgd"] and drop["adam"] > 30 * max(drop["sgd"], 1e-9)
-    manifests = {name: json.loads((r / "manifest.json").read_text()) for name, r in (("adam", adam), ("sgd", sgd))}
+    manifests = {name: json.loads((r / MANIFEST).read_text()) for name, r in (("adam", adam), ("sgd", sgd))}
     assert manifests["adam"]["inner_loop"]["adapted"] and not manifests["sgd"]["inner_loop"]["adapted"]
 
 
@@ -117,7 +118,7 @@ def test_each_arm_selects_by_its_own_objective_and_sees_the_same_task_mixture(tm
     fomaml = train(load_config(FOMAML, [f"data.dir={data_dir}", "trainer.test_freq=2"]), tmp_path / "fomaml")
     sft = train(load_config(SFT, [f"data.dir={data_dir}", "trainer.test_freq=6", f"trainer.paired_run={fomaml}"]),
                 tmp_path / "sft")
-    mf, ms = (json.loads((r / "manifest.json").read_text()) for r in (fomaml, sft))
+    mf, ms = (json.loads((r / MANIFEST).read_text()) for r in (fomaml, sft))
     # best = the argmin of the arm's objective over its logged validations, recomputed from metrics.jsonl
     for run, m, key in ((fomaml, mf, "val_loss_adapted"), (sft, ms, "val_loss")):
         validated = [r for r in rows(run) if key in r]
@@ -146,7 +147,7 @@ def test_pooled_mixture_follows_the_pool(tmp_path, data_dir):
     for mode in ("pooled", "balanced"):
         run = train(load_config(SFT, [f"data.dir={data_dir}", f"data.train_files={files}", f"data.mixture={mode}",
                                       "trainer.test_freq=0", "data.total_samples=null"]), tmp_path / mode)
-        counts[mode] = json.loads((run / "manifest.json").read_text())["budget"]["examples_per_task"]
+        counts[mode] = json.loads((run / MANIFEST).read_text())["budget"]["examples_per_task"]
     assert counts["balanced"]["algebra"] == 18 and counts["pooled"]["algebra"] > 30
 
 

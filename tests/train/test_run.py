@@ -9,6 +9,7 @@ from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
+from metasft.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
@@ -20,46 +21,46 @@ def cfg(path, data_dir, *overrides):
 
 
 def adapter(run):
-    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    return load_file(str(run / ADAPTER_DIR / "adapter_model.safetensors"))
 
 
 def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, data_dir):
     fomaml = train(cfg(FOMAML, data_dir), tmp_path / "fomaml")
     sft = train(cfg(SFT, data_dir, f"trainer.paired_run={fomaml}"), tmp_path / "sft")
     for run in (fomaml, sft):
-        for name in ("config.yaml", "manifest.json", "metrics.jsonl", "train.log", "adapter/adapter_config.json",
+        for name in (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, "adapter/adapter_config.json",
                      "adapter_best/adapter_model.safetensors"):
             assert (run / name).is_file(), name
-    mf, ms = (json.loads((r / "manifest.json").read_text()) for r in (fomaml, sft))
+    mf, ms = (json.loads((r / MANIFEST).read_text()) for r in (fomaml, sft))
     assert mf["budget"]["examples"] == ms["budget"]["examples"] == 6 * 2 * (2 * 2 + 2)
     assert ms["budget"]["optimizer_steps"] == 18 and mf["budget"]["optimizer_steps"] == 6
     assert mf["status"] == ms["status"] == "finished" and mf["data_files"]
-    rows = [json.loads(line) for line in (fomaml / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (fomaml / METRICS_FILE).read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]
     for key in ("support_loss_pre", "support_loss_post", "query_loss", "adaptation_gap", "lr", "tokens_per_s", "tasks"):
         assert key in rows[1], key
     assert "val_loss" in rows[3] and "val_loss_adapted" in rows[3]  # validation adapts with grads on
     # train.log carries the per-step lines at trainer.log_freq (default 1), with validation when it ran
-    steps = [line.split("metasft.steps: ", 1)[1] for line in (fomaml / "train.log").read_text().splitlines()
+    steps = [line.split("metasft.steps: ", 1)[1] for line in (fomaml / TRAIN_LOG).read_text().splitlines()
              if "metasft.steps: " in line]
     assert [s.split()[1] for s in steps] == [f"{i}/6" for i in range(7)]
     assert all(k in steps[1] for k in ("loss ", "tok/s ", "lr ")) and "val_loss " in steps[3]
 
     from peft import PeftModel
     from metasft.models import tiny_llama
-    PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / "adapter"))
+    PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / ADAPTER_DIR))
 
 
 def test_log_freq_thins_train_log_lines(tmp_path, data_dir):
     run = train(cfg(FOMAML, data_dir, "trainer.log_freq=4", "trainer.test_freq=0"), tmp_path / "run")
-    steps = [line.split("metasft.steps: step ", 1)[1].split()[0] for line in (run / "train.log").read_text().splitlines()
+    steps = [line.split("metasft.steps: step ", 1)[1].split()[0] for line in (run / TRAIN_LOG).read_text().splitlines()
              if "metasft.steps: " in line]
     assert steps == ["4/6", "6/6"]  # every 4th step and the last
 
 
 def test_batches_are_not_redrawn(tmp_path, data_dir):
     run = train(cfg(FOMAML, data_dir), tmp_path / "r")
-    distinct = json.loads((run / "manifest.json").read_text())["budget"]["distinct_examples"]
+    distinct = json.loads((run / MANIFEST).read_text())["budget"]["distinct_examples"]
     assert distinct > 2 * 2 + 2  # next(iter(loader)) would see the same few examples every step
 
 
@@ -67,7 +68,7 @@ def test_batches_are_not_redrawn(tmp_path, data_dir):
 def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, config):
     full = train(cfg(config, data_dir), tmp_path / "full")
     killed_after(5, lambda: train(cfg(config, data_dir), tmp_path / "killed"))
-    assert not (tmp_path / "killed" / "adapter").exists()
+    assert not (tmp_path / "killed" / ADAPTER_DIR).exists()
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg(config, data_dir), tmp_path / "killed")
     resumed = train(cfg(config, data_dir), tmp_path / "killed", resume=True)
@@ -75,27 +76,27 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data_dir, config):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (resumed / METRICS_FILE).read_text().splitlines()]
     assert steps == sorted(set(steps))  # no step logged twice
-    budget_full = json.loads((full / "manifest.json").read_text())["budget"]
-    assert json.loads((resumed / "manifest.json").read_text())["budget"] == budget_full
+    budget_full = json.loads((full / MANIFEST).read_text())["budget"]
+    assert json.loads((resumed / MANIFEST).read_text())["budget"] == budget_full
 
 
 def test_resume_before_the_first_checkpoint_starts_over_cleanly(tmp_path, data_dir):
     killed_after(1, lambda: train(cfg(FOMAML, data_dir, "trainer.save_freq=3"), tmp_path / "early"))
-    assert not (tmp_path / "early" / "checkpoints").exists()
+    assert not (tmp_path / "early" / CHECKPOINTS_DIR).exists()
     resumed = train(cfg(FOMAML, data_dir, "trainer.save_freq=3"), tmp_path / "early", resume=True)
-    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (resumed / METRICS_FILE).read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4, 5, 6]  # the killed attempt's step 0 and 1 are not kept twice
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, data_dir):
     run = tmp_path / "r"
     killed_after(4, lambda: train(cfg(FOMAML, data_dir), run))
-    (run / "checkpoints" / "step_000003" / "adapter.safetensors").write_bytes(b"garbage")
+    (run / CHECKPOINTS_DIR / "step_000003" / "adapter.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         train(cfg(FOMAML, data_dir), run, resume=True)
-    assert (run / "checkpoints" / "step_000003").is_dir()  # nothing overwritten
+    assert (run / CHECKPOINTS_DIR / "step_000003").is_dir()  # nothing overwritten
 
 
 def test_non_finite_loss_names_step_and_task(tmp_path, data_dir):
@@ -107,7 +108,7 @@ def test_non_finite_loss_names_step_and_task(tmp_path, data_dir):
 def test_sft_budget_that_pool_cannot_meet_in_unique_mode_scales(tmp_path, data_dir):
     run = train(cfg(SFT, data_dir, "data.budget=unique", "data.mixture=pooled", "trainer.total_epochs=1", "data.total_samples=8"),
                 tmp_path / "u")
-    budget = json.loads((run / "manifest.json").read_text())["budget"]
+    budget = json.loads((run / MANIFEST).read_text())["budget"]
     assert budget["examples"] == 8 and budget["distinct_examples"] == 8
 
 
@@ -115,7 +116,7 @@ def test_base_arm_writes_an_identity_adapter(tmp_path, data_dir):
     run = train(cfg(FOMAML, data_dir, "arm=base"), tmp_path / "base")
     tensors = adapter(run)
     assert all(float(t.abs().sum()) == 0 for k, t in tensors.items() if "lora_B" in k)
-    assert json.loads((run / "manifest.json").read_text())["budget"]["examples"] == 0
+    assert json.loads((run / MANIFEST).read_text())["budget"]["examples"] == 0
 
 
 def test_budget_the_pool_cannot_meet_is_an_error(tmp_path, data_dir):

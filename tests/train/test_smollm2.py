@@ -8,6 +8,7 @@ from conftest import CONFIGS
 from metasft.config import load_config
 from metasft.data.build import build_data
 from metasft.train.run import train
+from metasft.rundir import MANIFEST, METRICS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ SMALL = ["model.partial_pretrain=smollm2-135m-instruct", "model.lora_rank=8", "m
 
 
 def val_losses(run):
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
     return [r["val_loss"] for r in rows if "val_loss" in r]
 
 
@@ -33,7 +34,7 @@ def test_fomaml_and_matched_sft_both_lower_held_out_loss(tmp_path):
     for run in (fomaml, sft):
         losses = val_losses(run)
         assert len(losses) == 2 and losses[-1] < losses[0], (run.name, losses)
-    budgets = [json.loads((r / "manifest.json").read_text())["budget"] for r in (fomaml, sft)]
+    budgets = [json.loads((r / MANIFEST).read_text())["budget"] for r in (fomaml, sft)]
     assert budgets[0]["examples"] == budgets[1]["examples"] == 6 * 2 * (1 * 2 + 2)
 
 
@@ -47,5 +48,5 @@ def test_design_inner_settings_adapt_on_the_real_model(tmp_path):
     run = train(load_config(CONFIGS / "tiny" / "fomaml_sft.yaml",
                             [*SMALL, *inner, "model.lora_rank=16", "model.lora_alpha=32", "trainer.total_steps=1",
                              "trainer.test_freq=0", "meta.meta_batch_size=1", f"data.dir={data}"]), tmp_path / "r")
-    inner_loop = json.loads((run / "manifest.json").read_text())["inner_loop"]
+    inner_loop = json.loads((run / MANIFEST).read_text())["inner_loop"]
     assert inner_loop["adapted"] is True and inner_loop["mean_drop"] > design.min_inner_drop

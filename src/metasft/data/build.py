@@ -23,14 +23,13 @@ from metasft.config import Config, ConfigError, EvalTask, TaskSource, save_confi
 from metasft.data import tasks as T
 from metasft.data.cot import WORKED_SHARE, augment_with_cot, worked_share
 from metasft.data.records import DataError, Record, dedup_key
-from metasft.data.sources import describe_reads, load_source, source_root
-from metasft.data.sources._files import recording_reads
+from metasft.data.sources import describe_reads, load_source, recording_reads, source_root
 from metasft.data.store import write_examples
-from metasft.matrix import extra_size, pool_scale
+from metasft.budget import extra_size, pool_scale
 from metasft.manifests import (DataFile, DataManifest, EvalTaskEntry, ManifestError, MetaTaskEntry, Provenance,
                                Relation, SourceRead, SplitCounts, read_manifest, write_manifest)
-from metasft.rundir import (MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file, pooled_file,
-                            provenance, remove_stale_temps)
+from metasft.rundir import (CONFIG_FILE, MANIFEST, atomic_dir, dir_kind, eval_task_file, file_sha256, meta_train_file,
+                            pooled_file, provenance, remove_stale_temps)
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
         for rel, records in files.items():
             write_examples(tmp / rel, records, cfg.data.template)
         manifest.files = {rel: DataFile(file_sha256(tmp / rel), len(files[rel])) for rel in sorted(files)}
-        save_config(cfg, tmp / "config.yaml")
+        save_config(cfg, tmp / CONFIG_FILE)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -216,7 +215,7 @@ def written_before(out: Path) -> set[str]:
         files = read_manifest(out, DataManifest).files
     except ManifestError:  # an older build: its files are the data/ tree
         files = {p.relative_to(out).as_posix(): None for p in (out / "data").rglob("*") if p.is_file()}
-    return {MANIFEST, "config.yaml", *files}
+    return {MANIFEST, CONFIG_FILE, *files}
 
 
 def _check_disjoint(files: dict[str, list[Record]]) -> None:

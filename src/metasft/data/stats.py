@@ -6,13 +6,14 @@ from pathlib import Path
 
 from metasft.data.records import DataError
 from metasft.manifests import DataManifest, manifest_path, read_manifest
+from metasft.rundir import DATASET_DIR
 
 
 def stats_table(data_dir: Path) -> str:
     """A plain-text table: one row per (task, split) with the total and the count per level."""
     directory = Path(data_dir)
-    if manifest_path(directory / "dataset").is_file():
-        directory = directory / "dataset"  # an experiment directory of `metasft run`
+    if manifest_path(directory / DATASET_DIR).is_file():
+        directory = directory / DATASET_DIR  # an experiment directory of `metasft run`
     if not manifest_path(directory).is_file():
         raise DataError(f"{manifest_path(directory)}: not found; expected a directory written by `metasft data build`")
     manifest = read_manifest(directory, DataManifest)

@@ -5,42 +5,16 @@ deterministic). Step 0 of a few-shot group is the model's 0-shot evaluation."""
 from __future__ import annotations
 
 import math
-from typing import Callable
 
-import torch
-
-from metasft.eval.evaluator import Evaluator, StepResult, evaluate_step
+from metasft.eval.backend import Backend
+from metasft.eval.evaluator import StepResult, adapt, evaluate_step  # adapt: the HF backend's, re-exported
 from metasft.eval.results import CELL_KEYS, ResultsUnion
 from metasft.eval.schedule import Group, recorded_steps, shot_indices, stable_seed
 from metasft.eval.specs import ModelSpec
 from metasft.eval.tasks import TaskData
-from metasft.train.batching import Example, Sampler
-from metasft.train.common import TrainModel, check_finite
 
 
-def adapt(model: TrainModel, shots: list[Example], *, steps: int, lr: float, batch_size: int, seed: int,
-          on_step: Callable[[int], None] | None = None) -> list[float]:
-    """`steps` AdamW steps on batches drawn from `shots` (a fresh optimizer), in place.
-
-    `on_step(k)` runs after step k (1-based). Returns the loss before each step.
-    """
-    optimizer = torch.optim.AdamW(model.params, lr=lr)
-    sampler = Sampler(len(shots), seed=seed)
-    k = min(batch_size, len(shots))
-    losses = []
-    for step in range(1, steps + 1):
-        model.zero_grad()
-        loss, _ = model.backward([shots[i] for i in sampler.next(k)], micro=k)
-        check_finite(loss, f"adaptation step {step}")
-        optimizer.step()
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step)
-    model.zero_grad()
-    return losses
-
-
-def run_group(ev: Evaluator, spec: ModelSpec, group: Group, task: TaskData, grader, zero_shot: StepResult | None,
+def run_group(ev: Backend, spec: ModelSpec, group: Group, task: TaskData, grader, zero_shot: StepResult | None,
               *, acc_k: int | None = None) -> tuple[list[dict], list[dict]]:
     """Cell rows and prediction rows of one group; the model's adapter is restored afterwards.
 
@@ -57,15 +31,14 @@ def run_group(ev: Evaluator, spec: ModelSpec, group: Group, task: TaskData, grad
         shot_ids = [task.shot_ids[i] for i in idx]
         record = set(recorded_steps(e.record_steps, e.adaptation_steps))
         results[0] = zero_shot or evaluate_step(ev, task, grader, acc_k)
-        ev.peft.train()
 
         def on_step(step: int) -> None:
             if step in record:
                 results[step] = evaluate_step(ev, task, grader, acc_k)
 
-        adapt(ev.model, [task.shots[i] for i in idx], steps=e.adaptation_steps, lr=e.adaptation_lr,
-              batch_size=e.adaptation_batch_size, seed=stable_seed("batches", task.name, group.n_shots, group.seed),
-              on_step=on_step)
+        ev.adapt([task.shots[i] for i in idx], steps=e.adaptation_steps, lr=e.adaptation_lr,
+                 batch_size=e.adaptation_batch_size, seed=stable_seed("batches", task.name, group.n_shots, group.seed),
+                 on_step=on_step)
         ev.load(spec)
     return group_rows(group, results, shot_ids)
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from metasft.config import Config, ConfigError
+from metasft.eval.backend import Backend
 from metasft.eval.generate import Completion, HFBackend, LoraMerger, eval_mode
 from metasft.eval.schedule import stable_seed
 from metasft.data.records import OPTION_LETTERS
@@ -28,7 +30,8 @@ from metasft.eval.scoring import acc_at_k, reasoning_steps, step_correctness
 from metasft.eval.specs import ModelSpec, read_peft_adapter
 from metasft.eval.tasks import TaskData
 from metasft.models import adapter_parameters, adapter_state, add_lora, load_adapter_state, load_base
-from metasft.train.common import TrainModel
+from metasft.train.batching import Example, Sampler
+from metasft.train.common import TrainModel, check_finite
 from metasft.train.distributed import World
 from metasft.train.loss import ResponseLoss
 
@@ -93,27 +96,69 @@ class Evaluator:
         """Copy `spec`'s adapter into the LoRA tensors."""
         load_adapter_state(self.peft, self.state(spec))
 
+    # the Backend protocol (metasft.eval.backend): scoring and decoding with the LoRA folded in
+    def adapt(self, shots: list[Example], *, steps: int, lr: float, batch_size: int, seed: int,
+              on_step: Callable[[int], None] | None = None) -> list[float]:
+        self.peft.train()
+        return adapt(self.model, shots, steps=steps, lr=lr, batch_size=batch_size, seed=seed, on_step=on_step)
 
-def evaluate_step(ev: Evaluator, task: TaskData, grader, acc_k: int | None = None) -> StepResult:
+    def reference_losses(self, examples: list[Example]) -> list[tuple[float, int]]:
+        with self.merged(), eval_mode(self.peft):
+            return self.model.example_losses(examples, micro=self.cfg.eval.batch_size)
+
+    def loglikelihood(self, contexts: list[str], continuations: list[str]) -> list[float]:
+        with self.merged():
+            return self.backend.loglikelihood(contexts, continuations)
+
+    def complete(self, prompts: list[str], max_new_tokens: list[int]) -> list[Completion]:
+        with self.merged():
+            return self.backend.complete(prompts, max_new_tokens)
+
+    def sample(self, prompts: list[str], k: int, *, temperature: float, max_new_tokens: int,
+               seed: int) -> list[list[Completion]]:
+        with self.merged():
+            return self.backend.sample(prompts, k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+
+
+def adapt(model: TrainModel, shots: list[Example], *, steps: int, lr: float, batch_size: int, seed: int,
+          on_step: Callable[[int], None] | None = None) -> list[float]:
+    """`steps` AdamW steps on batches drawn from `shots` (a fresh optimizer), in place.
+
+    `on_step(k)` runs after step k (1-based). Returns the loss before each step.
+    """
+    optimizer = torch.optim.AdamW(model.params, lr=lr)
+    sampler = Sampler(len(shots), seed=seed)
+    k = min(batch_size, len(shots))
+    losses = []
+    for step in range(1, steps + 1):
+        model.zero_grad()
+        loss, _ = model.backward([shots[i] for i in sampler.next(k)], micro=k)
+        check_finite(loss, f"adaptation step {step}")
+        optimizer.step()
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step)
+    model.zero_grad()
+    return losses
+
+
+def evaluate_step(ev: Backend, task: TaskData, grader, acc_k: int | None = None) -> StepResult:
     """Generate, grade and score the current adapter on `task`'s test items."""
     return evaluate_steps(ev, [task], grader, acc_k)[0]
 
 
-def evaluate_steps(ev: Evaluator, tasks: list[TaskData], grader, acc_k: int | None = None) -> list[StepResult]:
+def evaluate_steps(ev: Backend, tasks: list[TaskData], grader, acc_k: int | None = None) -> list[StepResult]:
     """`evaluate_step` on several tasks at once: their questions share generation batches (larger
     batches decode faster), each with its task's max_new_tokens."""
     prompts = [p for t in tasks for p in t.prompts]
     limits = [t.max_new_tokens for t in tasks for _ in t.prompts]
-    with ev.merged():
-        outputs = ev.backend.complete(prompts, limits)
-        scored = []
-        for task in tasks:
-            with eval_mode(ev.peft):
-                losses = ev.model.example_losses(task.examples, micro=ev.cfg.eval.batch_size)
-            samples = (ev.backend.sample(task.prompts, acc_k, temperature=ACC_K_TEMPERATURE,
-                                         max_new_tokens=task.max_new_tokens, seed=acc_k_seed(task.name))
-                       if acc_k else None)
-            scored.append((losses, _choice_by_loglikelihood(ev.backend, task), samples))
+    outputs = ev.complete(prompts, limits)
+    scored = []
+    for task in tasks:
+        losses = ev.reference_losses(task.examples)
+        samples = (ev.sample(task.prompts, acc_k, temperature=ACC_K_TEMPERATURE, max_new_tokens=task.max_new_tokens,
+                             seed=acc_k_seed(task.name)) if acc_k else None)
+        scored.append((losses, _choice_by_loglikelihood(ev, task), samples))
     results, start = [], 0
     for task, (losses, ll_choice, samples) in zip(tasks, scored):
         task_outputs = outputs[start:start + len(task.prompts)]
@@ -165,7 +210,7 @@ def step_result(task: TaskData, outputs: list[Completion], losses: list[tuple[fl
     return StepResult(cell, preds)
 
 
-def _choice_by_loglikelihood(backend: HFBackend, task: TaskData) -> dict[int, str]:
+def _choice_by_loglikelihood(backend: Backend, task: TaskData) -> dict[int, str]:
     """Question index -> the option letter of highest log P(letter | prompt + "The answer is (")."""
     asks = [(i, OPTION_LETTERS[k]) for i, r in enumerate(task.records) if r.answer_type == "choice"
             for k in range(len(r.choices))]

@@ -41,7 +41,7 @@ from metasft.eval.specs import EvalError
 from metasft.eval.stacked_lora import RowCells, StackedLora
 from metasft.eval.tasks import TaskData
 from metasft.train.batching import collate
-from metasft.train.loss import _decoder_and_head
+from metasft.train.loss import decoder_and_head
 
 
 # Reference-solution positions whose logits (x the vocabulary, float32) are computed at once: 512 x
@@ -81,7 +81,7 @@ class GridScorer:
         check_supported(lm)
         self.lm, self.tokenizer, self.task = lm, tokenizer, task
         self.rows_per_batch, self.loss_module = rows_per_batch, loss_module
-        _, self.head = _decoder_and_head(lm)
+        _, self.head = decoder_and_head(lm)
         self.device = self.head.weight.device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[0]
         self.stop = torch.tensor(backend.stop_ids if stop_ids is None else stop_ids, device=self.device)

@@ -19,13 +19,13 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from metasft.config import ConfigError
-from metasft.train.loss import _decoder_and_head
+from metasft.train.loss import decoder_and_head
 
 SUPPORTED = ("llama",)   # SmolLM2 and Llama 3.x; other architectures keep eval.cells_per_batch: 1
 
 
 def check_supported(lm: nn.Module) -> None:
-    decoder, _ = _decoder_and_head(lm)
+    decoder, _ = decoder_and_head(lm)
     kind = getattr(decoder.config, "model_type", None)
     if kind not in SUPPORTED:
         raise ConfigError(f"the grid engine (eval.cells_per_batch > 1) runs {SUPPORTED} models, this one is {kind!r}; "
@@ -129,7 +129,7 @@ class KVCache:
 
 
 def new_cache(lm: nn.Module, n_rows: int, capacity: int) -> KVCache:
-    decoder, _ = _decoder_and_head(lm)
+    decoder, _ = decoder_and_head(lm)
     c = decoder.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     w = decoder.embed_tokens.weight
@@ -141,7 +141,7 @@ def forward(lm: nn.Module, ids: torch.Tensor, positions: torch.Tensor, valid: to
     """Final hidden states (N, S, d) of tokens `ids` (N, S) at `positions` (N, S), appended to `cache`
     (`valid` (N, S): which of them are real tokens). The LM head is left to the caller, who usually
     needs it at a few positions only."""
-    decoder, _ = _decoder_and_head(lm)
+    decoder, _ = decoder_and_head(lm)
     mask = cache.open(valid)
     h = decoder.embed_tokens(ids)
     cos, sin = decoder.rotary_emb(h, positions)

@@ -35,8 +35,8 @@ from metasft.eval.scoring import Grader
 from metasft.eval.specs import EvalError, ModelSpec, adapter_fingerprint, check_lora_settings, check_names
 from metasft.eval.tasks import TaskData, load_task
 from metasft.manifests import (DataManifest, EvalManifest, EvalTaskEntry, Provenance, manifest_path, read_manifest,
-                               write_manifest)
-from metasft.rundir import EVAL_DATA_PREFIX, STEP_LOG, OutputDir, remove_stale_temps, stage_log
+                               started_record, write_manifest)
+from metasft.rundir import EVAL_CONFIG, EVAL_DATA_PREFIX, EVAL_LOG, STEP_LOG, OutputDir, remove_stale_temps, stage_log
 
 log = logging.getLogger(__name__)
 step_log = logging.getLogger(STEP_LOG)  # eval.log only: one line per stored cell
@@ -121,12 +121,12 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
         if lead:
             if shard.count == 1:  # with other workers a temp may be theirs, still being written
                 remove_stale_temps(out, r"eval_config\.yaml|manifest\.json|task_similarity\.json")
-            claim.start()
+            claim.start(started_record("eval"))
             if shard.count > 1:
                 claim.commit()  # other workers write here too: a failure here removes nothing of theirs
         else:
             out.mkdir(parents=True, exist_ok=True)
-        log_file = out / ("eval.log" if shard.count == 1 else f"eval.shard-{shard.index}.log")
+        log_file = out / (EVAL_LOG if shard.count == 1 else f"eval.shard-{shard.index}.log")
         with stage_log(log_file, deferred=True) as log_handler, \
                 ResultsStore(out / store_file(shard.index, shard.count)) as store:
             written = False
@@ -136,7 +136,7 @@ def run_eval(cfg: Config, data_dir: Path, models: list[ModelSpec], out: Path, *,
                 nonlocal written
                 log_handler.open()
                 if lead and not written:
-                    save_config(cfg, out / "eval_config.yaml")
+                    save_config(cfg, out / EVAL_CONFIG)
                     write_manifest(out, EvalManifest(str(data_dir), Provenance.now()))
                     claim.commit()
                     written = True

@@ -33,9 +33,9 @@ from pathlib import Path
 import pandas as pd
 
 from metasft.errors import MetasftError
+from metasft.rundir import EVAL_DIR, RESULTS_FILE
 
 
-RESULTS_FILE = "results.sqlite"  # a lone evaluation's store, in its output directory
 _SHARD_FILE = re.compile(r"results\.shard-(\d+)\.sqlite")
 
 
@@ -494,12 +494,12 @@ def find_results(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    for directory in (path, path / "eval"):
+    for directory in (path, path / EVAL_DIR):
         if store_paths(directory):
             return store_paths(directory)
-    raise ResultsError(f"{path}: no {RESULTS_FILE} (or results.shard-*.sqlite) here or in {path / 'eval'}; expected an "
-                       f"experiment directory (`metasft run --out`), an evaluation directory (`metasft eval --out`) "
-                       f"or a store")
+    raise ResultsError(f"{path}: no {RESULTS_FILE} (or results.shard-*.sqlite) here or in {path / EVAL_DIR}; "
+                       f"expected an experiment directory (`metasft run --out`), an evaluation directory "
+                       f"(`metasft eval --out`) or a store")
 
 
 def export_predictions(store: ResultsStore | ResultsUnion, out: str | Path) -> int:

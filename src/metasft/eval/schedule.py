@@ -15,7 +15,9 @@ import os
 import random
 from dataclasses import dataclass
 
+from metasft.config import Config
 from metasft.eval.specs import EvalError, ModelSpec
+from metasft.matrix import plan_runs
 
 
 @dataclass(frozen=True, order=True)
@@ -97,3 +99,11 @@ def shot_indices(task: str, n_shots: int, seed: int, pool_size: int) -> list[int
 def recorded_steps(record_steps: list[int], adaptation_steps: int) -> list[int]:
     """The steps evaluated: eval.record_steps within [0, adaptation_steps], plus 0 and the last."""
     return sorted({s for s in record_steps if 0 <= s <= adaptation_steps} | {0, adaptation_steps})
+
+
+def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
+    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
+    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
+    tasks `shots` ({task: n_shots}, in the data's order)."""
+    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
+    return len(enumerate_groups(specs, shots, cfg.eval.seeds))

@@ -21,7 +21,7 @@ import torch
 from metasft.config import Config
 from metasft.data.store import read_sft
 from metasft.manifests import DataManifest, read_manifest
-from metasft.rundir import eval_task_file, meta_train_file, write_json
+from metasft.rundir import SIMILARITY_FILE, eval_task_file, meta_train_file, write_json
 from metasft.train.batching import Example, tokenize
 from metasft.train.common import TrainModel
 
@@ -60,7 +60,7 @@ def similarity_matrix(grads: dict[str, torch.Tensor]) -> tuple[list[str], np.nda
 
 def write_similarity(out_dir: Path, names: list[str], matrix: np.ndarray, meta: dict | None = None) -> Path:
     """`task_similarity.json`: tasks, similarity (cosine), distance (1 − similarity), and `meta`."""
-    path = Path(out_dir) / "task_similarity.json"
+    path = Path(out_dir) / SIMILARITY_FILE
     write_json(path, {"tasks": list(names), "similarity": np.asarray(matrix).tolist(),
                       "distance": (1.0 - np.asarray(matrix)).tolist(), **(meta or {})})
     return path

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
-from metasft.rundir import file_sha256
+from metasft.rundir import ADAPTER_DIR, BEST_ADAPTER_DIR, CONFIG_FILE, file_sha256
 
 ADAPTER_NAME = "default"          # PEFT's adapter name inside parameter names
 
@@ -74,13 +74,14 @@ def _parse_one(name: str, target: str) -> ModelSpec:
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             return ModelSpec(name or path.name, path)
-        adapter = next((path / d for d in ("adapter_best", "adapter") if (path / d / "adapter_config.json").is_file()), None)
+        adapter = next((path / d for d in (BEST_ADAPTER_DIR, ADAPTER_DIR)
+                        if (path / d / "adapter_config.json").is_file()), None)
         if adapter is None:
             raise ConfigError(f"eval.models: {target} has no adapter_best/ or adapter/ with adapter_config.json")
         tasks = None
         arm = path.name
-        if (path / "config.yaml").is_file():
-            run_cfg = load_config(path / "config.yaml")  # a run's resolved config: the arm and its task
+        if (path / CONFIG_FILE).is_file():
+            run_cfg = load_config(path / CONFIG_FILE)  # a run's resolved config: the arm and its task
             arm = run_cfg.arm
             if arm == "sft_task" and run_cfg.data.sft_task:
                 tasks = [run_cfg.data.sft_task]

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from metasft.rundir import REPORT_HTML
 
 VIEWPORT = (1280, 800)
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -88,7 +89,7 @@ def check_html(html_path: Path, screenshot: Path | None = None, chromium: str | 
         raise BrowserUnavailable("no headless Chromium found (apt-get install chromium, or set METASFT_CHROMIUM)")
     text = Path(html_path).read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="metasft-html-") as tmp:
-        alone = Path(tmp) / "report.html"
+        alone = Path(tmp) / REPORT_HTML
         alone.write_text(text, encoding="utf-8")
         probed = Path(tmp) / "probed.html"
         probed.write_text(text.replace("</body>", _PROBE + "\n</body>", 1), encoding="utf-8")

@@ -19,6 +19,7 @@ import pandas as pd
 from metasft.config import Config, ConfigError, load_config
 from metasft.eval.results import RESULTS_FILE, ResultsError, read_meta, read_results, store_paths
 from metasft.manifests import DataManifest, ExperimentManifest, TrainManifest, has_record, manifest_path, read_manifest
+from metasft.rundir import CONFIG_FILE, DATASET_DIR, EVAL_DIR, METRICS_FILE, RUNS_DIR, SIMILARITY_FILE
 
 
 
@@ -53,7 +54,7 @@ class Experiment:
     @property
     def results_paths(self) -> list[Path]:
         """The evaluation's stores: eval/results.sqlite, or one per worker (eval.results.store_file)."""
-        return store_paths(self.root / "eval")
+        return store_paths(self.root / EVAL_DIR)
 
     @property
     def results_name(self) -> str:
@@ -69,27 +70,27 @@ class Experiment:
 def load_experiment(root: Path) -> Experiment:
     root = Path(root)
     exp = Experiment(root=root)
-    exp.config = _config(exp, root / "config.yaml", damaged_is_an_error=True)
+    exp.config = _config(exp, root / CONFIG_FILE, damaged_is_an_error=True)
     exp.manifest = _manifest(exp, root, ExperimentManifest)
-    exp.data = _manifest(exp, root / "dataset", DataManifest)
-    runs_dir = root / "runs"
+    exp.data = _manifest(exp, root / DATASET_DIR, DataManifest)
+    runs_dir = root / RUNS_DIR
     if runs_dir.is_dir():
         for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
             manifest = _manifest(exp, run, TrainManifest)
             if manifest is not None:
                 exp.runs[run.name] = manifest
-            if (run / "config.yaml").is_file():
-                cfg = _config(exp, run / "config.yaml")
+            if (run / CONFIG_FILE).is_file():
+                cfg = _config(exp, run / CONFIG_FILE)
                 if cfg is not None:
                     exp.run_configs[run.name] = cfg
-            if (run / "metrics.jsonl").is_file():
-                exp.metrics[run.name] = _jsonl(exp, run / "metrics.jsonl")
+            if (run / METRICS_FILE).is_file():
+                exp.metrics[run.name] = _jsonl(exp, run / METRICS_FILE)
             elif manifest is None or manifest.arm != "base":  # the base arm trains nothing, logs nothing
-                exp.missing.append(f"{exp.rel(run / 'metrics.jsonl')}: not found")
+                exp.missing.append(f"{exp.rel(run / METRICS_FILE)}: not found")
     else:
         exp.missing.append("runs/: not found")
     exp.cells, exp.predictions = _results(exp)
-    exp.similarity = _similarity(exp, root / "eval" / "task_similarity.json")
+    exp.similarity = _similarity(exp, root / EVAL_DIR / SIMILARITY_FILE)
     return exp
 
 
@@ -99,7 +100,7 @@ def evaluation_progress(exp: Experiment) -> tuple[int, int | None, bool]:
     records the eval stage as running (it runs, or it was interrupted). Without a stage record
     (a directory put together by hand) a group missing is the report's to name, not a partial run."""
     from metasft.eval.results import GROUP_KEYS
-    from metasft.pipeline import count_groups
+    from metasft.eval.schedule import count_groups
     stored = 0 if exp.cells is None else len(exp.cells[list(GROUP_KEYS)].drop_duplicates())
     total = None
     if exp.config is not None and exp.data is not None:

@@ -7,7 +7,8 @@ import math
 
 import pandas as pd
 
-from metasft.matrix import META_ARMS, describe, pairs
+from metasft import arms
+from metasft.matrix import describe, pairs
 from metasft.report import plots
 from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, PREDICTIONS_SOURCE, Context, no_results, result_tasks
@@ -86,7 +87,7 @@ def sweep_points(ctx: Context, compared) -> pd.DataFrame:
     rows = []
     for p in compared:
         run_cfg = ctx.exp.run_configs.get(p.meta)
-        if run_cfg is None or run_cfg.arm not in META_ARMS or p.scale != 1:
+        if run_cfg is None or arms.ARMS[run_cfg.arm].kind != "meta" or p.scale != 1:
             continue
         for task in result_tasks(ctx):
             at = summary[summary["task"] == task]

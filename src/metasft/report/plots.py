@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
+from metasft import arms
+
 FIGURE_DPI = 160           # PNG; every figure is also written as SVG beside it (vector, for print)
 FIGURE_FORMATS = ("png", "svg")
 
@@ -28,26 +30,16 @@ class ArmStyle:
     linestyle: str | tuple
 
 
-# Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); markers and line
-# styles differ too, so arms that coincide (all at accuracy 0) stay told apart in grey print.
-ARM_STYLES = {
-    "fomaml": ArmStyle("FOMAML-SFT", "#D55E00", "o", "-"),
-    "sft_mixed": ArmStyle("SFT-Mixed", "#0072B2", "s", "--"),
-    "base": ArmStyle("Base", "#666666", "^", ":"),
-    "reptile": ArmStyle("Reptile-SFT", "#E69F00", "D", "-."),
-    "sft_task": ArmStyle("SFT-Task", "#009E73", "v", (0, (5, 1, 1, 1))),
-}
 _SPARE = ["#CC79A7", "#56B4E9", "#8C564B", "#000000", "#BCBD22"]
 _SPARE_MARKERS = ["P", "X", "*", "h", "<"]
-_ORDER = list(ARM_STYLES)
-MODEL_LABELS = {m: s.label for m, s in ARM_STYLES.items()}
 
 
 def arm_style(model: str) -> ArmStyle:
     """The fixed style of `model`: the design's arms from ARM_STYLES, any other from its name alone
     (a stable hash), so one arm looks the same in every figure whatever else is plotted."""
-    if model in ARM_STYLES:
-        return ARM_STYLES[model]
+    if model in arms.ARMS:
+        a = arms.ARMS[model]
+        return ArmStyle(a.label, a.color, a.marker, a.linestyle)
     h = zlib.crc32(model.encode())
     return ArmStyle(model, _SPARE[h % len(_SPARE)], _SPARE_MARKERS[h % len(_SPARE_MARKERS)], "-")
 
@@ -59,7 +51,8 @@ def label(model: str) -> str:
 def model_order(models) -> list[str]:
     """The design's models first (FOMAML-SFT, SFT-Mixed, Base, ...), others after, alphabetically."""
     models = set(models)
-    return [m for m in _ORDER if m in models] + sorted(models - set(_ORDER))
+    order = arms.names()
+    return [m for m in order if m in models] + sorted(models - set(order))
 
 
 def _offsets(models: list[str], width: float) -> dict[str, float]:

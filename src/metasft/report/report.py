@@ -39,7 +39,8 @@ from metasft.report.results import (curves_section, errors_section, tables_secti
 from metasft.report.setup import check_budgets, setup_section, training_section
 from metasft.report.summary import judge_claims, summary_section
 from metasft.manifests import ReportManifest, read_manifest, write_manifest
-from metasft.rundir import MANIFEST, atomic_dir, atomic_write_text, remove_stale_temps
+from metasft.rundir import (FIGURES_DIR, MANIFEST, REPORT_DIR, REPORT_HTML, REPORT_MD, atomic_dir, atomic_write_text,
+                            remove_stale_temps)
 
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
         raise ReportError(f"{exp_dir}: the evaluation is still running or was interrupted ({progress} stored); "
                           f"finish it (rerun the command that ran it) or pass --partial to report what is stored")
     remove_stale_temps(exp_dir, "report")  # a report killed while it wrote
-    with atomic_dir(exp_dir / "report", owned=written_before(exp_dir / "report")) as out:
-        (out / "figures").mkdir()
+    with atomic_dir(exp_dir / REPORT_DIR, owned=written_before(exp_dir / REPORT_DIR)) as out:
+        (out / FIGURES_DIR).mkdir()
         ctx = build_context(exp, out, n_boot, errors_per_cell)
         ctx.started = started
         ctx.partial = progress
@@ -90,10 +91,10 @@ def write_report(exp_dir: Path, *, n_boot: int = 10_000, errors_per_cell: int = 
                         errors_section, matrix_section, setup_section):
             _run_section(section, ctx, doc)
         map_text(doc, T.spell_non_finite)  # no raw nan / inf from any number formatted on the way
-        atomic_write_text(out / "report.md", to_markdown(doc))
-        atomic_write_text(out / "report.html", to_html(doc, base=out))
+        atomic_write_text(out / REPORT_MD, to_markdown(doc))
+        atomic_write_text(out / REPORT_HTML, to_html(doc, base=out))
         write_manifest(out, ReportManifest(sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())))
-    return exp_dir / "report" / "report.md"
+    return exp_dir / REPORT_DIR / REPORT_MD
 
 
 # what a report wrote before it listed its files in report/manifest.json

@@ -17,7 +17,7 @@ from metasft.eval.results import CELL_KEYS, GRADING
 from metasft.report.load import error_rows
 from metasft.report.measures import measures_section
 from metasft.report.summary import caveats, claim_needs, status_badge, verdict_number
-from metasft.rundir import atomic_write_text
+from metasft.rundir import COMPARISON_CSV, SUMMARY_CSV, atomic_write_text
 from metasft.stats import (ACCURACY, LOSS, UNMEASURABLE, adaptation_speed, compare_models, final_step,
     sample_efficiency, sample_efficiency_interpolated)
 
@@ -162,7 +162,7 @@ def tables_section(ctx: Context, doc: Document) -> None:
     extras = [c for c in EXTRA_METRICS if c in final and final[c].notna().any()]
     full = summary.merge(final.groupby(["model", "task", "n_shots"])[extras].mean().reset_index(),
                          on=["model", "task", "n_shots"]) if extras else summary
-    atomic_write_text(ctx.out / "summary.csv", full.to_csv(index=False))
+    atomic_write_text(ctx.out / SUMMARY_CSV, full.to_csv(index=False))
 
     doc.add(Heading(2, "Every cell"))
     doc.add(Para(f"Source: {CELLS_SOURCE}; mean ± sample std over seeds of the final-step accuracy, n = seeds. "
@@ -255,7 +255,7 @@ def _comparisons(ctx: Context, doc: Document) -> None:
                 continue
             comparison = compare_models(exp.cells, exp.predictions, a, b, outcome=outcome)
             if (a, b) == (FOMAML, SFT):
-                name = "comparison.csv" if outcome is ACCURACY else f"comparison_{outcome.name}.csv"
+                name = COMPARISON_CSV if outcome is ACCURACY else f"comparison_{outcome.name}.csv"
                 atomic_write_text(ctx.out / name, comparison.to_csv(index=False))
             if comparison.empty:
                 doc.add(Para(f"{plots.label(a)} and {plots.label(b)} share no (task, N-shot, seed) with per-question "

@@ -12,6 +12,7 @@ from metasft.report import tables as T
 from metasft.report.context import CELLS_SOURCE, FOMAML, SFT, Context, short_commit
 from metasft.report.doc import Bullets, Callout, Document, Heading, Para, Table
 from metasft.report.measures import adaptation_gap_section
+from metasft.rundir import CONFIG_FILE, MANIFEST
 
 
 def setup_section(ctx: Context, doc: Document) -> None:
@@ -151,7 +152,7 @@ def check_budgets(ctx: Context) -> None:
     a, b = exp.runs[fom].budget.examples, exp.runs[sft].budget.examples
     cfg = exp.run_configs.get(sft) or exp.config
     batch = cfg.data.train_batch_size if cfg is not None else None
-    batch_from = f"runs/{sft}/config.yaml" if sft in exp.run_configs else "config.yaml"
+    batch_from = f"runs/{sft}/config.yaml" if sft in exp.run_configs else CONFIG_FILE
     mode = f" (data.budget = {cfg.data.budget})" if cfg is not None else ""
     if batch is None:
         ctx.budget_note = ("note", f"Budget match not checked: the SFT batch size is unknown (no config). Examples: "
@@ -199,7 +200,7 @@ def _provenance(ctx: Context, doc: Document) -> None:
     if any(v and str(v).endswith("+dirty") for v in commits.values()):
         doc.add(Callout("note", "Some stages ran with uncommitted changes (`+dirty`)."))
     versions = (exp.manifest.code.versions if exp.manifest else {}) or (exp.data.code.versions if exp.data else {})
-    where = "manifest.json" if exp.manifest and exp.manifest.code.versions else "dataset/manifest.json code.versions"
+    where = MANIFEST if exp.manifest and exp.manifest.code.versions else "dataset/manifest.json code.versions"
     if versions:
         doc.add(Table(["package", "version"], [[k, str(v) if v else "not installed"] for k, v in versions.items()],
                       f"Source: {where}"))

@@ -15,7 +15,7 @@ from metasft.report import tables as T
 from metasft.report.context import PREDICTIONS_SOURCE, Context, is_tiny
 from metasft.eval.results import CELL_COLUMNS
 from metasft.report.doc import Badge, Bullets, Callout, Document, Heading, Para, Table
-from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, write_json
+from metasft.rundir import BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, VERDICTS_FILE, write_json
 from metasft.stats import ACCURACY, INCONCLUSIVE, LOSS, MET, NOT_MET, UNMEASURABLE, Verdict, verdicts
 
 DEMO_MDE = 0.10  # above 10 accuracy points a run cannot see the effects the design predicts (5-point C2)
@@ -33,7 +33,7 @@ def judge_claims(ctx: Context) -> None:
                                            n_boot=ctx.n_boot, outcome=outcome, margins=margins,
                                            primary=ctx.stats.primary, replicates=ctx.replicates)
                     for outcome in (ACCURACY, LOSS)}
-    write_json(ctx.out / "verdicts.json", [v.to_dict() for result in ctx.verdicts.values() for v in result])
+    write_json(ctx.out / VERDICTS_FILE, [v.to_dict() for result in ctx.verdicts.values() for v in result])
 
 
 FLOOR_ACC, CEILING_ACC = 0.10, 0.90  # every arm's accuracy below / above: the outcome cannot move

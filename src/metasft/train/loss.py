@@ -12,7 +12,7 @@ from torch import nn
 from metasft.train.batching import IGNORE
 
 
-def _decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+def decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The transformer body and output head of a (PEFT-wrapped) causal LM."""
     base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     return base.get_decoder(), base.get_output_embeddings()
@@ -32,7 +32,7 @@ class ResponseLoss(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 per_row: bool = False):
-        decoder, head = _decoder_and_head(self.lm)
+        decoder, head = decoder_and_head(self.lm)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE                       # (B, T-1): positions whose next token is scored

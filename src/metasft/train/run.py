@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import logging
 import math
 import random
@@ -20,14 +21,16 @@ from pathlib import Path
 
 import torch
 
-from metasft.config import Config, ConfigError, load_config, meta_tasks, save_config, to_dict
+from metasft import arms
+from metasft.budget import extra_size, meta_budget
+from metasft.config import Config, ConfigError, fields_used_by, load_config, meta_tasks, save_config, to_dict
 from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
-                               manifest_path, manifest_status, read_manifest, write_manifest)
-from metasft.matrix import extra_size, meta_budget
+                               manifest_path, manifest_status, read_manifest, started_record, write_manifest)
 from metasft.models import add_lora, check_model, load_base
-from metasft.rundir import (BEST_AT_STEP_0, NO_ADAPTATION, POOL_SHORT, OutputDir, RunWarning, eval_task_file,
+from metasft.rundir import (ADAPTER_DIR, BEST_AT_STEP_0, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR, METRICS_FILE,
+                            NO_ADAPTATION, POOL_SHORT, TRAIN_LOG, OutputDir, RunWarning, eval_task_file,
                             meta_train_file, pooled_file, remove_stale_temps, stage_log)
 from metasft.train import checkpoint
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
@@ -48,7 +51,7 @@ def ensure_data(cfg: Config, out: Path, world: World) -> Path:
         if not manifest_path(path).is_file():
             raise DataError(f"data.dir={path}: no manifest.json; build it with `metasft data build`")
         return path
-    path = out / "dataset"
+    path = out / DATASET_DIR
     if world.main and not manifest_path(path).is_file():
         from metasft.data.build import build_data
         with OutputDir(path, "data", flag="the data directory") as claim:
@@ -103,6 +106,12 @@ def sft_budget(cfg: Config, pool_size: int, n_tasks: int) -> tuple[int, str]:
     return round(base * cfg.data.budget_scale), why + (f" x {cfg.data.budget_scale}" if cfg.data.budget_scale != 1 else "")
 
 
+def routine(arm: str):
+    """The training routine of `arm` (metasft.arms: "module:function"), imported on first use."""
+    module, _, name = arms.ARMS[arm].routine.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_model(cfg: Config, world: World):
     """(PEFT model, tokenizer, named adapter params, TrainModel) for `cfg.model`, sharded if asked."""
     base, tokenizer = load_base(cfg.model.partial_pretrain, dtype=cfg.model.dtype, cache_dir=cfg.model.cache_dir)
@@ -119,11 +128,12 @@ def build_model(cfg: Config, world: World):
 def check_world(cfg: Config, world_size: int) -> None:
     """Every global batch must give each rank at least one example: a rank with none skips the forward
     pass and its collectives, and the others wait for it forever (a hang, not an error)."""
-    if world_size <= 1 or cfg.arm == "base":
+    kind = arms.ARMS[cfg.arm].kind
+    if world_size <= 1 or kind == "none":
         return
-    if cfg.arm in ("fomaml", "reptile"):
+    if kind == "meta":
         keys = {"meta.inner_batch_size": cfg.meta.inner_batch_size}
-        if cfg.arm == "fomaml" and cfg.meta.algorithm == "fomaml":
+        if arms.setting(cfg.arm, "meta.algorithm", cfg.meta.algorithm) == "fomaml":
             keys["meta.query_batch_size"] = cfg.meta.query_batch_size
     else:
         keys = {"data.train_batch_size": cfg.data.train_batch_size}
@@ -147,7 +157,7 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
     check_world(cfg, world.size)
     claim = OutputDir(out, "train", overwrite=overwrite) if world.main else contextlib.nullcontext()
     with claim:
-        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():
+        if (out / CHECKPOINTS_DIR).exists() or (out / METRICS_FILE).exists():
             if not resume:
                 raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         amendments = check_resume(cfg, out) if resume else {}
@@ -156,16 +166,15 @@ def train(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False)
             return out
         if world.main:
             remove_stale_temps(out, r"adapter|adapter_best|dataset|config\.yaml|manifest\.json")
-            remove_stale_temps(out / "checkpoints", checkpoint.STEP_NAMES)
-            claim.start(arm=cfg.arm, name=cfg.name)
-        with stage_log(out / "train.log", enabled=world.main, deferred=True) as log_file:
+            remove_stale_temps(out / CHECKPOINTS_DIR, checkpoint.STEP_NAMES)
+            claim.start(started_record("train", arm=cfg.arm, name=cfg.name))
+        with stage_log(out / TRAIN_LOG, enabled=world.main, deferred=True) as log_file:
             return _train(cfg, out, world, claim, amendments, log_file)
 
 
 # Keys a resume may change: they do not change what the finished run computes (total_steps extends it)
-RESUME_MAY_CHANGE = ("trainer.total_steps", "trainer.loggers", "trainer.log_freq", "trainer.save_freq",
-                     "trainer.keep_checkpoints")
-_PATH_KEYS = ("data.dir", "data_root", "trainer.paired_run", "model.cache_dir")
+RESUME_MAY_CHANGE = fields_used_by("resume")
+_PATH_KEYS = fields_used_by("path")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -184,9 +193,9 @@ def check_resume(cfg: Config, out: Path) -> dict:
 
     A change to anything else is refused with the keys named; so is a shorter trainer.total_steps.
     """
-    stored_path = out / "config.yaml"
+    stored_path = out / CONFIG_FILE
     if not stored_path.is_file():
-        if (out / "checkpoints").exists() or (out / "metrics.jsonl").exists():  # it was written before either
+        if (out / CHECKPOINTS_DIR).exists() or (out / METRICS_FILE).exists():  # it was written before either
             raise ConfigError(f"--resume {out}: the run's config.yaml is missing, so this config cannot be checked "
                               f"against the one it trained with; put it back, or train into a new --out")
         return {}  # killed before its config was recorded: nothing to compare with
@@ -220,7 +229,7 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     def record() -> None:
         """Config and manifest, once the data, the model and the checkpoint to resume from have loaded."""
         if world.main:
-            save_config(cfg, out / "config.yaml")
+            save_config(cfg, out / CONFIG_FILE)
             write_manifest(out, manifest)
             claim.commit()
             log_file.open()
@@ -229,9 +238,9 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         save_peft_adapter(lm, named, path, world)
 
     t0 = time.time()
-    if cfg.arm == "base":
+    if arms.ARMS[cfg.arm].routine is None:  # the base arm: its fresh LoRA, nothing trained
         record()
-        save_adapter(out / "adapter")
+        save_adapter(out / ADAPTER_DIR)
         budget, extra = Budget(0, 0, 0, 0, 0, 0), {}
     else:
         specs = meta_tasks(cfg)
@@ -241,9 +250,9 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
                                       f"{t.name} val") for t in specs
                     if (data_dir / meta_train_file(t.name, "val")).is_file()}
         val_sets = {name: examples for name, examples in val_sets.items() if examples}  # a task too small for one
-        run = _run_meta if cfg.arm in ("fomaml", "reptile") else _run_sft
+        run = routine(cfg.arm)
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
-        save_adapter(out / "adapter")
+        save_adapter(out / ADAPTER_DIR)
     for w in extra.get("warnings", []):
         log.warning("%s", w.message)
     manifest = dataclasses.replace(manifest, status="finished", budget=budget,
@@ -289,7 +298,7 @@ def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
     return run
 
 
-def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
+def run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     m = cfg.meta
     tasks = []
     for i, spec in enumerate(specs):
@@ -299,7 +308,7 @@ def _run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, 
                                       f"meta.tasks[{spec.name}].query_files"), tokenizer, cfg, spec.name)
         tasks.append(TaskData(spec.name, support, query, Sampler(len(support), cfg.seed * 1000 + 2 * i),
                               Sampler(len(query), cfg.seed * 1000 + 2 * i + 1)))
-    algorithm = "reptile" if cfg.arm == "reptile" else m.algorithm
+    algorithm = arms.setting(cfg.arm, "meta.algorithm", m.algorithm)
     outer = outer_optimizer(model.params, cfg.optim.optimizer_type, m.outer_lr, cfg.optim.weight_decay,
                             cfg.optim.betas)
     by_name = {t.name: t for t in tasks}
@@ -413,7 +422,7 @@ def _sft_pool(cfg: Config, data_dir: Path) -> tuple[list[dict], list[str], list[
     return rows, task_of, files, record
 
 
-def _run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
+def run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record):
     rows, task_of, files, pool_record = _sft_pool(cfg, data_dir)
     pool = _tokenize(rows, tokenizer, cfg, "SFT pool")
     if cfg.arm == "sft_task":

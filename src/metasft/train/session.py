@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from metasft.data.records import DataError
-from metasft.rundir import STEP_LOG, JsonlWriter, atomic_dir
+from metasft.rundir import BEST_ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, STEP_LOG, JsonlWriter, atomic_dir
 from metasft.train import checkpoint
 from metasft.train.batching import Example
 from metasft.train.common import TrainModel
@@ -61,7 +61,7 @@ class Sinks:
     """metrics.jsonl always; TensorBoard and W&B when listed in trainer.loggers (rank 0 only)."""
 
     def __init__(self, out: Path, loggers: list[str], enabled: bool, config: dict):
-        self.jsonl = JsonlWriter(out / "metrics.jsonl") if enabled else None
+        self.jsonl = JsonlWriter(out / METRICS_FILE) if enabled else None
         self.tb = self.wandb = None
         if enabled and "tensorboard" in loggers:
             try:
@@ -152,12 +152,12 @@ class Session:
     # ------------------------------------------------------------------ resume
     def resume(self, extra_load) -> None:
         """Continue from the newest checkpoint that loads; warn about each newer one that does not."""
-        candidates = checkpoint.steps(self.out / "checkpoints")
+        candidates = checkpoint.steps(self.out / CHECKPOINTS_DIR)
         if not candidates:
-            if (self.out / "metrics.jsonl").exists() and (self.out / "metrics.jsonl").stat().st_size:
+            if (self.out / METRICS_FILE).exists() and (self.out / METRICS_FILE).stat().st_size:
                 log.info("no checkpoint in %s; starting again from step 0", self.out)
                 if self.model.world.main:
-                    truncate_metrics(self.out / "metrics.jsonl", -1)  # step 0 is validated again
+                    truncate_metrics(self.out / METRICS_FILE, -1)  # step 0 is validated again
             return
         errors = []
         for path in candidates:
@@ -169,7 +169,7 @@ class Session:
                 continue
             break
         else:
-            raise checkpoint.CheckpointError(f"no usable checkpoint in {self.out / 'checkpoints'}: {errors[0]}"
+            raise checkpoint.CheckpointError(f"no usable checkpoint in {self.out / CHECKPOINTS_DIR}: {errors[0]}"
                                              + (f" (and {len(errors) - 1} older ones fail too)" if len(errors) > 1 else ""))
         self.start_step = state["step"]
         self.budget = Budget.from_state(state["budget"])
@@ -178,7 +178,7 @@ class Session:
         random.setstate(rng_from_json(state["python_rng"]))
         extra_load(state["extra"])
         if self.model.world.main:
-            truncate_metrics(self.out / "metrics.jsonl", self.start_step)
+            truncate_metrics(self.out / METRICS_FILE, self.start_step)
         log.info("resumed from %s (step %d)", path, self.start_step)
 
     # ------------------------------------------------------------------ per step
@@ -231,7 +231,7 @@ class Session:
         value = metrics.get(self.select_by)
         if value is not None and math.isfinite(value) and value < self.best["value"]:
             self.best = {"metric": self.select_by, "value": value, "step": step, "val_loss": metrics["val_loss"]}
-            self.save_adapter(self.out / "adapter_best")
+            self.save_adapter(self.out / BEST_ADAPTER_DIR)
         return metrics
 
     def best_at_step_0(self) -> str | None:
@@ -244,10 +244,10 @@ class Session:
     def checkpoint(self, step: int, extra: dict) -> None:
         state = {"step": step, "budget": self.budget.state(), "best": self.best, "extra": extra,
                  "torch_rng": torch.get_rng_state().tolist(), "python_rng": random.getstate()}
-        checkpoint.save(self.out / "checkpoints", step, self.named_params, self.optimizer, state,
+        checkpoint.save(self.out / CHECKPOINTS_DIR, step, self.named_params, self.optimizer, state,
                         self.model.world)
         if self.model.world.main:
-            checkpoint.prune(self.out / "checkpoints", self.keep_checkpoints, self.best["step"])
+            checkpoint.prune(self.out / CHECKPOINTS_DIR, self.keep_checkpoints, self.best["step"])
 
     def close(self) -> None:
         if self.bar:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from metasft.data.records import DataError, Record
-from metasft.data.sources._files import Origin, SourceUnavailable
+from metasft.data.sources._files import Origin, SourceUnavailable, recording_reads  # recording_reads: for the data build
 
 # name used in configs -> module under metasft.data.sources
 SOURCE_MODULES = {

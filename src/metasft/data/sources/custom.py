@@ -21,13 +21,16 @@ import logging
 import math
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metasft.answers import last_boxed
-from metasft.config import UserSource
 from metasft.data.cot import answer_text, placeholder_solution
 from metasft.data.records import OPTION_LETTERS, DataError, Record, option_letters, validate
 from metasft.data.sources._files import hub_rows, read_csv, read_json, read_jsonl, require_file, snake
 from metasft.rundir import file_sha256
+
+if TYPE_CHECKING:  # an annotation only: config validates data.sources against this package
+    from metasft.config import UserSource
 
 log = logging.getLogger(__name__)
 
