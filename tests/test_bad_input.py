@@ -79,7 +79,7 @@ def _foreign(ws, name="d"):
 def _cut_manifest(ws):
     """A run directory whose manifest.json was cut short (a full disk, a bad copy)."""
     (ws / "exp").mkdir()
-    (ws / "exp" / "manifest.json").write_bytes(b'{"kind": "ru')
+    (ws / "exp" / MANIFEST).write_bytes(b'{"kind": "ru')
     return str(ws / "exp")
 
 

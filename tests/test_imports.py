@@ -24,7 +24,7 @@ LAYERS = [
     ("metasft.report",),
     ("metasft.fingerprint", "metasft.pipeline", "metasft.compare", "metasft.plan", "metasft.catalog",
      "metasft.launch", "metasft.rehearse"),
-    ("metasft.cli",),
+    ("metasft.cli", "metasft.__main__"),
 ]
 
 

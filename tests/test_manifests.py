@@ -93,8 +93,8 @@ def test_not_json_and_a_claimed_directory(tmp_path):
 def test_a_stage_status_other_than_running_or_finished_is_refused(tmp_path):
     """Issue 23's corpus: a hand-edited status was taken for a killed stage and the stage rerun."""
     write_manifest(tmp_path, ExperimentManifest(CODE, {"eval": StageRecord("finished", Fingerprint("1" * 64, {}))}))
-    raw = json.loads((tmp_path / "manifest.json").read_text())
+    raw = json.loads((tmp_path / MANIFEST).read_text())
     raw["stages"]["eval"]["status"] = "done"
-    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    (tmp_path / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(ManifestError, match=r"stages\.eval\.status must be 'running' or 'finished', got 'done'"):
         read_manifest(tmp_path, ExperimentManifest)

@@ -96,9 +96,9 @@ def test_the_report_shows_acc_at_k_step_correctness_and_the_adaptation_gap(finis
     from the store and metrics.jsonl: acc@2 and step correctness per cell (mean over questions of the
     question's mean over seeds, n questions), FOMAML's adaptation gap per meta-training task."""
     import pandas as pd
-    text = (finished / "report" / "report.md").read_text()
+    text = (finished / REPORT_DIR / REPORT_MD).read_text()
     assert "acc@2 [95% CI] (n)" in text and "Adaptation gap (FOMAML-SFT)" in text
-    with sqlite3.connect(finished / "eval" / "results.sqlite") as db:
+    with sqlite3.connect(finished / EVAL_DIR / RESULTS_FILE) as db:
         preds = pd.read_sql_query("select * from predictions", db)
         last = pd.read_sql_query("select model, task, n_shots, seed, max(step) as step from cells "
                                  "group by model, task, n_shots, seed", db)
@@ -114,7 +114,7 @@ def test_the_report_shows_acc_at_k_step_correctness_and_the_adaptation_gap(finis
         checked += 1
     assert checked == 3 * 3 * 2  # models x eval tasks x shot levels
     gaps: dict[str, list[float]] = {}
-    for line in (finished / "runs" / "fomaml" / "metrics.jsonl").read_text().splitlines():
+    for line in (finished / RUNS_DIR / "fomaml" / METRICS_FILE).read_text().splitlines():
         for task, values in json.loads(line).get("tasks", {}).items():
             gaps.setdefault(task, []).append(abs(values["query_loss"] - values["support_loss_post"]))
     assert gaps
@@ -133,7 +133,7 @@ def test_gsm8k_step_correctness_reaches_the_report(tmp_path, shared_data):
                       "       n_shots: [0, 4], test_size: 4, max_new_tokens: 16}\n")
     out = tmp_path / "exp"
     assert main(["run", str(config), "--out", str(out)]) == 0
-    text = (out / "report" / "report.md").read_text()
+    text = (out / REPORT_DIR / REPORT_MD).read_text()
     for n_shots in (0, 4):
         row = _table_row(text, "### acc@k and step correctness", "gsm8k", "Base", str(n_shots))
         assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(n = [1-4]\)", row[4]), row

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from metasft.rundir import (CHECKPOINTS_DIR, CONFIG_FILE, LOCK, JsonlWriter, OutputDir, lock_dir, remove_owned,
-                            unlock_dir, write_json)
+from metasft.rundir import (CHECKPOINTS_DIR, CONFIG_FILE, LOCK, REPORT_DIR, REPORT_MD, JsonlWriter, OutputDir,
+                            lock_dir, remove_owned, unlock_dir, write_json)
 
 
 def _strict_load(text: str):
@@ -101,15 +101,15 @@ def test_remove_owned_keeps_what_it_does_not_own(tmp_path):
 
 def test_remove_owned_removes_nothing_outside_its_directory(tmp_path):
     """A damaged or hand-edited manifest listing ../ paths (issue 23's corpus) deletes nothing outside."""
-    (tmp_path / "report").mkdir()
-    (tmp_path / "report" / "report.md").write_text("x")
-    (tmp_path / "config.yaml").write_text("the run's")
+    (tmp_path / REPORT_DIR).mkdir()
+    (tmp_path / REPORT_DIR / REPORT_MD).write_text("x")
+    (tmp_path / CONFIG_FILE).write_text("the run's")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "mine.txt").write_text("the user's")
-    (tmp_path / "report" / "link").symlink_to(tmp_path / "elsewhere")
-    owned = ["report.md", "../config.yaml", "../elsewhere/mine.txt", "link/mine.txt", str(tmp_path / "config.yaml"), ".."]
-    assert remove_owned(tmp_path / "report", owned) == ["link"]
-    assert (tmp_path / "config.yaml").read_text() == "the run's"
+    (tmp_path / REPORT_DIR / "link").symlink_to(tmp_path / "elsewhere")
+    owned = [REPORT_MD, "../config.yaml", "../elsewhere/mine.txt", "link/mine.txt", str(tmp_path / CONFIG_FILE), ".."]
+    assert remove_owned(tmp_path / REPORT_DIR, owned) == ["link"]
+    assert (tmp_path / CONFIG_FILE).read_text() == "the run's"
     assert (tmp_path / "elsewhere" / "mine.txt").read_text() == "the user's"
 
 

@@ -142,13 +142,25 @@ def check_model_source(name: str) -> None:
                           f"not a hub id (org/name), {TINY!r} or one of {sorted(EMBEDDED)}")
 
 
+def meta_model(m) -> tuple[PretrainedConfig, torch.nn.Module]:
+    """(config, model) of model.partial_pretrain on the meta device, from its architecture alone
+    (`model_config`; no weights read); ConfigError unless every model.target_modules entry names linear
+    layers of it. `m`: the config's ModelArgs."""
+    config = model_config(m.partial_pretrain, m.cache_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    found = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    missing = sorted(set(m.target_modules) - found)
+    if missing:
+        raise ConfigError(f"model.target_modules: {missing} are not linear layers of {m.partial_pretrain}")
+    return config, model
+
+
 def check_model(m) -> None:
-    """`check_model_source`, and every model.target_modules entry a linear layer of the model, found
-    from its architecture alone (model_config; no weights read): before any work, not when a stage
-    first builds the model. `m`: the config's ModelArgs."""
+    """`check_model_source`, and every model.target_modules entry a linear layer of the model
+    (`meta_model`): before any work, not when a stage first builds the model. `m`: the config's ModelArgs."""
     check_model_source(m.partial_pretrain)
-    from metasft.plan import model_shape  # the same walk over the layers counts the LoRA parameters
-    model_shape(m)
+    meta_model(m)
 
 
 def load_base(name: str, *, dtype: str = "float32", cache_dir: str | Path | None = None):

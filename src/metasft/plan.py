@@ -192,22 +192,12 @@ class ModelShape:
 def model_shape(m: ModelArgs) -> ModelShape:
     """Count the parameters of model.partial_pretrain on the meta device: no weights are read."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from metasft.models import model_config
+    from metasft.models import meta_model
 
-    config = model_config(m.partial_pretrain, m.cache_dir)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    lora, found = 0, set()
-    for name, module in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, torch.nn.Linear) and leaf in m.target_modules:
-            lora += m.lora_rank * (module.in_features + module.out_features)
-            found.add(leaf)
-    missing = sorted(set(m.target_modules) - found)
-    if missing:
-        raise ConfigError(f"model.target_modules: {missing} are not linear layers of {m.partial_pretrain}")
+    config, model = meta_model(m)
+    lora = sum(m.lora_rank * (module.in_features + module.out_features) for name, module in model.named_modules()
+               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in m.target_modules)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     params = sum(p.numel() for p in model.parameters())

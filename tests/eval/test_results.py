@@ -49,7 +49,7 @@ def test_write_reopen_and_read(tmp_path):
 def test_a_store_cut_short_is_not_readable(tmp_path):
     """`metasft run` reads a finished evaluation's store this way before skipping the stage (issue 23's
     corpus: a store cut in half was skipped over, and the old verdicts printed)."""
-    path = tmp_path / "results.sqlite"
+    path = tmp_path / RESULTS_FILE
     with ResultsStore(path) as store:
         for seed in range(20):
             key, cells, preds = _group(seed=seed, questions=[f"q{i}" for i in range(20)])
@@ -74,7 +74,7 @@ def test_a_store_cut_short_is_not_readable(tmp_path):
 def test_a_store_edited_after_it_was_written_is_refused_not_read(tmp_path, edit, message):
     """A group is stored whole; a store missing some of a cell's predictions (or a cell) would change
     the report's verdicts without a word (issue 23's corpus), so reading it is an error naming the cell."""
-    path = tmp_path / "results.sqlite"
+    path = tmp_path / RESULTS_FILE
     with ResultsStore(path) as store:
         store.write_group(**_group()[0], cells=_group()[1], predictions=_group()[2])
         key2, cells2, preds2 = _group(model="m2", n_shots=0, steps=(0,))

@@ -422,10 +422,10 @@ def test_a_damaged_config_is_an_error_not_the_defaults(tmp_path):
     from metasft.config import ConfigError
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
-    (root / "config.yaml").write_text("stats: {h1_margin: 0.05\n")
+    (root / CONFIG_FILE).write_text("stats: {h1_margin: 0.05\n")
     with pytest.raises(ConfigError, match=r"config\.yaml is not readable as a metasft config .*restore it"):
         write_report(root, n_boot=50)
-    assert not (root / "report").exists()
+    assert not (root / REPORT_DIR).exists()
 
 
 def test_no_results_at_all_is_an_error_not_a_report_of_nothing(tmp_path):
@@ -446,11 +446,11 @@ def test_a_redo_after_force_keeps_a_users_figure(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, seeds=(0, 1))
     write_report(root, n_boot=50)
-    (root / "report" / "figures" / "mine.png").write_bytes(b"the user's figure")
-    assert remove_owned(root / "report", written_before(root / "report")) == ["figures"]
+    (root / REPORT_DIR / FIGURES_DIR / "mine.png").write_bytes(b"the user's figure")
+    assert remove_owned(root / REPORT_DIR, written_before(root / REPORT_DIR)) == ["figures"]
     write_report(root, n_boot=50)
-    assert (root / "report" / "figures" / "mine.png").read_bytes() == b"the user's figure"
-    assert (root / "report" / "report.md").is_file()
+    assert (root / REPORT_DIR / FIGURES_DIR / "mine.png").read_bytes() == b"the user's figure"
+    assert (root / REPORT_DIR / REPORT_MD).is_file()
 
 
 def test_rerun_replaces_the_reports_own_files_and_keeps_the_users(tmp_path):

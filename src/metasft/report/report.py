@@ -108,7 +108,7 @@ def written_before(report_dir: Path) -> set[str]:
         return set()
     if (report_dir / MANIFEST).exists():  # a damaged one is a ManifestError: its list is not guessed
         return {MANIFEST, *read_manifest(report_dir, ReportManifest).files}
-    if not (report_dir / "report.md").is_file():
+    if not (report_dir / REPORT_MD).is_file():
         # no report here (a --force redo removed the last one's files): what is left is the user's,
         # figures/*.png included (issue 23's corpus: the older layout's pattern took them)
         return set()
