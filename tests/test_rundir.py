@@ -48,7 +48,7 @@ def test_a_second_process_cannot_lock_a_held_directory_and_learns_who_holds_it(t
         unlock_dir(key)
         child = _lock_in_child(tmp_path)
         assert child.returncode == 2, child.stderr
-        assert f"pid {os.getpid()} (metasft " in child.stdout and "another metasft process" in child.stdout
+        assert f"pid {os.getpid()} (metasft" in child.stdout and "another metasft process" in child.stdout
     finally:
         unlock_dir(key)
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # the lock file goes with the lock

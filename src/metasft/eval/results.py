@@ -53,9 +53,12 @@ def store_paths(eval_dir: str | Path) -> list[Path]:
 
 
 def readable_store(path: Path) -> bool:
-    """SQLite's quick_check passes on the store at `path` (read-only; a file cut short or overwritten fails)."""
+    """SQLite's quick_check passes on the store file at `path` (a file cut short or overwritten fails).
+    Opened immutable: a plain read-only open of a WAL database creates or touches its -shm and -wal
+    files, and a rerun that checks its stores must change nothing (frames still in a -wal are the
+    reader's to check)."""
     try:
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro&immutable=1", uri=True)
         try:
             return db.execute("pragma quick_check").fetchone()[0] == "ok"
         finally:
