@@ -171,6 +171,7 @@ def load_base(name: str, *, dtype: str = "float32", cache_dir: str | Path | None
         return model.to(torch_dtype), tokenizer
     check_model_source(name)
     path = embedded_model_dir(name, cache_dir) if name in EMBEDDED else name
+    log.info("loading model %s (%s)", name, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)

@@ -154,6 +154,8 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     """Build every task of `cfg.data` into `out` (replaced atomically); return the manifest."""
     if not cfg.data.tasks:
         raise ConfigError("data.tasks is empty: a data build needs at least one meta-training task")
+    log.info("data build: reading %d meta-training and %d eval task(s) from their sources into %s",
+             len(cfg.data.tasks), len(cfg.data.eval_tasks), out)
     relations = held_out_relations(cfg)
     load = _Loader(cfg.data_root, cfg.seed, cfg.data.sources, cfg.data.roots)
     dedup = T.Dedup()

@@ -12,6 +12,7 @@ approximately (Johnson–Lindenstrauss).
 """
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from metasft.manifests import DataManifest, read_manifest
 from metasft.rundir import SIMILARITY_FILE, eval_task_file, meta_train_file, write_json
 from metasft.train.batching import Example, tokenize
 from metasft.train.common import TrainModel
+
+log = logging.getLogger(__name__)
 
 
 def task_gradients(model: TrainModel, tasks: dict[str, list[Example]], *, micro: int = 8) -> dict[str, torch.Tensor]:
@@ -93,6 +96,8 @@ def run_similarity(cfg: Config, data_dir: Path, out: Path, adapter: Path | str |
     ev.load(ModelSpec("similarity", adapter))
     n = cfg.eval.similarity_batches * cfg.eval.adaptation_batch_size
     examples = similarity_examples(data_dir, ev.tokenizer, cfg, n)
+    log.info("similarity: adapter gradients of %d task(s), %d example(s) each, at %s", len(examples), n,
+             adapter or "a fresh LoRA")
     ev.peft.train()
     names, matrix = similarity_matrix(task_gradients(ev.model, examples, micro=cfg.eval.adaptation_batch_size))
     manifest = read_manifest(Path(data_dir), DataManifest)

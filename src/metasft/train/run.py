@@ -284,6 +284,11 @@ def _best(session: Session) -> Best:
     return Best(best["metric"], value, best["step"], best.get("val_loss"))
 
 
+def _label(cfg: Config, out: Path) -> str:
+    """The progress bar's name: `train fomaml`, with the run's name when it is not the arm's."""
+    return f"train {cfg.arm}" + ("" if out.name == cfg.arm else f" ({out.name})")
+
+
 def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
     """val_loss: mean over tasks of the held-out loss; val_loss_adapted: the same after adapting."""
     def run() -> dict:
@@ -292,6 +297,9 @@ def _validation(model: TrainModel, val_sets: dict, micro: int, adapt_fn=None):
         per_task = {name: model.loss(ex, micro) for name, ex in val_sets.items()}
         row = {"val_loss": sum(per_task.values()) / len(per_task), "val_tasks": per_task}
         if adapt_fn is not None:
+            if model.world.main:  # the longer half: an adaptation per task
+                log.info("validation: val_loss %.4f; now adapting a copy to each of %d task(s) on its support "
+                         "set for val_loss_adapted", row["val_loss"], len(val_sets))
             adapted = {name: adapt_fn(name, ex) for name, ex in val_sets.items()}
             row["val_loss_adapted"] = sum(adapted.values()) / len(adapted)
         return row
@@ -333,7 +341,7 @@ def run_meta(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, v
                       log_freq=cfg.trainer.log_freq, total_steps=cfg.trainer.total_steps,
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size, adapted_val_loss),
                       save_adapter=save_adapter, select_by=_selection(cfg, meta=True),
-                      keep_checkpoints=cfg.trainer.keep_checkpoints)
+                      keep_checkpoints=cfg.trainer.keep_checkpoints, label=_label(cfg, out))
 
     def load_extra(extra):
         task_rng.setstate(rng_from_json(extra["task_rng"]))
@@ -445,7 +453,8 @@ def run_sft(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, va
                       save_freq=cfg.trainer.save_freq, test_freq=cfg.trainer.test_freq,
                       log_freq=cfg.trainer.log_freq, total_steps=sft_steps(budget_examples, cfg.data.train_batch_size),
                       val_fn=_validation(model, val_sets, cfg.trainer.val_batch_size), save_adapter=save_adapter,
-                      select_by=_selection(cfg, meta=False), keep_checkpoints=cfg.trainer.keep_checkpoints)
+                      select_by=_selection(cfg, meta=False), keep_checkpoints=cfg.trainer.keep_checkpoints,
+                      label=_label(cfg, out))
     session.resume(lambda extra: sampler.load(extra["sampler"]))
     record()
     try:

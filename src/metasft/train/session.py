@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from metasft.data.records import DataError
+from metasft.progress import Bar
 from metasft.rundir import BEST_ADAPTER_DIR, CHECKPOINTS_DIR, METRICS_FILE, STEP_LOG, JsonlWriter, atomic_dir
 from metasft.train import checkpoint
 from metasft.train.batching import Example
@@ -134,14 +134,15 @@ class Session:
 
     def __init__(self, *, out: Path, model: TrainModel, named_params, optimizer, sinks: Sinks,
                  save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str,
-                 log_freq: int = 1, keep_checkpoints: int = 0):
+                 log_freq: int = 1, keep_checkpoints: int = 0, label: str = "train"):
         """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best;
-        `keep_checkpoints`: the last N checkpoints kept, plus the best step's (0: all)."""
+        `keep_checkpoints`: the last N checkpoints kept, plus the best step's (0: all); `label`: the
+        progress bar's name (`train fomaml`)."""
         self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
         self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
         self.log_freq = log_freq
         self.val_fn, self.save_adapter, self.select_by = val_fn, save_adapter, select_by
-        self.keep_checkpoints = keep_checkpoints
+        self.keep_checkpoints, self.label = keep_checkpoints, label
         self.best: dict = {"metric": select_by, "value": float("inf"), "step": None}
         self.budget = Budget()
         self.start_step = 0
@@ -183,9 +184,10 @@ class Session:
 
     # ------------------------------------------------------------------ per step
     def begin(self) -> None:
-        self.bar = tqdm(total=self.total_steps, initial=self.start_step, desc="train", dynamic_ncols=True,
-                        disable=not self.model.world.main)
+        self.bar = Bar(self.label, self.total_steps, initial=self.start_step, enabled=self.model.world.main)
         if self.start_step == 0 and self.test_freq:
+            if self.model.world.main:  # minutes on a large model, before the bar's first step
+                log.info("%s: validating the untrained adapter (step 0) before the first step", self.label)
             # the untrained adapter's validation loss: the baseline every later value is read against
             row = {"step": 0, "time": time.time(), **self.validate(0)}
             self.sinks.write(row)
@@ -207,9 +209,8 @@ class Session:
         if (self.log_freq and step % self.log_freq == 0) or step == self.total_steps or "val_loss" in row:
             self.log_line(row)
         if self.bar:
-            shown = {k: f"{row[k]:.3f}" for k in ("loss", "query_loss", "val_loss") if row.get(k) is not None}
-            self.bar.set_postfix(**shown, tok_s=f"{row.get('tokens_per_s', 0):.0f}")
-            self.bar.update(1)
+            shown = [f"{k} {row[k]:.3f}" for k in ("loss", "query_loss", "val_loss") if row.get(k) is not None]
+            self.bar.update(1, note=", ".join([*shown, f"{row.get('tokens_per_s', 0):.0f} tok/s"]))
         # the last step too: a finished run can be extended (trainer.total_steps) from where it ended
         if self.save_freq and (step % self.save_freq == 0 or step == self.total_steps):
             self.checkpoint(step, extra_state())
