@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,8 @@ from metasft.cli import _parser, main
 from metasft.config import load_config, save_config
 from metasft.eval.results import PREDICTION_COLUMNS, ResultsStore, store_file
 from metasft.stats.verdicts import Verdict, read_verdicts, summary_lines
-from metasft.rundir import (CONFIG_FILE, DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_MD, RESULTS_FILE,
-                            RUNS_DIR, VERDICTS_FILE)
+from metasft.rundir import (CONFIG_FILE, DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_HTML, REPORT_MD,
+                            RESULTS_FILE, RUNS_DIR, VERDICTS_FILE)
 
 TINY = CONFIGS / "tiny" / "experiment.yaml"
 COMMANDS = [["data", "build"], ["data", "stats"], ["train"], ["eval"], ["report"], ["run"], ["launch"],
@@ -357,7 +358,10 @@ def test_run_ends_with_the_verdict_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("metasft.pipeline.run_experiment", fake_run)
     assert main(["run", str(TINY), "--out", str(tmp_path / "exp")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].endswith(REPORT_MD) and lines[1].startswith("verdicts")
+    assert lines[0] == f"report: {tmp_path / 'exp' / REPORT_DIR / REPORT_HTML}"  # the page to open, not report.md
+    assert re.fullmatch(r"total wall time: \d+ s", lines[1])  # the fake run takes seconds
+    lines = lines[1:]
+    assert lines[1].startswith("verdicts")
     assert lines[2].split()[:4] == ["H1", "primary", "inconclusive", "+0.013"]
     assert "[98.33% CI -0.050, +0.071]" in lines[2]  # a primary claim's Bonferroni level
     assert lines[3].split()[:5] == ["C5", "exploratory", "not", "measurable", "-"]

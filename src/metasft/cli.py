@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
-from metasft.rundir import REPORT_DIR, REPORT_MD, VERDICTS_FILE, OutputError
+from metasft.progress import spoken
+from metasft.rundir import REPORT_DIR, REPORT_HTML, VERDICTS_FILE, OutputError
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # what compare's figure can be saved as
 OVERWRITE_HELP = "move what is at --out aside (to a visible OUT.old-<time>) instead of refusing it"
@@ -328,16 +330,19 @@ def _dispatch(args) -> int:
             print("\n".join("  " + f.line() for f in findings))
             args.out = args.out or Path("runs") / cfg.name
         args.out = args.out or Path("runs/embedded_default")
+        started = time.monotonic()
         out = run_experiment(cfg, args.out, force=args.force, overwrite=args.overwrite)
-        _print_outcome(out)
+        _print_outcome(out, time.monotonic() - started)
         return 0
     if args.command == "launch":
         from metasft.launch import ClusterArgs, launch_experiment
         options = ("backend", "workers", "gpus_per_worker", "time_min", "cpus_per_worker", "mem_gb", "partition",
                    "account", "qos")
         cluster = ClusterArgs(**{k: getattr(args, k) for k in options if getattr(args, k) is not None})
-        _print_outcome(launch_experiment(load_config(args.config, args.overrides), args.out, cluster,
-                                         force=args.force, overwrite=args.overwrite))
+        started = time.monotonic()
+        out = launch_experiment(load_config(args.config, args.overrides), args.out, cluster, force=args.force,
+                                overwrite=args.overwrite)
+        _print_outcome(out, time.monotonic() - started)
         return 0
     if args.command == "plan":
         from metasft.plan import plan
@@ -391,9 +396,11 @@ def _new_file(path: Path, flag: str, overwrite: bool) -> None:
         raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another file")
 
 
-def _print_outcome(out: Path) -> None:
-    """A finished experiment: where its report is, and the verdicts."""
-    print(out / REPORT_DIR / REPORT_MD)
+def _print_outcome(out: Path, seconds: float) -> None:
+    """A finished experiment: where its report is, how long this command took, and the verdicts (the
+    report's summary lines, `verdicts.summary_lines`)."""
+    print(f"report: {out / REPORT_DIR / REPORT_HTML}")
+    print(f"total wall time: {spoken(seconds)}")
     verdicts = out / REPORT_DIR / VERDICTS_FILE
     if verdicts.is_file():
         from metasft.stats.verdicts import read_verdicts, summary_lines

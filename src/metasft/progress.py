@@ -25,6 +25,16 @@ def clock(seconds: float) -> str:
     return tqdm.format_interval(max(0.0, seconds))
 
 
+def spoken(seconds: float) -> str:
+    """`42 s`, `15 min 46 s`, `1 h 2 min`: a duration for a person."""
+    s = round(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 class Bar:
     """A named progress bar over `total` units (`unit`: their name, e.g. "steps"; None: the bar shows a
     percentage only, as when the units are weights). `remaining()`, when given, says the seconds left

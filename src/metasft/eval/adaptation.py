@@ -5,6 +5,7 @@ deterministic). Step 0 of a few-shot group is the model's 0-shot evaluation."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from metasft.eval.backend import Backend
 from metasft.eval.evaluator import StepResult, adapt, evaluate_step  # adapt: the HF backend's, re-exported
@@ -15,17 +16,24 @@ from metasft.eval.tasks import TaskData
 
 
 def run_group(ev: Backend, spec: ModelSpec, group: Group, task: TaskData, grader, zero_shot: StepResult | None,
-              *, acc_k: int | None = None) -> tuple[list[dict], list[dict]]:
+              *, acc_k: int | None = None, progress: Callable[[str, float], None] | None = None
+              ) -> tuple[list[dict], list[dict]]:
     """Cell rows and prediction rows of one group; the model's adapter is restored afterwards.
 
-    `zero_shot` is the model's 0-shot result on the task, used as step 0 of a few-shot group.
+    `zero_shot` is the model's 0-shot result on the task, used as step 0 of a few-shot group;
+    `progress(piece, 1)` hears of each "adaptation step" and "evaluation" done (`eta.EvalProgress.piece`).
     """
+    def done(piece: str) -> None:
+        if progress is not None:
+            progress(piece, 1)
+
     e = ev.cfg.eval
     ev.load(spec)
     results: dict[int, StepResult] = {}
     shot_ids: list[str] = []
     if group.n_shots == 0:
         results[0] = zero_shot or evaluate_step(ev, task, grader, acc_k)
+        done("evaluation")
     else:
         idx = shot_indices(task.name, group.n_shots, group.seed, len(task.shots))
         shot_ids = [task.shot_ids[i] for i in idx]
@@ -33,8 +41,10 @@ def run_group(ev: Backend, spec: ModelSpec, group: Group, task: TaskData, grader
         results[0] = zero_shot or evaluate_step(ev, task, grader, acc_k)
 
         def on_step(step: int) -> None:
+            done("adaptation step")
             if step in record:
                 results[step] = evaluate_step(ev, task, grader, acc_k)
+                done("evaluation")
 
         ev.adapt([task.shots[i] for i in idx], steps=e.adaptation_steps, lr=e.adaptation_lr,
                  batch_size=e.adaptation_batch_size, seed=stable_seed("batches", task.name, group.n_shots, group.seed),

@@ -99,10 +99,13 @@ def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> li
 
 
 def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: TaskData, grader,
-              zero_shots: list[StepResult], acc_k: int | None = None) -> list[tuple[list[dict], list[dict]]]:
+              zero_shots: list[StepResult], acc_k: int | None = None,
+              progress: Callable[[str, float], None] | None = None) -> list[tuple[list[dict], list[dict]]]:
     """Cell rows and prediction rows of each group of a stack (all few-shot groups of `task`), as
     `adaptation.run_group` gives them one at a time (`acc_k` samples too). `zero_shots[c]`: step 0 of
-    group c (its model's 0-shot result on the task). The evaluator's own adapter is not touched."""
+    group c (its model's 0-shot result on the task). The evaluator's own adapter is not touched.
+    `progress(piece, amount)` hears of each "adaptation step" done and each decoding batch as its
+    share of an "evaluation" (`eta.EvalProgress.piece`)."""
     e = ev.cfg.eval
     if any(g.n_shots == 0 or g.task != task.name for g in groups):
         raise ValueError(f"a stack holds few-shot groups of task {task.name} only, got {groups}")
@@ -120,8 +123,11 @@ def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: 
                         backend=ev.backend)
 
     def on_step(step: int) -> None:
+        if progress is not None:
+            progress("adaptation step", 1)
         if step in record:
-            scored = scorer.score(lora, samples=acc_k or 0, seed=acc_k_seed(task.name), temperature=ACC_K_TEMPERATURE)
+            scored = scorer.score(lora, samples=acc_k or 0, seed=acc_k_seed(task.name), temperature=ACC_K_TEMPERATURE,
+                                  on_batch=None if progress is None else lambda share: progress("evaluation", share))
             for c, s in enumerate(scored):
                 results[c][step] = step_result(task, s.completions(), s.losses, s.ll_choice, s.samples, grader, acc_k)
 

@@ -29,6 +29,7 @@ same question and sample (`generate.sample_seeds`), so the samples are those of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -107,10 +108,11 @@ class GridScorer:
             self.choices[q] = (ctx[len(p):], letters)
 
     # ------------------------------------------------------------------------------ entry point
-    def score(self, lora: StackedLora, samples: int = 0, seed: int = 0, temperature: float = 1.0) -> list[CellScores]:
+    def score(self, lora: StackedLora, samples: int = 0, seed: int = 0, temperature: float = 1.0,
+              on_batch: Callable[[float], None] | None = None) -> list[CellScores]:
         """Every cell of `lora` on every question of the task, in shared batches; with `samples` = k
         > 0 also k sampled completions per question (`HFBackend.sample(prompts, k, temperature,
-        max_new_tokens, seed)`'s)."""
+        max_new_tokens, seed)`'s). `on_batch(share)` after each batch: the share of the questions it held."""
         n_cells, q_all = lora.n_cells, len(self.prompts)
         out = [CellScores([""] * q_all, [(0.0, 0)] * q_all, {}, [False] * q_all,
                           [[] for _ in range(q_all)] if samples else None) for _ in range(n_cells)]
@@ -120,6 +122,8 @@ class GridScorer:
         with eval_mode(self.lm):
             for start in range(0, q_all, per_batch):
                 self._batch(lora, order[start:start + per_batch], out, samples, seeds, temperature)
+                if on_batch is not None:
+                    on_batch(len(order[start:start + per_batch]) / q_all)
         return out
 
     def _batch(self, lora: StackedLora, qs: list[int], out: list[CellScores], samples: int = 0,

@@ -21,11 +21,10 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
 from metasft.config import Config, ConfigError, save_config
 from metasft.eval.adaptation import run_group, step0, stored_zero_shot
 from metasft.eval.claims import Claims
+from metasft.eval.eta import EvalProgress, adaptation_size, evaluation_size
 from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_step, evaluate_steps
 from metasft.eval.grid import run_stack
 from metasft.eval.lora_forward import check_supported
@@ -189,12 +188,14 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
         check_supported(ev.peft)
     tasks: dict[str, TaskData] = {}
     zero_shots: dict[tuple[str, str], StepResult] = {}
-    bar = tqdm(total=len(todo), desc=bar_desc, dynamic_ncols=True, disable=not show_bar)
 
     def task(name: str) -> TaskData:
         if name not in tasks:
             tasks[name] = load_task(data_dir, name, task_info[name].max_new_tokens, ev.tokenizer, cfg)
         return tasks[name]
+
+    units = stacks(todo, cfg.eval.cells_per_batch)
+    progress = _plan_progress(cfg, units, task, acc_k, EvalProgress(bar_desc, len(todo), enabled=show_bar))
 
     def store_group(group: Group, cells: list[dict], preds: list[dict]) -> None:
         zero_shots.setdefault((group.model, group.task), step0(cells, preds))
@@ -205,22 +206,23 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
             loss = f", loss {c['loss']:.4f}" if c.get("loss") is not None else ""
             step_log.info("%s %s %d-shot seed %d step %d: accuracy %.3f (%d/%d)%s", c["model"], c["task"],
                           c["n_shots"], c["seed"], c["step"], c["accuracy"], c["n_correct"], c["n"], loss)
-        bar.update(1)
-        bar.set_postfix(model=group.model, task=group.task, n=group.n_shots, acc=f"{cells[-1]['accuracy']:.2f}")
+        progress.group_stored()
         if after_group is not None:
             after_group(group)
 
     others: list[Group] = []
     # the bar is closed however this ends: an error's or Ctrl-C's one line then starts a line of its own
-    with Grader(timeout_s=cfg.eval.grade_timeout_s, grading=cfg.eval.grading) as grader, bar:
-        for unit in stacks(todo, cfg.eval.cells_per_batch):
+    with Grader(timeout_s=cfg.eval.grade_timeout_s, grading=cfg.eval.grading) as grader, progress:
+        for i, unit in enumerate(units):
+            progress.end()  # the unit before, if any
+            progress.begin(i)
             others += [g for g in unit if not claims.take(g)]
             unit = [g for g in unit if g not in others]
             with ResultsUnion(store_paths(store.path.parent)) as stored:  # every worker's results so far
                 done = stored.done_groups()
                 for group in [g for g in unit if _key(g) in done]:  # stored by another worker meanwhile
                     claims.release(group)
-                    bar.update(1)
+                    progress.group_stored()
                 unit = [g for g in unit if _key(g) not in done]
                 for group in unit:
                     zkey = (group.model, group.task)
@@ -238,13 +240,15 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                     names = [g.task for g in todo if g.n_shots == 0 and g.model == group.model
                              and specs[(g.model, g.task)].key == spec.key and (g.model, g.task) not in zero_shots]
                     ev.load(spec)
-                    for name, result in zip(names, evaluate_steps(ev, [task(n) for n in names], grader, acc_k)):
+                    results = evaluate_steps(ev, [task(n) for n in names], grader, acc_k)
+                    progress.piece("evaluation")
+                    for name, result in zip(names, results):
                         zero_shots[(group.model, name)] = result
             if len(unit) == 1 and (unit[0].n_shots == 0 or cfg.eval.cells_per_batch == 1):
                 group = unit[0]
                 zkey = (group.model, group.task)
                 store_group(group, *run_group(ev, specs[zkey], group, task(group.task), grader, zero_shots.get(zkey),
-                                              acc_k=acc_k))
+                                              acc_k=acc_k, progress=progress.piece))
                 continue
             for group in unit:  # step 0 of each cell: its model's 0-shot result, computed once
                 zkey = (group.model, group.task)
@@ -252,7 +256,38 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                     ev.load(specs[zkey])
                     zero_shots[zkey] = evaluate_step(ev, task(group.task), grader, acc_k)
             rows = run_stack(ev, [specs[(g.model, g.task)] for g in unit], unit, task(unit[0].task), grader,
-                             [zero_shots[(g.model, g.task)] for g in unit], acc_k)
+                             [zero_shots[(g.model, g.task)] for g in unit], acc_k, progress=progress.piece)
             for group, (cells, preds) in zip(unit, rows):
                 store_group(group, cells, preds)
+        progress.end()
     return others
+
+
+def _plan_progress(cfg: Config, units: list[list[Group]], task, acc_k: int | None,
+                   progress: EvalProgress) -> EvalProgress:
+    """Every unit's pieces, sized (metasft.eval.eta), in the order `_run_groups` meets them: a model's
+    first pending 0-shot group evaluates all its pending 0-shot tasks in one generation."""
+    e = cfg.eval
+    later = len([s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0])
+    todo = [g for unit in units for g in unit]
+    zero_done: set[str] = set()
+    for unit in units:
+        first = unit[0]
+        if first.n_shots == 0:
+            if first.model in zero_done:  # evaluated with its model's first
+                progress.add(f"{first.model} {first.task} 0-shot", {})
+                continue
+            zero_done.add(first.model)
+            names = [g.task for g in todo if g.n_shots == 0 and g.model == first.model]
+            size = evaluation_size([task(n) for n in names], 1, e.batch_size, acc_k, stacked=False)
+            progress.add(f"{first.model} 0-shot on {len(names)} task(s)", {"evaluation": ("one", size, 1)})
+            continue
+        t = task(first.task)
+        stacked = e.cells_per_batch > 1
+        step = adaptation_size(t, [g.n_shots for g in unit], e.adaptation_batch_size)
+        evaluation = evaluation_size([t], len(unit), e.batch_size, acc_k, stacked=stacked)
+        note = (f"{t.name} ({len(unit)} cells, {'/'.join(sorted({str(g.n_shots) for g in unit}, key=int))}-shot)"
+                if stacked else f"{first.model} {t.name} {first.n_shots}-shot seed {first.seed}")
+        progress.add(note, {"adaptation step": ("adapt", step, e.adaptation_steps),
+                            "evaluation": ("grid" if stacked else "one", evaluation, later)})
+    return progress
