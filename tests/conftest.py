@@ -2,7 +2,10 @@
 how pytest-xdist workers (scripts/test.sh runs two) share what is expensive to build."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -78,6 +81,9 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
             build(shared / "exp")
             (shared / "done").touch()
     shutil.copytree(shared / "exp", out)
+    for beside in shared.iterdir():  # what the build wrote beside the experiment (its captured output)
+        if beside.is_file() and beside.name != "done":
+            shutil.copy(beside, out.parent / beside.name)
     return out
 
 
@@ -87,8 +93,31 @@ def tiny_experiment(tmp_path_factory):
     from metasft.cli import main
 
     def build(out):
-        assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
+        with captured(out.parent / RUN_OUTPUT):
+            assert main(["run", str(CONFIGS / "tiny" / "experiment.yaml"), "--out", str(out)]) == 0
     return built_once(tmp_path_factory, "pipeline", build)
+
+
+RUN_OUTPUT = "run_output.txt"  # beside the tiny experiment: what its `metasft run` printed
+
+
+@contextlib.contextmanager
+def captured(path: Path):
+    """stdout, stderr and metasft's INFO log lines (as the CLI prints them off a terminal) into `path`."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("metasft")
+    level = package.level
+    package.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        package.setLevel(level)
+        path.write_text(buffer.getvalue())
 
 
 class Killed(Exception):

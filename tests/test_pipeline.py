@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, RUN_OUTPUT
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
+from metasft.stats.verdicts import read_verdicts, summary_lines
 from metasft.rundir import (ADAPTER_DIR, CONFIG_FILE, DATASET_DIR, EVAL_DIR, FIGURES_DIR, LOCK, MANIFEST, METRICS_FILE,
                             REPORT_DIR, REPORT_HTML, REPORT_MD, RESULTS_FILE, RUNS_DIR, VERDICTS_FILE)
 
@@ -82,6 +83,45 @@ def test_tiny_experiment_runs_every_stage_and_reruns_nothing(finished, exp):
     after = files(exp)
     assert rewritten(before, after) <= {MANIFEST, CONFIG_FILE}  # provenance (command), the same config
     assert after[CONFIG_FILE][1] == before[CONFIG_FILE][1]
+
+
+def test_the_run_names_its_progress_and_ends_with_the_report_page_time_and_verdicts(finished):
+    """What the tiny experiment's `metasft run` printed off a terminal (the session fixture's capture):
+    bars named by stage and arm, a line before each long step, plain progress lines rather than a
+    line per step, and an end that names report.html, the total time and the verdicts."""
+    out = (finished.parent / RUN_OUTPUT).read_text().splitlines()
+    bars = {}
+    for line in out:
+        if m := re.match(r"(train \w+|eval): (\d+)%", line):
+            bars.setdefault(m[1], []).append(int(m[2]))
+    assert set(bars) == {"train fomaml", "train sft_mixed", "eval"}  # the base arm trains nothing
+    assert not [l for l in out if l.startswith("train:")]
+    for name, percents in bars.items():
+        assert percents == sorted(percents) and percents[-1] == 100, (name, percents)
+        assert len(percents) <= 11, (name, percents)  # a line per tenth, not per step (sft_mixed: 18 steps)
+    ends = [l for l in out if re.match(r"(train \w+|eval): 100%", l)]
+    assert all(", done in " in l for l in ends) and len(ends) == 3
+    assert re.search(r"train sft_mixed: 100% \(18/18 steps\)", "\n".join(ends))
+    # before the bars move: the step-0 validation, FOMAML's adapted validation; the data build, similarity
+    first_fomaml = next(i for i, l in enumerate(out) if l.startswith("train fomaml: "))
+    before = "\n".join(out[:first_fomaml])
+    assert "train fomaml: validating the untrained adapter (step 0)" in before
+    assert "now adapting a copy to each of 4 task(s)" in before
+    assert any("data build: reading 4 meta-training and 3 eval task(s)" in l for l in out)
+    assert any("similarity: adapter gradients of 7 task(s)" in l for l in out)
+    # evaluation by work done: the 0-shot generations and each stack's adaptation steps and
+    # decoding batches move the bar (27 groups: 9 zero-shot, three stacks of 6), with the time left
+    evals = [l for l in out if l.startswith("eval: ")]
+    assert any("now statistics (6 cells, 4-shot): " in l for l in evals)
+    assert any(re.search(r"eval: \d+%, .* about \d+:\d+ left; 9/27 groups stored; now \w+ \(6 cells", l)
+               for l in evals)
+    assert evals[-1].endswith("27/27 groups stored")
+    # the end: the page to open, the time, and the report's own verdict lines
+    report = next(i for i, l in enumerate(out) if l.startswith("report: "))
+    assert out[report].endswith(f"{REPORT_DIR}/{REPORT_HTML}")  # the build's directory (a copy's under xdist)
+    assert re.fullmatch(r"total wall time: (\d+ min )?\d+ s", out[report + 1])
+    lines = summary_lines(read_verdicts(finished / REPORT_DIR / VERDICTS_FILE))
+    assert out[report + 3:report + 3 + len(lines)] == ["  " + l for l in lines] and lines
 
 
 def _table_row(text: str, heading: str, *cells: str) -> list[str]:
