@@ -294,7 +294,8 @@ def test_stacked_run_writes_the_rows_of_one_at_a_time(setup, one_at_a_time, monk
     root, data, models = setup
     stack_sizes = []
     original = P.run_stack
-    monkeypatch.setattr(P, "run_stack", lambda ev, specs, *a: stack_sizes.append(len(specs)) or original(ev, specs, *a))
+    monkeypatch.setattr(P, "run_stack",
+                        lambda ev, specs, *a, **kw: stack_sizes.append(len(specs)) or original(ev, specs, *a, **kw))
     seen = []
     out = P.run_eval(tiny_config(seeds=[0, 1], max_new_tokens=8, cells_per_batch=3), data, models,
                      root / "stacked", after_group=seen.append)
