@@ -82,6 +82,16 @@ def test_eval_tasks_follow_the_design(scheme_a):
     assert manifest["eval_tasks"]["theorem_proving"]["unseen"] is True
     assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["test"]["n"] == 500
     assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["shots"]["n"] >= 5
+    # protocol B's applied physics: MMLU's conceptual physics, unseen, 0-shot, a subject no other task uses
+    applied = manifest["eval_tasks"]["applied_physics"]
+    assert applied["unseen"] is True and applied["n_shots"] == [0] and applied["relation"]["kind"] == "unseen_source"
+    parts = {s: read_records(scheme_a / eval_task_file("applied_physics", s)) for s in ("test", "shots")}
+    assert len(parts["test"]) == 200 and {r.subject for p in parts.values() for r in p} == {"conceptual_physics"}
+    assert all(r.id.startswith("mmlu_stem/test/") for r in parts["test"])
+    assert all(r.id.startswith("mmlu_stem/val/") for r in parts["shots"])
+    others = [r for name in manifest["eval_tasks"] if name != "applied_physics"
+              for s in ("test", "shots") for r in read_records(scheme_a / eval_task_file(name, s))]
+    assert "conceptual_physics" not in {r.subject for r in others}
 
 
 def test_rebuild_is_byte_identical(tmp_path):
@@ -177,7 +187,7 @@ def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
     evals = json.loads((scheme_a / MANIFEST).read_text())["eval_tasks"]
     kinds = {name: t["relation"]["kind"] for name, t in evals.items()}
     assert kinds == {"hard_algebra": "unseen_level", "calculus": "unseen_subject", "theorem_proving": "unseen_source",
-                     "mmlu_stem": "unseen_source", "aime": "unseen_source"}
+                     "mmlu_stem": "unseen_source", "applied_physics": "unseen_source", "aime": "unseen_source"}
     levels = set()
     for split in ("support", "query", "val"):
         levels |= {r.level for r in read_records(scheme_a / f"data/meta_train/algebra_{split}.parquet")}
