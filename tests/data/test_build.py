@@ -199,3 +199,18 @@ def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
         assert all(r["kind"] != "overlap" for r in relations.values()), path
     b = held_out_relations(load_config(CONFIGS / "data" / "mixed_scheme_b.yaml"))
     assert b["hard_algebra"]["kind"] == "unseen_level" and b["calculus"]["kind"] == "unseen_subject"
+
+
+def test_applied_physics_is_refused_once_meta_training_sees_its_subject():
+    """The held-out check covers protocol B's applied physics as every eval task: meta-training on MMLU's
+    conceptual physics makes the design's scheme A a ConfigError naming both tasks and the slice."""
+    import dataclasses
+
+    from metasft.config import ConfigError, TaskSource
+    from metasft.data.build import held_out_relations
+    cfg = load_config(CONFIGS / "data" / "math_scheme_a.yaml")
+    seen = TaskSource(name="physics_concepts", source="mmlu_stem", subject="conceptual_physics")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tasks=[*cfg.data.tasks, seen]))
+    with pytest.raises(ConfigError, match="eval task 'applied_physics' and meta-training task 'physics_concepts' "
+                                          "share source mmlu_stem, subject conceptual_physics"):
+        held_out_relations(cfg)
