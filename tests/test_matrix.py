@@ -134,7 +134,9 @@ def test_tiny_matrix_runs_exp1_to_5_with_matched_pairs(matrix_run):
     import sqlite3
     with sqlite3.connect(out / EVAL_DIR / RESULTS_FILE) as db:
         models = {m for (m,) in db.execute("select distinct model from cells")}
+        upper = {n for (n,) in db.execute("select distinct n_shots from cells where model = 'sft_task'")}
     assert models == {r.model for r in runs}
+    assert upper == {0}  # Baseline 2: only the 0-shot cells the report reads are evaluated
 
 
 def test_exp5_doubles_the_distinct_examples_not_the_repeats(matrix_run):
@@ -146,7 +148,7 @@ def test_exp5_doubles_the_distinct_examples_not_the_repeats(matrix_run):
     for task in pool["per_task"]:
         seen = {r["id"] for r in read_sft(data / "processed" / f"{task}_all.parquet")}
         extra = {r["id"] for r in read_sft(data / "meta_train" / f"{task}_extra.parquet")}
-        held_out = {r["id"] for s in ("val", "test") for r in read_sft(data / "meta_train" / f"{task}_{s}.parquet")}
+        held_out = {r["id"] for r in read_sft(data / "meta_train" / f"{task}_val.parquet")}
         assert len(extra) >= len(seen) and not extra & seen and not extra & held_out
 
 

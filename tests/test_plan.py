@@ -161,7 +161,7 @@ def test_design_on_h100_prints_every_stage_with_its_assumptions(capsys):
     assert main(["plan", str(DESIGN), "--gpu", "h100", "--workers", "8"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.split("\n\n")[1].splitlines()[2:]}
-    tasks = ["hard_algebra", "calculus", "theorem_proving", "mmlu_stem", "aime"]
+    tasks = ["hard_algebra", "calculus", "theorem_proving", "mmlu_stem", "applied_physics", "aime"]
     trained = ["train/fomaml", "train/fomaml_seed1", "train/fomaml_seed2",  # trainer.seeds [0, 1, 2]
                "train/sft_mixed", "train/sft_mixed_seed1", "train/sft_mixed_seed2"]
     assert list(rows) == ["data", *trained, *[f"train/sft_task_{t}" for t in tasks],

@@ -14,7 +14,7 @@ from metasft.rundir import CONFIG_FILE, REPORT_DIR, REPORT_MD, RUNS_DIR, VERDICT
 
 DESIGN = CONFIGS / "full" / "design.yaml"
 MATRIX = CONFIGS / "experiments" / "matrix.yaml"
-ANSWER_ONLY = ("theorem_proving", "mmlu_stem", "aime")  # TheoremQA, MMLU and the AIME CSV state answers only
+ANSWER_ONLY = ("theorem_proving", "mmlu_stem", "applied_physics", "aime")  # TheoremQA, MMLU, AIME CSV: answers only
 
 
 def rehearse(config, tmp_path, shared_data, capsys):

@@ -11,6 +11,8 @@ arm is one entry in `ARMS` plus its training routine.
     budget    "meta": total_steps x tasks x examples per task; "matched": a meta run's examples (x
               data.budget_scale); "epochs": total_epochs over its own pool; "none"
     overrides dotted config keys the arm sets on its run whatever the config says
+    zero_shot_only  evaluated 0-shot only: the report reads no other cell of it (Baseline 2, the upper
+              reference, is scored as trained)
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Arm:
     routine: str | None
     budget: str                # meta | matched | epochs | none
     overrides: dict = field(default_factory=dict)
+    zero_shot_only: bool = False
 
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); markers and line
@@ -38,7 +41,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("base", "Base", "#666666", "^", ":", "none", None, "none"),
     Arm("reptile", "Reptile-SFT", "#E69F00", "D", "-.", "meta", "metasft.train.run:run_meta", "meta",
         {"meta.algorithm": "reptile"}),
-    Arm("sft_task", "SFT-Task", "#009E73", "v", (0, (5, 1, 1, 1)), "sft", "metasft.train.run:run_sft", "epochs"),
+    Arm("sft_task", "SFT-Task", "#009E73", "v", (0, (5, 1, 1, 1)), "sft", "metasft.train.run:run_sft", "epochs",
+        zero_shot_only=True),
 )}
 
 

@@ -190,7 +190,7 @@ class DataArgs:
     # that source (e.g. {geometry3k: DIR}: the hub for the others, local files for Geometry3K)
     roots: dict = field(metadata=DATA_KEY, default_factory=dict)
     support_ratio: float = field(default=0.2, metadata=DATA_KEY)
-    query_ratio: float = field(default=0.3, metadata=DATA_KEY)        # the rest is the task's held-out test split
+    query_ratio: float = field(default=0.3, metadata=DATA_KEY)        # the rest is held out (val, then unused)
     # share of the held-out part kept for checkpoint selection
     val_ratio: float = field(default=0.1, metadata=DATA_KEY)
     val_max_samples: int = field(default=64, metadata=DATA_KEY)

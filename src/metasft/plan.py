@@ -447,12 +447,11 @@ class _Planner:
         w.passes += 2 * batches  # the prompts, then the reference solutions continued
 
     def eval(self, runs) -> Stage:
-        from metasft.eval.schedule import enumerate_groups, recorded_steps, stacks
-        from metasft.eval.specs import ModelSpec
+        from metasft.eval.schedule import enumerate_groups, recorded_steps, run_specs, stacks
 
         cfg, e = self.cfg, self.cfg.eval
         tasks = {t.name: t for t in cfg.data.eval_tasks}
-        specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in runs]
+        specs = run_specs(runs)
         w = Work(loads=1)
         for spec in specs:  # step 0 of each (model, task): the 0-shot evaluation, a model's tasks in one generation
             mine = [t for name, t in tasks.items() if spec.tasks is None or name in spec.tasks]

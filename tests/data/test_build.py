@@ -9,6 +9,7 @@ from metasft.cli import main
 from metasft.config import load_config
 from metasft.data.build import build_data
 from metasft.data.records import DataError, dedup_key
+from metasft.data.sources import math
 from metasft.data.store import read_records
 from metasft.rundir import MANIFEST, eval_task_file, file_sha256
 
@@ -23,20 +24,33 @@ def scheme_a(tmp_path_factory, shared_data):
     return out
 
 
-def test_scheme_a_gives_six_level_stratified_tasks(scheme_a):
+def test_scheme_a_gives_six_level_stratified_tasks(scheme_a, shared_data):
     manifest = json.loads((scheme_a / MANIFEST).read_text())
     assert sorted(manifest["tasks"]) == sorted(["algebra", "geometry", "counting_and_probability", "number_theory",
                                                 "prealgebra", "intermediate_algebra"])  # precalculus is evaluated
+    source = math.load("train", shared_data)
+    key = lambda level: "none" if level is None else str(level)  # noqa: E731  the manifest's level keys
+    written = {p.name for p in (scheme_a / "data/meta_train").iterdir()}
+    assert written == {f"{name}_{s}.parquet" for name in manifest["tasks"] for s in ("support", "query", "val")}
     for name, task in manifest["tasks"].items():
-        parts = {s: read_records(scheme_a / f"data/meta_train/{name}_{s}.parquet") for s in ("support", "query", "val", "test")}
-        total = sum(len(p) for p in parts.values())
-        full = Counter(r.level for p in parts.values() for r in p)
+        parts = {s: read_records(scheme_a / f"data/meta_train/{name}_{s}.parquet") for s in ("support", "query", "val")}
+        # the design's 50 % hold-out: counted in the manifest (no file), the slice's rest, stratified too
+        assert sorted(task["splits"]) == ["held_out", "query", "support", "val"]
+        slice_ = {}  # a problem that repeats counts once, at its first level (as the build's dedup keeps it)
+        for r in source:
+            if r.subject == name and not (name == "algebra" and r.level == 5):
+                slice_.setdefault(dedup_key(r), key(r.level))
+        full, total = Counter(slice_.values()), len(slice_)
+        held = task["splits"]["held_out"]
+        assert held["n"] == total - sum(len(p) for p in parts.values())
+        rest = full - Counter(key(r.level) for p in parts.values() for r in p)
+        assert held["levels"] == dict(sorted(rest.items()))
+        assert all(abs(n - full[k] / total * held["n"]) <= 1 for k, n in held["levels"].items())
         for split, records in parts.items():
             info = task["splits"][split]
             assert info["n"] == len(records)  # the manifest's counts match the files
-            levels = Counter("none" if r.level is None else str(r.level) for r in records)
-            assert info["levels"] == dict(sorted(levels.items()))
-            got = Counter(r.level for r in records)
+            got = Counter(key(r.level) for r in records)
+            assert info["levels"] == dict(sorted(got.items()))
             for level, n in full.items():
                 assert abs(got[level] - n / total * len(records)) <= 1, (name, split, level)
         assert abs(task["splits"]["support"]["n"] - 0.2 * total) <= 1
@@ -68,6 +82,16 @@ def test_eval_tasks_follow_the_design(scheme_a):
     assert manifest["eval_tasks"]["theorem_proving"]["unseen"] is True
     assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["test"]["n"] == 500
     assert manifest["eval_tasks"]["mmlu_stem"]["splits"]["shots"]["n"] >= 5
+    # protocol B's applied physics: MMLU's conceptual physics, unseen, 0-shot, a subject no other task uses
+    applied = manifest["eval_tasks"]["applied_physics"]
+    assert applied["unseen"] is True and applied["n_shots"] == [0] and applied["relation"]["kind"] == "unseen_source"
+    parts = {s: read_records(scheme_a / eval_task_file("applied_physics", s)) for s in ("test", "shots")}
+    assert len(parts["test"]) == 200 and {r.subject for p in parts.values() for r in p} == {"conceptual_physics"}
+    assert all(r.id.startswith("mmlu_stem/test/") for r in parts["test"])
+    assert all(r.id.startswith("mmlu_stem/val/") for r in parts["shots"])
+    others = [r for name in manifest["eval_tasks"] if name != "applied_physics"
+              for s in ("test", "shots") for r in read_records(scheme_a / eval_task_file(name, s))]
+    assert "conceptual_physics" not in {r.subject for r in others}
 
 
 def test_rebuild_is_byte_identical(tmp_path):
@@ -163,9 +187,9 @@ def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
     evals = json.loads((scheme_a / MANIFEST).read_text())["eval_tasks"]
     kinds = {name: t["relation"]["kind"] for name, t in evals.items()}
     assert kinds == {"hard_algebra": "unseen_level", "calculus": "unseen_subject", "theorem_proving": "unseen_source",
-                     "mmlu_stem": "unseen_source", "aime": "unseen_source"}
+                     "mmlu_stem": "unseen_source", "applied_physics": "unseen_source", "aime": "unseen_source"}
     levels = set()
-    for split in ("support", "query", "val", "test"):
+    for split in ("support", "query", "val"):
         levels |= {r.level for r in read_records(scheme_a / f"data/meta_train/algebra_{split}.parquet")}
     assert levels == {1, 2, 3, 4}  # Level 5 is untrained
     from metasft.data.build import held_out_relations
@@ -175,3 +199,18 @@ def test_shipped_schemes_are_held_out_and_say_how(scheme_a, shared_data):
         assert all(r["kind"] != "overlap" for r in relations.values()), path
     b = held_out_relations(load_config(CONFIGS / "data" / "mixed_scheme_b.yaml"))
     assert b["hard_algebra"]["kind"] == "unseen_level" and b["calculus"]["kind"] == "unseen_subject"
+
+
+def test_applied_physics_is_refused_once_meta_training_sees_its_subject():
+    """The held-out check covers protocol B's applied physics as every eval task: meta-training on MMLU's
+    conceptual physics makes the design's scheme A a ConfigError naming both tasks and the slice."""
+    import dataclasses
+
+    from metasft.config import ConfigError, TaskSource
+    from metasft.data.build import held_out_relations
+    cfg = load_config(CONFIGS / "data" / "math_scheme_a.yaml")
+    seen = TaskSource(name="physics_concepts", source="mmlu_stem", subject="conceptual_physics")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, tasks=[*cfg.data.tasks, seen]))
+    with pytest.raises(ConfigError, match="eval task 'applied_physics' and meta-training task 'physics_concepts' "
+                                          "share source mmlu_stem, subject conceptual_physics"):
+        held_out_relations(cfg)

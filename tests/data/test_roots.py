@@ -153,7 +153,8 @@ def test_scheme_b_builds_from_shared_data_plus_a_local_geometry3k(tmp_path, shar
                  f"data.roots.geometry3k={geometry}", "data.val_max_samples=2", *sizes]) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     assert sorted(manifest["tasks"]) == sorted(names)
-    assert sorted(manifest["eval_tasks"]) == ["aime", "calculus", "hard_algebra", "mmlu_stem", "theorem_proving"]
+    assert sorted(manifest["eval_tasks"]) == ["aime", "applied_physics", "calculus", "hard_algebra", "mmlu_stem",
+                                              "theorem_proving"]
     for name, n in SCHEME_B_SIZES.items():
         assert manifest["tasks"][name]["splits"]["support"]["n"] == n
     proofs = read_records(out / "data" / "meta_train" / "geometry_proof_support.parquet")
@@ -165,15 +166,17 @@ def test_scheme_b_builds_from_shared_data_plus_a_local_geometry3k(tmp_path, shar
     for name in ("aime", "gsm8k", "math", "mmlu_stem", "scienceqa", "theoremqa"):
         assert sources[name]["kind"] == "files" and sources[name]["root"] == str(shared_data.resolve()), name
     assert sources["scienceqa"]["read"] == ["scienceqa/problems_subset150.json"]  # no full problems.json there
-    assert sources["mmlu_stem"]["read"] == ["mmlu_stem/dev/*_dev.csv (18 files)", "mmlu_stem/test/*_test.csv (18 files)"]
+    assert sources["mmlu_stem"]["read"] == ["mmlu_stem/dev/*_dev.csv (18 files)", "mmlu_stem/test/*_test.csv (18 files)",
+                                            "mmlu_stem/val/*_val.csv (18 files)"]
     # the design's eval tasks: worked shots for MATH's, answer-only ones for TheoremQA, MMLU and the AIME CSV
     assert {name: t["shots_reason"] for name, t in manifest["eval_tasks"].items()} == {
-        "hard_algebra": True, "calculus": True, "theorem_proving": False, "mmlu_stem": False, "aime": False}
+        "hard_algebra": True, "calculus": True, "theorem_proving": False, "mmlu_stem": False, "applied_physics": False,
+        "aime": False}
     from metasft.data.stats import stats_table
     table = stats_table(out)
     assert f"geometry3k: files under {geometry.resolve()}: geometry3k/train/*/data.json (10 files)" in table
-    assert ("shots that show working: aime 0% (answer-only), calculus 100%, hard_algebra 100%, mmlu_stem 0% "
-            "(answer-only), theorem_proving 0% (answer-only)") in table
+    assert ("shots that show working: aime 0% (answer-only), applied_physics 0% (answer-only), calculus 100%, "
+            "hard_algebra 100%, mmlu_stem 0% (answer-only), theorem_proving 0% (answer-only)") in table
 
 
 def test_ls_says_where_each_source_loads_from():

@@ -26,7 +26,7 @@ def test_split_is_stratified_disjoint_and_complete():
     parts = T.stratified_split(records, sizes, seed=0)
     ids = [r.id for part in parts.values() for r in part]
     assert len(ids) == len(set(ids)) == len(records)
-    assert {k: len(v) for k, v in parts.items()} == sizes == {"support": 100, "query": 150, "val": 25, "test": 225}
+    assert {k: len(v) for k, v in parts.items()} == sizes == {"support": 100, "query": 150, "val": 25, "held_out": 225}
     full = Counter(r.level for r in records)
     for name, part in parts.items():
         got = Counter(r.level for r in part)
@@ -45,7 +45,7 @@ def test_split_is_seeded():
 
 def test_counts_win_over_ratios_and_too_small_task_is_an_error():
     assert T.split_sizes(100, task="t", support_ratio=0.2, query_ratio=0.3, val_ratio=0, val_max=0,
-                         support_max=5, query_max=7) == {"support": 5, "query": 7, "val": 0, "test": 88}
+                         support_max=5, query_max=7) == {"support": 5, "query": 7, "val": 0, "held_out": 88}
     with pytest.raises(DataError, match="task 'tiny' has 10 examples"):
         T.split_sizes(10, task="tiny", support_ratio=0.2, query_ratio=0.3, val_ratio=0, val_max=0,
                       support_max=6, query_max=6)

@@ -56,6 +56,9 @@ def test_groups_split_across_ranks_exactly_once():
     flat = [g for s in shares for g in s]
     assert sorted(flat) == sorted(groups) and len(set(flat)) == len(groups)
     assert G.enumerate_groups(models, {"t1": [0, 5], "t2": [0, 5, 10]}, seeds=[0, 1, 2]) == groups  # fixed order
+    zero = G.enumerate_groups(models + [S.ModelSpec("c", zero_shot_only=True)], {"t1": [0, 5], "t2": [0, 5, 10]},
+                              seeds=[0, 1, 2])
+    assert sorted(set(zero) - set(groups)) == [G.Group("c", "t1", 0, 0), G.Group("c", "t2", 0, 0)]
 
 
 def test_parse_model_specs(tmp_path):
@@ -66,7 +69,7 @@ def test_parse_model_specs(tmp_path):
     bare = write_adapter(tmp_path / "bare_adapter")
     specs = S.parse_model_specs(["base", str(run), f"mine={bare}", "someone/lora-adapter"])
     assert specs[0] == S.ModelSpec("base", None)
-    assert specs[1] == S.ModelSpec("sft_task", run / BEST_ADAPTER_DIR, ["mcq"])
+    assert specs[1] == S.ModelSpec("sft_task", run / BEST_ADAPTER_DIR, ["mcq"], zero_shot_only=True)
     assert specs[2] == S.ModelSpec("mine", bare)
     assert specs[3] == S.ModelSpec("lora-adapter", "someone/lora-adapter")
     with pytest.raises(Exception, match="overlap"):
@@ -77,8 +80,9 @@ def test_parse_model_specs(tmp_path):
     (other / CONFIG_FILE).write_text("arm: sft_task\ndata:\n  sft_task: arith\n")
     pair = S.parse_model_specs([str(run), str(other)])
     assert [(m.name, m.tasks) for m in pair] == [("sft_task", ["mcq"]), ("sft_task", ["arith"])]
-    groups = G.enumerate_groups(pair, {"arith": [0, 2], "mcq": [0, 2]}, [0])
-    assert sorted(groups) == sorted({G.Group("sft_task", t, n, 0) for t in ("arith", "mcq") for n in (0, 2)})
+    # Baseline 2 is read 0-shot only (the report's upper reference): no few-shot group is evaluated for it
+    groups = G.enumerate_groups(pair, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
+    assert sorted(groups) == [G.Group("sft_task", "arith", 0, 0), G.Group("sft_task", "mcq", 0, 0)]
     with pytest.raises(Exception, match="overlap"):
         S.parse_model_specs([str(run), str(run)])
     with pytest.raises(Exception, match="neither"):

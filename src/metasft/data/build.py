@@ -1,7 +1,7 @@
 """`metasft data build`: sources -> tasks -> splits -> the design's file layout plus a manifest.
 
 Layout under the output directory:
-    data/meta_train/<task>_{support,query,val,test}.parquet
+    data/meta_train/<task>_{support,query,val}.parquet
     data/meta_train/<task>_extra.parquet     only when an SFT-Mixed run asks for more than 1x data
                                              (data.budget_scale, Exp 5): (scale - 1) x support ∪ query more
                                              distinct examples, taken from the held-out remainder
@@ -12,6 +12,9 @@ The shots file is the eval task's whole training pool: every item of its `shots_
 slice, less its test items and anything meta-training saw. Few-shot evaluation draws its shots from
 it, and task-specific SFT (Baseline 2, arm sft_task) trains total_epochs over all of it; with
 `shots_split: train` that is the source's own train split, as the design's "完整训练集".
+Each meta-training task's rest after support, query and val (the design's 50 % "Hold-out: 用于最终评估")
+is counted in the manifest (split `held_out`) but not written: the design's protocols A and B evaluate
+on the eval tasks only, so no stage would read it; it is the reserve Exp 5's extra examples come from.
 """
 from __future__ import annotations
 
@@ -86,14 +89,14 @@ def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, di
         sizes = T.split_sizes(len(records), task=spec.name, support_ratio=d.support_ratio,
                               query_ratio=d.query_ratio, val_ratio=d.val_ratio, val_max=d.val_max_samples,
                               support_max=spec.support_max_samples, query_max=spec.query_max_samples)
-        if scale > 1:  # carved from the held-out remainder (the task's test split, which no stage reads)
+        if scale > 1:  # carved from the held-out remainder, which no stage reads
             want = extra_size(sizes["support"] + sizes["query"], scale)
-            extra = min(want, sizes["test"])
+            extra = min(want, sizes[T.HELD_OUT])
             if extra < want:
                 log.warning("task %r: %sx data asks for %d extra distinct examples, only %d are left; the SFT "
                             "run records the shortfall", spec.name, scale, want, extra)
             sizes = {"support": sizes["support"], "query": sizes["query"], "val": sizes["val"], "extra": extra,
-                     "test": sizes["test"] - extra}
+                     T.HELD_OUT: sizes[T.HELD_OUT] - extra}
         out[spec.name] = T.stratified_split(records, sizes, seed=cfg.seed + i)
     return out
 
@@ -175,7 +178,8 @@ def build_data(cfg: Config, out: Path) -> DataManifest:
     files: dict[str, list[Record]] = {}
     for name, parts in meta.items():
         for split, records in parts.items():
-            files[meta_train_file(name, split)] = records
+            if split != T.HELD_OUT:  # counted in the manifest, not written
+                files[meta_train_file(name, split)] = records
         files[pooled_file(name)] = sorted(parts["support"] + parts["query"], key=lambda r: r.id)
     for name, parts in evals.items():
         for split, records in parts.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from metasft.data.records import DataError, Record, dedup_key
 
-SPLITS = ("support", "query", "val", "test")
+HELD_OUT = "held_out"  # a meta-training task's rest after support, query and val: counted, never written
 
 
 def select(records: list[Record], *, task: str, source: str, subjects: list[str] = (),
@@ -187,7 +187,9 @@ def controlled_rounding(rows: list[int], cols: list[int]) -> list[list[int]]:
 
 def split_sizes(n: int, *, task: str, support_ratio: float, query_ratio: float, val_ratio: float,
                 val_max: int, support_max: int | None = None, query_max: int | None = None) -> dict[str, int]:
-    """Support / query / val / test counts for a task of `n` records (counts win over ratios)."""
+    """Support / query / val / held_out counts for a task of `n` records (counts win over ratios).
+    held_out: the rest, the design's 50 % "Hold-out", which no stage reads (the data build writes no
+    file of it; Exp 5's extra examples are carved from it)."""
     support = support_max if support_max is not None else round(n * support_ratio)
     query = query_max if query_max is not None else round(n * query_ratio)
     if support < 1 or query < 1 or support + query > n:
@@ -195,7 +197,7 @@ def split_sizes(n: int, *, task: str, support_ratio: float, query_ratio: float, 
                         f"query={query} (each at least 1, together at most {n})")
     held_out = n - support - query
     val = min(val_max, round(held_out * val_ratio))
-    return {"support": support, "query": query, "val": val, "test": held_out - val}
+    return {"support": support, "query": query, "val": val, HELD_OUT: held_out - val}
 
 
 def sample(records: list[Record], k: int, seed: int) -> list[Record]:

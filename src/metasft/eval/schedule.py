@@ -15,6 +15,7 @@ import os
 import random
 from dataclasses import dataclass
 
+from metasft import arms
 from metasft.config import Config
 from metasft.eval.specs import EvalError, ModelSpec
 from metasft.matrix import plan_runs
@@ -30,12 +31,13 @@ class Group:
 
 
 def enumerate_groups(models: list[ModelSpec], task_shots: dict[str, list[int]], seeds: list[int]) -> list[Group]:
-    """Every group in a fixed order: all 0-shot groups (seed 0), then the few-shot ones."""
+    """Every group in a fixed order: all 0-shot groups (seed 0), then the few-shot ones (none for a
+    `zero_shot_only` model)."""
     def tasks_of(m: ModelSpec) -> list[str]:
         return [t for t in task_shots if m.tasks is None or t in m.tasks]
 
     zero = [Group(m.name, t, 0, 0) for m in models for t in tasks_of(m) if 0 in task_shots[t]]
-    few = [Group(m.name, t, n, s) for m in models for t in tasks_of(m)
+    few = [Group(m.name, t, n, s) for m in models if not m.zero_shot_only for t in tasks_of(m)
            for n in sorted(set(task_shots[t])) if n > 0 for s in seeds]
     return zero + few
 
@@ -101,9 +103,14 @@ def recorded_steps(record_steps: list[int], adaptation_steps: int) -> list[int]:
     return sorted({s for s in record_steps if 0 <= s <= adaptation_steps} | {0, adaptation_steps})
 
 
+def run_specs(runs) -> list[ModelSpec]:
+    """The models of `matrix.plan_runs` runs as parse_model_specs makes them from their directories
+    (the sft_task runs are one model, each on its own task, 0-shot only), without their adapters."""
+    return [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None, arms.ARMS[r.arm].zero_shot_only)
+            for r in runs]
+
+
 def count_groups(cfg: Config, shots: dict[str, list[int]]) -> int:
-    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` (as
-    parse_model_specs makes them: the sft_task runs are one model, each on its own task) on the eval
-    tasks `shots` ({task: n_shots}, in the data's order)."""
-    specs = [ModelSpec(r.model, None, [r.sft_task] if r.sft_task else None) for r in plan_runs(cfg, list(shots))]
-    return len(enumerate_groups(specs, shots, cfg.eval.seeds))
+    """How many (model, task, n_shots, seed) groups the eval stage has: the models of `plan_runs` on
+    the eval tasks `shots` ({task: n_shots}, in the data's order)."""
+    return len(enumerate_groups(run_specs(plan_runs(cfg, list(shots))), shots, cfg.eval.seeds))

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from metasft import arms
 from metasft.config import ConfigError, load_config
 from metasft.errors import MetasftError
 from metasft.rundir import ADAPTER_DIR, BEST_ADAPTER_DIR, CONFIG_FILE, file_sha256
@@ -26,11 +27,13 @@ class ModelSpec:
     """A model to evaluate: the base model plus this LoRA adapter.
 
     `adapter`: a PEFT adapter directory, a hub id of one, or None for a freshly initialised LoRA
-    (B = 0, i.e. the base model). `tasks` restricts the model to some eval tasks (None: all).
+    (B = 0, i.e. the base model). `tasks` restricts the model to some eval tasks (None: all);
+    `zero_shot_only` to their 0-shot cells (an arm's `zero_shot_only`: Baseline 2).
     """
     name: str
     adapter: Path | str | None = None
     tasks: list[str] | None = None
+    zero_shot_only: bool = False
 
     @property
     def key(self) -> str:
@@ -56,7 +59,7 @@ def check_names(specs: list[ModelSpec]) -> None:
 def parse_model_specs(entries: list[str]) -> list[ModelSpec]:
     """`eval.models` entries -> specs. An entry is "base", a run directory (its `adapter_best/` when
     present, else `adapter/`; named by its config's `arm`, restricted to `data.sft_task` for the arm
-    sft_task), a PEFT adapter directory, or a hub id of a PEFT adapter. "name=entry" sets the name."""
+    sft_task and to 0-shot cells for a `zero_shot_only` arm), a PEFT adapter directory, or a hub id of a PEFT adapter. "name=entry" sets the name."""
     specs = []
     for entry in entries:
         name, sep, target = entry.partition("=")
@@ -85,7 +88,7 @@ def _parse_one(name: str, target: str) -> ModelSpec:
             arm = run_cfg.arm
             if arm == "sft_task" and run_cfg.data.sft_task:
                 tasks = [run_cfg.data.sft_task]
-        return ModelSpec(name or arm, adapter, tasks)
+        return ModelSpec(name or arm, adapter, tasks, arm in arms.ARMS and arms.ARMS[arm].zero_shot_only)
     if target.count("/") == 1 and not target.startswith((".", "/", "~")):
         return ModelSpec(name or target.split("/")[-1], target)  # hub id, fetched when loaded
     raise ConfigError(f"eval.models: {target!r} is neither 'base', an existing directory nor a hub id")

@@ -173,7 +173,7 @@ def tables_section(ctx: Context, doc: Document) -> None:
     if upper is not None:
         doc.add(Heading(2, "Upper reference: task-specific SFT (Baseline 2)"),
                 Para("SFT-Task is trained `trainer.total_epochs` over the task's whole training pool "
-                     "(dataset/data/eval/<task>_shots.parquet, the pool the shots are drawn from) and scored 0-shot: "
+                     "(dataset/data/eval/<task>_shots.parquet, the pool the shots are drawn from) and scored 0-shot only: "
                      "what a model reaches with enough data of the task, the line the few-shot curves aim at "
                      "(dashed in the learning-curve plots)."),
                 upper)
