@@ -9,7 +9,7 @@ from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
-from metasft.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG
+from metasft.rundir import ADAPTER_DIR, BEST_ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
@@ -28,9 +28,11 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     fomaml = train(cfg(FOMAML, data_dir), tmp_path / "fomaml")
     sft = train(cfg(SFT, data_dir, f"trainer.paired_run={fomaml}"), tmp_path / "sft")
     for run in (fomaml, sft):
-        for name in (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, "adapter/adapter_config.json",
-                     "adapter_best/adapter_model.safetensors"):
+        for name in (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, "adapter/adapter_config.json"):
             assert (run / name).is_file(), name
+        m = json.loads((run / MANIFEST).read_text())
+        # adapter_best/ only when the best step is not the last: otherwise adapter/ is that adapter
+        assert (run / BEST_ADAPTER_DIR).is_dir() == (m["best"]["step"] != m["budget"]["optimizer_steps"])
     mf, ms = (json.loads((r / MANIFEST).read_text()) for r in (fomaml, sft))
     assert mf["budget"]["examples"] == ms["budget"]["examples"] == 6 * 2 * (2 * 2 + 2)
     assert ms["budget"]["optimizer_steps"] == 18 and mf["budget"]["optimizer_steps"] == 6
@@ -49,6 +51,18 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     from peft import PeftModel
     from metasft.models import tiny_llama
     PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / ADAPTER_DIR))
+
+
+def test_adapter_best_is_dropped_only_when_it_equals_the_final_adapter(tmp_path):
+    from metasft.train.run import _drop_duplicate_best
+    for run, best_bytes in ((tmp_path / "same", b"w1"), (tmp_path / "differs", b"w0")):
+        for d, weights in ((ADAPTER_DIR, b"w1"), (BEST_ADAPTER_DIR, best_bytes)):
+            (run / d).mkdir(parents=True)
+            (run / d / "adapter_config.json").write_text("{}")
+            (run / d / "adapter_model.safetensors").write_bytes(weights)
+        _drop_duplicate_best(run)
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == [ADAPTER_DIR]
+    assert (tmp_path / "differs" / BEST_ADAPTER_DIR / "adapter_model.safetensors").read_bytes() == b"w0"
 
 
 def test_log_freq_thins_train_log_lines(tmp_path, data_dir):
