@@ -9,7 +9,8 @@ from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
-from metasft.rundir import ADAPTER_DIR, BEST_ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG
+from metasft.rundir import (ADAPTER_DIR, BEST_ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, FRESH_LORA_FILE, MANIFEST,
+                            METRICS_FILE, TRAIN_LOG)
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
@@ -126,11 +127,32 @@ def test_sft_budget_that_pool_cannot_meet_in_unique_mode_scales(tmp_path, data_d
     assert budget["examples"] == 8 and budget["distinct_examples"] == 8
 
 
-def test_base_arm_writes_an_identity_adapter(tmp_path, data_dir):
-    run = train(cfg(FOMAML, data_dir, "arm=base"), tmp_path / "base")
-    tensors = adapter(run)
-    assert all(float(t.abs().sum()) == 0 for k, t in tensors.items() if "lora_B" in k)
+def test_base_arm_records_its_fresh_lora_and_eval_builds_the_same_one(tmp_path, data_dir):
+    """The base arm writes its LoRA's seed, not its weights; built on load it is, tensor for tensor, the
+    LoRA the run's own `add_lora` made at that seed (what the base arm saved as adapter/ before)."""
+    from metasft.eval.specs import adapter_fingerprint, parse_model_specs, read_peft_adapter
+    from metasft.models import add_lora, load_base
+    run = train(cfg(FOMAML, data_dir, "arm=base", "seed=5"), tmp_path / "base")
+    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG_FILE, MANIFEST, TRAIN_LOG, FRESH_LORA_FILE])
     assert json.loads((run / MANIFEST).read_text())["budget"]["examples"] == 0
+    m = load_config(run / CONFIG_FILE).model
+    lora = dict(rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout, target_modules=m.target_modules)
+    torch.manual_seed(5)  # the base arm's model as train.run built it, seed then model then LoRA
+    then = {n: p.detach() for n, p in add_lora(load_base(m.partial_pretrain)[0], **lora).named_parameters()
+            if p.requires_grad}
+    torch.manual_seed(0)  # an evaluator's model, its own LoRA drawn at another seed
+    evaluator = add_lora(load_base(m.partial_pretrain)[0], **lora)
+    own = {n: p.detach().clone() for n, p in evaluator.named_parameters() if p.requires_grad}
+    [spec] = parse_model_specs([str(run)])
+    assert spec.name == "base" and spec.adapter == run / FRESH_LORA_FILE
+    assert adapter_fingerprint(spec, seed=0) == "fresh LoRA, seed 5"
+    built = read_peft_adapter(spec.adapter, evaluator)
+    assert built.keys() == then.keys() and len(then) > 0
+    assert all(torch.equal(built[k], then[k]) for k in then)
+    assert any(not torch.equal(own[k], then[k]) for k in then)  # the seed is the record's, not the evaluator's
+    assert all(float(t.abs().sum()) == 0 for k, t in built.items() if "lora_B" in k)
+    now = {n: p.detach() for n, p in evaluator.named_parameters() if p.requires_grad}
+    assert now.keys() == own.keys() and all(torch.equal(now[k], own[k]) for k in own)  # its own LoRA untouched
 
 
 def test_budget_the_pool_cannot_meet_is_an_error(tmp_path, data_dir):
