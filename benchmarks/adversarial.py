@@ -736,7 +736,7 @@ def results(exp: Path) -> dict[str, str]:
             db.close()
         except sqlite3.Error as e:
             out["store"] = f"unreadable: {e}"
-    for p in sorted((exp / "runs").glob("*/adapter/*.safetensors")):
+    for p in sorted([*(exp / "runs").glob("*/adapter*/*.safetensors"), *(exp / "runs").glob("*/fresh_lora.json")]):
         out[str(p.relative_to(exp))] = sha(p)
     verdicts = exp / "report" / "verdicts.json"
     out["verdicts"] = sha(verdicts) if verdicts.is_file() else "missing"

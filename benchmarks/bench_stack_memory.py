@@ -6,7 +6,7 @@ RSS sampled every 10 ms and CPU seconds counted per phase.
         [eval.adaptation_steps=2] [--no-score]
 
 DATA: a dataset directory holding the task (the demo's, e.g. runs/embedded_default/data/...); RUNS: a
-directory with `<arm>/adapter` for fomaml, sft_mixed and base (the demo's `runs/`). Writes the scored
+directory with the run directories fomaml, sft_mixed and base (the demo's `runs/`). Writes the scored
 outputs and losses per recorded step to OUT.json (to compare before / after a change) and prints each
 phase's peak RSS and CPU seconds.
 """
@@ -24,7 +24,7 @@ from metasft.eval.evaluator import Evaluator, device_for
 from metasft.eval.grid import adapt_stacked
 from metasft.eval.grid_eval import GridScorer
 from metasft.eval.schedule import recorded_steps, shot_indices, stable_seed
-from metasft.eval.specs import ModelSpec
+from metasft.eval.specs import parse_model_specs
 from metasft.eval.stacked_lora import StackedLora
 from metasft.eval.tasks import load_task
 
@@ -75,7 +75,7 @@ def main() -> None:
     ev = Evaluator(cfg, device_for(cfg))
     max_new = next(t.max_new_tokens for t in cfg.data.eval_tasks if t.name == args.task)
     task = load_task(args.data, args.task, max_new, ev.tokenizer, cfg)
-    cells = [(ModelSpec(m, args.runs / m / "adapter"), seed) for m in ARMS for seed in e.seeds]
+    cells = [(spec, seed) for m in ARMS for spec in parse_model_specs([f"{m}={args.runs / m}"]) for seed in e.seeds]
     phases.enter("setup (model, task, adapters)")
     lora = StackedLora(ev.peft, len(cells))
     shots, seeds = [], []

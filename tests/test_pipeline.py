@@ -16,8 +16,9 @@ from conftest import CONFIGS, REPO, RUN_OUTPUT
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
 from metasft.stats.verdicts import read_verdicts, summary_lines
-from metasft.rundir import (ADAPTER_DIR, CONFIG_FILE, DATASET_DIR, EVAL_DIR, FIGURES_DIR, LOCK, MANIFEST, METRICS_FILE,
-                            REPORT_DIR, REPORT_HTML, REPORT_MD, RESULTS_FILE, RUNS_DIR, VERDICTS_FILE)
+from metasft.rundir import (ADAPTER_DIR, BEST_ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR, EVAL_DIR,
+                            FIGURES_DIR, FRESH_LORA_FILE, LOCK, MANIFEST, METRICS_FILE, REPORT_DIR, REPORT_HTML,
+                            REPORT_MD, RESULTS_FILE, RUNS_DIR, VERDICTS_FILE)
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 STAGES = ("data", "train/fomaml", "train/sft_mixed", "train/base", "eval", "similarity", "report")
@@ -122,6 +123,25 @@ def test_the_run_names_its_progress_and_ends_with_the_report_page_time_and_verdi
     assert re.fullmatch(r"total wall time: (\d+ min )?\d+ s", out[report + 1])
     lines = summary_lines(read_verdicts(finished / REPORT_DIR / VERDICTS_FILE))
     assert out[report + 3:report + 3 + len(lines)] == ["  " + l for l in lines] and lines
+
+
+def test_finished_runs_keep_only_what_a_user_needs(finished):
+    """Issue 22's lean run directory: a finished run keeps at most trainer.keep_checkpoints checkpoints
+    (the newest), no adapter_best/ that copies adapter/, and the base arm no weights at all."""
+    from metasft.config import load_config
+    for run in sorted((finished / RUNS_DIR).iterdir()):
+        keep = load_config(run / CONFIG_FILE).trainer.keep_checkpoints
+        kept = sorted(p.name for p in (run / CHECKPOINTS_DIR).iterdir()) if (run / CHECKPOINTS_DIR).exists() else []
+        assert len(kept) <= keep, (run.name, kept)
+        last = json.loads((run / MANIFEST).read_text())["budget"]["optimizer_steps"]
+        if keep and last:
+            assert f"step_{last:06d}" in kept, kept  # the newest: the run can be extended from where it ended
+        if (run / BEST_ADAPTER_DIR).is_dir():
+            assert ((run / BEST_ADAPTER_DIR / "adapter_model.safetensors").read_bytes()
+                    != (run / ADAPTER_DIR / "adapter_model.safetensors").read_bytes())
+    base = finished / RUNS_DIR / "base"
+    assert (base / FRESH_LORA_FILE).is_file() and not (base / ADAPTER_DIR).exists()
+    assert not [p for p in base.rglob("*") if p.suffix in (".safetensors", ".pt", ".bin")]
 
 
 def _table_row(text: str, heading: str, *cells: str) -> list[str]:

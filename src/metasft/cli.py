@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = _command(sub, "train", "train one arm (the config's `arm`) into a run directory",
                  "Train one arm (fomaml | reptile | sft_mixed | sft_task | base) into a run directory: config.yaml, "
-                 "manifest.json, metrics.jsonl, train.log (a line per trainer.log_freq steps), checkpoints, adapter.",
+                 "manifest.json, metrics.jsonl, train.log (a line per trainer.log_freq steps), checkpoints (trainer.keep_checkpoints "
+                 "once finished), adapter (the base arm, which trains nothing: its fresh LoRA's seed).",
                  ["metasft train configs/tiny/fomaml_sft.yaml --out runs/fomaml",
                   "metasft train configs/tiny/baseline_sft.yaml --out runs/sft trainer.paired_run=runs/fomaml",
                   "metasft train configs/tiny/fomaml_sft.yaml --out runs/fomaml --resume"])

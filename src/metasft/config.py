@@ -236,8 +236,9 @@ class TrainerArgs:
     micro_batch_size: int = field(default=8, metadata=SFT_KEY)
     # a resumable checkpoint every N steps (and at the last step)
     save_freq: int = field(default=500, metadata=used_by("resume"))
-    # the last N checkpoints are kept, plus the best step's; 0: all
-    keep_checkpoints: int = field(default=3, metadata=used_by("resume"))
+    # checkpoints kept once the run has finished, the newest N: 0 none (the adapters are the result),
+    # 1 or more: the run can later be extended (a larger total_steps). While it runs: the newest max(N, 1)
+    keep_checkpoints: int = field(default=1, metadata=used_by("resume"))
     test_freq: int = field(default=100, metadata=TRAIN_KEY)            # validation every N steps (0: none)
     val_batch_size: int = field(default=8, metadata=TRAIN_KEY)
     log_freq: int = field(default=1, metadata=used_by("resume"))

@@ -7,6 +7,7 @@ and cached as safetensors) or `tiny-llama` (a 2-layer Llama with the real SmolLM
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import importlib.util
 import logging
@@ -205,6 +206,32 @@ def add_lora(model: PreTrainedModel, *, rank: int, alpha: int, dropout: float,
         if p.requires_grad:
             p.data = p.data.float()  # small inner steps must not round away on bf16 weights
     return peft_model
+
+
+def fresh_lora_record(m, seed: int) -> dict:
+    """What a run that trains nothing (the base arm) writes for its adapter, `rundir.FRESH_LORA_FILE`:
+    the LoRA `add_lora` gives model settings `m` right after `torch.manual_seed(seed)`, to be rebuilt
+    on load (`fresh_lora_state`) instead of stored."""
+    return {"seed": seed, "model": m.partial_pretrain, "lora_rank": m.lora_rank, "lora_alpha": m.lora_alpha,
+            "target_modules": list(m.target_modules)}
+
+
+def fresh_lora_state(peft_model, seed: int) -> dict[str, torch.Tensor]:
+    """The adapter weights `add_lora` gives `peft_model`'s base right after `torch.manual_seed(seed)`
+    (A drawn, B = 0), keyed like `peft_model`'s own adapter. No second model is built: a twin of its
+    adapter is injected under that seed (PEFT draws the same numbers in the same order), read and
+    removed again. The global RNG is left as it was."""
+    own = peft_model.active_adapter
+    twin = f"{own}_fresh"
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        torch.manual_seed(seed)
+        peft_model.add_adapter(twin, copy.deepcopy(peft_model.peft_config[own]))
+    try:
+        return {n.replace(f".{twin}.", f".{own}."): p.detach().float().clone()
+                for n, p in peft_model.named_parameters() if f".{twin}." in n}
+    finally:
+        peft_model.delete_adapter(twin)
 
 
 def adapter_parameters(model) -> list[torch.nn.Parameter]:

@@ -102,11 +102,12 @@ METRICS_FILE = "metrics.jsonl"         # one line per log step
 TRAIN_LOG = "train.log"
 CHECKPOINTS_DIR = "checkpoints"        # checkpoints/step_000500/
 ADAPTER_DIR = "adapter"                # the final adapter (PEFT's layout)
-BEST_ADAPTER_DIR = "adapter_best"      # the adapter of the best validation step, the one evaluated
+BEST_ADAPTER_DIR = "adapter_best"      # the best validation step's adapter, the one evaluated (absent: adapter/ is it)
+FRESH_LORA_FILE = "fresh_lora.json"    # the base arm's adapter: the seed and LoRA settings it is built from on load
 LOGGER_DIRS = ("tensorboard", "wandb")  # trainer.loggers' own
 # what a training run writes at its top level, all a redo may remove
 TRAIN_OUTPUTS = (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, CHECKPOINTS_DIR, ADAPTER_DIR, BEST_ADAPTER_DIR,
-                 *LOGGER_DIRS, DATASET_DIR)
+                 FRESH_LORA_FILE, *LOGGER_DIRS, DATASET_DIR)
 # an evaluation directory (metasft eval; an experiment's eval/)
 RESULTS_FILE = "results.sqlite"        # every cell and prediction (metasft.eval.results)
 EVAL_CONFIG = "eval_config.yaml"       # the evaluation's resolved config
@@ -120,8 +121,8 @@ SUMMARY_CSV = "summary.csv"
 COMPARISON_CSV = "comparison.csv"
 FIGURES_DIR = "figures"
 LAYOUT_NAMES = (MANIFEST, JOBS_DIR, LOCK, CONFIG_FILE, DATASET_DIR, RUNS_DIR, EVAL_DIR, REPORT_DIR, METRICS_FILE,
-                TRAIN_LOG, CHECKPOINTS_DIR, ADAPTER_DIR, BEST_ADAPTER_DIR, RESULTS_FILE, EVAL_CONFIG, EVAL_LOG,
-                SIMILARITY_FILE, REPORT_MD, REPORT_HTML, VERDICTS_FILE, SUMMARY_CSV, COMPARISON_CSV, FIGURES_DIR)
+                TRAIN_LOG, CHECKPOINTS_DIR, ADAPTER_DIR, BEST_ADAPTER_DIR, FRESH_LORA_FILE, RESULTS_FILE, EVAL_CONFIG,
+                EVAL_LOG, SIMILARITY_FILE, REPORT_MD, REPORT_HTML, VERDICTS_FILE, SUMMARY_CSV, COMPARISON_CSV, FIGURES_DIR)
 
 
 def eval_task_file(task: str, split: str) -> str:

@@ -54,11 +54,18 @@ def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_prune_keeps_the_last_n_and_the_best(tmp_path):
-    for step in range(1, 7):
-        (tmp_path / f"step_{step:06d}").mkdir()
-    checkpoint.prune(tmp_path, keep=2, best_step=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000002", "step_000005", "step_000006"]
+def test_prune_keeps_the_newest_n_and_only_touches_step_directories(tmp_path):
+    root = tmp_path / CHECKPOINTS_DIR
+    for step in (1, 2, 10, 11, 100):  # newest by step number, not by name
+        (root / f"step_{step:06d}").mkdir(parents=True)
+    checkpoint.prune(root, keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step_000011", "step_000100"]
+    (root / "notes.txt").write_text("mine")
+    checkpoint.prune(root, keep=0)
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]
+    (root / "notes.txt").unlink()
+    checkpoint.prune(root, keep=0)
+    assert not root.exists()  # nothing left: no empty checkpoints/ either
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_up_after_the_kill(t
     settings = ("trainer.save_freq=1", "trainer.keep_checkpoints=2")
     killed_after(5, lambda: train(cfg(data_dir, *settings), run))
     kept = sorted(p.name for p in (run / CHECKPOINTS_DIR).iterdir())
-    assert kept == ["step_000003", "step_000004", "step_000005"]  # the last 2 plus the best (validated at 3)
+    assert kept == ["step_000004", "step_000005"]  # while running: the newest keep_checkpoints
     (run / CHECKPOINTS_DIR / "step_000005" / "state.json").write_text('{"step": 5, "bud')  # cut by a kill
     # what a kill inside atomic writes leaves behind, and a file of the user's that only looks similar
     for stale in (".adapter_best.abcd1234.tmp", "checkpoints/.step_000006.abcd1234.tmp", ".dataset.abcd1234.tmp"):
@@ -105,9 +112,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_cleans_up_after_the_kill(t
     assert leftovers == [] and (run / ".notes.tmp").read_text() == "mine"
     steps = [json.loads(line)["step"] for line in (run / METRICS_FILE).read_text().splitlines()]
     assert steps == [0, 1, 2, 3, 4, 5, 6]
-    best = json.loads((run / MANIFEST).read_text())["best"]["step"]
-    expected = {"step_000005", "step_000006"} | ({f"step_{best:06d}"} if best in (3, 4) else set())
-    assert {p.name for p in (run / CHECKPOINTS_DIR).iterdir()} == expected
+    assert {p.name for p in (run / CHECKPOINTS_DIR).iterdir()} == {"step_000005", "step_000006"}
     umask = os.umask(0)
     os.umask(umask)
     assert (run / CONFIG_FILE).stat().st_mode & 0o777 == 0o666 & ~umask

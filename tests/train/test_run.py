@@ -9,7 +9,8 @@ from conftest import CONFIGS, killed_after
 from metasft.config import ConfigError, load_config
 from metasft.train.checkpoint import CheckpointError
 from metasft.train.run import train
-from metasft.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG
+from metasft.rundir import (ADAPTER_DIR, BEST_ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, FRESH_LORA_FILE, MANIFEST,
+                            METRICS_FILE, TRAIN_LOG)
 
 FOMAML = CONFIGS / "tiny" / "fomaml_sft.yaml"
 SFT = CONFIGS / "tiny" / "baseline_sft.yaml"
@@ -28,9 +29,11 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     fomaml = train(cfg(FOMAML, data_dir), tmp_path / "fomaml")
     sft = train(cfg(SFT, data_dir, f"trainer.paired_run={fomaml}"), tmp_path / "sft")
     for run in (fomaml, sft):
-        for name in (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, "adapter/adapter_config.json",
-                     "adapter_best/adapter_model.safetensors"):
+        for name in (CONFIG_FILE, MANIFEST, METRICS_FILE, TRAIN_LOG, "adapter/adapter_config.json"):
             assert (run / name).is_file(), name
+        m = json.loads((run / MANIFEST).read_text())
+        # adapter_best/ only when the best step is not the last: otherwise adapter/ is that adapter
+        assert (run / BEST_ADAPTER_DIR).is_dir() == (m["best"]["step"] != m["budget"]["optimizer_steps"])
     mf, ms = (json.loads((r / MANIFEST).read_text()) for r in (fomaml, sft))
     assert mf["budget"]["examples"] == ms["budget"]["examples"] == 6 * 2 * (2 * 2 + 2)
     assert ms["budget"]["optimizer_steps"] == 18 and mf["budget"]["optimizer_steps"] == 6
@@ -49,6 +52,18 @@ def test_fomaml_and_sft_runs_write_their_directory_and_match_budgets(tmp_path, d
     from peft import PeftModel
     from metasft.models import tiny_llama
     PeftModel.from_pretrained(tiny_llama()[0], str(fomaml / ADAPTER_DIR))
+
+
+def test_adapter_best_is_dropped_only_when_it_equals_the_final_adapter(tmp_path):
+    from metasft.train.run import _drop_duplicate_best
+    for run, best_bytes in ((tmp_path / "same", b"w1"), (tmp_path / "differs", b"w0")):
+        for d, weights in ((ADAPTER_DIR, b"w1"), (BEST_ADAPTER_DIR, best_bytes)):
+            (run / d).mkdir(parents=True)
+            (run / d / "adapter_config.json").write_text("{}")
+            (run / d / "adapter_model.safetensors").write_bytes(weights)
+        _drop_duplicate_best(run)
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == [ADAPTER_DIR]
+    assert (tmp_path / "differs" / BEST_ADAPTER_DIR / "adapter_model.safetensors").read_bytes() == b"w0"
 
 
 def test_log_freq_thins_train_log_lines(tmp_path, data_dir):
@@ -112,11 +127,32 @@ def test_sft_budget_that_pool_cannot_meet_in_unique_mode_scales(tmp_path, data_d
     assert budget["examples"] == 8 and budget["distinct_examples"] == 8
 
 
-def test_base_arm_writes_an_identity_adapter(tmp_path, data_dir):
-    run = train(cfg(FOMAML, data_dir, "arm=base"), tmp_path / "base")
-    tensors = adapter(run)
-    assert all(float(t.abs().sum()) == 0 for k, t in tensors.items() if "lora_B" in k)
+def test_base_arm_records_its_fresh_lora_and_eval_builds_the_same_one(tmp_path, data_dir):
+    """The base arm writes its LoRA's seed, not its weights; built on load it is, tensor for tensor, the
+    LoRA the run's own `add_lora` made at that seed (what the base arm saved as adapter/ before)."""
+    from metasft.eval.specs import adapter_fingerprint, parse_model_specs, read_peft_adapter
+    from metasft.models import add_lora, load_base
+    run = train(cfg(FOMAML, data_dir, "arm=base", "seed=5"), tmp_path / "base")
+    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG_FILE, MANIFEST, TRAIN_LOG, FRESH_LORA_FILE])
     assert json.loads((run / MANIFEST).read_text())["budget"]["examples"] == 0
+    m = load_config(run / CONFIG_FILE).model
+    lora = dict(rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout, target_modules=m.target_modules)
+    torch.manual_seed(5)  # the base arm's model as train.run built it, seed then model then LoRA
+    then = {n: p.detach() for n, p in add_lora(load_base(m.partial_pretrain)[0], **lora).named_parameters()
+            if p.requires_grad}
+    torch.manual_seed(0)  # an evaluator's model, its own LoRA drawn at another seed
+    evaluator = add_lora(load_base(m.partial_pretrain)[0], **lora)
+    own = {n: p.detach().clone() for n, p in evaluator.named_parameters() if p.requires_grad}
+    [spec] = parse_model_specs([str(run)])
+    assert spec.name == "base" and spec.adapter == run / FRESH_LORA_FILE
+    assert adapter_fingerprint(spec, seed=0) == "fresh LoRA, seed 5"
+    built = read_peft_adapter(spec.adapter, evaluator)
+    assert built.keys() == then.keys() and len(then) > 0
+    assert all(torch.equal(built[k], then[k]) for k in then)
+    assert any(not torch.equal(own[k], then[k]) for k in then)  # the seed is the record's, not the evaluator's
+    assert all(float(t.abs().sum()) == 0 for k, t in built.items() if "lora_B" in k)
+    now = {n: p.detach() for n, p in evaluator.named_parameters() if p.requires_grad}
+    assert now.keys() == own.keys() and all(torch.equal(now[k], own[k]) for k in own)  # its own LoRA untouched
 
 
 def test_budget_the_pool_cannot_meet_is_an_error(tmp_path, data_dir):

@@ -109,10 +109,11 @@ def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: 
     e = ev.cfg.eval
     if any(g.n_shots == 0 or g.task != task.name for g in groups):
         raise ValueError(f"a stack holds few-shot groups of task {task.name} only, got {groups}")
+    states = [ev.state(spec) for spec in specs]  # read (or built) before the stack hooks the model
     lora = StackedLora(ev.peft, len(groups))
     shots, seeds, shot_ids = [], [], []
-    for c, (spec, g) in enumerate(zip(specs, groups)):
-        lora.load(c, ev.state(spec))
+    for c, (state, g) in enumerate(zip(states, groups)):
+        lora.load(c, state)
         idx = shot_indices(task.name, g.n_shots, g.seed, len(task.shots))
         shots.append([task.shots[i] for i in idx])
         shot_ids.append([task.shot_ids[i] for i in idx])

@@ -69,7 +69,7 @@ def validate_eval(cfg: Config, manifest: DataManifest, models: list[ModelSpec]) 
     check_names(models)
     m = cfg.model
     for spec in models:
-        if spec.adapter is not None and Path(spec.adapter).is_dir():
+        if spec.adapter is not None and Path(spec.adapter).exists():  # a directory, or a fresh_lora.json
             check_lora_settings(Path(spec.adapter), m.lora_rank, m.lora_alpha, m.target_modules)
     tasks = manifest.eval_tasks
     if not tasks:

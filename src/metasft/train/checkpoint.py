@@ -3,7 +3,9 @@
     checkpoints/step_000500/adapter.safetensors   whole adapter tensors (gathered under FSDP)
     checkpoints/step_000500/optimizer_rank0.pt    each rank's optimizer state (tensors and plain data)
     checkpoints/step_000500/state.json            step, samplers, RNGs, budget counters, best val
-A checkpoint directory appears only when complete (written to a temp directory, then renamed).
+A checkpoint directory appears only when complete (written to a temp directory, then renamed). While a
+run runs it keeps the newest max(trainer.keep_checkpoints, 1), enough to resume; once it has finished,
+the newest trainer.keep_checkpoints (0: none, the adapters are the result; 1 or more: it can be extended).
 Nothing is unpickled: `.pt` files load with `weights_only=True`, so a checkpoint from someone else's
 run directory cannot run code (issue 13).
 """
@@ -78,16 +80,16 @@ def latest(ckpt_root: Path) -> Path | None:
     return found[0] if found else None
 
 
-def prune(ckpt_root: Path, keep: int, best_step: int | None) -> None:
-    """Delete all but the newest `keep` checkpoints and the one at `best_step` (keep 0: keep all)."""
-    if keep <= 0:
-        return
+def prune(ckpt_root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints under `ckpt_root` (0: every one, and the then
+    empty `ckpt_root`). Only step directories are touched: whatever else is there stays."""
     for p in steps(ckpt_root)[keep:]:
-        if best_step is not None and p.name == f"step_{best_step:06d}":
-            continue
         old = p.with_name(f".{p.name}.old")  # a kill mid-delete leaves a name the next start removes
         os.replace(p, old)
         shutil.rmtree(old, ignore_errors=True)
+    root = Path(ckpt_root)
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
 
 
 def _torch_load(path: Path):

@@ -2,9 +2,13 @@
 
     <run>/config.yaml      resolved config         <run>/manifest.json   versions, seeds, data hashes, budget
     <run>/metrics.jsonl    one line per step       <run>/train.log       the run log
-    <run>/checkpoints/     resumable checkpoints   <run>/adapter/        final adapter (PEFT format)
+    <run>/checkpoints/     resumable checkpoints: the newest while it runs, trainer.keep_checkpoints once finished
+    <run>/adapter/         final adapter (PEFT format)
     <run>/adapter_best/    adapter with the best validation value ("选择最佳checkpoint"): by default each
-                           arm's own objective (trainer.select_by), val_loss_adapted for FOMAML/Reptile
+                           arm's own objective (trainer.select_by), val_loss_adapted for FOMAML/Reptile;
+                           absent when that is the final adapter (the best step is the last): adapter/ is it
+    <run>/fresh_lora.json  the base arm, which trains nothing: its fresh LoRA's seed and settings, no weights
+                           (built on load by models.fresh_lora_state, as `add_lora` made it at that seed)
 The manifest's `warnings` (metasft.rundir.RunWarning) say when the inner loop did not adapt or the best
 checkpoint is the untrained step 0; the report opens with them.
 """
@@ -15,7 +19,9 @@ import dataclasses
 import importlib
 import logging
 import math
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -28,10 +34,10 @@ from metasft.data.records import DataError
 from metasft.data.store import read_sft
 from metasft.manifests import (Best, Budget, DataManifest, InnerLoop, Pool, Provenance, TrainManifest, has_record,
                                manifest_path, manifest_status, read_manifest, started_record, write_manifest)
-from metasft.models import add_lora, check_model, load_base
-from metasft.rundir import (ADAPTER_DIR, BEST_AT_STEP_0, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR, METRICS_FILE,
-                            NO_ADAPTATION, POOL_SHORT, TRAIN_LOG, OutputDir, RunWarning, eval_task_file,
-                            meta_train_file, pooled_file, remove_stale_temps, stage_log)
+from metasft.models import add_lora, check_model, fresh_lora_record, load_base
+from metasft.rundir import (ADAPTER_DIR, BEST_ADAPTER_DIR, BEST_AT_STEP_0, CHECKPOINTS_DIR, CONFIG_FILE, DATASET_DIR,
+                            FRESH_LORA_FILE, METRICS_FILE, NO_ADAPTATION, POOL_SHORT, TRAIN_LOG, OutputDir, RunWarning,
+                            eval_task_file, meta_train_file, pooled_file, remove_stale_temps, stage_log, write_json)
 from metasft.train import checkpoint
 from metasft.train.batching import BalancedSampler, Example, Sampler, tokenize
 from metasft.train.common import TrainModel, outer_optimizer
@@ -217,7 +223,6 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
     data_dir = ensure_data(cfg, out, world)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    lm, tokenizer, named, model = build_model(cfg, world)
     data_files = read_manifest(data_dir, DataManifest).files
     previous = read_manifest(out, TrainManifest).amendments if has_record(out) else []
     code = Provenance.now()
@@ -238,11 +243,13 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         save_peft_adapter(lm, named, path, world)
 
     t0 = time.time()
-    if arms.ARMS[cfg.arm].routine is None:  # the base arm: its fresh LoRA, nothing trained
+    if arms.ARMS[cfg.arm].routine is None:  # the base arm: nothing trained; its fresh LoRA recorded by its seed
         record()
-        save_adapter(out / ADAPTER_DIR)
+        if world.main:
+            write_json(out / FRESH_LORA_FILE, fresh_lora_record(cfg.model, cfg.seed))
         budget, extra = Budget(0, 0, 0, 0, 0, 0), {}
     else:
+        lm, tokenizer, named, model = build_model(cfg, world)
         specs = meta_tasks(cfg)
         if not specs:
             raise ConfigError("no meta-training tasks: set data.tasks or meta.tasks")
@@ -253,13 +260,32 @@ def _train(cfg: Config, out: Path, world: World, claim, amendments: dict, log_fi
         run = routine(cfg.arm)
         budget, extra = run(cfg, out, model, named, save_adapter, data_dir, tokenizer, specs, val_sets, record)
         save_adapter(out / ADAPTER_DIR)
+        if world.main:
+            _drop_duplicate_best(out)
     for w in extra.get("warnings", []):
         log.warning("%s", w.message)
     manifest = dataclasses.replace(manifest, status="finished", budget=budget,
                                    train_seconds=round(time.time() - t0, 2), **extra)
     if world.main:
         write_manifest(out, manifest)
+        # finished: the adapters are the result; keep only what trainer.keep_checkpoints asks for
+        checkpoint.prune(out / CHECKPOINTS_DIR, cfg.trainer.keep_checkpoints)
     return out
+
+
+def _drop_duplicate_best(out: Path) -> None:
+    """Remove adapter_best/ when it holds the same files as adapter/ (the best step was the last): the
+    loaders (eval.specs) then take adapter/, the same adapter, without a second copy on disk."""
+    best, final = out / BEST_ADAPTER_DIR, out / ADAPTER_DIR
+    if not best.is_dir():
+        return
+    names = sorted(p.name for p in best.iterdir())
+    if names != sorted(p.name for p in final.iterdir()) or any(
+            (best / n).read_bytes() != (final / n).read_bytes() for n in names):
+        return
+    old = best.with_name(f".{best.name}.old")  # a kill mid-delete leaves a name the next start removes
+    os.replace(best, old)
+    shutil.rmtree(old)
 
 
 def _selection(cfg: Config, meta: bool) -> str:

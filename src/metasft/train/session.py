@@ -136,8 +136,9 @@ class Session:
                  save_freq: int, test_freq: int, total_steps: int, val_fn, save_adapter, select_by: str,
                  log_freq: int = 1, keep_checkpoints: int = 0, label: str = "train"):
         """`select_by`: the key of `val_fn()`'s result whose lowest value picks adapter_best;
-        `keep_checkpoints`: the last N checkpoints kept, plus the best step's (0: all); `label`: the
-        progress bar's name (`train fomaml`)."""
+        `keep_checkpoints`: while the run runs, the newest max(N, 1) checkpoints are kept (what a resume
+        needs); `train.run` prunes to the newest N once it has finished; `label`: the progress bar's
+        name (`train fomaml`)."""
         self.out, self.model, self.named_params, self.optimizer = out, model, named_params, optimizer
         self.sinks, self.save_freq, self.test_freq, self.total_steps = sinks, save_freq, test_freq, total_steps
         self.log_freq = log_freq
@@ -248,7 +249,7 @@ class Session:
         checkpoint.save(self.out / CHECKPOINTS_DIR, step, self.named_params, self.optimizer, state,
                         self.model.world)
         if self.model.world.main:
-            checkpoint.prune(self.out / CHECKPOINTS_DIR, self.keep_checkpoints, self.best["step"])
+            checkpoint.prune(self.out / CHECKPOINTS_DIR, max(self.keep_checkpoints, 1))
 
     def close(self) -> None:
         if self.bar:
