@@ -72,10 +72,11 @@ def adapt_stacked(loss_module, lora: StackedLora, shots: list[list[Example]], *,
 
 
 # Padded tokens of one adaptation pass at most: its activations are kept for the backward (about
-# 1.6 MB per token for SmolLM2-135M), so 1024 bounds a pass near 1.6 GB, where a stack's 12 rows of
-# 384 tokens in one pass took about 10 GB more than one group at a time, and 2048 tokens 3.3 GB
-# (BENCHMARKS.md, "Peak memory of the stacked evaluation").
-PASS_TOKENS = 1024
+# 2.5 MB per token for SmolLM2-135M with the scored positions' logits: 1020 tokens peaked 3.4 GB above the
+# process), so 512 bounds a pass near 1.3 GB; a stack's 12 rows of 384 tokens in one pass took about
+# 10 GB more than one group at a time, 1024 tokens 5.8 GB for the whole stack's adaptation, 512 tokens
+# 2.75 GB at +2 % CPU (BENCHMARKS.md, "Where the stack's peak goes").
+PASS_TOKENS = 512
 
 
 def _similar_lengths(drawn: list[tuple[int, Example]], waste: float = 0.1) -> list[list[tuple[int, Example]]]:
