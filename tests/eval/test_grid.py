@@ -402,6 +402,21 @@ def test_grid_settings_that_it_cannot_honour_are_refused(setup):
         P.run_eval(cfg, data, models, root / "refused")
 
 
+def test_a_model_the_grid_cannot_run_is_refused_before_any_group(setup, monkeypatch):
+    """A model type outside `lora_forward.SUPPORTED` with eval.cells_per_batch > 1: one ConfigError that
+    names the setting to use, before any group (the 0-shot stacks included) is evaluated; `out` is left
+    as it was."""
+    from metasft.config import ConfigError
+    from metasft.eval import lora_forward
+    monkeypatch.setattr(lora_forward, "SUPPORTED", ("qwen2",))
+    root, data, models = setup
+    out = root / "unsupported"
+    with pytest.raises(ConfigError, match=r"'llama'; set eval.cells_per_batch: 1"):
+        P.run_eval(tiny_config(cells_per_batch=3), data, models, out,
+                   after_group=lambda g: pytest.fail(f"evaluated {g}"))
+    assert not out.exists()
+
+
 def test_stacked_acc_at_k_samples_what_one_group_at_a_time_samples(setup):
     """eval.acc_k 3 on the grid engine (stacks of 3 cells) stores the same sampled verdicts per question
     (`correct_at_k`) as one group at a time (`HFBackend.sample`), and each cell's acc@k is the share of
