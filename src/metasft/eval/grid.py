@@ -141,9 +141,10 @@ def evaluate_stacked(ev: Evaluator, specs: list[ModelSpec], task: TaskData, grad
     of them one stack of cells in shared batches; acc@k's samples seeded as the one-cell path's. The
     evaluator's own adapter is not touched. `progress` hears of each decoding batch as its share of
     the "evaluation"."""
+    states = [ev.state(spec) for spec in specs]  # read (or built) before the stack is made on the model
     lora = StackedLora(ev.peft, len(specs))
-    for c, spec in enumerate(specs):
-        lora.load(c, ev.state(spec))
+    for c, state in enumerate(states):
+        lora.load(c, state)
     return _evaluate(_scorer(ev, task), lora, grader, acc_k, progress)
 
 
