@@ -110,9 +110,10 @@ def test_the_run_names_its_progress_and_ends_with_the_report_page_time_and_verdi
     assert "now adapting a copy to each of 4 task(s)" in before
     assert any("data build: reading 4 meta-training and 3 eval task(s)" in l for l in out)
     assert any("similarity: adapter gradients of 7 task(s)" in l for l in out)
-    # evaluation by work done: the 0-shot generations and each stack's adaptation steps and
-    # decoding batches move the bar (27 groups: 9 zero-shot, three stacks of 6), with the time left
+    # evaluation by work done: each stack's adaptation steps and decoding batches move the bar (27
+    # groups: a task's 3 zero-shot groups in a stack, its 6 few-shot groups in another), with the time left
     evals = [l for l in out if l.startswith("eval: ")]
+    assert any(re.search(r"now \w+ 0-shot \(3 cells\): evaluating", l) for l in evals)
     assert any("now statistics (6 cells, 4-shot): " in l for l in evals)
     assert any(re.search(r"eval: \d+%, .* about \d+:\d+ left; 9/27 groups stored; now \w+ \(6 cells", l)
                for l in evals)

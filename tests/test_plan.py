@@ -122,16 +122,16 @@ def test_counts_and_flops_match_a_hand_computation():
     # similarity: 4 meta-training and 3 eval tasks x 4 batches of 2 examples, forward + backward
     assert flops(work["similarity"], shape) == pytest.approx(trained(7 * 8))
 
-    # the grid engine: each task's 3 few-shot groups in one stack, adapting in one pass per step; its
-    # evaluation takes 6 // 3 = 2 questions of each cell per batch (3 batches of 24 steps) and one prompt
-    # forward per question and cell, continued over the reference solution
+    # the grid engine: each task's 3 few-shot groups in one stack, adapting in one pass per step, and its
+    # 3 0-shot groups in another (a cell per model); a stack's evaluation takes 6 // 3 = 2 questions of
+    # each cell per batch (3 batches of 24 steps) and one prompt forward per question and cell,
+    # continued over the reference solution
     grid = {s.name: s.work for s in stages(dataclasses.replace(cfg, eval=dataclasses.replace(
         cfg.eval, cells_per_batch=6)), shape)}["eval"]
     assert (grid.examples, grid.generated) == (ev.examples, ev.generated)
     assert grid.decode_steps == 3 * 3 * 24 + 3 * 3 * 24 and grid.answers == ev.answers
-    zero_shot = 3 * 18 * (2 * body * tok.prompt + 2 * head) + scored_forward(3 * 18)
-    stacked = 9 * 6 * (2 * body * ex + 2 * head * (scored + 1))
-    assert flops(grid, shape) == pytest.approx(trained(36) + zero_shot + stacked + 2 * (body + head) * generated)
+    stacked = (3 * 18 + 9 * 6) * (2 * body * ex + 2 * head * (scored + 1))
+    assert flops(grid, shape) == pytest.approx(trained(36) + stacked + 2 * (body + head) * generated)
 
 
 def test_the_embedded_model_shape_reads_the_gguf_without_a_converted_copy(tmp_path):

@@ -271,8 +271,9 @@ class EvalArgs:
     similarity_batches: int = field(default=4, metadata=used_by("similarity"))
     # > 0: also sample k answers per question for acc@k (k x the cost)
     acc_k: int = field(default=0, metadata=EVAL_KEY)
-    # > 1: up to this many few-shot groups of one task adapt and decode together (eval/grid.py); the
-    # results equal one at a time (1). A decoding batch then holds batch_size rows across the cells.
+    # > 1: up to this many groups of one task adapt and decode together (eval/grid.py): its few-shot
+    # groups, and apart from them its 0-shot groups (a cell per model); the results equal one at a
+    # time (1). A decoding batch then holds batch_size rows across the cells.
     cells_per_batch: int = field(default=1, metadata=NO_STAGE)
     # compare FOMAML and SFT-Mixed even if their budgets differ
     allow_budget_mismatch: bool = field(default=False, metadata=NO_STAGE)

@@ -431,16 +431,18 @@ class _Planner:
             w.forward(round(t.test_size * tok.choice), _prompt(tok), batch)  # the options' letters
 
     def _stack_evaluation(self, w: Work, t, cells: int) -> None:
-        """One evaluation of a stack of `cells` few-shot groups of task `t` (grid_eval.GridScorer): batches
-        of eval.batch_size rows, each question once per cell; one prompt forward per row serves the
-        reference loss (continued from its cache), the option letters and the decoding."""
+        """One evaluation of a stack of `cells` groups of task `t` (grid_eval.GridScorer): batches of
+        eval.batch_size rows, each question once per cell; one prompt forward per row serves the
+        reference loss (continued from its cache), the option letters and the decoding (again for each
+        acc@k sample)."""
         e = self.cfg.eval
         limit = min(t.max_new_tokens, e.max_new_tokens)
         tok = _tokens(t.source)
+        samples = 1 + e.acc_k
         batches = math.ceil(t.test_size / max(1, e.batch_size // cells))
-        w.decode_steps += batches * limit
-        w.generated += cells * t.test_size * limit
-        w.answers += cells * t.test_size
+        w.decode_steps += samples * batches * limit
+        w.generated += samples * cells * t.test_size * limit
+        w.answers += samples * cells * t.test_size
         rows = cells * t.test_size
         w.forward_tokens += rows * _example(tok, self.cfg.data.max_length).tokens
         w.forward_rows += rows * (1 + _example(tok, self.cfg.data.max_length).rows + tok.choice)
@@ -453,17 +455,26 @@ class _Planner:
         tasks = {t.name: t for t in cfg.data.eval_tasks}
         specs = run_specs(runs)
         w = Work(loads=1)
-        for spec in specs:  # step 0 of each (model, task): the 0-shot evaluation, a model's tasks in one generation
-            mine = [t for name, t in tasks.items() if spec.tasks is None or name in spec.tasks]
-            if zero := [t for t in mine if 0 in t.n_shots]:
-                self._evaluation(w, zero, e.batch_size)
-            for t in mine:
-                if 0 not in t.n_shots:
-                    self._evaluation(w, [t], e.batch_size)
         groups = enumerate_groups(specs, {t.name: t.n_shots for t in cfg.data.eval_tasks}, e.seeds)
+        if e.cells_per_batch == 1:
+            for spec in specs:  # step 0 of each (model, task): the 0-shot evaluation, a model's tasks in one generation
+                mine = [t for name, t in tasks.items() if spec.tasks is None or name in spec.tasks]
+                if zero := [t for t in mine if 0 in t.n_shots]:
+                    self._evaluation(w, zero, e.batch_size)
+                for t in mine:
+                    if 0 not in t.n_shots:
+                        self._evaluation(w, [t], e.batch_size)
+        else:  # a task's 0-shot groups in stacks, a cell per model
+            for unit in stacks([g for g in groups if g.n_shots == 0], e.cells_per_batch):
+                self._stack_evaluation(w, tasks[unit[0].task], len(unit))
         later = [s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0]
+        zero_done = {(g.model, g.task) for g in groups if g.n_shots == 0}
         for unit in stacks([g for g in groups if g.n_shots > 0], e.cells_per_batch):
             t = tasks[unit[0].task]
+            missing = {(g.model, g.task) for g in unit} - zero_done   # step 0 of a task without 0-shot groups
+            if missing and e.cells_per_batch > 1:
+                self._stack_evaluation(w, t, len(missing))
+            zero_done |= missing
             for g in unit:  # AdamW on min(adaptation_batch_size, n) shots per step; a stack's cells in one pass
                 w.train(e.adaptation_steps * min(e.adaptation_batch_size, g.n_shots),
                         _example(_tokens(t.source), cfg.data.max_length), 0)
@@ -477,12 +488,12 @@ class _Planner:
                      half=cfg.model.dtype == "bfloat16")  # the evaluator has no autocast (trainer.bf16)
 
     def _eval_memory(self, specs, tasks: dict, groups) -> Memory:
-        """The evaluator's peak, phase by phase as the engines run (protocols, grid, grid_eval): a model's
-        0-shot evaluation (one generation over its tasks' questions with the adapter merged, then each
-        task's reference losses), a stack's adaptation (passes of at most grid.PASS_TOKENS padded
-        tokens), a stack's evaluation (one decoding batch of eval.batch_size rows continued from their
-        prompts' cache, reference logits grid_eval.LOGIT_CHUNK positions at a time); with
-        eval.cells_per_batch 1, one group's adaptation and evaluation as the 0-shot one."""
+        """The evaluator's peak, phase by phase as the engines run (protocols, grid, grid_eval): a stack's
+        adaptation (passes of at most grid.PASS_TOKENS padded tokens), a stack's evaluation, 0-shot or
+        few-shot (one decoding batch of eval.batch_size rows continued from their prompts' cache,
+        reference logits grid_eval.LOGIT_CHUNK positions at a time); with eval.cells_per_batch 1, a
+        model's 0-shot evaluation (one generation over its tasks' questions with the adapter merged,
+        then each task's reference losses), and one group's adaptation and evaluation as that."""
         from metasft.eval.grid import PASS_TOKENS
         from metasft.eval.grid_eval import LOGIT_CHUNK
         from metasft.eval.schedule import stacks
@@ -503,11 +514,21 @@ class _Planner:
             ref = max(min(e.batch_size, t.test_size) * _tokens(t.source).response for t in ts) * 2 * logit
             return merged + max(kv, ref)
 
-        zero = [[t for t in tasks.values() if 0 in t.n_shots and (sp.tasks is None or t.name in sp.tasks)]
-                for sp in specs]
-        generating = max([one_cell(ts) for ts in zero if ts], default=0.0)
+        def stack(t, cells: int) -> float:
+            """A stack's decoding batch: its KV cache and last logits, and the reference logits' chunks."""
+            decoding = min(e.batch_size // cells * cells, cells * t.test_size)
+            return self._kv_cache(decoding, round(length(t))) + decoding * logit + 2 * LOGIT_CHUNK * logit
+
         copies = 4 * 4 * s.lora                              # LoRA, its gradient, AdamW's two moments (float32)
-        adapter, adapting = copies, 0.0
+        adapter, adapting, generating = copies, 0.0, 0.0
+        if e.cells_per_batch == 1:
+            zero = [[t for t in tasks.values() if 0 in t.n_shots and (sp.tasks is None or t.name in sp.tasks)]
+                    for sp in specs]
+            generating = max([one_cell(ts) for ts in zero if ts], default=0.0)
+        else:
+            for unit in stacks([g for g in groups if g.n_shots == 0], e.cells_per_batch):
+                adapter = max(adapter, 4 * s.lora * len(unit))  # the stack's LoRA tensors, no optimizer
+                generating = max(generating, stack(tasks[unit[0].task], len(unit)))
         for unit in stacks([g for g in groups if g.n_shots > 0], e.cells_per_batch):
             t, cells = tasks[unit[0].task], len(unit)
             ex = _example(_tokens(t.source), cfg.data.max_length)
@@ -518,9 +539,7 @@ class _Planner:
                 continue
             adapter = max(adapter, copies * cells)
             adapting = max(adapting, self._pass(min(PASS_TOKENS, rows * ex.tokens), ex, half))
-            decoding = min(e.batch_size // cells * cells, cells * t.test_size)
-            generating = max(generating, self._kv_cache(decoding, round(length(t)))
-                             + decoding * logit + 2 * LOGIT_CHUNK * logit)
+            generating = max(generating, stack(t, cells))
         return Memory(s.params * s.weight_bytes, adapter, adapting, generating)
 
     def _pass(self, tokens: float, ex: Size, half: bool) -> float:
@@ -651,8 +670,9 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
         "their gradient included) and generating (the KV cache of one decoding batch at the mean prompt + "
         "max_new_tokens, the merged adapter's copy of the weights, the reference solutions' logits)",
         ("eval: one group at a time (eval.cells_per_batch=1)" if e.cells_per_batch == 1 else
-         f"eval: a task's few-shot groups in stacks of eval.cells_per_batch={e.cells_per_batch} (the grid engine: one "
-         "adaptation pass and shared decoding batches per stack, one prompt forward per question and cell)")
+         f"eval: a task's groups in stacks of eval.cells_per_batch={e.cells_per_batch} (the grid engine: its 0-shot "
+         "groups a cell per model, its few-shot groups one adaptation pass per step; shared decoding batches per "
+         "stack, one prompt forward per question and cell)")
         + (f"; --workers {workers} split the groups evenly, each process building its own model" if workers > 1
            else "; one process (--workers N splits its groups over N processes)"),
     ]

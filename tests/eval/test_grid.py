@@ -1,6 +1,7 @@
 """The grid engine (issue 10) against the one-cell reference path, on the tiny 2-layer model in float32:
 stacked adaptation vs `adaptation.adapt` one group at a time, per-row LoRA decoding and scoring vs
-each cell alone with its adapter (`HFBackend`, `example_losses`), the full stacked `run_eval` vs
+each cell alone with its adapter (`HFBackend`, `example_losses`), a task's 0-shot groups in one
+stack vs `evaluate_steps` per model, the full stacked `run_eval` vs
 `eval.cells_per_batch: 1`, and a killed stacked evaluation resuming."""
 from __future__ import annotations
 
@@ -292,16 +293,19 @@ def test_stacked_run_writes_the_rows_of_one_at_a_time(setup, one_at_a_time, monk
     """run_eval with eval.cells_per_batch 3 (stacks mixing models and seeds, decoding batches of 4 rows
     across cells) stores what cells_per_batch 1 stores."""
     root, data, models = setup
-    stack_sizes = []
-    original = P.run_stack
+    stack_sizes, zero_stacks = [], []
+    original, original_zero = P.run_stack, P.evaluate_stacked
     monkeypatch.setattr(P, "run_stack",
                         lambda ev, specs, *a, **kw: stack_sizes.append(len(specs)) or original(ev, specs, *a, **kw))
+    monkeypatch.setattr(P, "evaluate_stacked", lambda ev, specs, task, *a, **kw:
+                        zero_stacks.append((task.name, len(specs))) or original_zero(ev, specs, task, *a, **kw))
     seen = []
     out = P.run_eval(tiny_config(seeds=[0, 1], max_new_tokens=8, cells_per_batch=3), data, models,
                      root / "stacked", after_group=seen.append)
     groups = G.enumerate_groups(models, {"arith": [0, 2], "mcq": [0, 2]}, [0, 1])
     assert sorted(seen) == sorted(groups) and len(seen) == len(groups)
     assert stack_sizes == [3, 3, 3, 3]  # each task's 6 few-shot groups in two stacks
+    assert zero_stacks == [("arith", 3), ("mcq", 3)]  # each task's 0-shot groups in one stack, a cell per model
     stacked = _rows(out)
     assert len(stacked[0]) == 6 + 12 * 3  # 3 models x 2 tasks 0-shot; 12 few-shot groups at steps 0, 1, 2
     _assert_same_store(stacked, one_at_a_time)
@@ -339,11 +343,54 @@ def test_killed_stacked_evaluation_resumes_without_redoing_finished_groups(setup
     P.run_eval(cfg, data, models, out, after_group=lambda g: pytest.fail("recomputed a finished group"))
 
 
-def test_stacks_keep_zero_shot_groups_alone_and_tasks_apart():
-    gs = [G.Group("a", "t", 0, 0), G.Group("a", "t", 2, 0), G.Group("a", "u", 2, 0), G.Group("a", "t", 2, 1),
-          G.Group("b", "t", 2, 0), G.Group("b", "u", 2, 0)]
-    assert G.stacks(gs, 2) == [[gs[0]], [gs[1], gs[3]], [gs[2], gs[5]], [gs[4]]]
+def test_stacks_keep_tasks_and_zero_shot_groups_apart():
+    """A task's 0-shot groups stack by model, apart from its few-shot groups and from other tasks."""
+    gs = [G.Group("a", "t", 0, 0), G.Group("a", "u", 0, 0), G.Group("b", "t", 0, 0), G.Group("c", "t", 0, 0),
+          G.Group("a", "t", 2, 0), G.Group("a", "u", 2, 0), G.Group("a", "t", 2, 1), G.Group("b", "t", 2, 0),
+          G.Group("b", "u", 2, 0)]
+    assert G.stacks(gs, 2) == [[gs[0], gs[2]], [gs[1]], [gs[3]], [gs[4], gs[6]], [gs[5], gs[8]], [gs[7]]]
     assert G.stacks(gs, 1) == [[g] for g in gs]
+
+
+@pytest.mark.parametrize("batch_size, acc_k", [(4, None), (64, 2)])
+def test_zero_shot_stack_equals_each_model_through_evaluate_steps(setup, batch_size, acc_k):
+    """A task's 0-shot groups as one stack, a cell per model (`grid.evaluate_stacked`), give what the
+    one-cell path gives each model (`evaluate_steps` over its tasks together, adapter merged, HF
+    backend): outputs, verdicts, option choices and acc@k's sampled verdicts identical, losses within
+    1e-5. Batches of 4 rows hold one question of each of the 3 cells; 64 rows, all of them."""
+    from metasft.eval.scoring import Grader
+    _, data, models = setup
+    cfg = tiny_config(max_new_tokens=8, batch_size=batch_size)
+    ev = E.Evaluator(cfg, torch.device("cpu"))
+    tasks = [T.load_task(data, name, 8, ev.tokenizer, cfg) for name in ("arith", "mcq")]
+    shares = []
+    with Grader(n_workers=1) as grader:
+        stacked = {t.name: GR.evaluate_stacked(ev, models, t, grader, acc_k,
+                                               progress=lambda piece, share: shares.append((piece, share)))
+                   for t in tasks}
+        alone = []
+        for spec in models:
+            ev.load(spec)
+            alone.append(E.evaluate_steps(ev, tasks, grader, acc_k))
+    assert {p for p, _ in shares} == {"evaluation"} and sum(s for _, s in shares) == pytest.approx(len(tasks))
+    assert len(shares) == (6 if batch_size == 4 else 2)  # one report per decoding batch
+    exact = ["question_id", "output", "extracted", "correct", "correct_strict", "correct_flexible", "truncated",
+             "repeating", "ll_choice", "loss_tokens", "correct_at_k", "reasoning_steps", "step_correctness"]
+    for c, spec in enumerate(models):
+        for t, want in zip(tasks, alone[c]):
+            got = stacked[t.name][c]
+            assert [{k: p[k] for k in exact} for p in got.predictions] == \
+                   [{k: p[k] for k in exact} for p in want.predictions]
+            assert [p["loss"] for p in got.predictions] == pytest.approx([p["loss"] for p in want.predictions],
+                                                                         rel=1e-5)
+            assert {k: v for k, v in got.cell.items() if k != "loss"} == \
+                   {k: v for k, v in want.cell.items() if k != "loss"}
+            assert got.cell["loss"] == pytest.approx(want.cell["loss"], rel=1e-5)
+            if acc_k:
+                assert all(p["correct_at_k"] is not None for p in got.predictions)
+    outputs = [p["output"] for r in alone for t in r for p in t.predictions]
+    assert any(len(ev.tokenizer(o, add_special_tokens=False)["input_ids"]) >= 3 for o in outputs)  # real decoding
+    assert len({round(r[0].cell["loss"], 4) for r in alone}) == len(models)  # the models differ
 
 
 def test_grid_settings_that_it_cannot_honour_are_refused(setup):
@@ -353,6 +400,21 @@ def test_grid_settings_that_it_cannot_honour_are_refused(setup):
     cfg.model.lora_dropout = 0.1
     with pytest.raises(ConfigError, match="lora_dropout"):
         P.run_eval(cfg, data, models, root / "refused")
+
+
+def test_a_model_the_grid_cannot_run_is_refused_before_any_group(setup, monkeypatch):
+    """A model type outside `lora_forward.SUPPORTED` with eval.cells_per_batch > 1: one ConfigError that
+    names the setting to use, before any group (the 0-shot stacks included) is evaluated; `out` is left
+    as it was."""
+    from metasft.config import ConfigError
+    from metasft.eval import lora_forward
+    monkeypatch.setattr(lora_forward, "SUPPORTED", ("qwen2",))
+    root, data, models = setup
+    out = root / "unsupported"
+    with pytest.raises(ConfigError, match=r"'llama'; set eval.cells_per_batch: 1"):
+        P.run_eval(tiny_config(cells_per_batch=3), data, models, out,
+                   after_group=lambda g: pytest.fail(f"evaluated {g}"))
+    assert not out.exists()
 
 
 def test_stacked_acc_at_k_samples_what_one_group_at_a_time_samples(setup):

@@ -1,9 +1,9 @@
 """How far an evaluation has got and how long it has left: the eval stage's progress bar.
 
-`protocols._run_groups` works in units (a model's 0-shot evaluation of its tasks in one generation;
-a stack of a task's few-shot groups, or one group) made of pieces the engines report as they finish
-them: adaptation steps and evaluations (a stack's evaluation reports each decoding batch as its
-share of one). Each piece is sized before anything runs, from its token counts, in the seconds it
+`protocols._run_groups` works in units (a stack of a task's 0-shot groups or of its few-shot
+groups; one group alone, or a model's 0-shot evaluation of its tasks in one generation) made of
+pieces the engines report as they finish them: adaptation steps and evaluations (a stack's
+evaluation reports each decoding batch as its share of one). Each piece is sized before anything runs, from its token counts, in the seconds it
 would take at the prior rates below; the bar advances by those sizes, so it moves with every
 adaptation step and decoding batch rather than with every stored group.
 

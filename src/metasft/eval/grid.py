@@ -1,7 +1,8 @@
 """The grid engine (issue 10): several groups of one task adapt and evaluate together.
 
-A stack is up to `eval.cells_per_batch` few-shot groups of one task (any models, shot levels and
-seeds). Their adapters live in one `StackedLora`; each adaptation step draws each cell's own batch
+A stack is up to `eval.cells_per_batch` groups of one task: few-shot groups (any models, shot levels
+and seeds: `run_stack`), or 0-shot groups, one cell per model and no adaptation (`evaluate_stacked`,
+issue 22). Their adapters live in one `StackedLora`; each adaptation step draws each cell's own batch
 exactly as `adaptation.adapt` does for that group (same shot indices, same `Sampler` seed and order:
 the paired design is unchanged), runs forward and backward over all cells' rows (in passes of
 similar length, to cut padding), and one AdamW step over the stacked tensors. AdamW is elementwise, so one optimizer over (C, ...) tensors is C
@@ -121,19 +122,43 @@ def run_stack(ev: Evaluator, specs: list[ModelSpec], groups: list[Group], task: 
         seeds.append(stable_seed("batches", task.name, g.n_shots, g.seed))
     results: list[dict[int, StepResult]] = [{0: z} for z in zero_shots]
     record = set(recorded_steps(e.record_steps, e.adaptation_steps))
-    scorer = GridScorer(ev.peft, ev.tokenizer, task, rows_per_batch=e.batch_size, loss_module=ev.model.loss_module,
-                        backend=ev.backend)
+    scorer = _scorer(ev, task)
 
     def on_step(step: int) -> None:
         if progress is not None:
             progress("adaptation step", 1)
         if step in record:
-            scored = scorer.score(lora, samples=acc_k or 0, seed=acc_k_seed(task.name), temperature=ACC_K_TEMPERATURE,
-                                  on_batch=None if progress is None else lambda share: progress("evaluation", share))
-            for c, s in enumerate(scored):
-                results[c][step] = step_result(task, s.completions(), s.losses, s.ll_choice, s.samples, grader, acc_k)
+            for c, r in enumerate(_evaluate(scorer, lora, grader, acc_k, progress)):
+                results[c][step] = r
 
     ev.peft.train()
     adapt_stacked(ev.model.loss_module, lora, shots, steps=e.adaptation_steps, lr=e.adaptation_lr,
                   batch_size=e.adaptation_batch_size, seeds=seeds, pad_id=ev.model.pad_id, on_step=on_step)
     return [group_rows(g, results[c], shot_ids[c]) for c, g in enumerate(groups)]
+
+
+def evaluate_stacked(ev: Evaluator, specs: list[ModelSpec], task: TaskData, grader, acc_k: int | None = None,
+                     progress: Callable[[str, float], None] | None = None) -> list[StepResult]:
+    """`evaluator.evaluate_step` of each model of `specs` on `task` as it is (its 0-shot result), all
+    of them one stack of cells in shared batches; acc@k's samples seeded as the one-cell path's. The
+    evaluator's own adapter is not touched. `progress` hears of each decoding batch as its share of
+    the "evaluation"."""
+    states = [ev.state(spec) for spec in specs]  # read (or built) before the stack is made on the model
+    lora = StackedLora(ev.peft, len(specs))
+    for c, state in enumerate(states):
+        lora.load(c, state)
+    return _evaluate(_scorer(ev, task), lora, grader, acc_k, progress)
+
+
+def _scorer(ev: Evaluator, task: TaskData) -> GridScorer:
+    return GridScorer(ev.peft, ev.tokenizer, task, rows_per_batch=ev.cfg.eval.batch_size,
+                      loss_module=ev.model.loss_module, backend=ev.backend)
+
+
+def _evaluate(scorer: GridScorer, lora: StackedLora, grader, acc_k: int | None,
+              progress: Callable[[str, float], None] | None) -> list[StepResult]:
+    """Each cell of `lora` evaluated and graded on the scorer's task, as `evaluate_step` does one."""
+    task = scorer.task
+    scored = scorer.score(lora, samples=acc_k or 0, seed=acc_k_seed(task.name), temperature=ACC_K_TEMPERATURE,
+                          on_batch=None if progress is None else lambda share: progress("evaluation", share))
+    return [step_result(task, s.completions(), s.losses, s.ll_choice, s.samples, grader, acc_k) for s in scored]

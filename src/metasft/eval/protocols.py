@@ -9,10 +9,12 @@ A group's rows are written in one transaction with its `done` mark, so a rerun s
 (`metasft.eval.results`). The groups are split across shards (torchrun ranks, `metasft launch`
 workers: `metasft.eval.schedule.Shard`), each writing its own store and claiming each group before
 it evaluates it (`metasft.eval.claims`), so no group is evaluated twice; a group done in any store
-of the directory is skipped. A
-model's pending 0-shot groups are evaluated together (`evaluate_steps`): the questions of all tasks
-share generation batches, and each later few-shot group reuses that result as its step 0. With
-`eval.cells_per_batch` > 1 the few-shot groups of a task adapt and decode in stacks (`metasft.eval.grid`).
+of the directory is skipped. Each
+later few-shot group reuses its model's 0-shot result as its step 0. With `eval.cells_per_batch` 1 a
+model's pending 0-shot groups are evaluated together (`evaluate_steps`): the questions of all its
+tasks share generation batches. With `eval.cells_per_batch` > 1 a task's groups run in stacks
+(`metasft.eval.grid`): its 0-shot groups, one cell per model, decode together; its few-shot groups
+adapt and decode together.
 """
 from __future__ import annotations
 
@@ -22,11 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 from metasft.config import Config, ConfigError, save_config
-from metasft.eval.adaptation import run_group, step0, stored_zero_shot
+from metasft.eval.adaptation import group_rows, run_group, step0, stored_zero_shot
 from metasft.eval.claims import Claims
 from metasft.eval.eta import EvalProgress, adaptation_size, evaluation_size
-from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_step, evaluate_steps
-from metasft.eval.grid import run_stack
+from metasft.eval.evaluator import Evaluator, StepResult, device_for, evaluate_steps
+from metasft.eval.grid import evaluate_stacked, run_stack
 from metasft.eval.lora_forward import check_supported
 from metasft.eval.results import GRADING_KEY, ResultsStore, ResultsUnion, store_file, store_paths
 from metasft.eval.schedule import Group, Shard, enumerate_groups, recorded_steps, stacks
@@ -178,11 +180,11 @@ def unfinished_groups(cfg: Config, data_dir: Path, models: list[ModelSpec], out:
 def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry], specs: dict[tuple[str, str], ModelSpec],
                 todo: list[Group], store: ResultsStore, claims: Claims, after_group, acc_k, meta: dict,
                 recorded: Callable[[], None], *, bar_desc: str, show_bar: bool) -> list[Group]:
-    """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`) or a stack of
-    few-shot groups of one task (`grid.run_stack`), of the groups this worker claims and no store
-    holds; every group is stored as soon as it is finished, with `meta` (the settings) recorded in the
-    same transaction, then its claim released; `recorded()` runs after each store. Returns the groups
-    left to other workers (claimed by them)."""
+    """Each unit of `stacks(todo, eval.cells_per_batch)`: a group alone (`run_group`), or a stack of a
+    task's 0-shot groups (`grid.evaluate_stacked`) or few-shot groups (`grid.run_stack`), of the groups
+    this worker claims and no store holds; every group is stored as soon as it is finished, with
+    `meta` (the settings) recorded in the same transaction, then its claim released; `recorded()`
+    runs after each store. Returns the groups left to other workers (claimed by them)."""
     ev = Evaluator(cfg, device_for(cfg))
     if cfg.eval.cells_per_batch > 1:
         check_supported(ev.peft)
@@ -232,6 +234,17 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                             zero_shots[zkey] = zero_shot
             if not unit:
                 continue
+            if unit[0].n_shots == 0 and cfg.eval.cells_per_batch > 1:
+                # a task's 0-shot groups: one stack, a cell per model
+                pending = [g for g in unit if (g.model, g.task) not in zero_shots]
+                if pending:
+                    results = evaluate_stacked(ev, [specs[(g.model, g.task)] for g in pending], task(unit[0].task),
+                                               grader, acc_k, progress=progress.piece)
+                    for group, result in zip(pending, results):
+                        zero_shots[(group.model, group.task)] = result
+                for group in unit:
+                    store_group(group, *group_rows(group, {0: zero_shots[(group.model, group.task)]}, []))
+                continue
             for group in unit:
                 zkey = (group.model, group.task)
                 if zkey not in zero_shots and group.n_shots == 0:
@@ -244,17 +257,17 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
                     progress.piece("evaluation")
                     for name, result in zip(names, results):
                         zero_shots[(group.model, name)] = result
-            if len(unit) == 1 and (unit[0].n_shots == 0 or cfg.eval.cells_per_batch == 1):
+            if cfg.eval.cells_per_batch == 1:  # units of one group
                 group = unit[0]
                 zkey = (group.model, group.task)
                 store_group(group, *run_group(ev, specs[zkey], group, task(group.task), grader, zero_shots.get(zkey),
                                               acc_k=acc_k, progress=progress.piece))
                 continue
-            for group in unit:  # step 0 of each cell: its model's 0-shot result, computed once
-                zkey = (group.model, group.task)
-                if zkey not in zero_shots:
-                    ev.load(specs[zkey])
-                    zero_shots[zkey] = evaluate_step(ev, task(group.task), grader, acc_k)
+            # step 0 of each cell: its model's 0-shot result, computed once (a task without 0-shot groups)
+            missing = list(dict.fromkeys((g.model, g.task) for g in unit if (g.model, g.task) not in zero_shots))
+            if missing:
+                results = evaluate_stacked(ev, [specs[k] for k in missing], task(unit[0].task), grader, acc_k)
+                zero_shots.update(zip(missing, results))
             rows = run_stack(ev, [specs[(g.model, g.task)] for g in unit], unit, task(unit[0].task), grader,
                              [zero_shots[(g.model, g.task)] for g in unit], acc_k, progress=progress.piece)
             for group, (cells, preds) in zip(unit, rows):
@@ -265,14 +278,20 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
 
 def _plan_progress(cfg: Config, units: list[list[Group]], task, acc_k: int | None,
                    progress: EvalProgress) -> EvalProgress:
-    """Every unit's pieces, sized (metasft.eval.eta), in the order `_run_groups` meets them: a model's
-    first pending 0-shot group evaluates all its pending 0-shot tasks in one generation."""
+    """Every unit's pieces, sized (metasft.eval.eta), in the order `_run_groups` meets them: a stack
+    of a task's 0-shot groups is one evaluation of its cells; one group at a time, a model's first
+    pending 0-shot group evaluates all its pending 0-shot tasks in one generation."""
     e = cfg.eval
+    stacked = e.cells_per_batch > 1
     later = len([s for s in recorded_steps(e.record_steps, e.adaptation_steps) if s > 0])
     todo = [g for unit in units for g in unit]
     zero_done: set[str] = set()
     for unit in units:
         first = unit[0]
+        if first.n_shots == 0 and stacked:
+            size = evaluation_size([task(first.task)], len(unit), e.batch_size, acc_k, stacked=True)
+            progress.add(f"{first.task} 0-shot ({len(unit)} cells)", {"evaluation": ("grid", size, 1)})
+            continue
         if first.n_shots == 0:
             if first.model in zero_done:  # evaluated with its model's first
                 progress.add(f"{first.model} {first.task} 0-shot", {})
@@ -283,7 +302,6 @@ def _plan_progress(cfg: Config, units: list[list[Group]], task, acc_k: int | Non
             progress.add(f"{first.model} 0-shot on {len(names)} task(s)", {"evaluation": ("one", size, 1)})
             continue
         t = task(first.task)
-        stacked = e.cells_per_batch > 1
         step = adaptation_size(t, [g.n_shots for g in unit], e.adaptation_batch_size)
         evaluation = evaluation_size([t], len(unit), e.batch_size, acc_k, stacked=stacked)
         note = (f"{t.name} ({len(unit)} cells, {'/'.join(sorted({str(g.n_shots) for g in unit}, key=int))}-shot)"

@@ -2,7 +2,7 @@
 
 Work is split in groups (model, task, n_shots, seed), enumerated in a fixed order: 0-shot groups
 first, then few-shot ones. Shard k of n (a torchrun rank, a `metasft launch` worker) takes groups i
-with i % n == k; each shard stacks its own few-shot groups of a task for the grid engine (`stacks`,
+with i % n == k; each shard stacks its own groups of a task for the grid engine (`stacks`,
 eval.cells_per_batch).
 
 Paired design: shots and adaptation batches are drawn with seeds that depend only on (task,
@@ -63,18 +63,20 @@ class Shard:
 
 
 def stacks(groups: list[Group], cells_per_batch: int) -> list[list[Group]]:
-    """Units of work in the order of `groups`: each 0-shot group alone; few-shot groups of one task
-    in stacks of up to `cells_per_batch` (any models, shot levels and seeds), a task's stack starting
-    where its first group stands. With cells_per_batch 1, one group per unit as before."""
+    """Units of work in the order of `groups`: the groups of one task in stacks of up to
+    `cells_per_batch`, 0-shot groups (one per model) and few-shot ones (any models, shot levels and
+    seeds) apart, a stack starting where its first group stands. With cells_per_batch 1, one group
+    per unit as before."""
     units: list[list[Group]] = []
-    open_stack: dict[str, list[Group]] = {}
+    open_stack: dict[tuple[str, bool], list[Group]] = {}
     for g in groups:
-        if g.n_shots == 0 or cells_per_batch == 1:
+        if cells_per_batch == 1:
             units.append([g])
             continue
-        stack = open_stack.get(g.task)
+        key = (g.task, g.n_shots == 0)
+        stack = open_stack.get(key)
         if stack is None or len(stack) == cells_per_batch:
-            stack = open_stack[g.task] = []
+            stack = open_stack[key] = []
             units.append(stack)
         stack.append(g)
     return units
