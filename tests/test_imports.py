@@ -12,7 +12,7 @@ SRC = Path(metasft.__file__).parent
 
 # Lowest first. A module may import its own layer or one below; the longest matching prefix decides.
 LAYERS = [
-    ("metasft", "metasft.errors", "metasft.arms"),
+    ("metasft", "metasft.errors", "metasft.arms", "metasft.heap"),
     ("metasft.rundir", "metasft.manifests", "metasft.data.records", "metasft.answers", "metasft.progress"),
     ("metasft.data.sources", "metasft.data.cot", "metasft.data.formats", "metasft.data.tasks", "metasft.data.store",
      "metasft.data.stats"),

@@ -216,7 +216,7 @@ def test_stacked_samples_equal_each_cell_sampled_alone(setup, rows_per_batch):
 def test_adaptation_passes_keep_every_row_once_within_the_token_bound():
     """A stack's rows split into passes of at most PASS_TOKENS padded tokens (memory), every row once."""
     from metasft.train.batching import Example
-    drawn = [(c, Example(f"{c}-{i}", tuple(range(384 - 7 * i)), 10)) for c in range(6) for i in range(2)]
+    drawn = [(c, Example(f"{c}-{i}", tuple(range(200 - 7 * i)), 10)) for c in range(6) for i in range(2)]
     parts = GR._similar_lengths(drawn)
     assert sorted(e.id for p in parts for _, e in p) == sorted(e.id for _, e in drawn)
     assert all(len(p) * max(len(e.input_ids) for _, e in p) <= GR.PASS_TOKENS for p in parts)

@@ -41,6 +41,7 @@ from metasft.eval.lora_forward import KVCache, check_supported, forward, new_cac
 from metasft.eval.specs import EvalError
 from metasft.eval.stacked_lora import RowCells, StackedLora
 from metasft.eval.tasks import TaskData
+from metasft.heap import release_freed
 from metasft.train.batching import collate
 from metasft.train.loss import decoder_and_head
 
@@ -119,6 +120,7 @@ class GridScorer:
         order = sorted(range(q_all), key=lambda q: -len(self.prompts[q]))
         per_batch = max(1, self.rows_per_batch // n_cells)
         seeds = sample_seeds(seed, q_all, samples) if samples else []
+        release_freed()  # what the adaptation before left in the heap: not under this phase's own peak
         with eval_mode(self.lm):
             for start in range(0, q_all, per_batch):
                 self._batch(lora, order[start:start + per_batch], out, samples, seeds, temperature)
