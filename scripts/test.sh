@@ -6,7 +6,7 @@
 # experiment once for both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 . .venv/bin/activate
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest -q -n 2 --dist loadgroup "$@"
