@@ -448,10 +448,10 @@ def test_per_row_decoding_on_smollm2_matches_each_cell_alone(tmp_path):
     from metasft.config import Config, DataArgs, EvalArgs, ModelArgs, TrainerArgs
     data = write_data_dir(tmp_path / "data")
     cfg = Config(model=ModelArgs(partial_pretrain="smollm2-135m-instruct", lora_rank=8, lora_alpha=16),
-                 data=DataArgs(max_length=512), eval=EvalArgs(batch_size=16, max_new_tokens=24),
+                 data=DataArgs(max_length=512), eval=EvalArgs(batch_size=16, max_new_tokens=12),
                  trainer=TrainerArgs(device="cpu"))
     ev = E.Evaluator(cfg, torch.device("cpu"))
-    task = T.load_task(data, "arith", 24, ev.tokenizer, cfg)
+    task = T.load_task(data, "arith", 12, ev.tokenizer, cfg)  # 12 new tokens: half the decoding of 24
     cells = [(2, 0), (4, 1), (6, 2)]
     lora = StackedLora(ev.peft, len(cells))
     shots = [[task.shots[i] for i in G.shot_indices(task.name, n, s, len(task.shots))] for n, s in cells]
