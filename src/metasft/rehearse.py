@@ -33,7 +33,8 @@ EXAMPLES = 2            # support and query examples per meta-training task
 TEST_QUESTIONS = 4      # test questions per eval task
 SHOT_POOL = 8           # shots kept per eval task beyond its largest shot level (Baseline 2 trains on them)
 STEPS = 2               # training steps, and adaptation steps
-GENERATED = 24          # new tokens per answer (the real caps are checked, not generated)
+GENERATED = 8           # new tokens per answer: decoding, stopping and grading run (the real caps are checked
+                        # on the references, not generated); each token is a decoding step, the eval's cost
 MAX_LENGTH = 768        # tokens per training example: the longest MATH problems' prompts fit
 LONG_SHARE = 0.05       # warn when more than this share of reference solutions exceed the cap
 
@@ -237,7 +238,7 @@ def rehearsal_config(cfg: Config, meta: dict[str, int], pools: dict[str, int], t
                                query_batch_size=min(cfg.meta.query_batch_size, 2),
                                meta_batch_size=min(cfg.meta.meta_batch_size, len(tasks)),
                                min_inner_drop=0.0)  # two steps of a random tiny model say nothing of adaptation
-    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=1, test_freq=STEPS,
+    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=STEPS, test_freq=STEPS,
                                   micro_batch_size=min(cfg.trainer.micro_batch_size, 4), val_batch_size=2,
                                   device="cpu", bf16=False, loggers=["jsonl"], seeds=cfg.trainer.seeds[:1])
     steps = min(STEPS, cfg.eval.adaptation_steps)
