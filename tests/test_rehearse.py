@@ -8,7 +8,8 @@ import pytest
 
 from conftest import CONFIGS
 from metasft.cli import main
-from metasft.config import load_config
+from metasft.config import Variant, load_config, variant_config
+from metasft.matrix import pairs, plan_runs
 from metasft.rehearse import check, rehearsal_config
 from metasft.rundir import CONFIG_FILE, REPORT_DIR, REPORT_MD, RUNS_DIR, VERDICTS_FILE
 
@@ -83,6 +84,28 @@ def test_the_cut_keeps_the_structure(shared_data):
     assert [m.name for m in r.meta.tasks] == list(meta)
     assert not any("geometry_proof" in f for f in r.data.train_files)
     assert all(t.test_size == 4 and t.shots_max >= max(t.n_shots) for t in r.data.eval_tasks)
+    assert r.data.shortest and not cfg.data.shortest
+
+
+def test_the_cut_keeps_each_variants_k_and_the_matrix_runs(shared_data):
+    """The inner loop is cut to two steps; Exp 3's and Exp 4's own K stay; the runs the matrix trains
+    and the pairs it compares are the full config's (by name, one seed), also when a variant's K is
+    the cut's own."""
+    cfg = load_config(MATRIX, [f"data_root={shared_data}"])
+    meta = {t.name: 100 for t in cfg.data.tasks if t.source != "geometry3k"}
+    pools = {t.name: 500 for t in cfg.data.eval_tasks}
+    tests = {t.name: [object()] * 10 for t in cfg.data.eval_tasks}
+    k2 = Variant(name="k2", arm="fomaml", overrides={"meta.num_inner_steps": 2})
+    for full in (cfg, dataclasses.replace(cfg, variants=[*cfg.variants, k2])):
+        r = rehearsal_config(full, meta, pools, tests)
+        own = {v.name: v.overrides.get("meta.num_inner_steps") for v in full.variants}
+        assert r.meta.num_inner_steps == (4 if "k2" in own else 2) and full.meta.num_inner_steps == 5  # Exp 3 has 3
+        for v in r.variants:
+            assert variant_config(r, v).meta.num_inner_steps == (own[v.name] or r.meta.num_inner_steps)
+        one_seed = dataclasses.replace(full, trainer=dataclasses.replace(full.trainer, seeds=full.trainer.seeds[:1]))
+        names = [t.name for t in cfg.data.eval_tasks]
+        assert [(x.name, x.paired) for x in plan_runs(r, names)] == [(x.name, x.paired) for x in plan_runs(one_seed, names)]
+        assert pairs(r) == pairs(one_seed)
 
 
 @pytest.mark.parametrize("config", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")))

@@ -194,6 +194,9 @@ class DataArgs:
     # share of the held-out part kept for checkpoint selection
     val_ratio: float = field(default=0.1, metadata=DATA_KEY)
     val_max_samples: int = field(default=64, metadata=DATA_KEY)
+    # every split, test set and shot pool takes its task's shortest records (characters) instead of a seeded
+    # draw: a rehearsal's choice (metasft.rehearse), whose cost is its examples' tokens
+    shortest: bool = field(default=False, metadata=DATA_KEY)
     template: str = field(default="en", metadata=DATA_KEY)            # en | zh (the design's Chinese prompt)
     use_chat_template: bool = field(default=True, metadata=TOKENS_KEY)
     cot: CotArgs = field(default_factory=CotArgs)

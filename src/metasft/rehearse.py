@@ -5,7 +5,9 @@ The rehearsal keeps the config's *structure*: every arm and matrix variant, ever
 evaluation task with its source, split, levels and template, every shot level, the per-task generation
 lengths' structure, checkpoint selection and the report. It cuts the *size*: the tiny model
 (`tiny-llama`, a 2-layer Llama: every configured model here is of the Llama family), a few examples
-per split, two training and adaptation steps, one training and one evaluation seed, short generations.
+per split, each split's shortest (`data.shortest`: the cost is their tokens, each scored over the
+tokenizer's whole vocabulary), two training and adaptation steps, at most two inner steps (a variant's
+own K kept), one training and one evaluation seed, short generations.
 
 Before running it reads what would fail or mislead at full size (`check`): a source that cannot load
 (its tasks are left out of the rehearsal and named), a shot pool smaller than a task's largest shot
@@ -31,7 +33,8 @@ EXAMPLES = 2            # support and query examples per meta-training task
 TEST_QUESTIONS = 4      # test questions per eval task
 SHOT_POOL = 8           # shots kept per eval task beyond its largest shot level (Baseline 2 trains on them)
 STEPS = 2               # training steps, and adaptation steps
-GENERATED = 24          # new tokens per answer (the real caps are checked, not generated)
+GENERATED = 8           # new tokens per answer: decoding, stopping and grading run (the real caps are checked
+                        # on the references, not generated); each token is a decoding step, the eval's cost
 MAX_LENGTH = 768        # tokens per training example: the longest MATH problems' prompts fit
 LONG_SHARE = 0.05       # warn when more than this share of reference solutions exceed the cap
 
@@ -186,6 +189,17 @@ def check(cfg: Config, gpu: str = "h100") -> tuple[Config, list[Finding]]:
 
 
 # ----------------------------------------------------------------------------------------- the cut
+def _inner_steps(cfg: Config) -> int:
+    """meta.num_inner_steps cut to STEPS (the inner loop and the adapted validation cost K passes each),
+    but never onto a K a variant sets itself: a variant's budget must stay matched to the primary run's,
+    or not, as at full size (metasft.matrix pairs them by it). A variant's own K stays as it is."""
+    k = cfg.meta.num_inner_steps
+    theirs = {v.overrides.get("meta.num_inner_steps") for v in cfg.variants}
+    if k in theirs:
+        return k
+    return next(n for n in range(min(k, STEPS), k + 1) if n == k or n not in theirs)
+
+
 def rehearsal_config(cfg: Config, meta: dict[str, int], pools: dict[str, int], tests: dict[str, list]) -> Config:
     """`cfg` with its structure and the size of a rehearsal: only the tasks whose sources loaded
     (`meta`: records per meta task; `pools`, `tests`: per eval task)."""
@@ -211,18 +225,20 @@ def rehearsal_config(cfg: Config, meta: dict[str, int], pools: dict[str, int], t
     kept = {t.name for t in tasks}
     meta_tasks = [m for m in cfg.meta.tasks if m.name in kept]
     dropped_files = {pooled_file(t.name) for t in cfg.data.tasks if t.name not in kept}
-    data = dataclasses.replace(cfg.data, tasks=tasks, eval_tasks=eval_tasks, max_length=min(cfg.data.max_length, MAX_LENGTH),
-                               train_files=[f for f in cfg.data.train_files if f not in dropped_files], val_max_samples=min(cfg.data.val_max_samples, 2),
+    data = dataclasses.replace(cfg.data, tasks=tasks, eval_tasks=eval_tasks, shortest=True,
+                               max_length=min(cfg.data.max_length, MAX_LENGTH),
+                               train_files=[f for f in cfg.data.train_files if f not in dropped_files], val_max_samples=min(cfg.data.val_max_samples, 1),
                                train_batch_size=min(cfg.data.train_batch_size, 4),
                                total_samples=None if cfg.data.total_samples is None else min(cfg.data.total_samples, 16))
     model = dataclasses.replace(cfg.model, partial_pretrain=TINY, use_fsdp=False, dtype="float32",
                                 gradient_checkpointing=False, lora_rank=min(cfg.model.lora_rank, 8),
                                 lora_alpha=min(cfg.model.lora_alpha, 16))
-    meta = dataclasses.replace(cfg.meta, tasks=meta_tasks, inner_batch_size=min(cfg.meta.inner_batch_size, 2),
+    meta = dataclasses.replace(cfg.meta, tasks=meta_tasks, num_inner_steps=_inner_steps(cfg),
+                               inner_batch_size=min(cfg.meta.inner_batch_size, 2),
                                query_batch_size=min(cfg.meta.query_batch_size, 2),
                                meta_batch_size=min(cfg.meta.meta_batch_size, len(tasks)),
                                min_inner_drop=0.0)  # two steps of a random tiny model say nothing of adaptation
-    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=1, test_freq=STEPS,
+    trainer = dataclasses.replace(cfg.trainer, total_steps=STEPS, total_epochs=1, save_freq=STEPS, test_freq=STEPS,
                                   micro_batch_size=min(cfg.trainer.micro_batch_size, 4), val_batch_size=2,
                                   device="cpu", bf16=False, loggers=["jsonl"], seeds=cfg.trainer.seeds[:1])
     steps = min(STEPS, cfg.eval.adaptation_steps)

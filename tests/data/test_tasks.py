@@ -43,6 +43,33 @@ def test_split_is_seeded():
     assert a == b and a != c
 
 
+def test_shortest_takes_each_levels_shortest_records_in_split_order():
+    """data.shortest (the rehearsal's): support gets each level's shortest records, then query, then val;
+    the level mix is the seeded split's; `sample` keeps the k shortest. Lengths drawn at random, the
+    expected parts found by sorting each level by hand."""
+    import random
+    rng = random.Random(7)
+    records = [Record(id=f"r{i:04d}", problem="p" * rng.randint(1, 400), solution="s" * rng.randint(1, 400),
+                      answer="1", domain="algebra", subject="algebra", source="test", level=1 + i % 3,
+                      choices=("c" * rng.randint(0, 50),)) for i in range(90)]
+    sizes = {"support": 9, "query": 12, "val": 6, "held_out": 63}
+    parts = T.stratified_split(records, sizes, seed=0, shortest=True)
+    seeded = T.stratified_split(records, sizes, seed=0)
+    for level in (1, 2, 3):
+        by_length = sorted((r for r in records if r.level == level),
+                           key=lambda r: (len(r.problem) + len(r.choices[0]) + len(r.solution), r.id))
+        taken = 0
+        for name in sizes:
+            mine = sorted(r.id for r in parts[name] if r.level == level)
+            assert len(mine) == sum(r.level == level for r in seeded[name])  # the same level mix
+            assert mine == sorted(r.id for r in by_length[taken:taken + len(mine)]), (name, level)
+            taken += len(mine)
+    lengths = sorted(len(r.problem) + len(r.choices[0]) + len(r.solution) for r in records)
+    short = T.sample(records, 5, seed=0, shortest=True)
+    assert sorted(len(r.problem) + len(r.choices[0]) + len(r.solution) for r in short) == lengths[:5]
+    assert [r.id for r in short] == sorted(r.id for r in short)
+
+
 def test_counts_win_over_ratios_and_too_small_task_is_an_error():
     assert T.split_sizes(100, task="t", support_ratio=0.2, query_ratio=0.3, val_ratio=0, val_max=0,
                          support_max=5, query_max=7) == {"support": 5, "query": 7, "val": 0, "held_out": 88}

@@ -97,7 +97,7 @@ def build_meta_tasks(cfg: Config, load: _Loader, dedup: T.Dedup) -> dict[str, di
                             "run records the shortfall", spec.name, scale, want, extra)
             sizes = {"support": sizes["support"], "query": sizes["query"], "val": sizes["val"], "extra": extra,
                      T.HELD_OUT: sizes[T.HELD_OUT] - extra}
-        out[spec.name] = T.stratified_split(records, sizes, seed=cfg.seed + i)
+        out[spec.name] = T.stratified_split(records, sizes, seed=cfg.seed + i, shortest=d.shortest)
     return out
 
 
@@ -113,13 +113,14 @@ def build_eval_task(spec: EvalTask, cfg: Config, load: _Loader, dedup: T.Dedup, 
     if spec.test_size > len(candidates):
         log.warning("eval task %r: test_size %d > %d available items; using all", spec.name,
                     spec.test_size, len(candidates))
-    test = T.sample(candidates, min(spec.test_size, len(candidates)), seed=cfg.seed + 1000 + index)
+    test = T.sample(candidates, min(spec.test_size, len(candidates)), seed=cfg.seed + 1000 + index,
+                    shortest=cfg.data.shortest)
     test = dedup.keep_new(test, "unused")  # remembered so shots and later tasks avoid them
     pool = T.select(load(spec.source, spec.shots_split, spec.size), task=spec.name, source=spec.source,
                     subjects=subjects, levels=levels)
     pool = dedup.keep_new(pool, f"eval_{spec.name}_shot_seen_elsewhere")
     if spec.shots_max is not None and len(pool) > spec.shots_max:
-        pool = T.sample(pool, spec.shots_max, seed=cfg.seed + 2000 + index)
+        pool = T.sample(pool, spec.shots_max, seed=cfg.seed + 2000 + index, shortest=cfg.data.shortest)
     need = max(spec.n_shots, default=0)
     if need > len(pool):
         raise DataError(f"eval task {spec.name!r}: n_shots {need} is larger than the pool of {len(pool)} "

@@ -122,19 +122,24 @@ def _level_key(r: Record) -> int:
     return r.level if r.level is not None else 0
 
 
-def stratified_split(records: list[Record], sizes: dict[str, int], seed: int) -> dict[str, list[Record]]:
+def stratified_split(records: list[Record], sizes: dict[str, int], seed: int,
+                     shortest: bool = False) -> dict[str, list[Record]]:
     """Split `records` into named parts of the given sizes, stratified by level; seeded.
 
     `sizes` maps split name -> count and must add up to len(records). Every level's count in every
     split is its exact proportional share rounded up or down (controlled rounding), so each split's
-    level mix matches the task's within one example.
+    level mix matches the task's within one example. `shortest`: within a level the parts take the
+    shortest records first (`chars`), in the order of `sizes`, instead of a seeded shuffle.
     """
     strata: dict[int, list[Record]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.id):
         strata[_level_key(r)].append(r)
     rng = random.Random(seed)
     for key in sorted(strata):
-        rng.shuffle(strata[key])
+        if shortest:
+            strata[key].sort(key=chars)  # stable: ties stay in id order
+        else:
+            rng.shuffle(strata[key])
     levels = sorted(strata)
     alloc = controlled_rounding([len(strata[k]) for k in levels], list(sizes.values()))
     out = {}
@@ -200,10 +205,18 @@ def split_sizes(n: int, *, task: str, support_ratio: float, query_ratio: float, 
     return {"support": support, "query": query, "val": val, HELD_OUT: held_out - val}
 
 
-def sample(records: list[Record], k: int, seed: int) -> list[Record]:
-    """`k` records drawn without replacement, seeded, in a stable order."""
+def sample(records: list[Record], k: int, seed: int, shortest: bool = False) -> list[Record]:
+    """`k` records drawn without replacement, seeded, in a stable order; `shortest`: the `k` shortest
+    (`chars`, ties by id) instead of a draw."""
     ordered = sorted(records, key=lambda r: r.id)
-    return sorted(random.Random(seed).sample(ordered, k), key=lambda r: r.id)
+    chosen = sorted(ordered, key=chars)[:k] if shortest else random.Random(seed).sample(ordered, k)
+    return sorted(chosen, key=lambda r: r.id)
+
+
+def chars(r: Record) -> int:
+    """A record's length in characters (problem, choices, solution): what its training examples' tokens
+    grow with."""
+    return len(r.problem) + sum(map(len, r.choices)) + len(r.solution)
 
 
 def level_counts(records: list[Record]) -> dict[str, int]:
