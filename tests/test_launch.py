@@ -15,7 +15,7 @@ from metasft.config import Config, load_config
 from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
 from metasft.launch import ClusterArgs, LaunchError, _submit, launch_experiment
 from metasft.pipeline import Stage, Study
-from metasft.rundir import DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_MD, SIMILARITY_FILE
+from metasft.rundir import DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_HTML, REPORT_MD, SIMILARITY_FILE
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 
@@ -53,7 +53,7 @@ def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, t
 
     capsys.readouterr()
     assert main(["launch", TINY, "--out", str(out), "--backend", "local", "--workers", "2"]) == 0
-    assert capsys.readouterr().out.startswith(f"{out / REPORT_DIR / REPORT_MD}\n")
+    assert capsys.readouterr().out.startswith(f"report: {out / REPORT_DIR / REPORT_HTML}\n")  # as `run` ends
     after = finished_at(out / EVAL_DIR)
     assert {k: after[k] for k in before} == before  # no finished group was redone
     assert [p.name for p in store_paths(out / EVAL_DIR)] == ["results.shard-0.sqlite", "results.shard-1.sqlite"]
