@@ -70,7 +70,7 @@ class Bar:
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(n)
-        elif self._fraction() >= self._next_plain - 1e-9 and self.n < self.total:
+        elif self._fraction() >= self._next_plain - 1e-9 and not self._at_total():
             self._plain()
             self._next_plain = (math.floor(self._fraction() / PLAIN_STEP + 1e-9) + 1) * PLAIN_STEP
 
@@ -89,7 +89,7 @@ class Bar:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif self.n >= self.total > 0:
+        elif self.total > 0 and self._at_total():
             self._plain()
         self._stack.close()
 
@@ -102,6 +102,10 @@ class Bar:
     # ------------------------------------------------------------------------ text
     def _fraction(self) -> float:
         return self.n / self.total if self.total else 1.0
+
+    def _at_total(self) -> bool:
+        """At the total, up to floating-point rounding (ten updates of 0.1 sum to just under 1.0)."""
+        return self.n >= self.total * (1 - 1e-9)
 
     def left(self) -> float | None:
         """Seconds left: `remaining()`, or the mean rate since the bar opened (None before any progress)."""
@@ -124,7 +128,7 @@ class Bar:
     def _plain(self) -> None:
         elapsed = time.monotonic() - self._t0
         counts = f" ({_count(self.n)}/{_count(self.total)} {self.unit})" if self.unit else ""
-        if self.n >= self.total:
+        if self._at_total():
             when = f"done in {clock(elapsed)}"
         else:
             left = self.left()
