@@ -345,7 +345,7 @@ def test_failed_eval_then_corrected_rerun_succeeds(tmp_path, shared):
     (run / ADAPTER_DIR / "adapter_model.safetensors").write_bytes(b"garbage")
     out = tmp_path / EVAL_DIR
     argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]",
-            "eval.adaptation_steps=1", "eval.record_steps=[0,1]"]
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", "eval.max_new_tokens=8"]
     assert main(argv + ["eval.models=[base]"]) == 0  # an evaluation directory with results already
     before = snapshot(out)
     assert main(argv + [f"eval.models=[base,{run}]"]) == 2
@@ -375,7 +375,8 @@ def test_failed_eval_into_a_new_directory_keeps_the_groups_it_stored(tmp_path, s
     monkeypatch.setattr(ResultsStore, "write_group", full_disk)
     out = tmp_path / "new" / EVAL_DIR
     argv = ["eval", str(EXP), "--out", str(out), "--data", str(shared / D), "eval.seeds=[0]", "eval.cells_per_batch=1",
-            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", f"eval.models=[base,{shared / R}]"]
+            "eval.adaptation_steps=1", "eval.record_steps=[0,1]", "eval.max_new_tokens=8",
+            f"eval.models=[base,{shared / R}]"]
     assert main(argv) == 2
     assert "No space left on device" in capsys.readouterr().err
     with sqlite3.connect(out / RESULTS_FILE) as db:

@@ -508,19 +508,20 @@ def test_a_data_build_replaced_by_hand_is_not_resumed_on(exp, capsys):
 
 
 def test_training_seeds_add_runs_and_widen_the_intervals(exp):
-    """The finished tiny experiment rerun with trainer.seeds [0, 1, 2]: the first runs are kept (same
-    fingerprint), two more per trained arm are trained, and the verdicts pair the three by seed and
-    count them (issue 19: intervals that include the spread between training runs)."""
+    """The finished tiny experiment rerun with trainer.seeds [0, 1]: the first runs are kept (same
+    fingerprint), one more per trained arm is trained, and the verdicts pair the two by seed and
+    count them (issue 19: intervals that include the spread between training runs). Seeds [0, 1, 2]
+    name and pair their runs alike (test_matrix.py, planned without training)."""
     stages = manifest(exp)["stages"]
     before = json.loads((exp / REPORT_DIR / VERDICTS_FILE).read_text())
-    assert main(["run", TINY, "--out", str(exp), "--force", "trainer.seeds=[0, 1, 2]"]) == 0
+    assert main(["run", TINY, "--out", str(exp), "--force", "trainer.seeds=[0, 1]"]) == 0
     now = manifest(exp)["stages"]
     assert now["train/fomaml"] == stages["train/fomaml"] and now["train/sft_mixed"] == stages["train/sft_mixed"]
-    for run in ("fomaml_seed1", "fomaml_seed2", "sft_mixed_seed1", "sft_mixed_seed2"):
+    for run in ("fomaml_seed1", "sft_mixed_seed1"):
         assert now[f"train/{run}"]["status"] == "finished" and (exp / RUNS_DIR / run / ADAPTER_DIR).is_dir()
     after = json.loads((exp / REPORT_DIR / VERDICTS_FILE).read_text())
     c5 = next(v for v in after if v["label"] == "C5 (loss)")
-    assert all(t["training_runs"] == 3 for t in c5["evidence"]["per_task"].values())
+    assert all(t["training_runs"] == 2 for t in c5["evidence"]["per_task"].values())
     one = next(v for v in before if v["label"] == "C5 (loss)")
     assert c5["ci_hi"] - c5["ci_lo"] != one["ci_hi"] - one["ci_lo"]
     assert "trained once" not in (exp / REPORT_DIR / REPORT_MD).read_text()
