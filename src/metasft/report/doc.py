@@ -201,7 +201,7 @@ figure { margin: 0.8em 0 1.4em; }
 figcaption { font-size: 0.85em; color: #444; margin-top: 0.3em; }
 table.summary { font-size: 0.85em; width: 100%; }
 table.summary td, table.summary th { padding: 2px 6px; }
-table.summary td:nth-child(n+3) { white-space: nowrap; }
+table.summary td:nth-child(4), table.summary td:nth-child(5) { white-space: nowrap; }  /* status, estimate; the claim and its rule wrap */
 .badge { font-weight: bold; padding: 1px 7px; border-radius: 3px; white-space: nowrap; color: #fff; }
 .badge.met { background: #1a7f37; }
 .badge.not-met { background: #c62828; }
