@@ -28,6 +28,7 @@ from metasft.eval.claims import CLAIMS_DIR
 from metasft.eval.results import readable_store, store_files, store_paths
 from metasft.eval.schedule import Shard, count_groups
 from metasft.fingerprint import changes, data_files_digest, digest, plan
+from metasft.heap import release_freed
 from metasft.manifests import (Budget, BudgetCheck, DataManifest, ExperimentManifest, Fingerprint, Provenance,
                                StageRecord, TrainManifest, has_record, manifest_path, read_manifest, started_record,
                                write_manifest)
@@ -327,4 +328,5 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
             if stage.check is not None:
                 stage.check()
             records.finish(stage.name, time.time() - t0)
+            release_freed()  # the stage's freed memory, not under the next stage's peak (one process)
     return study.out
