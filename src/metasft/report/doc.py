@@ -199,8 +199,8 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.15em; margin-top: 1.6em; }
 h1 + h2 { margin-top: 0.4em; }
 figure { margin: 0.8em 0 1.4em; }
 figcaption { font-size: 0.85em; color: #444; margin-top: 0.3em; }
-table.summary { font-size: 0.85em; width: 100%; }
-table.summary td, table.summary th { padding: 2px 6px; }
+table.summary { font-size: 0.78em; width: 100%; line-height: 1.15; }
+table.summary td, table.summary th { padding: 2px 5px; }
 table.summary td:nth-child(4), table.summary td:nth-child(5) { white-space: nowrap; }  /* status, estimate; the claim and its rule wrap */
 .badge { font-weight: bold; padding: 1px 7px; border-radius: 3px; white-space: nowrap; color: #fff; }
 .badge.met { background: #1a7f37; }
