@@ -92,7 +92,7 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from metasft.config import load_config
+    from metasft.config import eval_dtype, load_config
     from metasft.data.build import build_data
     from metasft.eval import adaptation as A
     from metasft.eval import grid_eval
@@ -108,7 +108,7 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
     info = build_data(cfg, tmp / "data").eval_tasks
-    ev = Evaluator(cfg, torch.device("cpu"))
+    ev = Evaluator(cfg, torch.device("cpu"), eval_dtype(cfg))
 
     # three models: the fresh LoRA and two random adapters saved as PEFT directories
     models = [ModelSpec("base")]

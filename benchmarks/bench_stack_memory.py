@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from metasft.config import load_config
+from metasft.config import eval_dtype, load_config
 from metasft.eval.evaluator import Evaluator, device_for
 from metasft.eval.grid import adapt_stacked
 from metasft.eval.grid_eval import GridScorer
@@ -72,7 +72,7 @@ def main() -> None:
     phases = Phases()
     cfg = load_config(args.config, args.overrides)
     e = cfg.eval
-    ev = Evaluator(cfg, device_for(cfg))
+    ev = Evaluator(cfg, device_for(cfg), eval_dtype(cfg))
     max_new = next(t.max_new_tokens for t in cfg.data.eval_tasks if t.name == args.task)
     task = load_task(args.data, args.task, max_new, ev.tokenizer, cfg)
     cells = [(spec, seed) for m in ARMS for spec in parse_model_specs([f"{m}={args.runs / m}"]) for seed in e.seeds]

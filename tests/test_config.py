@@ -101,6 +101,7 @@ def test_overrides_types_and_list_indices(tmp_path):
     ("", ["nosuch=1"], r"unknown key"),
     ("", ["data.truncation=middle"], r"data\.truncation"),
     ("", ["eval.cells_per_batch=0"], r"eval\.cells_per_batch must be >= 1"),
+    ("", ["eval.dtype=float16"], r"eval\.dtype must be float32, bfloat16, auto or null"),
     ("- a\n- b\n", [], "mapping"),
     ("data:\n  eval_tasks:\n    - {name: s, source: embedded, level: 5, levels: [1]}\n", [],
      r"data\.eval_tasks\[s\]: give level or levels, not both"),
@@ -176,3 +177,18 @@ def test_a_hash_in_an_override_value_is_kept_unless_quoted_yaml_says_otherwise()
 
 def test_a_unicode_name_with_spaces_is_a_name():
     assert load_config(None, ["name=数学 实验 #2"]).name == "数学 实验 #2"
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, want", [(True, False, "bfloat16"), (False, True, "bfloat16"),
+                                                    (False, False, "float32")])
+def test_eval_dtype_auto_resolves_to_what_the_cpu_multiplies_natively(monkeypatch, tmp_path, amx, avx512_bf16, want):
+    """eval.dtype auto is resolved when the config loads (so the eval stage's fingerprint and the saved
+    config hold the dtype the run used): bfloat16 only on a CPU with bf16 matmul units."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    cfg = load_config(None, ["eval.dtype=auto", "trainer.device=cpu"])
+    assert cfg.eval.dtype == want
+    save_config(cfg, tmp_path / CONFIG_FILE)
+    assert load_config(tmp_path / CONFIG_FILE).eval.dtype == want

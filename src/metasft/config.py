@@ -269,6 +269,11 @@ class EvalArgs:
     record_steps: list[int] = field(metadata=EVAL_KEY, default_factory=lambda: [0, 10, 25, 50, 100])
     batch_size: int = field(default=16, metadata=NO_STAGE)            # generation
     max_new_tokens: int = field(default=256, metadata=EVAL_KEY)
+    # the base weights while evaluating: float32 | bfloat16 | auto | null (model.dtype). The adapters
+    # stay float32 (their deltas computed in this dtype); bfloat16 halves the KV cache and, on a CPU
+    # with bf16 matmul units (AMX, AVX512-BF16), runs the matmuls 3-7x faster (BENCHMARKS.md). auto is
+    # resolved when the config loads: bfloat16 where the device has such units, else float32
+    dtype: str | None = field(default=None, metadata=EVAL_KEY)
     target_acc: float = field(default=0.7, metadata=REPORT_KEY)
     grade_timeout_s: float = field(default=5.0, metadata=NO_STAGE)
     similarity_batches: int = field(default=4, metadata=used_by("similarity"))
@@ -390,6 +395,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             value = _override_value(key, text)
         _set_dotted(raw, key, value, f"command-line override {item!r}")
     cfg = _build(Config, raw, "", origin)
+    if cfg.eval.dtype == "auto":
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, dtype=native_half(cfg.trainer.device)))
     try:
         validate(cfg)
     except ConfigError as e:
@@ -670,6 +677,8 @@ def validate(cfg: Config) -> None:
     need(cfg.meta.inner_drop_steps >= 1, f"meta.inner_drop_steps must be >= 1, got {cfg.meta.inner_drop_steps}")
     need(cfg.data.budget in ("matched", "unique"), f"data.budget must be matched or unique, got {cfg.data.budget!r}")
     need(cfg.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {cfg.model.dtype!r}")
+    need(cfg.eval.dtype in (None, "float32", "bfloat16"),
+         f"eval.dtype must be float32, bfloat16, auto or null (model.dtype), got {cfg.eval.dtype!r}")
     need(cfg.trainer.device in ("auto", "cpu", "cuda"), f"trainer.device must be auto, cpu or cuda, got {cfg.trainer.device!r}")
     need(cfg.eval.grading in GRADINGS, f"eval.grading must be one of {GRADINGS}, got {cfg.eval.grading!r}")
     for key in ("support_ratio", "query_ratio", "val_ratio"):
@@ -824,6 +833,23 @@ def _integers(tree, prefix: str = ""):
             yield key, v
         else:
             yield from _integers(v, key + ".")
+
+
+def native_half(device: str) -> str:
+    """eval.dtype auto: bfloat16 where `device` (trainer.device) multiplies in bfloat16 natively (a
+    CUDA GPU that supports it; a CPU with AMX or AVX512-BF16), else float32 (elsewhere bfloat16 matmuls
+    are emulated, slower than float32)."""
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return "bfloat16" if any(probe is not None and probe() for probe in probes) else "float32"
+
+
+def eval_dtype(cfg: Config) -> str:
+    """The base weights' dtype in the eval stage: eval.dtype, else model.dtype."""
+    return cfg.eval.dtype or cfg.model.dtype
 
 
 def meta_tasks(cfg: Config) -> list[MetaTask]:

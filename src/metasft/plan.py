@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metasft import arms
-from metasft.config import Config, ConfigError, ModelArgs, load_fields, meta_tasks
+from metasft.config import Config, ConfigError, ModelArgs, eval_dtype, load_fields, meta_tasks
 from metasft.errors import MetasftError
 
 
@@ -362,9 +362,10 @@ class _Planner:
         s = self.shape
         return Memory(s.params * s.weight_bytes, 4 * s.lora * adapter_copies, activations, kv_cache)
 
-    def _kv_cache(self, batch: int, length: int) -> float:
+    def _kv_cache(self, batch: int, length: int, value_bytes: int | None = None) -> float:
+        """Keys and values of `batch` rows of `length` slots, in the base weights' dtype (or `value_bytes`)."""
         s = self.shape
-        return 2 * s.layers * s.kv * length * batch * s.weight_bytes
+        return 2 * s.layers * s.kv * length * batch * (value_bytes or s.weight_bytes)
 
     # -------------------------------------------------------------------- stages
     def data(self) -> Stage:
@@ -485,7 +486,7 @@ class _Planner:
                 else:
                     self._stack_evaluation(w, t, len(unit))
         return Stage("eval", w, self._eval_memory(specs, tasks, groups), parallel=True,
-                     half=cfg.model.dtype == "bfloat16")  # the evaluator has no autocast (trainer.bf16)
+                     half=eval_dtype(cfg) == "bfloat16")  # the evaluator has no autocast (trainer.bf16)
 
     def _eval_memory(self, specs, tasks: dict, groups) -> Memory:
         """The evaluator's peak, phase by phase as the engines run (protocols, grid, grid_eval): a stack's
@@ -499,9 +500,10 @@ class _Planner:
         from metasft.eval.schedule import stacks
 
         cfg, e, s = self.cfg, self.cfg.eval, self.shape
-        half = cfg.model.dtype == "bfloat16"
+        half = eval_dtype(cfg) == "bfloat16"                 # the evaluator's base weights (eval.dtype)
+        value_bytes = 2 if half else 4
         logit = 4 * s.vocab                                  # one position's float32 logits
-        merged = 0 if half else s.body * s.weight_bytes     # LoraMerger's copy of the adapted projections
+        merged = 0 if half else s.body * value_bytes         # LoraMerger's copy of the adapted projections
 
         def length(t) -> float:                              # a prompt and its answer, in cache slots
             return _tokens(t.source).prompt + min(t.max_new_tokens, e.max_new_tokens)
@@ -510,14 +512,14 @@ class _Planner:
             """HFBackend's generation (DynamicCache grows by concatenation: two copies at a step) and the
             reference losses of a micro-batch (logits and the cross-entropy's log-softmax)."""
             rows = min(e.batch_size, sum(t.test_size for t in ts))
-            kv = 2 * self._kv_cache(rows, round(max(length(t) for t in ts)))
+            kv = 2 * self._kv_cache(rows, round(max(length(t) for t in ts)), value_bytes)
             ref = max(min(e.batch_size, t.test_size) * _tokens(t.source).response for t in ts) * 2 * logit
             return merged + max(kv, ref)
 
         def stack(t, cells: int) -> float:
             """A stack's decoding batch: its KV cache and last logits, and the reference logits' chunks."""
             decoding = min(e.batch_size // cells * cells, cells * t.test_size)
-            return self._kv_cache(decoding, round(length(t))) + decoding * logit + 2 * LOGIT_CHUNK * logit
+            return self._kv_cache(decoding, round(length(t)), value_bytes) + decoding * logit + 2 * LOGIT_CHUNK * logit
 
         copies = 4 * 4 * s.lora                              # LoRA, its gradient, AdamW's two moments (float32)
         adapter, adapting, generating = copies, 0.0, 0.0
@@ -540,7 +542,7 @@ class _Planner:
             adapter = max(adapter, copies * cells)
             adapting = max(adapting, self._pass(min(PASS_TOKENS, rows * ex.tokens), ex, half))
             generating = max(generating, stack(t, cells))
-        return Memory(s.params * s.weight_bytes, adapter, adapting, generating)
+        return Memory(s.params * value_bytes, adapter, adapting, generating)
 
     def _pass(self, tokens: float, ex: Size, half: bool) -> float:
         """Bytes a forward keeps for its backward over `tokens` tokens of examples like `ex`, its scored

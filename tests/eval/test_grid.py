@@ -78,6 +78,33 @@ def test_stacked_lora_delta_against_plain_matmuls(setup, cells):
         torch.testing.assert_close(got[r], want, rtol=1e-5, atol=1e-5)
 
 
+def test_stacked_lora_delta_on_a_bfloat16_base_trains_the_float32_factors(setup):
+    """On a bfloat16 base (eval.dtype) the delta comes back in bfloat16, within bfloat16 rounding of
+    the float32 product, and the gradients reach the float32 factors as plain float32 autograd gives
+    them (within bfloat16 rounding)."""
+    ev = E.Evaluator(tiny_config(), torch.device("cpu"))
+    lora = StackedLora(ev.peft, 2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in lora.params:
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(4, 3, lora.A[0].shape[-1], generator=g)
+    base = torch.randn(4, 3, lora.B[0].shape[1], generator=g)
+    cells = [0, 0, 1, 1]
+    lora._rows = RowCells.of(torch.tensor(cells))
+    got = lora.add_delta(0, x.bfloat16(), base.bfloat16())
+    assert got.dtype == torch.bfloat16
+    got.float().sum().backward()
+    A = lora.A[0].detach().clone().requires_grad_(True)
+    B = lora.B[0].detach().clone().requires_grad_(True)
+    want = torch.stack([base[r] + lora.scales[0] * (x[r] @ A[c].T @ B[c].T) for r, c in enumerate(cells)])
+    want.sum().backward()
+    torch.testing.assert_close(got.float(), want.detach(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    assert lora.A[0].grad.dtype == torch.float32 and lora.B[0].grad.dtype == torch.float32
+    for mine, plain in ((lora.A[0].grad, A.grad), (lora.B[0].grad, B.grad)):
+        torch.testing.assert_close(mine, plain, rtol=3e-2, atol=3e-2 * plain.abs().max().item())
+
+
 @pytest.mark.floors
 @pytest.mark.parametrize("passes", ["by length", "one row each"])
 def test_stacked_adaptation_equals_one_at_a_time(setup, passes, monkeypatch):
@@ -502,10 +529,10 @@ def test_rows_placed_side_by_side_decode_as_in_their_own_caches():
 
 
 def test_grid_in_bfloat16_matches_each_cell_alone(setup):
-    """model.dtype bfloat16 (adapters float32): the per-row LoRA sums in float32 and rounds once, as
-    PEFT's unmerged forward does, so outputs and losses agree with each cell alone up to bfloat16
-    rounding of the attention and norms: losses within 1e-3 relative, at most one of the 12 greedy
-    outputs may flip on a near tie."""
+    """model.dtype bfloat16 (adapters float32): the per-row LoRA delta is computed in bfloat16, where
+    PEFT's unmerged forward (each cell alone) computes it in float32 and rounds the sum once, so
+    outputs and losses agree up to bfloat16 rounding: losses within 1e-3 relative, at most one of the
+    12 greedy outputs may flip on a near tie."""
     import dataclasses
     _, data, models = setup
     cfg = tiny_config()

@@ -63,11 +63,15 @@ class StepResult:
 
 
 class Evaluator:
-    """The base model with one LoRA wrapper, its backend and loss; adapters swapped in place."""
+    """The base model with one LoRA wrapper, its backend and loss; adapters swapped in place.
 
-    def __init__(self, cfg: Config, device: torch.device):
+    `dtype`: the base weights' (float32 | bfloat16), model.dtype unless given (the eval stage gives
+    `eval_dtype(cfg)`)."""
+
+    def __init__(self, cfg: Config, device: torch.device, dtype: str | None = None):
         m = cfg.model
-        base, self.tokenizer = load_base(m.partial_pretrain, dtype=m.dtype, cache_dir=m.cache_dir)
+        dtype = dtype or m.dtype
+        base, self.tokenizer = load_base(m.partial_pretrain, dtype=dtype, cache_dir=m.cache_dir)
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)  # the fresh LoRA's A matrices: adaptation of "base" starts there
             self.peft = add_lora(base, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout,
@@ -79,7 +83,7 @@ class Evaluator:
         self.backend = HFBackend(self.peft, self.tokenizer, batch_size=cfg.eval.batch_size, device=device)
         self.fresh = adapter_state(self.peft)
         self._states: dict[str, dict[str, torch.Tensor]] = {}
-        self._merger = LoraMerger(self.peft) if m.dtype == "float32" else None
+        self._merger = LoraMerger(self.peft) if dtype == "float32" else None
 
     def merged(self):
         """Context in which the adapter is folded into the base weights (float32 bases only)."""

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from metasft.config import Config, ConfigError, save_config
+from metasft.config import Config, ConfigError, eval_dtype, save_config
 from metasft.eval.adaptation import group_rows, run_group, step0, stored_zero_shot
 from metasft.eval.claims import Claims
 from metasft.eval.eta import EvalProgress, adaptation_size, evaluation_size
@@ -185,7 +185,7 @@ def _run_groups(cfg: Config, data_dir: Path, task_info: dict[str, EvalTaskEntry]
     this worker claims and no store holds; every group is stored as soon as it is finished, with
     `meta` (the settings) recorded in the same transaction, then its claim released; `recorded()`
     runs after each store. Returns the groups left to other workers (claimed by them)."""
-    ev = Evaluator(cfg, device_for(cfg))
+    ev = Evaluator(cfg, device_for(cfg), eval_dtype(cfg))
     if cfg.eval.cells_per_batch > 1:
         check_supported(ev.peft)
     tasks: dict[str, TaskData] = {}

@@ -146,7 +146,10 @@ class StackedLora:
     def add_delta(self, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """output + scale * B_c (A_c x) for layer i, x (N, ..., in), output (N, ..., out), c the row's
         cell. The scale and the sum are folded into the second bmm (baddbmm's alpha and beta) or the
-        final add, instead of two more passes over the (N, ..., out) output."""
+        final add, instead of two more passes over the (N, ..., out) output. Computed in the
+        activations' dtype: float32 for a float32 base (PEFT's own arithmetic); on a bfloat16 base
+        (eval.dtype) the float32 adapters are cast to bfloat16 for the products (their gradients still
+        reach the float32 tensors), where PEFT would cast every activation to float32 and back."""
         rows = self._rows
         if rows is None or rows.cells.shape[0] != x.shape[0]:
             raise RuntimeError(f"StackedLora: a batch of {x.shape[0]} rows, the layout has "
@@ -154,13 +157,13 @@ class StackedLora:
         A, B = self.A[i], self.B[i]
         if len(rows.present) != self.n_cells:
             A, B = A.index_select(0, rows.present), B.index_select(0, rows.present)
+        A, B = A.to(x.dtype), B.to(x.dtype)
         k, scale = len(rows.present), self.scales[i]
-        x = x.to(A.dtype)
         if rows.slot is None:  # every present cell has n_max rows: the batch is the (K, n_max) grid
             h = torch.bmm(x.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))              # (K, n_max*T, r)
-            base = output.to(A.dtype).reshape(k, -1, output.shape[-1])
-            return torch.baddbmm(base, h, B.transpose(1, 2), alpha=scale).reshape(output.shape).to(output.dtype)
+            base = output.reshape(k, -1, output.shape[-1])
+            return torch.baddbmm(base, h, B.transpose(1, 2), alpha=scale).reshape(output.shape)
         grid = x.new_zeros((k * rows.n_max, *x.shape[1:])).index_copy(0, rows.slot, x)  # rows into the grid
         h = torch.bmm(grid.reshape(k, -1, x.shape[-1]), A.transpose(1, 2))
         d = torch.bmm(h, B.transpose(1, 2)).reshape(k * rows.n_max, *x.shape[1:-1], -1).index_select(0, rows.slot)
-        return torch.add(output.to(d.dtype), d, alpha=scale).to(output.dtype)   # summed in float32, as PEFT does
+        return torch.add(output, d, alpha=scale)

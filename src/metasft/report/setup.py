@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from metasft.config import eval_dtype
 from metasft.data.cot import WORKED_SHARE
 from metasft.manifests import EvalTaskEntry, SplitCounts, stage_rank
 from metasft.report import plots
@@ -25,7 +26,7 @@ def setup_section(ctx: Context, doc: Document) -> None:
     else:
         m = cfg.model
         doc.add(Para(f"Base model `{m.partial_pretrain}`, LoRA rank {m.lora_rank}, alpha {m.lora_alpha}, dropout "
-                     f"{m.lora_dropout}, target modules {', '.join(m.target_modules)}; base weights {m.dtype}. "
+                     f"{m.lora_dropout}, target modules {', '.join(m.target_modules)}; {_weights(cfg)}. "
                      f"Arms: {', '.join(cfg.arms)}. Meta-learning: {cfg.meta.algorithm}, K = {cfg.meta.num_inner_steps} "
                      f"inner steps (inner lr {cfg.meta.inner_lr:g}, {cfg.meta.inner_optimizer}), outer lr "
                      f"{cfg.meta.outer_lr:g}, meta-batch {cfg.meta.meta_batch_size} tasks. Evaluation: "
@@ -250,3 +251,11 @@ def training_section(ctx: Context, doc: Document) -> None:
     else:
         doc.add(Para("No run logged a loss in runs/<run>/metrics.jsonl."))
     adaptation_gap_section(ctx, doc)
+
+
+def _weights(cfg) -> str:
+    """The base weights' dtype, per stage where evaluation differs from training (eval.dtype)."""
+    evaluating = eval_dtype(cfg)
+    if evaluating == cfg.model.dtype:
+        return f"base weights {evaluating}"
+    return f"base weights {cfg.model.dtype} in training, {evaluating} in evaluation (eval.dtype; adapters float32)"
