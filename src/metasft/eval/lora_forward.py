@@ -111,20 +111,21 @@ class KVCache:
     def copy(self) -> "KVCache":
         """An independent cache with the same rows and filled slots (its own tensors, same capacity)."""
         other = copy.copy(self)
-        other.keep(torch.arange(len(self.valid), device=self.valid.device))
+        other.keys = [t.clone() for t in self.keys]
+        other.values = [t.clone() for t in self.values]
+        other.valid = self.valid.clone()
         return other
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only rows `rows` (indices into the current rows); only the filled slots are copied, one
-        layer at a time (the old layer freed before the next is copied: a second whole cache is never held)."""
-        def kept(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_empty((len(rows), *t.shape[1:]))
-            out[:, :, :self.length] = t[rows, :, :self.length]
-            return out
-        self.keys, self.values = list(self.keys), list(self.values)   # a copy() shares neither list
+        """Keep only rows `rows` (increasing indices into the current rows): their filled slots move to
+        the front of the same tensors, one layer at a time, which then show the first len(rows) rows.
+        Nothing as large as a layer's cache is allocated anew: finishing rows leave a decoding batch
+        several times, and new tensors at each of those grew a long run's heap by about 1 GB."""
+        n, filled = len(rows), self.length
         for layer in range(len(self.keys)):
-            self.keys[layer] = kept(self.keys[layer])
-            self.values[layer] = kept(self.values[layer])
+            for t in (self.keys[layer], self.values[layer]):
+                t[:n, :, :filled] = t[rows, :, :filled]   # the gathered rows first, then written back
+            self.keys[layer], self.values[layer] = self.keys[layer][:n], self.values[layer][:n]
         self.valid = self.valid.index_select(0, rows)
 
 

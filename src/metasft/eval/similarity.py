@@ -99,7 +99,9 @@ def run_similarity(cfg: Config, data_dir: Path, out: Path, adapter: Path | str |
     log.info("similarity: adapter gradients of %d task(s), %d example(s) each, at %s", len(examples), n,
              adapter or "a fresh LoRA")
     ev.peft.train()
-    names, matrix = similarity_matrix(task_gradients(ev.model, examples, micro=cfg.eval.adaptation_batch_size))
+    # one example per forward + backward: the same token-mean gradient, its activations at their least
+    # (two 384-token examples of the competition task held 1.9 GB more than the model)
+    names, matrix = similarity_matrix(task_gradients(ev.model, examples, micro=1))
     manifest = read_manifest(Path(data_dir), DataManifest)
     meta = {"adapter": str(adapter) if adapter else "fresh LoRA", "examples_per_task": n,
             "meta_train_tasks": list(manifest.tasks), "eval_tasks": list(manifest.eval_tasks)}
