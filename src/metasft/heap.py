@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 
 def _malloc_trim():
@@ -23,7 +24,9 @@ _MALLOC_TRIM = _malloc_trim()
 
 
 def release_freed() -> bool:
-    """Return the heap's free pages to the OS; False where that cannot be done here."""
+    """Free what only reference cycles still hold (a finished stage's model and its hooks), then
+    return the heap's free pages to the OS; False where the second cannot be done here."""
+    gc.collect()
     if _MALLOC_TRIM is None:
         return False
     _MALLOC_TRIM(0)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from metasft.config import Config
+from metasft.heap import release_freed
 from metasft.data.store import read_sft
 from metasft.manifests import DataManifest, read_manifest
 from metasft.rundir import SIMILARITY_FILE, eval_task_file, meta_train_file, write_json
@@ -43,6 +44,7 @@ def task_gradients(model: TrainModel, tasks: dict[str, list[Example]], *, micro:
         out[name] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().float().flatten().cpu()
                                for p in model.params])
         model.zero_grad()
+        release_freed()  # this task's activations: not under the next task's peak
     return out
 
 
