@@ -195,11 +195,11 @@ def test_an_unknown_throughput_key_is_a_one_line_error(tmp_path, capsys):
 # (config, overrides, the stage measured (None: the whole run), its peak resident bytes) on the project's
 # 2-core CPU. tiny: `OMP_NUM_THREADS=1 /usr/bin/time -v metasft run configs/tiny/experiment.yaml`,
 # 2026-12-02, commit 0409823, maximum RSS 1,061,608 kB; default: `/usr/bin/time -v bash scripts/demo.sh`
-# from a fresh clone, 2026-12-02, commit 872f2a4, 3,844,276 kB; each against the plan's largest stage
+# from a fresh clone, 2026-12-02, commit 206d226 (evaluation in bfloat16), 3,922,344 kB; each against the plan's largest stage
 # (BENCHMARKS.md, "Cost plan vs measured"). sft_mixed: `metasft train` of the demo's config, 2,607,452 kB.
 MEASURED_PEAK = {
     "tiny": ("tiny/experiment.yaml", TINY_AS_MEASURED, None, 1_061_608 * 1024),
-    "default": ("experiment.yaml", [], None, 3_844_276 * 1024),
+    "default": ("experiment.yaml", ["eval.dtype=bfloat16"], None, 3_922_344 * 1024),  # as measured: auto on AMX
     "default, train/sft_mixed": ("experiment.yaml", [], "train/sft_mixed", 2_607_452 * 1024),
 }
 
