@@ -652,7 +652,7 @@ def render(cfg: Config, origin: str, shape: ModelShape, tp: Throughput, workers:
         "(metasft.plan.Throughput)",
         "precision: " + ", ".join(f"{name} {'bf16' if half else 'fp32'}" for name, half in
                                   dict.fromkeys((s.name.split("/")[0], s.half) for s in with_model))
-        + " (training autocasts with trainer.bf16; evaluation and similarity compute in model.dtype)",
+        + " (training autocasts with trainer.bf16; evaluation computes in eval.dtype, similarity in model.dtype)",
         f"FLOPs: per token 2 x the decoder layers' {shape.body:,} parameters forward, 4x trained (forward + input "
         "gradients; the frozen weights get no weight gradient" + ("; 6x with gradient checkpointing" if gc else "")
         + f"); per scored position (response tokens, a prompt's last) 2x or 4x the LM head's {shape.head:,}; "
