@@ -119,8 +119,9 @@ class KVCache:
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only rows `rows` (increasing indices into the current rows): their filled slots move to
         the front of the same tensors, one layer at a time, which then show the first len(rows) rows.
-        Nothing as large as a layer's cache is allocated anew: finishing rows leave a decoding batch
-        several times, and new tensors at each of those grew a long run's heap by about 1 GB."""
+        Only a temporary of one layer's kept slots is allocated, never a new cache: finishing rows leave
+        a decoding batch several times, and new tensors at each of those grew a long run's heap by about
+        1 GB (BENCHMARKS.md)."""
         n, filled = len(rows), self.length
         for layer in range(len(self.keys)):
             for t in (self.keys[layer], self.values[layer]):

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from metasft.config import Config
-from metasft.heap import release_freed
 from metasft.data.store import read_sft
+from metasft.heap import release_freed
 from metasft.manifests import DataManifest, read_manifest
 from metasft.rundir import SIMILARITY_FILE, eval_task_file, meta_train_file, write_json
 from metasft.train.batching import Example, tokenize
