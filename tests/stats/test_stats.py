@@ -138,12 +138,11 @@ def test_holm_hand_computation():
     assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
 
 
-def test_holm_matches_statsmodels():
-    from statsmodels.stats import multitest  # a test dependency (pyproject [test])
+def test_holm_matches_statsmodels(statsmodels_holm):
     rng = np.random.default_rng(5)
     for _ in range(200):
         p = rng.random(rng.integers(1, 10)) ** 3
-        assert holm(p) == pytest.approx(multitest.multipletests(p, method="holm")[1])
+        assert holm(p) == pytest.approx(statsmodels_holm(p))
 
 
 # --- curves ------------------------------------------------------------------------------------
