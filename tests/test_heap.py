@@ -49,3 +49,38 @@ def test_freed_activation_sized_blocks_leave_the_rss_after_release():
     process.start()
     process.join(120)
     assert process.exitcode == 0
+
+
+def _settled_collections_skip_what_was_alive() -> None:
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    kept = [Node() for _ in range(200_000)]                   # alive at the settle: never scanned again
+    cycle = Node()
+    cycle.self = cycle
+    gone = weakref.ref(cycle)
+    del cycle                                                  # garbage in a cycle: freed by the settle
+    release_freed(settle=True)
+    assert gone() is None
+    assert gc.get_freeze_count() >= len(kept)
+    later = Node()
+    later.self = later
+    later_gone = weakref.ref(later)
+    del later
+    assert gc.collect() >= 1 and later_gone() is None          # what is made after is still collected
+    assert len(gc.get_objects()) < len(kept)                   # the scan holds only what came after
+
+
+def test_settle_collects_the_garbage_then_freezes_the_living():
+    """`release_freed(settle=True)` between stages: the cycles freed then are collected, the objects
+    alive then leave the collector's scan (gc.freeze), garbage made later is still collected. In a
+    fresh process: freezing a test worker's objects would keep its later garbage."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=_settled_collections_skip_what_was_alive)
+    process.start()
+    process.join(120)
+    assert process.exitcode == 0

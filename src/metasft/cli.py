@@ -289,12 +289,15 @@ def _dispatch(args) -> int:
         print(stats_table(args.dir))
         return 0
     if args.command == "train":
+        from metasft.heap import release_freed
         from metasft.train.run import train
+        release_freed(settle=True)  # the imports: out of each later collection's scan
         train(load_config(args.config, args.overrides), args.out, resume=args.resume, overwrite=args.overwrite)
         return 0
     if args.command == "eval":
         from metasft.eval.protocols import run_eval
         from metasft.eval.specs import parse_model_specs
+        from metasft.heap import release_freed
         from metasft.models import check_model
         from metasft.rundir import OutputDir
         cfg = load_config(args.config, args.overrides)
@@ -311,6 +314,7 @@ def _dispatch(args) -> int:
                 claim.start(started_record("eval"))
                 data_dir = ensure_data(cfg, args.out, World())
             # a group stored is a record worth keeping: a failure after it leaves the directory to resume
+            release_freed(settle=True)  # the imports: out of each later collection's scan
             run_eval(cfg, data_dir, models, args.out, after_group=lambda group: claim.commit())
             claim.commit()
         return 0

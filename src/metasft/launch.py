@@ -28,6 +28,7 @@ from typing import Callable
 from metasft.config import Config, ConfigError
 from metasft.errors import MetasftError
 from metasft.eval.results import ResultsUnion, store_paths
+from metasft.heap import release_freed
 from metasft.pipeline import Stage, Study, open_study, plan_study
 from metasft.manifests import started_record
 from metasft.rundir import JOBS_DIR, OutputDir
@@ -115,6 +116,7 @@ def _job(work: Callable[[], object], label: str, distributed: bool = False) -> N
         # the device comes from LOCAL_RANK (train.distributed.init_world): every GPU stays visible
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     log.info("%s: starting in job %s", label, submitit.JobEnvironment().job_id)
+    release_freed(settle=True)
     work()
 
 

@@ -316,6 +316,7 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
     and `overwrite`); a stage finished before with the same settings is skipped. Returns `out`."""
     study = plan_study(cfg, out)
     with open_study(study, force, overwrite) as records:
+        release_freed(settle=True)
         for stage in study.stages:
             if stage.before is not None:
                 stage.before(records.manifest)
@@ -328,5 +329,5 @@ def run_experiment(cfg: Config, out: Path, force: bool = False, overwrite: bool 
             if stage.check is not None:
                 stage.check()
             records.finish(stage.name, time.time() - t0)
-            release_freed()  # the stage's freed memory, not under the next stage's peak (one process)
+            release_freed(settle=True)  # the stage's freed memory, not under the next stage's peak (one process)
     return study.out
