@@ -45,6 +45,18 @@ def data_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def statsmodels_holm(monkeypatch):
+    """statsmodels' Holm-adjusted p-values of one family (the statistics tests' reference).
+    `multipletests` calls `gc.collect()` on every call, 0.3 s in a test worker that holds models; that
+    collection changes no result."""
+    import gc
+
+    from statsmodels.stats import multitest  # a test dependency (pyproject [test])
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+    return lambda p: multitest.multipletests(p, method="holm")[1]
+
+
 def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
         import torch
