@@ -77,6 +77,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_sessionstart(session):
+    """`--dist loadgroup` tells the scheduler a test's group by appending it to the test's node id
+    (`item._nodeid`); from pytest 9.2 a node id no longer reads it (pytest-dev/pytest-xdist#1386) and
+    the grouping silently stops, each worker building every module-scoped fixture. Checked on the
+    controller, on a node of this pytest, before any worker starts."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or session.config.getoption("dist", "no") != "loadgroup":
+        return
+    before = session.nodeid
+    session._nodeid = f"{before}@probe"
+    grouped = session.nodeid == f"{before}@probe"
+    session._nodeid = before
+    if not grouped:
+        raise pytest.UsageError(f"pytest {pytest.__version__}: pytest-xdist's --dist loadgroup does not group "
+                                f"here; install the pytest that pyproject.toml's [test] allows")
+
+
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """`build(out)` done once per test session: by the first xdist worker that asks (the others wait
     for it), each worker then using a copy of its own."""
