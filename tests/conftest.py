@@ -126,6 +126,21 @@ def tiny_experiment(tmp_path_factory):
     return built_once(tmp_path_factory, "pipeline", build)
 
 
+def killed_after_training(finished: Path, out: Path) -> None:
+    """`out`: a copy of the finished tiny experiment as `metasft run` leaves it when killed after its
+    first arms: data, train/base and train/fomaml finished; train/sft_mixed and what follows not begun."""
+    import json
+
+    from metasft.rundir import EVAL_DIR, MANIFEST, REPORT_DIR, RUNS_DIR
+    shutil.copytree(finished, out)
+    record = json.loads((out / MANIFEST).read_text())
+    for stage in ("train/sft_mixed", "eval", "similarity", "report"):
+        del record["stages"][stage]
+    (out / MANIFEST).write_text(json.dumps(record))
+    for written in (out / RUNS_DIR / "sft_mixed", out / EVAL_DIR, out / REPORT_DIR):
+        shutil.rmtree(written)
+
+
 RUN_OUTPUT = "run_output.txt"  # beside the tiny experiment: what its `metasft run` printed
 
 

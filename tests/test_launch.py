@@ -3,21 +3,19 @@ gives the cells and predictions of `metasft run`; a worker killed mid-way is res
 rerun of launch finishes without redoing a finished group. Slurm submissions are checked up to sbatch."""
 import json
 import os
-import shutil
 import signal
 import sqlite3
 
 import pandas as pd
 import pytest
 
-from conftest import CONFIGS
+from conftest import CONFIGS, killed_after_training
 from metasft.cli import main
 from metasft.config import Config, load_config
 from metasft.eval.results import ResultsStore, ResultsUnion, store_paths
 from metasft.launch import ClusterArgs, LaunchError, _submit, launch_experiment
 from metasft.pipeline import Stage, Study
-from metasft.rundir import (DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_HTML, REPORT_MD, RUNS_DIR,
-                            SIMILARITY_FILE)
+from metasft.rundir import DATASET_DIR, EVAL_DIR, MANIFEST, REPORT_DIR, REPORT_HTML, REPORT_MD, SIMILARITY_FILE
 
 TINY = str(CONFIGS / "tiny" / "experiment.yaml")
 
@@ -32,23 +30,11 @@ def finished_at(eval_dir) -> dict:
     return out
 
 
-def _killed_after_training(finished, out) -> None:
-    """`out`: a copy of the finished tiny experiment as `metasft run` leaves it when killed after its
-    first arms: data, train/base and train/fomaml finished; train/sft_mixed and what follows not begun."""
-    shutil.copytree(finished, out)
-    record = json.loads((out / MANIFEST).read_text())
-    for stage in ("train/sft_mixed", "eval", "similarity", "report"):
-        del record["stages"][stage]
-    (out / MANIFEST).write_text(json.dumps(record))
-    for written in (out / RUNS_DIR / "sft_mixed", out / EVAL_DIR, out / REPORT_DIR):
-        shutil.rmtree(written)
-
-
 def test_launch_matches_run_and_resumes_after_a_killed_worker(tiny_experiment, tmp_path, capsys):
     """From a run killed after its first arms (the data build and those arms as jobs would add only
     process starts to what is checked): a training arm as a job, then the evaluation on two workers."""
     out = tmp_path / "launched"
-    _killed_after_training(tiny_experiment, out)
+    killed_after_training(tiny_experiment, out)
     victim = out / EVAL_DIR / "results.shard-1.sqlite"
 
     def kill_worker_1(group):

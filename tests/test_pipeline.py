@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import CONFIGS, REPO, RUN_OUTPUT
+from conftest import CONFIGS, REPO, RUN_OUTPUT, killed_after_training
 from metasft.cli import main
 from metasft.eval.results import ResultsStore
 from metasft.stats.verdicts import read_verdicts, summary_lines
@@ -387,7 +387,9 @@ def _holds_lock(out) -> bool:
 
 
 def test_two_runs_on_one_out_one_proceeds_and_the_other_is_refused_naming_it(tmp_path, finished):
+    """Both on a run killed after its first arms: the first trains an arm, evaluates and reports."""
     out = tmp_path / "exp"
+    killed_after_training(finished, out)
     first = subprocess.Popen(_metasft("run", TINY, "--out", out), env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -405,8 +407,8 @@ def test_two_runs_on_one_out_one_proceeds_and_the_other_is_refused_naming_it(tmp
     # the finished run is the single run's: the same stages, one line per training step, the same results
     assert {s: r["fingerprint"] for s, r in manifest(out)["stages"].items()} == \
            {s: r["fingerprint"] for s, r in manifest(finished)["stages"].items()}
-    steps = [json.loads(line)["step"] for line in (out / RUNS_DIR / "fomaml" / METRICS_FILE).read_text().splitlines()]
-    assert steps == sorted(set(steps))
+    steps = [json.loads(line)["step"] for line in (out / RUNS_DIR / "sft_mixed" / METRICS_FILE).read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps  # trained by one of them
     stored = []
     for d in (finished, out):
         with ResultsStore(d / EVAL_DIR / RESULTS_FILE) as store:
