@@ -83,7 +83,7 @@ def test_the_cut_keeps_the_structure(shared_data):
     assert all(t.support_max_samples == 2 and t.query_max_samples == 2 for t in r.data.tasks)
     assert [m.name for m in r.meta.tasks] == list(meta)
     assert not any("geometry_proof" in f for f in r.data.train_files)
-    assert all(t.test_size == 4 and t.shots_max >= max(t.n_shots) for t in r.data.eval_tasks)
+    assert all(t.test_size == 2 and t.shots_max >= max(t.n_shots) for t in r.data.eval_tasks)
     assert r.data.shortest and not cfg.data.shortest
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 TINY = "tiny-llama"
 EXAMPLES = 2            # support and query examples per meta-training task
-TEST_QUESTIONS = 4      # test questions per eval task
+TEST_QUESTIONS = 2      # test questions per eval task
 SHOT_POOL = 8           # shots kept per eval task beyond its largest shot level (Baseline 2 trains on them)
 STEPS = 2               # training steps, and adaptation steps
 GENERATED = 8           # new tokens per answer: decoding, stopping and grading run (the real caps are checked
