@@ -18,6 +18,6 @@ status=0
 python -m pytest -q -n 2 --dist loadgroup "$@" || status=$?
 if [ $# -eq 0 ]; then
     wait "$prepare" || { status=1; cat .floors-prepare.log; echo "scripts/test_floors.sh --prepare failed" >&2; }
-    [ "$status" -ne 0 ] || bash scripts/test_floors.sh || status=$?
+    [ "$status" -ne 0 ] || bash scripts/test_floors.sh --prepared || status=$?
 fi
 exit "$status"
