@@ -66,15 +66,19 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under `--dist loadgroup`, the tests that use a module-scoped fixture run on one worker, so that
-    the fixture is built once; every other test goes to whichever worker is free, the `slow` ones (the
-    longest: SmolLM2, the design's rehearsals) handed out first so that no worker ends alone on one."""
+    the fixture is built once; every other test goes to whichever worker is free (xdist hands out the
+    largest groups first, then single tests in this order): one test that needs the tiny experiment,
+    so that one worker builds it while the other runs the `slow` ones (the longest: SmolLM2, the
+    design's rehearsals), which come next so that no worker ends alone on one."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for item in items:
         defs = getattr(item, "_fixtureinfo", None)
         if defs and any(d.scope == "module" for fds in defs.name2fixturedefs.values() for d in fds):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    builder = next((item for item in items if "tiny_experiment" in getattr(item, "fixturenames", ())
+                    and not item.get_closest_marker("xdist_group")), None)
+    items.sort(key=lambda item: (item is not builder, item.get_closest_marker("slow") is None))
 
 
 def pytest_sessionstart(session):
